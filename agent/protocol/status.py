@@ -1,0 +1,106 @@
+"""The stable vocabulary of results: statuses and reasons.
+
+These strings are part of the wire contract (docs/protocol.md) and of the operator
+log format, so they never change meaning. Connectors raise errors that carry one
+status (and for policy violations one reason); the pipeline puts them in the
+signed result; the portal maps them to user-facing pages.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    SUCCEEDED = "succeeded"
+    NOT_MANAGED = "not_managed"
+    USER_NOT_FOUND = "user_not_found"
+    AMBIGUOUS_USER = "ambiguous_user"
+    POLICY_VIOLATION = "policy_violation"
+    WRONG_OLD_PASSWORD = "wrong_old_password"
+    ACCOUNT_DISABLED = "account_disabled"
+    ACCOUNT_LOCKED = "account_locked"
+    ACCESS_DENIED = "access_denied"
+    DIRECTORY_UNAVAILABLE = "directory_unavailable"
+    REJECTED = "rejected"
+    IN_DOUBT = "in_doubt"
+    INTERNAL_ERROR = "internal_error"
+
+
+class PolicyReason(StrEnum):
+    """Why a password was refused (status policy_violation)."""
+
+    TOO_SHORT = "too_short"
+    TOO_LONG = "too_long"
+    COMPLEXITY = "complexity"
+    HISTORY = "history"
+    TOO_YOUNG = "too_young"
+    CONTAINS_NAME = "contains_name"
+    UNKNOWN = "unknown"
+
+
+class NotManagedReason(StrEnum):
+    """Why writeback is not allowed for this account (status not_managed)."""
+
+    WRITEBACK_DISABLED = "writeback_disabled"
+    OUTSIDE_SCOPE = "outside_scope"
+    NOT_IN_ALLOWED_GROUP = "not_in_allowed_group"
+    IN_DENIED_GROUP = "in_denied_group"
+    PROTECTED_ACCOUNT = "protected_account"
+    NO_DIRECTORY = "no_directory"
+
+
+class RejectReason(StrEnum):
+    """Why an envelope was refused before anything was decrypted (status rejected)."""
+
+    TOO_LARGE = "too_large"
+    MALFORMED = "malformed"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    UNKNOWN_KEY = "unknown_key"
+    BAD_SIGNATURE = "bad_signature"
+    WRONG_TENANT = "wrong_tenant"
+    WRONG_AGENT_GROUP = "wrong_agent_group"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    REPLAYED = "replayed"
+    NOT_FOR_THIS_AGENT = "not_for_this_agent"
+    DECRYPT_FAILED = "decrypt_failed"
+    SUPERSEDED = "superseded"
+
+
+# What the end user sees. The portal may localise; these are the defaults the SDK
+# offers. Never includes anything from the directory's own error text.
+USER_MESSAGES: dict[Status, str] = {
+    Status.SUCCEEDED: "Your password has been updated.",
+    Status.NOT_MANAGED: (
+        "Your password is managed by your administrator and can't be reset here. "
+        "Contact your IT help desk."
+    ),
+    Status.USER_NOT_FOUND: "We could not verify your account.",
+    Status.AMBIGUOUS_USER: "We could not verify your account.",
+    Status.POLICY_VIOLATION: "The new password does not meet the password policy.",
+    Status.WRONG_OLD_PASSWORD: "The current password is not correct.",
+    Status.ACCOUNT_DISABLED: "Your account is disabled. Contact your IT help desk.",
+    Status.ACCOUNT_LOCKED: "Your account is locked. Contact your IT help desk or reset with unlock.",
+    Status.ACCESS_DENIED: (
+        "An on-premises configuration error prevents password changes. "
+        "Contact your IT help desk."
+    ),
+    Status.DIRECTORY_UNAVAILABLE: "The directory is not reachable right now. Try again later.",
+    Status.REJECTED: "The request could not be processed.",
+    Status.IN_DOUBT: "We could not confirm whether your password was changed. Try again.",
+    Status.INTERNAL_ERROR: "Something went wrong. Try again later.",
+}
+
+POLICY_MESSAGES: dict[PolicyReason, str] = {
+    PolicyReason.TOO_SHORT: "The new password is too short.",
+    PolicyReason.TOO_LONG: "The new password is too long.",
+    PolicyReason.COMPLEXITY: (
+        "The new password must contain characters from at least three of: "
+        "uppercase letters, lowercase letters, digits, symbols."
+    ),
+    PolicyReason.HISTORY: "The new password was used recently. Choose one you have not used before.",
+    PolicyReason.TOO_YOUNG: "Your password was changed too recently to change it again yet.",
+    PolicyReason.CONTAINS_NAME: "The new password must not contain your account name or parts of your full name.",
+    PolicyReason.UNKNOWN: "The new password does not meet the password policy.",
+}
