@@ -1,0 +1,1 @@
+"""Placeholder: the samba fixture is being written."""

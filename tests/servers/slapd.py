@@ -1,0 +1,1 @@
+"""Placeholder: the slapd fixture is being written."""
