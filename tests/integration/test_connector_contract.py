@@ -1,0 +1,288 @@
+"""The behaviour every directory connector owes its callers, checked against a real
+Samba AD DC and a real slapd with the same test bodies (the `directory` fixture).
+
+What a user would see is what is asserted: after a reset the user can bind with the
+new password; a refusal names the rule; a lookup with a hostile name finds nobody.
+"""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr
+
+from agent.protocol.status import PolicyReason, Status
+from connectors.base import (
+    AccountDisabled,
+    AccountLocked,
+    AmbiguousUser,
+    DirectoryConnector,
+    InsecureTransport,
+    LookupKind,
+    PolicyViolation,
+    UserNotFound,
+    UserQuery,
+    WrongOldPassword,
+)
+from tests.servers._process import free_port
+from tests.servers.base import BindOutcome, DirectoryEnv, unique_login
+
+pytestmark = pytest.mark.slow
+
+INITIAL = "Initial-Pass-1"
+NEW = "Fresh-Secret-42"
+NON_BMP = "Pässwörd-ñ-密码-🔑x9"
+
+
+def secret(value: str) -> SecretStr:
+    return SecretStr(value)
+
+
+@pytest.fixture
+def connector(directory: DirectoryEnv) -> DirectoryConnector:
+    conn = directory.connector()
+    yield conn
+    conn.close()
+
+
+def _new_user(directory: DirectoryEnv, **kwargs: object) -> str:
+    login = unique_login()
+    directory.create_user(login, INITIAL, given_name="Robin", surname="Quartz", **kwargs)  # type: ignore[arg-type]
+    return login
+
+
+def _find(connector: DirectoryConnector, login: str):
+    return connector.find_user(UserQuery(LookupKind.LOGIN, login))
+
+
+# --------------------------------------------------------------------------- lookups
+
+
+def test_find_by_login_upn_and_id(directory: DirectoryEnv, connector: DirectoryConnector) -> None:
+    login = unique_login()
+    mail = f"{login}@mail.wb.test"
+    dn = directory.create_user(login, INITIAL, mail=mail)
+    by_login = _find(connector, login)
+    assert by_login.dn.lower() == dn.lower()
+    assert by_login.login == login
+    by_mail = connector.find_user(UserQuery(LookupKind.UPN, mail))
+    assert by_mail.dn == by_login.dn
+    by_id = connector.find_user(UserQuery(LookupKind.ID, directory.user_id(login)))
+    assert by_id.dn == by_login.dn
+    assert by_id.id == by_login.id
+
+
+def test_user_not_found(connector: DirectoryConnector) -> None:
+    with pytest.raises(UserNotFound) as info:
+        connector.find_user(UserQuery(LookupKind.LOGIN, "nobody-" + unique_login()))
+    assert info.value.status is Status.USER_NOT_FOUND
+
+
+def test_ambiguous_user(directory: DirectoryEnv, connector: DirectoryConnector) -> None:
+    shared = f"shared-{unique_login()}@mail.wb.test"
+    directory.create_user(unique_login(), INITIAL, mail=shared)
+    directory.create_user(unique_login(), INITIAL, mail=shared)
+    with pytest.raises(AmbiguousUser) as info:
+        connector.find_user(UserQuery(LookupKind.UPN, shared))
+    assert info.value.status is Status.AMBIGUOUS_USER
+
+
+@pytest.mark.parametrize(
+    "hostile", ["*)(uid=*", "admin)(|(x=*", "*", "*)(sAMAccountName=*", "\\2a", "a\x00b"]
+)
+@pytest.mark.parametrize("kind", [LookupKind.LOGIN, LookupKind.UPN, LookupKind.ID])
+def test_hostile_names_find_nobody(
+    directory: DirectoryEnv, connector: DirectoryConnector, hostile: str, kind: LookupKind
+) -> None:
+    _new_user(directory)  # so that an unescaped wildcard WOULD match someone
+    with pytest.raises(UserNotFound):
+        connector.find_user(UserQuery(kind, hostile))
+
+
+# --------------------------------------------------------------------------- reset
+
+
+def test_reset_then_user_binds_with_new_password(
+    directory: DirectoryEnv, connector: DirectoryConnector
+) -> None:
+    login = _new_user(directory)
+    outcome = connector.reset_password(_find(connector, login), secret(NEW))
+    assert "password" in outcome.applied
+    assert outcome.dc in directory.settings.urls
+    assert directory.bind(login, NEW) is BindOutcome.OK
+    assert directory.bind(login, INITIAL) is BindOutcome.INVALID_CREDENTIALS
+
+
+def test_non_ascii_and_non_bmp_password(directory: DirectoryEnv, connector: DirectoryConnector) -> None:
+    login = _new_user(directory)
+    connector.reset_password(_find(connector, login), secret(NON_BMP))
+    assert directory.bind(login, NON_BMP) is BindOutcome.OK
+    # and the user can change from it to another non-ASCII one
+    connector.change_password(_find(connector, login), secret(NON_BMP), secret("Nöch-Ein-Pass-9"))
+    assert directory.bind(login, "Nöch-Ein-Pass-9") is BindOutcome.OK
+
+
+def test_reset_too_short(directory: DirectoryEnv, connector: DirectoryConnector) -> None:
+    login = _new_user(directory)
+    with pytest.raises(PolicyViolation) as info:
+        connector.reset_password(_find(connector, login), secret("Ab1-x"))
+    assert info.value.reason == PolicyReason.TOO_SHORT
+    assert info.value.status is Status.POLICY_VIOLATION
+    assert directory.bind(login, INITIAL) is BindOutcome.OK  # nothing was written
+
+
+def test_reset_complexity(directory: DirectoryEnv, connector: DirectoryConnector) -> None:
+    login = _new_user(directory)
+    with pytest.raises(PolicyViolation) as info:
+        connector.reset_password(_find(connector, login), secret("alllowercaseletters"))
+    assert info.value.reason == PolicyReason.COMPLEXITY
+    assert directory.bind(login, INITIAL) is BindOutcome.OK
+
+
+def test_reset_contains_account_name(directory: DirectoryEnv, connector: DirectoryConnector) -> None:
+    login = _new_user(directory)
+    with pytest.raises(PolicyViolation) as info:
+        connector.reset_password(_find(connector, login), secret(f"X-{login.upper()}-9z"))
+    assert info.value.reason == PolicyReason.CONTAINS_NAME
+
+
+def test_change_history(directory: DirectoryEnv, connector: DirectoryConnector) -> None:
+    login = _new_user(directory)
+    connector.change_password(_find(connector, login), secret(INITIAL), secret(NEW))
+    with pytest.raises(PolicyViolation) as info:
+        connector.change_password(_find(connector, login), secret(NEW), secret(INITIAL))
+    assert info.value.reason == PolicyReason.HISTORY
+    assert directory.bind(login, NEW) is BindOutcome.OK
+
+
+def test_change_too_young(directory: DirectoryEnv, connector: DirectoryConnector) -> None:
+    login = _new_user(directory, young=True)
+    with pytest.raises(PolicyViolation) as info:
+        connector.change_password(_find(connector, login), secret(INITIAL), secret(NEW))
+    assert info.value.reason == PolicyReason.TOO_YOUNG
+    assert directory.bind(login, INITIAL) is BindOutcome.OK
+
+
+def test_policy_is_reported(directory: DirectoryEnv, connector: DirectoryConnector) -> None:
+    login = _new_user(directory)
+    policy = connector.password_policy(_find(connector, login))
+    assert policy.min_length == 8
+    assert policy.complexity is True
+    assert policy.history_length == 3
+    young = connector.password_policy(_find(connector, _new_user(directory, young=True)))
+    assert young.min_age.total_seconds() == 86400
+
+
+# --------------------------------------------------------------------------- change
+
+
+def test_change_with_right_old_password(directory: DirectoryEnv, connector: DirectoryConnector) -> None:
+    login = _new_user(directory)
+    outcome = connector.change_password(_find(connector, login), secret(INITIAL), secret(NEW))
+    assert "password" in outcome.applied
+    assert directory.bind(login, NEW) is BindOutcome.OK
+
+
+def test_change_with_wrong_old_password(directory: DirectoryEnv, connector: DirectoryConnector) -> None:
+    login = _new_user(directory)
+    with pytest.raises(WrongOldPassword) as info:
+        connector.change_password(_find(connector, login), secret("Not-The-Old-1"), secret(NEW))
+    assert info.value.status is Status.WRONG_OLD_PASSWORD
+    assert directory.bind(login, INITIAL) is BindOutcome.OK
+
+
+# --------------------------------------------------------------------------- account state
+
+
+def test_disabled_account(directory: DirectoryEnv, connector: DirectoryConnector) -> None:
+    login = _new_user(directory, disabled=True)
+    user = _find(connector, login)
+    assert user.disabled
+    with pytest.raises(AccountDisabled) as info:
+        connector.reset_password(user, secret(NEW))
+    assert info.value.status is Status.ACCOUNT_DISABLED
+
+
+def test_locked_account_and_unlock(directory: DirectoryEnv, connector: DirectoryConnector) -> None:
+    login = _new_user(directory)
+    directory.lock(login)
+    user = _find(connector, login)
+    assert user.locked
+    with pytest.raises(AccountLocked):
+        connector.reset_password(user, secret(NEW))
+    outcome = connector.unlock(user)
+    assert "unlock" in outcome.applied
+    assert not _find(connector, login).locked
+    assert directory.bind(login, INITIAL) is BindOutcome.OK
+
+
+def test_reset_with_unlock(directory: DirectoryEnv, connector: DirectoryConnector) -> None:
+    login = _new_user(directory)
+    directory.lock(login)
+    outcome = connector.reset_password(_find(connector, login), secret(NEW), unlock=True)
+    assert set(outcome.applied) >= {"password", "unlock"}
+    assert directory.bind(login, NEW) is BindOutcome.OK
+
+
+def test_must_change_seen_at_next_bind(directory: DirectoryEnv, connector: DirectoryConnector) -> None:
+    login = _new_user(directory)
+    outcome = connector.reset_password(_find(connector, login), secret(NEW), must_change=True)
+    assert "must_change" in outcome.applied
+    assert directory.bind(login, NEW) is BindOutcome.MUST_CHANGE
+
+
+def test_reset_without_must_change_is_a_normal_login(
+    directory: DirectoryEnv, connector: DirectoryConnector
+) -> None:
+    login = _new_user(directory)
+    connector.reset_password(_find(connector, login), secret(NEW), must_change=True)
+    connector.reset_password(_find(connector, login), secret("Third-Secret-7"))
+    assert directory.bind(login, "Third-Secret-7") is BindOutcome.OK
+
+
+# --------------------------------------------------------------------------- transport
+
+
+def test_plain_ldap_refused_for_writes(directory: DirectoryEnv) -> None:
+    login = _new_user(directory)
+    reader = directory.connector()
+    user = _find(reader, login)
+    plain = directory.connector(urls=[directory.plain_url], ca_file=None)
+    with pytest.raises(InsecureTransport) as info:
+        plain.reset_password(user, secret(NEW))
+    assert "ldaps" in str(info.value)
+    assert directory.bind(login, INITIAL) is BindOutcome.OK
+
+
+def test_first_url_dead_second_answers(directory: DirectoryEnv) -> None:
+    login = _new_user(directory)
+    real = directory.settings.urls[0]
+    dead = f"ldaps://127.0.0.1:{free_port()}"
+    conn = directory.connector(urls=[dead, real], connect_timeout=2.0)
+    outcome = conn.reset_password(_find(conn, login), secret(NEW))
+    assert outcome.dc == real
+    assert directory.bind(login, NEW) is BindOutcome.OK
+
+
+def test_limited_service_account_is_denied(directory: DirectoryEnv) -> None:
+    from connectors.base import AccessDenied, make_connector
+
+    login = _new_user(directory)
+    limited = make_connector(directory.limited_settings)
+    with pytest.raises(AccessDenied) as info:
+        limited.reset_password(_find(limited, login), secret(NEW))
+    assert info.value.status is Status.ACCESS_DENIED
+    assert directory.bind(login, INITIAL) is BindOutcome.OK
+
+
+def test_errors_never_contain_the_password(directory: DirectoryEnv, connector: DirectoryConnector) -> None:
+    login = _new_user(directory)
+    attempts = [
+        lambda: connector.reset_password(_find(connector, login), secret("short-Ü1")),
+        lambda: connector.change_password(_find(connector, login), secret("Wrong-Old-77"), secret(NEW)),
+    ]
+    for attempt in attempts:
+        with pytest.raises(Exception) as info:
+            attempt()
+        text = f"{info.value} {info.value!r} {getattr(info.value, 'detail', '')}"
+        for pw in ("short-Ü1", "Wrong-Old-77", NEW):
+            assert pw not in text
