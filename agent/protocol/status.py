@@ -66,6 +66,10 @@ class RejectReason(StrEnum):
     NOT_FOR_THIS_AGENT = "not_for_this_agent"
     DECRYPT_FAILED = "decrypt_failed"
     SUPERSEDED = "superseded"
+    # Added with the protocol (issue 3): a portal key past its not_after, and a
+    # request whose exp-iat is not positive or exceeds the agent's max lifetime.
+    RETIRED_KEY = "retired_key"
+    BAD_LIFETIME = "bad_lifetime"
 
 
 # What the end user sees. The portal may localise; these are the defaults the SDK
