@@ -1,0 +1,173 @@
+"""SQLite idempotency journal: request id -> state and signed result.
+
+Why it exists: the relay may deliver a request twice (lease timeout, agent restart,
+a replay). A password must never be written twice for one request, and a request
+caught mid-write by a crash must be answered `in_doubt`, never silently retried.
+
+States::
+
+    received --mark_writing--> writing --finish--> done
+        \\                         |
+         \\-------finish--------->  (crash) --recover()--> in_doubt --finish--> done
+
+`mark_writing` is committed (synchronous=FULL) before the LDAP write goes out, so
+after a crash the journal knows a write may have happened. One connection per
+thread; SQLite serialises writers and `claim` runs in an IMMEDIATE transaction so
+two workers handed the same request id cannot both claim it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    id           TEXT PRIMARY KEY,
+    state        TEXT NOT NULL,
+    op           TEXT NOT NULL DEFAULT '',
+    user_ref     TEXT NOT NULL DEFAULT '',
+    status       TEXT,
+    result       BLOB,
+    received_at  REAL NOT NULL,
+    updated_at   REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_updated ON requests (updated_at);
+"""
+
+
+class State(StrEnum):
+    RECEIVED = "received"
+    WRITING = "writing"
+    IN_DOUBT = "in_doubt"
+    DONE = "done"
+
+
+class ClaimKind(StrEnum):
+    NEW = "new"  # first time seen: go ahead
+    DONE = "done"  # answered before: send the stored result again, write nothing
+    IN_DOUBT = "in_doubt"  # a crash caught it mid-write: answer in_doubt, write nothing
+    BUSY = "busy"  # another worker of this agent holds it right now
+
+
+@dataclass(frozen=True)
+class Claim:
+    kind: ClaimKind
+    result: bytes | None = None
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._local = threading.local()
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with self._conn() as conn:
+            conn.executescript(_SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self._path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            self._local.conn = conn
+        return conn
+
+    def claim(self, request_id: str, *, op: str, user_ref: str, now: float | None = None) -> Claim:
+        now = time.time() if now is None else now
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute(
+                "SELECT state, result FROM requests WHERE id = ?", (request_id,)
+            ).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO requests (id, state, op, user_ref, received_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (request_id, State.RECEIVED, op, user_ref, now, now),
+                )
+                claim = Claim(ClaimKind.NEW)
+            elif row[0] == State.DONE:
+                claim = Claim(ClaimKind.DONE, bytes(row[1]) if row[1] is not None else None)
+            elif row[0] == State.IN_DOUBT:
+                claim = Claim(ClaimKind.IN_DOUBT)
+            else:
+                claim = Claim(ClaimKind.BUSY)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return claim
+
+    def mark_writing(self, request_id: str) -> None:
+        self._set_state(request_id, State.WRITING)
+
+    def finish(self, request_id: str, *, status: str, result: bytes) -> None:
+        now = time.time()
+        self._conn().execute(
+            "INSERT INTO requests (id, state, status, result, received_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+            "state = excluded.state, status = excluded.status, result = excluded.result, "
+            "updated_at = excluded.updated_at",
+            (request_id, State.DONE, status, result, now, now),
+        )
+
+    def forget(self, request_id: str) -> None:
+        """Drop a claim that did nothing (e.g. shutdown before work began) so a
+        redelivery is processed normally."""
+        self._conn().execute(
+            "DELETE FROM requests WHERE id = ? AND state = ?", (request_id, State.RECEIVED)
+        )
+
+    def state(self, request_id: str) -> State | None:
+        row = self._conn().execute("SELECT state FROM requests WHERE id = ?", (request_id,)).fetchone()
+        return State(row[0]) if row else None
+
+    def recover(self) -> list[str]:
+        """At start-up: writes a crash interrupted become in_doubt; claims that never
+        reached the write are dropped so a redelivery is processed normally."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            ids = [r[0] for r in conn.execute("SELECT id FROM requests WHERE state = ?", (State.WRITING,))]
+            conn.execute(
+                "UPDATE requests SET state = ?, updated_at = ? WHERE state = ?",
+                (State.IN_DOUBT, time.time(), State.WRITING),
+            )
+            conn.execute("DELETE FROM requests WHERE state = ?", (State.RECEIVED,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return ids
+
+    def prune(self, older_than_seconds: float) -> int:
+        """Forget finished requests; their ids are long past expiry by then, so a
+        replay is refused by the time window anyway."""
+        cutoff = time.time() - older_than_seconds
+        cur = self._conn().execute(
+            "DELETE FROM requests WHERE updated_at < ? AND state IN (?, ?)",
+            (cutoff, State.DONE, State.IN_DOUBT),
+        )
+        return cur.rowcount
+
+    def counts(self) -> dict[str, int]:
+        rows = self._conn().execute("SELECT state, COUNT(*) FROM requests GROUP BY state").fetchall()
+        return {str(state): int(n) for state, n in rows}
+
+    def _set_state(self, request_id: str, state: State) -> None:
+        self._conn().execute(
+            "UPDATE requests SET state = ?, updated_at = ? WHERE id = ?",
+            (state, time.time(), request_id),
+        )
+
+    def close(self) -> None:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
