@@ -1,0 +1,96 @@
+"""The seam between the agent and its queue, kept as small as httpx's BaseTransport.
+
+The agent's loop only ever does: lease a request (long-poll), keep the lease alive
+while it works, then complete it with a result (or release it on shutdown), plus
+heartbeats and portal-key refreshes. Envelopes and results are opaque bytes here;
+the protocol layer (agent/protocol) parses and verifies them.
+
+Implementations: `relay.RelayTransport` (HTTPS long-poll to the relay) and
+`memory.MemoryTransport` (in-process, for tests).
+
+Exception tree (what the caller should do)::
+
+    TransportError                 anything else: a bug or a refused call; log, back off
+     +-- TransportUnavailable      network fault, timeout, 5xx, 429: retry with backoff
+     +-- LeaseLost                 409: the lease is gone (another agent has the request);
+     |                             drop the work, never post its result elsewhere
+     +-- AuthenticationFailed      401/403: the relay does not accept this agent (removed,
+     |                             wrong key, clock skew); needs an operator, not a retry loop
+     +-- EnrollmentFailed          the enrollment code was refused (unknown, used, expired)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A request this agent holds until `expires_at` (unix seconds) unless renewed."""
+
+    lease_id: str
+    request_id: str
+    envelope: bytes
+    expires_at: float
+
+    def __repr__(self) -> str:
+        # The envelope is sealed, but logs have no use for its bytes.
+        return (
+            f"Lease(lease_id={self.lease_id!r}, request_id={self.request_id!r}, "
+            f"envelope=<{len(self.envelope)} bytes>, expires_at={self.expires_at})"
+        )
+
+
+class TransportError(Exception):
+    """Base class. `code` is the relay's stable error code when there is one."""
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+class TransportUnavailable(TransportError):
+    """The queue cannot be reached right now; retry with backoff."""
+
+
+class LeaseLost(TransportError):
+    """The lease is no longer ours (timed out and taken, released, or completed)."""
+
+
+class AuthenticationFailed(TransportError):
+    """The relay refused this agent's credentials; retrying will not help."""
+
+
+class EnrollmentFailed(TransportError):
+    """The enrollment code was refused; `code` says why."""
+
+
+class Transport(Protocol):
+    def lease(self, wait: float) -> Lease | None:
+        """Wait up to `wait` seconds for a request; None if none came. Also counts as
+        presence, so the relay routes requests to this agent's group."""
+        ...
+
+    def renew(self, lease: Lease) -> Lease:
+        """Extend the lease; the returned Lease carries the new expiry."""
+        ...
+
+    def release(self, lease: Lease) -> None:
+        """Give the request back unprocessed (graceful shutdown)."""
+        ...
+
+    def complete(self, lease: Lease, result: bytes) -> None:
+        """Post the signed result. Idempotent for the same agent and request."""
+        ...
+
+    def heartbeat(self, payload: bytes) -> None:
+        """Report liveness (payload: a small JSON object, e.g. version and health)."""
+        ...
+
+    def portal_keys(self) -> list[dict[str, Any]]:
+        """The tenant's current portal keys: [{kid, public_key, not_before, not_after}]."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,281 @@
+"""`RelayTransport`: the agent's HTTPS long-poll client of the relay (cloud/relay).
+
+Every call is signed with the agent's enrolled Ed25519 key (no bearer secret to
+steal from the agent's disk or the relay's database)::
+
+    Authorization: WBA1 agent=<agent_id>, ts=<unix>, sig=<b64url, no padding>
+    sig = Ed25519(b"writeback-relay-auth/v1\\n" + METHOD + b"\\n" + path_with_query
+                  + b"\\n" + ts + b"\\n" + sha256_hex(body))
+
+`auth_message` is the one definition of those bytes; the relay imports it to verify.
+
+Errors are translated once, in `_map_errors` and `_check`, to the classes of
+`agent.transports.base` (connect errors, timeouts, 5xx and 429 -> TransportUnavailable;
+409 -> LeaseLost; 401/403 -> AuthenticationFailed). The signing key is held in a
+private attribute and never appears in a repr, log line or exception.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import json
+import ssl
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.transports.base import (
+    AuthenticationFailed,
+    EnrollmentFailed,
+    Lease,
+    LeaseLost,
+    TransportError,
+    TransportUnavailable,
+)
+
+AUTH_SCHEME = "WBA1"
+_AUTH_DOMAIN = b"writeback-relay-auth/v1\n"
+# Long-polls may take this much longer than their wait before we call it a timeout.
+_LONG_POLL_MARGIN = 10.0
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def auth_message(method: str, path_with_query: bytes, ts: str, body: bytes) -> bytes:
+    """The bytes an agent signs for one relay call (shared with the relay's verifier)."""
+    return b"".join(
+        (
+            _AUTH_DOMAIN,
+            method.upper().encode("ascii"), b"\n",
+            path_with_query, b"\n",
+            ts.encode("ascii"), b"\n",
+            hashlib.sha256(body).hexdigest().encode("ascii"),
+        )
+    )
+
+
+def authorization_header(
+    key: Ed25519PrivateKey, agent_id: str, method: str, path_with_query: bytes, body: bytes,
+    now: float | None = None,
+) -> str:
+    ts = str(int(time.time() if now is None else now))
+    sig = key.sign(auth_message(method, path_with_query, ts, body))
+    return f"{AUTH_SCHEME} agent={agent_id}, ts={ts}, sig={b64url(sig)}"
+
+
+def _check_url(base_url: str, allow_insecure_http: bool) -> None:
+    """https always; http only to loopback (tests, a local relay) or when asked for."""
+    parts = urlsplit(base_url)
+    if parts.scheme == "https":
+        return
+    if parts.scheme != "http":
+        raise ValueError(f"relay URL must be https:// (got {base_url!r})")
+    host = parts.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not (loopback or allow_insecure_http):
+        raise ValueError(
+            f"refusing plain http:// to {host!r}: use https://, or allow_insecure_http=True"
+        )
+
+
+def _verify(ca_file: str | None, verify: bool) -> ssl.SSLContext | bool:
+    if ca_file is not None:
+        return ssl.create_default_context(cafile=ca_file)
+    return verify
+
+
+@contextmanager
+def _map_errors() -> Iterator[None]:
+    """httpx faults -> TransportUnavailable (the caller retries with backoff)."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise TransportUnavailable(f"relay timed out: {type(exc).__name__}") from exc
+    except httpx.TransportError as exc:
+        raise TransportUnavailable(f"relay unreachable: {type(exc).__name__}: {exc}") from exc
+
+
+def _error_code(response: httpx.Response) -> tuple[str | None, str]:
+    try:
+        body = response.json()
+    except ValueError:
+        return None, response.text[:200]
+    if not isinstance(body, dict):
+        return None, ""
+    code = body.get("error") or body.get("status")
+    return (str(code) if code else None), str(body.get("message", ""))
+
+
+def _check(response: httpx.Response, what: str) -> None:
+    """Raise the most specific TransportError for a non-2xx answer."""
+    status = response.status_code
+    if status < 400:
+        return
+    code, message = _error_code(response)
+    text = f"{what}: relay answered {status} {code or ''} {message}".rstrip()
+    if status >= 500 or status == 429:
+        raise TransportUnavailable(text, code=code, status=status)
+    if status == 409:
+        raise LeaseLost(text, code=code, status=status)
+    if status in (401, 403):
+        raise AuthenticationFailed(
+            text + " (is the agent enrolled, not removed, and its clock right?)",
+            code=code, status=status,
+        )
+    raise TransportError(text, code=code, status=status)
+
+
+class RelayTransport:
+    """`Transport` over the relay's HTTP API (sync httpx client with keep-alive)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        agent_id: str,
+        signing_key: Ed25519PrivateKey,
+        *,
+        ca_file: str | None = None,
+        verify: bool = True,
+        timeout: float = 10.0,
+        allow_insecure_http: bool = False,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        _check_url(base_url, allow_insecure_http)
+        self._base_url = base_url.rstrip("/")
+        self._agent_id = agent_id
+        self.__key = signing_key
+        self._timeout = timeout
+        self._client = httpx.Client(
+            base_url=self._base_url,
+            verify=_verify(ca_file, verify),
+            timeout=timeout,
+            transport=transport,
+            headers={"User-Agent": "writeback-agent"},
+        )
+
+    def __repr__(self) -> str:
+        return f"RelayTransport(base_url={self._base_url!r}, agent_id={self._agent_id!r})"
+
+    @property
+    def agent_id(self) -> str:
+        return self._agent_id
+
+    def _call(
+        self, method: str, path: str, *, body: bytes = b"", params: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> httpx.Response:
+        request = self._client.build_request(
+            method, path, params=params, content=body,
+            headers={"Content-Type": "application/json"} if body else None,
+            timeout=timeout if timeout is not None else self._timeout,
+        )
+        request.headers["Authorization"] = authorization_header(
+            self.__key, self._agent_id, method, request.url.raw_path, body
+        )
+        with _map_errors():
+            response = self._client.send(request)
+            response.read()
+        _check(response, f"{method} {path}")
+        return response
+
+    def lease(self, wait: float) -> Lease | None:
+        wait = max(0.0, wait)
+        response = self._call(
+            "POST", "/v1/agent/lease", params={"wait": f"{wait:g}"},
+            timeout=wait + _LONG_POLL_MARGIN + self._timeout,
+        )
+        if response.status_code == 204:
+            return None
+        data = response.json()
+        envelope = data["envelope"]
+        raw = envelope.encode("utf-8") if isinstance(envelope, str) else json.dumps(envelope).encode()
+        return Lease(
+            lease_id=data["lease_id"], request_id=data["request_id"], envelope=raw,
+            expires_at=float(data["lease_expires_at"]),
+        )
+
+    def renew(self, lease: Lease) -> Lease:
+        response = self._call("POST", f"/v1/agent/leases/{lease.lease_id}/renew")
+        return replace(lease, expires_at=float(response.json()["lease_expires_at"]))
+
+    def release(self, lease: Lease) -> None:
+        self._call("POST", f"/v1/agent/leases/{lease.lease_id}/release")
+
+    def complete(self, lease: Lease, result: bytes) -> None:
+        # The result travels as a JSON string so the portal gets these exact bytes back.
+        body = json.dumps(
+            {"lease_id": lease.lease_id, "request_id": lease.request_id,
+             "result": result.decode("utf-8")}
+        ).encode()
+        self._call("POST", "/v1/agent/results", body=body)
+
+    def heartbeat(self, payload: bytes) -> None:
+        self._call("POST", "/v1/agent/heartbeat", body=payload or b"{}")
+
+    def portal_keys(self) -> list[dict[str, Any]]:
+        keys: list[dict[str, Any]] = self._call("GET", "/v1/agent/portal-keys").json()["keys"]
+        return keys
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> RelayTransport:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def enroll(
+    base_url: str,
+    code: str,
+    name: str,
+    public_keys: dict[str, Any],
+    *,
+    ca_file: str | None = None,
+    verify: bool = True,
+    timeout: float = 10.0,
+    allow_insecure_http: bool = False,
+    transport: httpx.BaseTransport | None = None,
+) -> dict[str, Any]:
+    """Redeem a one-time enrollment code: register this agent's public keys.
+
+    Returns {agent_id, tenant, agent_group, portal_keys}. `public_keys` must hold
+    "sign_key" (base64url raw Ed25519 public key); the rest is stored opaquely and
+    handed to the portal. Raises EnrollmentFailed (code refused) or the usual
+    TransportError subclasses. The code is never put into an exception message.
+    """
+    _check_url(base_url, allow_insecure_http)
+    with httpx.Client(
+        base_url=base_url.rstrip("/"), verify=_verify(ca_file, verify), timeout=timeout,
+        transport=transport, headers={"User-Agent": "writeback-agent"},
+    ) as client, _map_errors():
+        response = client.post(
+            "/v1/agents/enroll", json={"code": code, "name": name, "public_keys": public_keys}
+        )
+    if response.status_code in (400, 403, 422):
+        err, message = _error_code(response)
+        raise EnrollmentFailed(
+            f"enrollment refused ({err or response.status_code}): {message}".rstrip(": "),
+            code=err, status=response.status_code,
+        )
+    _check(response, "enroll")
+    result: dict[str, Any] = response.json()
+    return result

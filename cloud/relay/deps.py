@@ -1,0 +1,91 @@
+"""What every route needs: the relay context and the caller's identity (as FastAPI
+dependencies), so routes state who may call them in their signature."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, TypeVar
+
+import structlog
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from cloud.relay.auth import (
+    RelayHTTPError,
+    bearer_token,
+    check_admin,
+    hash_secret,
+    parse_agent_authorization,
+    verify_agent_request,
+)
+from cloud.relay.notify import Notifier
+from cloud.relay.settings import RelaySettings
+from cloud.relay.store import Agent, RelayStore
+
+log = structlog.get_logger("writeback.relay")
+T = TypeVar("T")
+
+
+@dataclass
+class RelayContext:
+    settings: RelaySettings
+    store: RelayStore
+    notifier: Notifier = field(default_factory=Notifier)
+    clock: Callable[[], float] = time.time
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """Store calls block (sqlite, psycopg): keep them off the event loop."""
+        return await run_in_threadpool(fn, *args)
+
+
+def get_ctx(request: Request) -> RelayContext:
+    ctx: RelayContext = request.app.state.relay
+    return ctx
+
+
+Ctx = Annotated[RelayContext, Depends(get_ctx)]
+
+
+async def portal_tenant(request: Request, ctx: Ctx) -> str:
+    token = bearer_token(request.headers.get("authorization"))
+    if token is None:
+        raise RelayHTTPError(401, "missing_token", "Authorization: Bearer <tenant API token>")
+    tenant = await ctx.run(ctx.store.tenant_for_token, hash_secret(token))
+    if tenant is None:
+        raise RelayHTTPError(401, "invalid_token")
+    return tenant
+
+
+def _path_with_query(request: Request) -> bytes:
+    raw_path = request.scope.get("raw_path") or request.url.path.encode("utf-8")
+    query = request.scope.get("query_string", b"")
+    return bytes(raw_path) + (b"?" + bytes(query) if query else b"")
+
+
+async def signed_agent(request: Request, ctx: Ctx) -> Agent:
+    """Verify the WBA1 signature over method, path, timestamp and body."""
+    creds = parse_agent_authorization(request.headers.get("authorization"))
+    body = await request.body()
+    agent = await ctx.run(ctx.store.get_agent, creds.agent_id)
+    try:
+        return verify_agent_request(
+            creds, agent, method=request.method, path_with_query=_path_with_query(request),
+            body=body, now=ctx.clock(), max_skew=ctx.settings.auth_skew,
+        )
+    except RelayHTTPError as exc:
+        log.warning("agent.auth_failed", agent_id=creds.agent_id, error=exc.code)
+        raise
+
+
+async def admin(request: Request, ctx: Ctx) -> None:
+    token = ctx.settings.admin_token
+    check_admin(
+        request.headers.get("authorization"), None if token is None else token.get_secret_value()
+    )
+
+
+PortalTenant = Annotated[str, Depends(portal_tenant)]
+SignedAgent = Annotated[Agent, Depends(signed_agent)]
+Admin = Depends(admin)

@@ -1,0 +1,183 @@
+"""Agent side of the relay: enroll once, then signed calls to lease, renew, release,
+post results, heartbeat and fetch portal keys.
+
+A lease poll doubles as presence: an agent waiting in a long-poll is online. The
+lease itself is the store's atomic compare-and-set; the wake-up only shortens the wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, Query, Request, Response
+
+from cloud.relay.auth import RelayHTTPError, hash_secret, normalize_code, validate_sign_key
+from cloud.relay.deps import Ctx, SignedAgent
+from cloud.relay.models import (
+    Enrolled,
+    EnrollBody,
+    ErrorBody,
+    LeaseBody,
+    LeaseRenewed,
+    Ok,
+    PortalKeyBody,
+    PortalKeys,
+    ResultBody,
+    ServerTime,
+)
+from cloud.relay.notify import group_key, request_key
+from cloud.relay.store import EnrollmentError, LeaseConflict
+
+log = structlog.get_logger("writeback.relay")
+router = APIRouter(prefix="/v1", tags=["agent"])
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (401, 403, 409, 413, 422)
+}
+_MAX_STATUS_BYTES = 4096
+
+
+@router.post("/agents/enroll", response_model=Enrolled, responses=_ERRORS)
+async def enroll(body: EnrollBody, ctx: Ctx) -> Enrolled:
+    """Redeem a one-time code: register the agent's public keys, get its identity."""
+    sign_key = validate_sign_key(body.public_keys.get("sign_key"))
+    if len(json.dumps(body.public_keys)) > _MAX_STATUS_BYTES * 4:
+        raise RelayHTTPError(413, "too_large", "public_keys too large")
+    agent_id = "agt_" + secrets.token_hex(12)
+    now = ctx.clock()
+    try:
+        agent = await ctx.run(
+            ctx.store.enroll, hash_secret(normalize_code(body.code)), agent_id, body.name,
+            body.public_keys, sign_key, now,
+        )
+    except EnrollmentError as exc:
+        log.warning("agent.enroll_refused", error=exc.reason)
+        raise RelayHTTPError(403, exc.reason, "ask the relay admin for a new code") from exc
+    keys = await ctx.run(ctx.store.portal_keys, agent.tenant, now)
+    log.info("agent.enrolled", agent_id=agent_id, tenant=agent.tenant, group=agent.agent_group)
+    return Enrolled(
+        agent_id=agent_id, tenant=agent.tenant, agent_group=agent.agent_group,
+        portal_keys=[PortalKeyBody(**k.as_dict()) for k in keys],
+    )
+
+
+@router.post(
+    "/agent/lease",
+    responses={200: {"model": LeaseBody}, 204: {"description": "nothing to do"}, **_ERRORS},
+)
+async def lease(
+    request: Request,
+    agent: SignedAgent,
+    ctx: Ctx,
+    wait: float = Query(0.0, ge=0, description="long-poll up to this many seconds (max 30)"),
+) -> Response:
+    settings = ctx.settings
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(wait, settings.max_lease_wait)
+    touched = ctx.clock()
+    await ctx.run(ctx.store.touch_agent, agent.agent_id, touched)
+    key = group_key(agent.tenant, agent.agent_group)
+    while True:
+        now = ctx.clock()
+        grant = await ctx.run(
+            ctx.store.lease, agent.tenant, agent.agent_group, agent.agent_id,
+            "lse_" + secrets.token_urlsafe(16), now, settings.lease_timeout,
+        )
+        if grant is not None:
+            log.info("request.leased", tenant=agent.tenant, group=agent.agent_group,
+                     agent_id=agent.agent_id, request_id=grant.request_id, lease_id=grant.lease_id)
+            ctx.notifier.notify(request_key(agent.tenant, grant.request_id))
+            body = LeaseBody(
+                lease_id=grant.lease_id, request_id=grant.request_id,
+                lease_expires_at=grant.expires_at, envelope=grant.envelope.decode("utf-8"),
+            )
+            return Response(body.model_dump_json(), media_type="application/json")
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return Response(status_code=204)
+        if now - touched >= settings.presence_timeout / 3:
+            touched = now
+            await ctx.run(ctx.store.touch_agent, agent.agent_id, now)
+        await ctx.notifier.wait(key, min(settings.poll_interval, remaining))
+        if await request.is_disconnected():
+            # Nobody would receive a lease now; don't take one.
+            return Response(status_code=204)
+
+
+@router.post("/agent/leases/{lease_id}/renew", response_model=LeaseRenewed, responses=_ERRORS)
+async def renew(lease_id: str, agent: SignedAgent, ctx: Ctx) -> LeaseRenewed:
+    now = ctx.clock()
+    try:
+        expires_at = await ctx.run(
+            ctx.store.renew, lease_id, agent.agent_id, now, ctx.settings.lease_timeout
+        )
+    except LeaseConflict as exc:
+        raise RelayHTTPError(409, "lease_lost", "the lease is no longer held by this agent") from exc
+    await ctx.run(ctx.store.touch_agent, agent.agent_id, now)
+    return LeaseRenewed(lease_id=lease_id, lease_expires_at=expires_at)
+
+
+@router.post("/agent/leases/{lease_id}/release", response_model=Ok, responses=_ERRORS)
+async def release(lease_id: str, agent: SignedAgent, ctx: Ctx) -> Ok:
+    """Give a request back unprocessed (graceful shutdown): another agent gets it now."""
+    try:
+        request_id = await ctx.run(ctx.store.release, lease_id, agent.agent_id)
+    except LeaseConflict as exc:
+        raise RelayHTTPError(409, "lease_lost", "the lease is no longer held by this agent") from exc
+    ctx.notifier.notify(group_key(agent.tenant, agent.agent_group))
+    log.info("request.released", tenant=agent.tenant, agent_id=agent.agent_id,
+             request_id=request_id, lease_id=lease_id)
+    return Ok()
+
+
+@router.post("/agent/results", response_model=Ok, responses=_ERRORS)
+async def post_result(body: ResultBody, agent: SignedAgent, ctx: Ctx) -> Ok:
+    if isinstance(body.result, str):
+        raw = body.result.encode("utf-8")
+        try:
+            parsed = json.loads(raw)
+        except ValueError as exc:
+            raise RelayHTTPError(422, "malformed_result", "result is not JSON text") from exc
+        if not isinstance(parsed, dict):
+            raise RelayHTTPError(422, "malformed_result", "result must be a JSON object")
+    else:
+        raw = json.dumps(body.result, separators=(",", ":")).encode("utf-8")
+    if len(raw) > ctx.settings.max_body_bytes:
+        raise RelayHTTPError(413, "too_large", f"result over {ctx.settings.max_body_bytes} bytes")
+    try:
+        stored = await ctx.run(
+            ctx.store.complete, body.lease_id, body.request_id, agent.agent_id, raw, ctx.clock()
+        )
+    except LeaseConflict as exc:
+        log.warning("result.lease_lost", tenant=agent.tenant, agent_id=agent.agent_id,
+                    request_id=body.request_id, lease_id=body.lease_id)
+        raise RelayHTTPError(409, "lease_lost", "the lease is no longer held by this agent") from exc
+    ctx.notifier.notify(request_key(agent.tenant, body.request_id))
+    log.info("result.stored" if stored else "result.repeated", tenant=agent.tenant,
+             agent_id=agent.agent_id, request_id=body.request_id)
+    return Ok()
+
+
+@router.post("/agent/heartbeat", response_model=ServerTime, responses=_ERRORS)
+async def heartbeat(request: Request, agent: SignedAgent, ctx: Ctx) -> ServerTime:
+    body = await request.body()
+    if len(body) > _MAX_STATUS_BYTES:
+        raise RelayHTTPError(413, "too_large", f"heartbeat over {_MAX_STATUS_BYTES} bytes")
+    try:
+        parsed = json.loads(body or b"{}")
+    except ValueError as exc:
+        raise RelayHTTPError(422, "malformed_heartbeat", "body is not JSON") from exc
+    if not isinstance(parsed, dict):
+        raise RelayHTTPError(422, "malformed_heartbeat", "body must be a JSON object")
+    now = ctx.clock()
+    await ctx.run(ctx.store.touch_agent, agent.agent_id, now, body or b"{}")
+    return ServerTime(server_time=now)
+
+
+@router.get("/agent/portal-keys", response_model=PortalKeys, responses=_ERRORS)
+async def portal_keys(agent: SignedAgent, ctx: Ctx) -> PortalKeys:
+    keys = await ctx.run(ctx.store.portal_keys, agent.tenant, ctx.clock())
+    return PortalKeys(keys=[PortalKeyBody(**k.as_dict()) for k in keys])

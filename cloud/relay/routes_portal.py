@@ -1,0 +1,148 @@
+"""Portal side of the relay: list a group's agents, submit a request, wait for its result.
+
+A submit with no online agent is refused at once (503 no_agent_online) instead of
+queued, so the user hears "try again later" now, not after the request's expiry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from cloud.relay.auth import RelayHTTPError
+from cloud.relay.deps import Ctx, PortalTenant
+from cloud.relay.models import AgentInfo, AgentList, ErrorBody, Pending, RequestEnvelope, Submitted
+from cloud.relay.notify import group_key, request_key
+from cloud.relay.store import DuplicateError, RequestState
+
+log = structlog.get_logger("writeback.relay")
+router = APIRouter(prefix="/v1", tags=["portal"])
+
+_ENVELOPE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["header"],
+    "description": "The signed+sealed request envelope. Only header.id, header.tenant, "
+    "header.agent_group and header.exp are read; the rest is carried as is.",
+    "properties": {
+        "header": {
+            "type": "object",
+            "required": ["id", "tenant", "agent_group", "exp"],
+            "properties": {
+                "id": {"type": "string"},
+                "tenant": {"type": "string"},
+                "agent_group": {"type": "string"},
+                "exp": {"type": "number", "description": "unix seconds"},
+            },
+        },
+        "sealed": {"type": "object"},
+        "sig": {"type": "object"},
+    },
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 422, 503)
+}
+
+
+@router.get("/groups/{agent_group}/agents", response_model=AgentList, responses=_ERRORS)
+async def list_agents(agent_group: str, tenant: PortalTenant, ctx: Ctx) -> AgentList:
+    """The enrolled agents of the group and their public keys: seal to each of them."""
+    agents = await ctx.run(ctx.store.list_agents, tenant, agent_group)
+    since = ctx.clock() - ctx.settings.presence_timeout
+    return AgentList(
+        tenant=tenant,
+        agent_group=agent_group,
+        agents=[
+            AgentInfo(
+                agent_id=a.agent_id, name=a.name, public_keys=a.public_keys,
+                online=a.last_seen is not None and a.last_seen >= since,
+                last_seen=a.last_seen, enrolled_at=a.enrolled_at,
+            )
+            for a in agents
+        ],
+    )
+
+
+@router.post(
+    "/requests",
+    status_code=202,
+    response_model=Submitted,
+    responses=_ERRORS,
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ENVELOPE_SCHEMA}}}
+    },
+)
+async def submit(request: Request, tenant: PortalTenant, ctx: Ctx) -> Submitted:
+    body = await request.body()
+    if len(body) > ctx.settings.max_body_bytes:
+        raise RelayHTTPError(413, "too_large", f"envelope over {ctx.settings.max_body_bytes} bytes")
+    try:
+        header = RequestEnvelope.model_validate_json(body).header
+    except ValidationError as exc:
+        fields = sorted({".".join(map(str, e["loc"])) for e in exc.errors()})
+        raise RelayHTTPError(422, "malformed_envelope", f"bad or missing: {', '.join(fields)}") from exc
+    if header.tenant != tenant:
+        raise RelayHTTPError(403, "wrong_tenant", "header.tenant is not the caller's tenant")
+    now = ctx.clock()
+    if header.exp <= now:
+        raise RelayHTTPError(422, "expired", "header.exp is in the past")
+    if header.exp > now + ctx.settings.max_request_ttl:
+        raise RelayHTTPError(
+            422, "exp_too_far", f"header.exp more than {ctx.settings.max_request_ttl:.0f}s ahead"
+        )
+    since = now - ctx.settings.presence_timeout
+    if not await ctx.run(ctx.store.any_agent_online, tenant, header.agent_group, since):
+        log.info("request.no_agent_online", tenant=tenant, group=header.agent_group,
+                 request_id=header.id)
+        raise RelayHTTPError(
+            503, "no_agent_online", f"no agent of group {header.agent_group!r} is online",
+            status="no_agent_online",
+        )
+    try:
+        await ctx.run(
+            ctx.store.add_request, tenant, header.id, header.agent_group, header.exp, body, now
+        )
+    except DuplicateError as exc:
+        raise RelayHTTPError(409, "duplicate_id", "this request id was submitted before") from exc
+    ctx.notifier.notify(group_key(tenant, header.agent_group))
+    log.info("request.queued", tenant=tenant, group=header.agent_group, request_id=header.id)
+    return Submitted(id=header.id)
+
+
+@router.get(
+    "/requests/{request_id}/result",
+    responses={
+        200: {"description": "the result envelope, as the agent posted it",
+              "content": {"application/json": {}}},
+        202: {"model": Pending, "description": "still queued or leased at the end of the wait"},
+        410: {"model": Pending, "description": "expired before any agent answered"},
+        **_ERRORS,
+    },
+)
+async def result(
+    request_id: str,
+    request: Request,
+    tenant: PortalTenant,
+    ctx: Ctx,
+    wait: float = Query(0.0, ge=0, description="long-poll up to this many seconds (max 60)"),
+) -> Response:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(wait, ctx.settings.max_result_wait)
+    key = request_key(tenant, request_id)
+    while True:
+        status = await ctx.run(ctx.store.request_status, tenant, request_id, ctx.clock())
+        if status is None:
+            raise RelayHTTPError(404, "unknown_request")
+        if status.state is RequestState.DONE:
+            assert status.result is not None
+            return Response(status.result, media_type="application/json")
+        if status.state is RequestState.EXPIRED:
+            return JSONResponse({"state": "expired", "error": "expired"}, status_code=410)
+        remaining = deadline - loop.time()
+        if remaining <= 0 or await request.is_disconnected():
+            return JSONResponse({"state": status.state.value}, status_code=202)
+        await ctx.notifier.wait(key, min(ctx.settings.poll_interval, remaining))

@@ -1,0 +1,416 @@
+"""SQLite implementation of `RelayStore`: the embedded default, one file, WAL mode.
+
+Why it looks like this:
+- One connection per thread (the app calls the store from a threadpool), in
+  autocommit mode with explicit `BEGIN IMMEDIATE` for multi-statement transactions,
+  so a writer takes the write lock up front instead of failing to upgrade a read
+  snapshot (SQLITE_BUSY_SNAPSHOT) half way.
+- `lease` is a compare-and-set: read a few candidates without locks, then
+  `UPDATE ... WHERE <still leasable> RETURNING envelope`. Only one UPDATE can win a
+  row, even across processes sharing the file. PostgreSQL does the same job with
+  `FOR UPDATE SKIP LOCKED`; the SQL here sticks to what both understand (no
+  INSERT OR IGNORE, no SQLite date functions; times are REAL unix seconds).
+- `busy_timeout` lets writers queue for the lock instead of erroring.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from cloud.relay.store import (
+    Agent,
+    DuplicateError,
+    EnrollmentError,
+    LeaseConflict,
+    LeaseGrant,
+    NotFoundError,
+    PortalKey,
+    RequestState,
+    RequestStatus,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tenants (
+    tenant TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS portal_keys (
+    tenant TEXT NOT NULL REFERENCES tenants(tenant),
+    kid TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    not_before REAL,
+    not_after REAL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (tenant, kid)
+);
+CREATE TABLE IF NOT EXISTS enrollment_codes (
+    code_hash TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL REFERENCES tenants(tenant),
+    agent_group TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    created_at REAL NOT NULL,
+    used_at REAL,
+    agent_id TEXT
+);
+CREATE TABLE IF NOT EXISTS agents (
+    agent_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL REFERENCES tenants(tenant),
+    agent_group TEXT NOT NULL,
+    name TEXT NOT NULL,
+    public_keys TEXT NOT NULL,
+    sign_key TEXT NOT NULL,
+    enrolled_at REAL NOT NULL,
+    last_seen REAL,
+    status TEXT,
+    removed_at REAL
+);
+CREATE INDEX IF NOT EXISTS agents_by_group ON agents (tenant, agent_group);
+CREATE TABLE IF NOT EXISTS requests (
+    tenant TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    agent_group TEXT NOT NULL,
+    envelope BLOB NOT NULL,
+    exp REAL NOT NULL,
+    created_at REAL NOT NULL,
+    state TEXT NOT NULL,
+    lease_id TEXT UNIQUE,
+    leased_by TEXT,
+    lease_expires_at REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    result BLOB,
+    completed_at REAL,
+    PRIMARY KEY (tenant, request_id)
+);
+CREATE INDEX IF NOT EXISTS requests_queue ON requests (tenant, agent_group, state, created_at);
+"""
+
+# A request can be leased when nobody holds it (or the holder's lease timed out)
+# and it has not expired. Used twice: to find candidates and to guard the UPDATE.
+_LEASABLE = (
+    "exp > ? AND (state = 'queued' OR (state = 'leased' AND lease_expires_at <= ?))"
+)
+_CANDIDATES = 8
+
+
+class SQLiteStore:
+    """`RelayStore` on one SQLite file. Safe to share between threads and processes."""
+
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:
+        self._path = str(path)
+        self._busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        conn = self._conn()
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(_SCHEMA)
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self._path!r})"
+
+    # --- plumbing -------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self._path, isolation_level=None, check_same_thread=False, timeout=30
+            )
+            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
+
+    # --- tenants and portal keys ---------------------------------------------------------
+    def add_tenant(self, tenant: str, token_hash: str, now: float) -> None:
+        try:
+            self._conn().execute(
+                "INSERT INTO tenants (tenant, token_hash, created_at) VALUES (?, ?, ?)",
+                (tenant, token_hash, now),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise DuplicateError(f"tenant {tenant!r} exists") from exc
+
+    def tenant_for_token(self, token_hash: str) -> str | None:
+        row = self._conn().execute(
+            "SELECT tenant FROM tenants WHERE token_hash = ?", (token_hash,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def _require_tenant(self, conn: sqlite3.Connection, tenant: str) -> None:
+        if conn.execute("SELECT 1 FROM tenants WHERE tenant = ?", (tenant,)).fetchone() is None:
+            raise NotFoundError(f"no tenant {tenant!r}")
+
+    def add_portal_key(self, tenant: str, key: PortalKey, now: float) -> None:
+        with self._tx() as conn:
+            self._require_tenant(conn, tenant)
+            try:
+                conn.execute(
+                    "INSERT INTO portal_keys (tenant, kid, public_key, not_before, not_after,"
+                    " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (tenant, key.kid, key.public_key, key.not_before, key.not_after, now),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise DuplicateError(f"portal key {key.kid!r} exists") from exc
+
+    def portal_keys(self, tenant: str, now: float) -> list[PortalKey]:
+        rows = self._conn().execute(
+            "SELECT kid, public_key, not_before, not_after FROM portal_keys"
+            " WHERE tenant = ? AND (not_after IS NULL OR not_after > ?)"
+            " ORDER BY created_at, kid",
+            (tenant, now),
+        ).fetchall()
+        return [PortalKey(*row) for row in rows]
+
+    # --- enrollment and agents -----------------------------------------------------------
+    def add_enrollment_code(
+        self, code_hash: str, tenant: str, agent_group: str, expires_at: float, now: float
+    ) -> None:
+        with self._tx() as conn:
+            self._require_tenant(conn, tenant)
+            conn.execute(
+                "INSERT INTO enrollment_codes (code_hash, tenant, agent_group, expires_at,"
+                " created_at) VALUES (?, ?, ?, ?, ?)",
+                (code_hash, tenant, agent_group, expires_at, now),
+            )
+
+    def enroll(
+        self,
+        code_hash: str,
+        agent_id: str,
+        name: str,
+        public_keys: dict[str, Any],
+        sign_key: str,
+        now: float,
+    ) -> Agent:
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT tenant, agent_group, expires_at, used_at FROM enrollment_codes"
+                " WHERE code_hash = ?",
+                (code_hash,),
+            ).fetchone()
+            if row is None:
+                raise EnrollmentError("invalid_enrollment_code")
+            tenant, group, expires_at, used_at = row
+            if used_at is not None:
+                raise EnrollmentError("enrollment_code_used")
+            if expires_at <= now:
+                raise EnrollmentError("enrollment_code_expired")
+            conn.execute(
+                "UPDATE enrollment_codes SET used_at = ?, agent_id = ? WHERE code_hash = ?",
+                (now, agent_id, code_hash),
+            )
+            conn.execute(
+                "INSERT INTO agents (agent_id, tenant, agent_group, name, public_keys, sign_key,"
+                " enrolled_at, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (agent_id, tenant, group, name, json.dumps(public_keys), sign_key, now, now),
+            )
+        return Agent(agent_id, tenant, group, name, public_keys, sign_key, now, now, False)
+
+    _AGENT_COLUMNS = (
+        "agent_id, tenant, agent_group, name, public_keys, sign_key, enrolled_at, last_seen,"
+        " removed_at"
+    )
+
+    @staticmethod
+    def _agent(row: tuple[Any, ...]) -> Agent:
+        return Agent(
+            agent_id=row[0], tenant=row[1], agent_group=row[2], name=row[3],
+            public_keys=json.loads(row[4]), sign_key=row[5], enrolled_at=row[6],
+            last_seen=row[7], removed=row[8] is not None,
+        )
+
+    def get_agent(self, agent_id: str) -> Agent | None:
+        row = self._conn().execute(
+            f"SELECT {self._AGENT_COLUMNS} FROM agents WHERE agent_id = ?",  # noqa: S608 constant
+            (agent_id,),
+        ).fetchone()
+        return None if row is None else self._agent(row)
+
+    def list_agents(self, tenant: str, agent_group: str) -> list[Agent]:
+        rows = self._conn().execute(
+            f"SELECT {self._AGENT_COLUMNS} FROM agents"  # noqa: S608 constant columns
+            " WHERE tenant = ? AND agent_group = ? AND removed_at IS NULL"
+            " ORDER BY enrolled_at, agent_id",
+            (tenant, agent_group),
+        ).fetchall()
+        return [self._agent(row) for row in rows]
+
+    def remove_agent(self, agent_id: str, now: float) -> None:
+        with self._tx() as conn:
+            if conn.execute("SELECT 1 FROM agents WHERE agent_id = ?", (agent_id,)).fetchone() is None:
+                raise NotFoundError(f"no agent {agent_id!r}")
+            conn.execute(
+                "UPDATE agents SET removed_at = ? WHERE agent_id = ? AND removed_at IS NULL",
+                (now, agent_id),
+            )
+            # Its leases go back to the queue now rather than after the lease timeout.
+            conn.execute(
+                "UPDATE requests SET state = 'queued', lease_id = NULL, leased_by = NULL,"
+                " lease_expires_at = NULL WHERE leased_by = ? AND state = 'leased'",
+                (agent_id,),
+            )
+
+    def touch_agent(self, agent_id: str, now: float, status: bytes | None = None) -> None:
+        if status is None:
+            self._conn().execute(
+                "UPDATE agents SET last_seen = ? WHERE agent_id = ?", (now, agent_id)
+            )
+        else:
+            self._conn().execute(
+                "UPDATE agents SET last_seen = ?, status = ? WHERE agent_id = ?",
+                (now, status.decode("utf-8", "replace"), agent_id),
+            )
+
+    def any_agent_online(self, tenant: str, agent_group: str, since: float) -> bool:
+        row = self._conn().execute(
+            "SELECT 1 FROM agents WHERE tenant = ? AND agent_group = ? AND removed_at IS NULL"
+            " AND last_seen >= ? LIMIT 1",
+            (tenant, agent_group, since),
+        ).fetchone()
+        return row is not None
+
+    # --- the queue ----------------------------------------------------------------------------
+    def add_request(
+        self, tenant: str, request_id: str, agent_group: str, exp: float, envelope: bytes,
+        now: float,
+    ) -> None:
+        try:
+            self._conn().execute(
+                "INSERT INTO requests (tenant, request_id, agent_group, envelope, exp,"
+                " created_at, state) VALUES (?, ?, ?, ?, ?, ?, 'queued')",
+                (tenant, request_id, agent_group, envelope, exp, now),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise DuplicateError(f"request {request_id!r} exists") from exc
+
+    def lease(
+        self, tenant: str, agent_group: str, agent_id: str, lease_id: str, now: float,
+        lease_timeout: float,
+    ) -> LeaseGrant | None:
+        conn = self._conn()
+        while True:
+            candidates = conn.execute(
+                "SELECT request_id FROM requests WHERE tenant = ? AND agent_group = ? AND "
+                + _LEASABLE
+                + " ORDER BY created_at, request_id LIMIT ?",
+                (tenant, agent_group, now, now, _CANDIDATES),
+            ).fetchall()
+            if not candidates:
+                return None
+            expires_at = now + lease_timeout
+            for (request_id,) in candidates:
+                row = conn.execute(
+                    "UPDATE requests SET state = 'leased', lease_id = ?, leased_by = ?,"
+                    " lease_expires_at = ?, attempts = attempts + 1"
+                    " WHERE tenant = ? AND request_id = ? AND " + _LEASABLE + " RETURNING envelope",
+                    (lease_id, agent_id, expires_at, tenant, request_id, now, now),
+                ).fetchone()
+                if row is not None:
+                    return LeaseGrant(lease_id, request_id, tenant, bytes(row[0]), expires_at)
+            # Every candidate was taken by a concurrent lease: look again.
+
+    def renew(self, lease_id: str, agent_id: str, now: float, lease_timeout: float) -> float:
+        expires_at = now + lease_timeout
+        cur = self._conn().execute(
+            "UPDATE requests SET lease_expires_at = ?"
+            " WHERE lease_id = ? AND leased_by = ? AND state = 'leased'",
+            (expires_at, lease_id, agent_id),
+        )
+        if cur.rowcount != 1:
+            raise LeaseConflict(f"lease {lease_id} is not held by {agent_id}")
+        return expires_at
+
+    def release(self, lease_id: str, agent_id: str) -> str:
+        row = self._conn().execute(
+            "UPDATE requests SET state = 'queued', lease_id = NULL, leased_by = NULL,"
+            " lease_expires_at = NULL WHERE lease_id = ? AND leased_by = ? AND state = 'leased'"
+            " RETURNING request_id",
+            (lease_id, agent_id),
+        ).fetchone()
+        if row is None:
+            raise LeaseConflict(f"lease {lease_id} is not held by {agent_id}")
+        return str(row[0])
+
+    def complete(
+        self, lease_id: str, request_id: str, agent_id: str, result: bytes, now: float
+    ) -> bool:
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE requests SET state = 'done', result = ?, completed_at = ?"
+                " WHERE lease_id = ? AND request_id = ? AND leased_by = ? AND state = 'leased'",
+                (result, now, lease_id, request_id, agent_id),
+            )
+            if cur.rowcount == 1:
+                return True
+            row = conn.execute(
+                "SELECT state, leased_by, request_id FROM requests WHERE lease_id = ?",
+                (lease_id,),
+            ).fetchone()
+        if row is not None and tuple(row) == ("done", agent_id, request_id):
+            return False
+        raise LeaseConflict(f"lease {lease_id} is not held by {agent_id}")
+
+    def request_status(self, tenant: str, request_id: str, now: float) -> RequestStatus | None:
+        row = self._conn().execute(
+            "SELECT state, exp, lease_expires_at, result FROM requests"
+            " WHERE tenant = ? AND request_id = ?",
+            (tenant, request_id),
+        ).fetchone()
+        if row is None:
+            return None
+        state, exp, lease_expires_at, result = row
+        if state == "done":
+            return RequestStatus(RequestState.DONE, bytes(result))
+        if state == "leased" and lease_expires_at > now:
+            return RequestStatus(RequestState.LEASED)
+        if exp <= now:
+            return RequestStatus(RequestState.EXPIRED)
+        return RequestStatus(RequestState.QUEUED)
+
+    def request_tenant_group(self, lease_id: str) -> tuple[str, str, str] | None:
+        row = self._conn().execute(
+            "SELECT tenant, agent_group, request_id FROM requests WHERE lease_id = ?",
+            (lease_id,),
+        ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]), str(row[2]))
+
+    def prune(self, now: float, keep_for: float) -> int:
+        cutoff = now - keep_for
+        with self._tx() as conn:
+            cur = conn.execute(
+                "DELETE FROM requests WHERE (state = 'done' AND completed_at < ?)"
+                " OR (state <> 'done' AND exp < ?"
+                " AND (lease_expires_at IS NULL OR lease_expires_at < ?))",
+                (cutoff, cutoff, cutoff),
+            )
+            deleted = cur.rowcount
+            conn.execute("DELETE FROM enrollment_codes WHERE expires_at < ?", (cutoff,))
+        return deleted
