@@ -15,7 +15,15 @@ only from field locations, key ids and numbers, so it is safe to log.
 
 from __future__ import annotations
 
+import re
+
+from pydantic import ValidationError
+
 from agent.protocol.status import RejectReason
+
+
+# Dict keys appear in error locations; they come from the sender, so keep them loggable.
+_SAFE_LOC = re.compile(r"[^A-Za-z0-9_.:@-]")
 
 
 class ProtocolError(Exception):
@@ -53,3 +61,13 @@ class EncodingError(ProtocolError, ValueError):
 
 class KeyFileError(ProtocolError):
     """A key file cannot be used. The message names the path, never the key."""
+
+
+def validation_detail(exc: ValidationError) -> str:
+    """Field locations and error types only: pydantic's own text quotes the input,
+    which may be a user name or, for the secret part, a password."""
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False, include_context=False)[:5]:
+        loc = ".".join(_SAFE_LOC.sub("?", str(p))[:40] for p in err["loc"]) or "<root>"
+        parts.append(f"{loc}: {err['type']}")
+    return "; ".join(parts)

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent.protocol.canonical import canonical_json, parse_json, sha256_b64
-from agent.protocol.errors import EncodingError, Rejected
+from agent.protocol.errors import EncodingError, Rejected, validation_detail
 from agent.protocol.keyring import PortalKeyring
 from agent.protocol.keys import AgentKeys
 from agent.protocol.messages import (
@@ -42,15 +42,6 @@ DEFAULT_MAX_LIFETIME = 900
 
 Clock = Callable[[], float]
 _UUID4_RE = re.compile(UUID4_PATTERN)
-
-
-def validation_detail(exc: ValidationError) -> str:
-    """Field locations and error types only: pydantic's own text quotes the input."""
-    parts = []
-    for err in exc.errors(include_url=False, include_input=False, include_context=False)[:5]:
-        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-        parts.append(f"{loc}: {err['type']}")
-    return "; ".join(parts)
 
 
 @dataclass(frozen=True, repr=False)
