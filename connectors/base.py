@@ -69,6 +69,11 @@ class DirectorySettings(BaseModel):
     # OpenLDAP: attributes used for lookups (AD always uses sAMAccountName / UPN / mail).
     login_attribute: str = "uid"
     mail_attribute: str = "mail"
+    # OpenLDAP only: pre-validate AD-style complexity (3 of 5 categories, no account or
+    # display-name tokens) before writing, because ppolicy itself checks length only and
+    # Debian ships no quality-check module (ppm / check_password). Reported as
+    # PasswordPolicy.complexity. AD reads complexity from the domain or PSO instead.
+    require_complexity: bool = False
 
 
 # --------------------------------------------------------------------------- values
