@@ -125,8 +125,8 @@ def is_secret_key(key: str) -> bool:
 _TEXT_SECRET = re.compile(
     r"""
     (?<![\w-])
-    (?P<key>[\w-]*(?:password|passwd|pwd|secret|token|private_?key|authorization
-                    |api_?key|credential)[\w-]*
+    (?P<key>[\w-]*(?:password|passwd|pwd|secret|token|private[_-]?key|authorization
+                    |api[_-]?key|credential)[\w-]*
         |(?:[\w-]*_)?code)
     (?P<sep>["']?\s*[=:]\s*)
     (?P<value>
@@ -289,7 +289,9 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(numeric_level)
     for name in _CHATTY_LIBRARIES:
-        logging.getLogger(name).setLevel(max(numeric_level, logging.WARNING))
+        # At debug an operator wants every request and job run; otherwise warnings only.
+        quiet = logging.NOTSET if numeric_level <= logging.DEBUG else logging.WARNING
+        logging.getLogger(name).setLevel(max(quiet, numeric_level))
     _cap_ldap3_logging()
 
     structlog.configure(
