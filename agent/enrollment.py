@@ -1,0 +1,75 @@
+"""The agent's enrolled identity: who it is at the relay and which portal keys it trusts.
+
+Written by `writeback-agent enroll` into the data directory (files 0600), read by
+`run`. Trust model: the portal's public signing keys arrive from the relay at
+enrollment (the moment the operator vouches for, with a one-time code) and are
+pinned in portal_keys.json; the relay cannot forge requests without a portal private
+key. Rotation fetches keys again from the relay, so a compromised relay could add a
+key then: operators who want to exclude that pin keys by hand (docs/security.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.protocol.keyring import PortalKeyring, TrustedPortalKey
+
+
+class NotEnrolled(Exception):
+    """No enrollment record: run `writeback-agent enroll --code ...` first."""
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    agent_id: str
+    tenant: str
+    agent_group: str
+    relay_url: str
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(self.__dict__, f, indent=2, sort_keys=True)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> Enrollment:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise NotEnrolled(f"{path} not found: run `writeback-agent enroll --code CODE` first") from None
+        except (OSError, ValueError) as exc:
+            raise NotEnrolled(f"{path} is unreadable: {exc}") from None
+        return cls(**{k: str(data[k]) for k in ("agent_id", "tenant", "agent_group", "relay_url")})
+
+
+def portal_keys_from_relay(items: list[dict[str, Any]]) -> list[TrustedPortalKey]:
+    """The relay's {kid, public_key, not_before, not_after} as keyring entries."""
+    keys = []
+    for item in items:
+        keys.append(
+            TrustedPortalKey(
+                kid=str(item["kid"]),
+                key=str(item["public_key"]),
+                not_before=item.get("not_before"),
+                not_after=item.get("not_after"),
+            )
+        )
+    return keys
+
+
+def keyring_path(data_dir: Path) -> Path:
+    return data_dir / "portal_keys.json"
+
+
+def load_keyring(data_dir: Path) -> PortalKeyring:
+    path = keyring_path(data_dir)
+    if not path.exists():
+        raise NotEnrolled(f"{path} not found: run `writeback-agent enroll --code CODE` first")
+    return PortalKeyring.load(path)

@@ -1,0 +1,305 @@
+"""The daemon: worker threads that lease requests from the relay and run the pipeline,
+plus the scheduler (heartbeat, health probe, journal pruning, key expiry) and the
+localhost health/metrics endpoint.
+
+Shutdown (SIGTERM / SIGINT / `stop()`): workers stop leasing, finish the request in
+hand, post its result, and give back any lease taken after the stop began; then the
+scheduler and health server stop and connections close. Nothing is lost: a request
+not finished is either released (redelivered at once) or, if the process dies, its
+lease times out and the journal answers in_doubt for a write it interrupted.
+
+Relay outages are survived with exponential backoff plus jitter (capped at 30 s);
+a result that cannot be posted is retried until the lease would have expired; the
+journal keeps it, so a redelivery gets the same signed answer.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from agent.config import Settings
+from agent.journal import Journal
+from agent.pipeline import ConnectorPool, Identity, LeaseGone, Pipeline
+from agent.protocol.keys import AgentKeys
+from agent.protocol.messages import HeartbeatBody
+from agent.protocol.results import sign_heartbeat
+from agent.transports.base import (
+    AuthenticationFailed,
+    Lease,
+    LeaseLost,
+    Transport,
+    TransportError,
+    TransportUnavailable,
+)
+
+VERSION = "0.1.0"
+
+
+class Backoff:
+    """Exponential backoff with full jitter; `wait` returns early when stopping."""
+
+    def __init__(self, stop: threading.Event, *, base: float = 0.5, cap: float = 30.0) -> None:
+        self._stop = stop
+        self._base = base
+        self._cap = cap
+        self._attempt = 0
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+    def wait(self) -> None:
+        delay = min(self._cap, self._base * 2**self._attempt)
+        self._attempt += 1
+        self._stop.wait(random.uniform(delay / 2, delay))  # noqa: S311 (jitter, not crypto)
+
+
+class AgentService:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        identity: Identity,
+        keys: AgentKeys,
+        transport_factory: Callable[[], Transport],
+        pipeline: Pipeline,
+        journal: Journal,
+        connectors: ConnectorPool,
+        log: Any,
+        metrics: Any | None = None,
+        health: Any | None = None,
+    ) -> None:
+        self._settings = settings
+        self._identity = identity
+        self._keys = keys
+        self._transport_factory = transport_factory
+        self._pipeline = pipeline
+        self._journal = journal
+        self._connectors = connectors
+        self._log = log
+        self._metrics = metrics
+        self._health = health
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
+        self._relay_ok = False
+        self._directory_health: dict[str, bool] = {}
+        self._control_transport: Transport | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        interrupted = self._journal.recover()
+        for request_id in interrupted:
+            self._log.warning("request.in_doubt", request_id=request_id, detail="interrupted by a restart")
+        self._control_transport = self._transport_factory()
+        for n in range(self._settings.workers):
+            thread = threading.Thread(target=self._worker, name=f"worker-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self._log.info(
+            "agent.started",
+            agent_id=self._identity.agent_id,
+            tenant=self._identity.tenant,
+            agent_group=self._identity.agent_group,
+            workers=self._settings.workers,
+            directories=[d.name for d in self._settings.directories],
+        )
+
+    def stop(self) -> None:
+        if not self._stop.is_set():
+            self._log.info("agent.stopping")
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def join(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            thread.join(remaining)
+        self._connectors.close_all()
+        if self._control_transport is not None:
+            self._control_transport.close()
+        self._journal.close()
+        self._log.info("agent.stopped")
+
+    def wait(self) -> None:
+        """Block until stop() (e.g. from a signal handler) is called."""
+        while not self._stop.wait(0.5):
+            pass
+
+    # ------------------------------------------------------------------ workers
+
+    def _worker(self) -> None:
+        transport = self._transport_factory()
+        backoff = Backoff(self._stop)
+        try:
+            while not self._stop.is_set():
+                try:
+                    lease = transport.lease(self._settings.relay.lease_wait_seconds if self._settings.relay else 1.0)
+                except AuthenticationFailed as exc:
+                    self._set_relay(False, str(exc))
+                    backoff.wait()
+                    continue
+                except TransportError as exc:
+                    self._set_relay(False, str(exc))
+                    backoff.wait()
+                    continue
+                self._set_relay(True)
+                backoff.reset()
+                if lease is None:
+                    continue
+                if self._stop.is_set():
+                    self._release(transport, lease)
+                    break
+                self._process(transport, lease)
+        finally:
+            transport.close()
+
+    def _process(self, transport: Transport, lease: Lease) -> None:
+        def fence() -> None:
+            try:
+                transport.renew(lease)
+            except LeaseLost as exc:
+                raise LeaseGone(str(exc)) from exc
+            except TransportError as exc:
+                # Cannot prove we still hold it: do not write.
+                raise LeaseGone(f"lease renewal failed: {exc}") from exc
+
+        with self._in_flight_lock:
+            self._in_flight += 1
+        try:
+            result = self._pipeline.handle(lease.envelope, request_id_hint=lease.request_id, fence=fence)
+        except Exception:  # a bug must not kill the worker or lose other requests
+            self._log.exception("request.crashed", request_id=lease.request_id)
+            result = None
+        finally:
+            with self._in_flight_lock:
+                self._in_flight -= 1
+        if result is not None:
+            self._complete(transport, lease, result)
+
+    def _complete(self, transport: Transport, lease: Lease, result: bytes) -> None:
+        backoff = Backoff(threading.Event(), base=0.25, cap=5.0)  # finish even while stopping
+        while True:
+            try:
+                transport.complete(lease, result)
+                return
+            except LeaseLost:
+                self._log.info("result.not_posted", request_id=lease.request_id, detail="lease lost")
+                return
+            except TransportUnavailable as exc:
+                if time.time() >= lease.expires_at:
+                    self._log.warning(
+                        "result.not_posted", request_id=lease.request_id,
+                        detail=f"relay unreachable until the lease expired: {exc}",
+                    )
+                    return
+                backoff.wait()
+            except TransportError as exc:
+                self._log.error("result.not_posted", request_id=lease.request_id, detail=str(exc))
+                return
+
+    def _release(self, transport: Transport, lease: Lease) -> None:
+        try:
+            transport.release(lease)
+            self._log.info("lease.released", request_id=lease.request_id)
+        except TransportError as exc:
+            self._log.warning("lease.release_failed", request_id=lease.request_id, detail=str(exc))
+
+    # ------------------------------------------------------------------ periodic jobs
+
+    def heartbeat(self) -> None:
+        transport = self._control_transport
+        if transport is None:
+            return
+        body = HeartbeatBody(
+            v=1,
+            type="heartbeat",
+            agent_id=self._identity.agent_id,
+            version=VERSION,
+            sent_at=int(time.time()),
+            directories={name: ok for name, ok in sorted(self._directory_health.items())},
+            in_flight=self._in_flight,
+        )
+        try:
+            transport.heartbeat(sign_heartbeat(body, self._keys))
+            self._set_relay(True)
+        except TransportError as exc:
+            self._set_relay(False, str(exc))
+
+    def probe_directories(self) -> None:
+        """Connect and bind to each directory; logs directory.down/up on change."""
+        from connectors.base import DirectoryError, make_connector
+
+        for directory in self._settings.directories:
+            connector = make_connector(directory)
+            try:
+                report = connector.check()
+                ok, detail = report.ok, "; ".join(f"{i.name}: {i.detail}" for i in report.items if not i.ok)
+            except DirectoryError as exc:
+                ok, detail = False, exc.detail
+            finally:
+                try:
+                    connector.close()
+                except DirectoryError:
+                    pass
+            previous = self._directory_health.get(directory.name)
+            self._directory_health[directory.name] = ok
+            if previous is not ok:
+                self._log.log(
+                    20 if ok else 40, "directory.up" if ok else "directory.down",
+                    directory=directory.name, detail=detail,
+                )
+            if self._metrics is not None:
+                self._metrics.set_directory_up(directory.name, ok)
+            if self._health is not None:
+                self._health.set_directory(directory.name, ok)
+
+    def prune_journal(self) -> None:
+        removed = self._journal.prune(self._settings.schedule.journal_retention_days * 86400)
+        if removed:
+            self._log.info("journal.pruned", removed=removed)
+
+    def check_key_expiry(self) -> None:
+        previous = self._keys.previous_kem
+        if previous is not None and previous.not_after is not None:
+            remaining = previous.not_after - time.time()
+            if self._metrics is not None:
+                self._metrics.set_key_expiry("previous_kem", max(0.0, remaining))
+            if remaining <= 0:
+                self._log.info("key.retired", kid=previous.kid)
+
+    # ------------------------------------------------------------------ state
+
+    def _set_relay(self, ok: bool, detail: str = "") -> None:
+        if ok != self._relay_ok:
+            if ok:
+                self._log.info("relay.up")
+            else:
+                self._log.warning("relay.down", detail=detail)
+        self._relay_ok = ok
+        if self._metrics is not None:
+            self._metrics.set_relay_up(ok)
+        if self._health is not None:
+            self._health.set_relay(ok)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "agent_id": self._identity.agent_id,
+            "relay_ok": self._relay_ok,
+            "directories": dict(self._directory_health),
+            "in_flight": self._in_flight,
+            "journal": self._journal.counts(),
+        }
+
+    def status_json(self) -> str:
+        return json.dumps(self.status(), sort_keys=True)
