@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -39,6 +39,11 @@ from connectors.base import (
 )
 
 Context = Literal["service_bind", "user_bind", "search", "write", "change"]
+# A connector-specific refinement of a server answer, tried before the generic mapping:
+# e.g. OpenLDAP decodes its ppolicy response control to name the rule that failed.
+# It gets the failed operation's result dict (`conn.result`, with its response controls)
+# and returns None to fall through to the generic classification.
+Refine = Callable[[lexc.LDAPOperationResult, Context, dict[str, Any] | None], DirectoryError | None]
 
 _AD_CODE = re.compile(r"^\s*([0-9A-Fa-f]{8})\s*:")
 # Windows/Samba bind "data" sub-codes (in the 52e-style message of a failed bind).
@@ -120,12 +125,17 @@ def open_connection(
     user: str | None = None,
     password: SecretStr | None = None,
     context: Context = "service_bind",
+    bind_controls: Sequence[tuple[str, bool, bytes | None]] | None = None,
+    refine: Refine | None = None,
 ) -> ldap3.Connection:
     """A bound connection to the first server of the pool that answers.
 
     Without `user`, binds as the service account. With `user` (a DN), binds as that
     user: used to verify a password (change, tests) where a failed bind must map
     to wrong_old_password / account_locked rather than access_denied.
+    `bind_controls` go on the bind request (OpenLDAP: the ppolicy request control, so
+    a locked account is told apart from a wrong password); `refine` is passed to
+    `translate_errors`.
     """
     servers = [_server(settings, url) for url in settings.urls]
     # active=1: one pass over the list, then give up (the pipeline retries with
@@ -144,11 +154,12 @@ def open_connection(
         read_only=False,
         auto_bind=ldap3.AUTO_BIND_NONE,
     )
-    with translate_errors(context, dc=None):
+    with translate_errors(context, dc=None, refine=refine, conn=conn):
         conn.open()
         if settings.start_tls and not conn.server.ssl:
             conn.start_tls()
-        if not conn.bind():  # raise_exceptions=True raises before this is False
+        # raise_exceptions=True raises before bind() could return False
+        if not conn.bind(controls=list(bind_controls) if bind_controls else None):
             raise DirectoryError("bind returned False")
     return conn
 
@@ -224,8 +235,19 @@ def _classify_result(exc: lexc.LDAPOperationResult, context: Context, dc: str | 
 
 
 @contextmanager
-def translate_errors(context: Context, *, dc: str | None) -> Iterator[None]:
-    """Map ldap3 (and socket/TLS) exceptions to the most specific DirectoryError."""
+def translate_errors(
+    context: Context,
+    *,
+    dc: str | None,
+    refine: Refine | None = None,
+    conn: ldap3.Connection | None = None,
+) -> Iterator[None]:
+    """Map ldap3 (and socket/TLS) exceptions to the most specific DirectoryError.
+
+    `refine` lets a connector name a server answer more precisely from what only it
+    understands (the response controls in `conn.result`); it is consulted for server
+    answers only.
+    """
     try:
         yield
     except DirectoryError:
@@ -237,7 +259,9 @@ def translate_errors(context: Context, *, dc: str | None) -> Iterator[None]:
     except lexc.LDAPOperationResult as exc:
         if isinstance(exc, _UNAVAILABLE):
             raise DirectoryUnavailable(f"{type(exc).__name__}: {_message(exc)}", dc=dc) from exc
-        raise _classify_result(exc, context, dc) from exc
+        result = conn.result if conn is not None else None
+        refined = refine(exc, context, result) if refine is not None else None
+        raise (refined or _classify_result(exc, context, dc)) from exc
     except _UNAVAILABLE as exc:
         raise DirectoryUnavailable(f"{type(exc).__name__}: {exc}", dc=dc) from exc
     except lexc.LDAPException as exc:
