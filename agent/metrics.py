@@ -110,7 +110,9 @@ class Metrics:
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition of this registry, and its content type.
 
-        generate_latest() writes the classic 0.0.4 text format (legacy-escaped names);
-        say so, rather than CONTENT_TYPE_LATEST (1.0.0), which older scrapers reject.
+        Our names are legacy-valid, so generate_latest() writes exactly the classic
+        0.0.4 text format; label it so (prometheus_client's own default for a plain
+        scrape) rather than CONTENT_TYPE_LATEST (1.0.0), which is newer than some
+        scrapers and agents in the field.
         """
         return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
