@@ -34,9 +34,9 @@ _AUTH_RE = re.compile(
 class RelayHTTPError(Exception):
     """An API error answered as JSON {"error": code, "message": ..., **extra}."""
 
-    def __init__(self, status: int, code: str, message: str = "", **extra: Any) -> None:
-        super().__init__(f"{status} {code}")
-        self.status = status
+    def __init__(self, http_status: int, code: str, message: str = "", **extra: Any) -> None:
+        super().__init__(f"{http_status} {code}")
+        self.status = http_status
         self.code = code
         self.message = message
         self.extra = extra

@@ -1,0 +1,173 @@
+"""`PortalClient`: what a portal (or the SDK, or a test) uses to talk to the relay.
+
+Envelopes and results are opaque bytes here too: building and verifying them is
+cloud/sdk.py's job. Each refusal has its own exception so the portal can show the
+right page (NoAgentOnline -> "try again later" at once).
+
+Exception tree::
+
+    RelayError                    anything else (status and error code attached)
+     +-- RelayUnavailable         network fault, timeout, 5xx
+     +-- NoAgentOnline            503 no_agent_online: nothing was queued
+     +-- DuplicateRequest         409: this request id was submitted before
+     +-- EnvelopeTooLarge         413
+     +-- InvalidEnvelope          422: malformed, or already expired (`code` says which)
+     +-- Forbidden                401/403: bad token, or header.tenant is another tenant
+     +-- UnknownRequest           404 (never submitted, pruned, or another tenant's)
+     +-- RequestExpired           410: expired before any agent answered
+     +-- ResultTimeout            wait_result gave up while it was still queued/leased
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from typing import Any
+
+import httpx
+
+_MAX_WAIT = 60.0
+
+
+class RelayError(Exception):
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class RelayUnavailable(RelayError): ...
+
+
+class NoAgentOnline(RelayError): ...
+
+
+class DuplicateRequest(RelayError): ...
+
+
+class EnvelopeTooLarge(RelayError): ...
+
+
+class InvalidEnvelope(RelayError): ...
+
+
+class Forbidden(RelayError): ...
+
+
+class UnknownRequest(RelayError): ...
+
+
+class RequestExpired(RelayError): ...
+
+
+class ResultTimeout(RelayError):
+    def __init__(self, message: str, *, state: str) -> None:
+        super().__init__(message, status=202, code="timeout")
+        self.state = state  # "queued" (no agent took it) or "leased" (an agent is on it)
+
+
+_BY_STATUS: dict[int, type[RelayError]] = {
+    401: Forbidden, 403: Forbidden, 404: UnknownRequest, 409: DuplicateRequest,
+    410: RequestExpired, 413: EnvelopeTooLarge, 422: InvalidEnvelope, 503: NoAgentOnline,
+}
+
+
+def _raise_for(response: httpx.Response, what: str) -> None:
+    status = response.status_code
+    if status < 400:
+        return
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    code = body.get("error") if isinstance(body, dict) else None
+    message = body.get("message", "") if isinstance(body, dict) else ""
+    text = f"{what}: relay answered {status} {code or ''} {message}".rstrip()
+    if status == 503 and code == "no_agent_online":
+        raise NoAgentOnline(text, status=status, code=code)
+    if status >= 500:
+        raise RelayUnavailable(text, status=status, code=code)
+    raise _BY_STATUS.get(status, RelayError)(text, status=status, code=code)
+
+
+class PortalClient:
+    """Sync client of the relay's portal API, authenticated by the tenant API token."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_token: str,
+        *,
+        verify: bool | str = True,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        verify_arg: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+        )
+        self._base_url = base_url.rstrip("/")
+        self._timeout = timeout
+        self._client = httpx.Client(
+            base_url=self._base_url, timeout=timeout, verify=verify_arg, transport=transport,
+            headers={"Authorization": f"Bearer {api_token}", "User-Agent": "writeback-portal"},
+        )
+
+    def __repr__(self) -> str:
+        return f"PortalClient(base_url={self._base_url!r})"  # never the token
+
+    def _send(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._client.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise RelayUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
+        _raise_for(response, what)
+        return response
+
+    def agents(self, group: str) -> list[dict[str, Any]]:
+        """[{agent_id, name, public_keys, online, last_seen, enrolled_at}] of the group."""
+        agents: list[dict[str, Any]] = self._send(
+            "GET", f"/v1/groups/{group}/agents", "list agents"
+        ).json()["agents"]
+        return agents
+
+    def submit(self, envelope: bytes) -> str:
+        """Queue a request envelope; returns its id. NoAgentOnline means nothing was queued."""
+        response = self._send(
+            "POST", "/v1/requests", "submit", content=envelope,
+            headers={"Content-Type": "application/json"},
+        )
+        return str(response.json()["id"])
+
+    def poll_result(self, request_id: str, wait: float = 0.0) -> tuple[str, bytes | None]:
+        """One long-poll: ("done", result bytes) or (state, None) with state queued/leased."""
+        wait = max(0.0, min(wait, _MAX_WAIT))
+        response = self._send(
+            "GET", f"/v1/requests/{request_id}/result", "result", params={"wait": f"{wait:g}"},
+            timeout=self._timeout + wait,
+        )
+        if response.status_code == 200:
+            return "done", response.content
+        return str(response.json().get("state", "queued")), None
+
+    def wait_result(self, request_id: str, timeout: float = 60.0) -> bytes:
+        """The result envelope bytes, long-polling until it arrives; RequestExpired if
+        no agent answered in time, ResultTimeout if `timeout` passed first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            state, result = self.poll_result(request_id, wait=max(0.0, remaining))
+            if result is not None:
+                return result
+            if deadline - time.monotonic() <= 0:
+                raise ResultTimeout(
+                    f"no result for {request_id} after {timeout:.0f}s (state {state})", state=state
+                )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> PortalClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,192 @@
+"""A real relay for tests: `writeback-relay serve` as a subprocess on a free loopback
+port with a temporary SQLite database, ready-polled with a deadline.
+
+    relay = start_relay(tmp_path, lease_timeout=2)
+    tenant, token = relay.create_tenant()
+    agent = relay.enroll_agent(tenant, "default")          # Ed25519 key + enrollment
+    with agent.transport() as transport, relay.portal(token) as portal:
+        ...
+    relay.stop()
+
+Used by tests/integration/relay (fixtures in its conftest.py) and the end-to-end tests.
+The relay runs as `python -m cloud.relay.cli` (the `writeback-relay` entry point) so it
+works from a checkout whether or not the package is installed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from agent.transports.relay import RelayTransport, b64url, enroll
+from cloud.relay.client import PortalClient
+
+_REPO = Path(__file__).resolve().parents[2]
+_names = itertools.count(1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def public_key_b64(key: Ed25519PrivateKey) -> str:
+    return b64url(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+
+
+@dataclass
+class EnrolledAgent:
+    """An agent identity enrolled at the relay (keys generated here, as `enroll` does)."""
+
+    agent_id: str
+    tenant: str
+    agent_group: str
+    signing_key: Ed25519PrivateKey
+    base_url: str
+    enrollment: dict[str, Any]
+
+    def transport(self, **kwargs: Any) -> RelayTransport:
+        return RelayTransport(self.base_url, self.agent_id, self.signing_key, **kwargs)
+
+
+@dataclass
+class RelayProcess:
+    base_url: str
+    admin_token: str
+    db_path: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes]
+    settings: dict[str, float] = field(default_factory=dict)
+
+    def admin(self, method: str, path: str, json: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = httpx.request(
+            method, self.base_url + path, json=json, timeout=10,
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+        )
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+    def create_tenant(self, tenant: str | None = None) -> tuple[str, str]:
+        """(tenant, portal API token) of a new tenant (unique name by default)."""
+        tenant = tenant or f"tenant{next(_names)}"
+        return tenant, str(self.admin("POST", "/v1/admin/tenants", {"tenant": tenant})["api_token"])
+
+    def enrollment_code(self, tenant: str, group: str = "default", ttl: float = 3600) -> str:
+        body = {"tenant": tenant, "agent_group": group, "ttl": ttl}
+        return str(self.admin("POST", "/v1/admin/enrollment-codes", body)["code"])
+
+    def add_portal_key(self, tenant: str, kid: str, public_key: str, **window: float) -> None:
+        self.admin("POST", "/v1/admin/portal-keys",
+                   {"tenant": tenant, "kid": kid, "public_key": public_key, **window})
+
+    def remove_agent(self, agent_id: str) -> None:
+        self.admin("DELETE", f"/v1/admin/agents/{agent_id}")
+
+    def enroll_agent(
+        self, tenant: str, group: str = "default", *, name: str | None = None,
+        extra_keys: dict[str, Any] | None = None,
+    ) -> EnrolledAgent:
+        """Generate a signing key and enroll it with a fresh code."""
+        key = Ed25519PrivateKey.generate()
+        public_keys = {"sign_key": public_key_b64(key), **(extra_keys or {})}
+        result = enroll(self.base_url, self.enrollment_code(tenant, group),
+                        name or f"agent{next(_names)}", public_keys)
+        return EnrolledAgent(result["agent_id"], tenant, group, key, self.base_url, result)
+
+    def portal(self, token: str, **kwargs: Any) -> PortalClient:
+        return PortalClient(self.base_url, token, **kwargs)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=timeout)
+
+
+def start_relay(tmp_path: Path, *, ready_timeout: float = 20, **settings: float) -> RelayProcess:
+    """Start a relay; `settings` are serve flags (lease_timeout=2 -> --lease-timeout 2)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    token_file = tmp_path / "admin-token"
+    admin_token = secrets.token_urlsafe(32)
+    token_file.write_text(admin_token)
+    token_file.chmod(0o600)
+    db_path = tmp_path / "relay.sqlite3"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO), env.get("PYTHONPATH")]))
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
+    last_error = ""
+    for attempt in range(3):  # a free port can be taken between probe and bind
+        port = _free_port()
+        log_path = tmp_path / f"relay-{attempt}.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "cloud.relay.cli", "serve", "--db", str(db_path),
+                 "--host", "127.0.0.1", "--port", str(port), "--admin-token-file", str(token_file),
+                 "--log-level", "warning", *flags],
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+            )
+        relay = RelayProcess(f"http://127.0.0.1:{port}", admin_token, db_path, log_path, proc,
+                             dict(settings))
+        if _wait_ready(relay, ready_timeout):
+            return relay
+        relay.stop()
+        last_error = relay.log()[-3000:]
+        if "address already in use" not in last_error.lower():
+            break
+    raise RuntimeError(f"writeback-relay did not become ready:\n{last_error}")
+
+
+def _wait_ready(relay: RelayProcess, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if relay.proc.poll() is not None:
+            return False
+        try:
+            if httpx.get(relay.base_url + "/healthz", timeout=1).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def fake_envelope(
+    tenant: str, group: str = "default", *, request_id: str | None = None, exp_in: float = 60.0,
+    padding: int = 0,
+) -> bytes:
+    """A request envelope with real routing fields and dummy crypto: the relay never
+    looks past header.id/tenant/agent_group/exp, so its tests need no protocol code."""
+    import json
+    import uuid
+
+    now = time.time()
+    return json.dumps(
+        {
+            "header": {"v": 1, "type": "request", "id": request_id or uuid.uuid4().hex,
+                       "tenant": tenant, "agent_group": group, "op": "reset",
+                       "iat": int(now), "exp": now + exp_in},
+            "sealed": {"kid-1": "c2VhbGVk" + "A" * padding},
+            "sig": {"kid": "portal-1", "value": "c2ln"},
+        },
+        separators=(",", ":"),
+    ).encode()
