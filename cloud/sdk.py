@@ -133,7 +133,9 @@ class PortalSigner:
 
     def _sign_request(self, header: RequestHeader, sealed: dict[str, str]) -> RequestEnvelope:
         signed = {"header": header.model_dump(mode="json"), "sealed": sealed}
-        return RequestEnvelope(header=header, sealed=sealed, sig=sign(self._key, Domain.REQUEST, signed))
+        return RequestEnvelope(
+            header=header, sealed=sealed, sig=sign(self._key, Domain.REQUEST, signed)
+        )
 
     def __repr__(self) -> str:
         return f"PortalSigner(kid={self.kid!r})"
@@ -148,7 +150,9 @@ class PortalRotation:
     keyring_entries: list[TrustedPortalKey]
 
 
-def rotate_portal_key(current: PortalSigner, *, overlap: int, now: int | None = None) -> PortalRotation:
+def rotate_portal_key(
+    current: PortalSigner, *, overlap: int, now: int | None = None
+) -> PortalRotation:
     """Start a rotation: the old key stays trusted for ``overlap`` seconds.
 
     Push the entries to agents *before* signing with the new key, so no agent sees a
@@ -156,7 +160,9 @@ def rotate_portal_key(current: PortalSigner, *, overlap: int, now: int | None = 
     """
     t = int(time.time()) if now is None else now
     new = PortalSigner.generate()
-    return PortalRotation(new, [current.trusted_key(not_after=t + overlap), new.trusted_key(not_before=t)])
+    return PortalRotation(
+        new, [current.trusted_key(not_after=t + overlap), new.trusted_key(not_before=t)]
+    )
 
 
 @dataclass(frozen=True)
@@ -207,11 +213,14 @@ def build_request(
     all must use one KEM (``kem`` defaults to theirs). Raises SDKError on misuse.
     """
     t = int(time.time()) if now is None else now
-    kems = {a.kem for a in agents}
-    if kem is None:
-        if len(kems) > 1:
-            raise SDKError(f"agents of group {agent_group} use different KEMs {sorted(kems)}")
-        kem = next(iter(kems), "x25519")
+    kems: set[KemAlg] = {a.kem for a in agents}
+    if kem is None and len(kems) > 1:
+        raise SDKError(f"agents of group {agent_group} use different KEMs {sorted(kems)}")
+    chosen: KemAlg = "x25519"
+    if kem is not None:
+        chosen = kem
+    elif kems:
+        chosen = next(iter(kems))
     try:
         header = RequestHeader(
             v=1,
@@ -224,7 +233,7 @@ def build_request(
             options=Options(unlock=unlock, must_change=must_change),
             iat=t,
             exp=t + ttl,
-            kem=kem,
+            kem=chosen,
         )
         secret = SecretPart(new_password=_secret(new_password), old_password=_secret(old_password))
         secret.check_op(op)
@@ -239,7 +248,7 @@ def build_request(
             sealed = seal(header, secret.plaintext(), _unique(agents))
         except ValueError as exc:
             raise SDKError(str(exc)) from None
-    return SignedRequest(signer._sign_request(header, sealed))  # noqa: SLF001
+    return SignedRequest(signer._sign_request(header, sealed))
 
 
 def verify_result(

@@ -137,9 +137,7 @@ class AgentPublicKeys(BaseModel):
         return _hpke_public(self.kem, b64url_decode(self.kem_key))
 
 
-def _hpke_public(
-    alg: KemAlg, raw: bytes
-) -> x25519.X25519PublicKey | hpke.MLKEM768X25519PublicKey:
+def _hpke_public(alg: KemAlg, raw: bytes) -> x25519.X25519PublicKey | hpke.MLKEM768X25519PublicKey:
     if alg == "x25519":
         return x25519.X25519PublicKey.from_public_bytes(raw)
     if len(raw) != 1184 + 32:

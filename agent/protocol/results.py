@@ -36,7 +36,7 @@ MAX_RESULT_BYTES = 64 * 1024
 
 def default_message(status: Status, reason: str | None) -> str:
     """The safe user-facing text for a status (the specific rule for policy failures)."""
-    if status == Status.POLICY_VIOLATION and reason in PolicyReason.__members__.values():
+    if status == Status.POLICY_VIOLATION and reason is not None and reason in set(PolicyReason):
         return POLICY_MESSAGES[PolicyReason(reason)]
     return USER_MESSAGES[status]
 
@@ -101,8 +101,12 @@ def open_result(
     except ValidationError as exc:
         raise Rejected(RejectReason.MALFORMED, _detail(exc)) from None
     agent = _signer(env.sig, trusted_agents)
-    if not verify(agent.signing_public_key(), Domain.RESULT, env.result.model_dump(mode="json"), env.sig):
-        raise Rejected(RejectReason.BAD_SIGNATURE, f"result signature by {env.sig.kid} does not verify")
+    if not verify(
+        agent.signing_public_key(), Domain.RESULT, env.result.model_dump(mode="json"), env.sig
+    ):
+        raise Rejected(
+            RejectReason.BAD_SIGNATURE, f"result signature by {env.sig.kid} does not verify"
+        )
     if agent.agent_id is not None and env.result.agent_id != agent.agent_id:
         raise Rejected(
             RejectReason.BAD_SIGNATURE,
@@ -123,7 +127,9 @@ def open_heartbeat(
     agent = _signer(env.sig, trusted_agents)
     payload = env.heartbeat.model_dump(mode="json")
     if not verify(agent.signing_public_key(), Domain.HEARTBEAT, payload, env.sig):
-        raise Rejected(RejectReason.BAD_SIGNATURE, f"heartbeat signature by {env.sig.kid} does not verify")
+        raise Rejected(
+            RejectReason.BAD_SIGNATURE, f"heartbeat signature by {env.sig.kid} does not verify"
+        )
     if agent.agent_id is not None and env.heartbeat.agent_id != agent.agent_id:
         raise Rejected(RejectReason.BAD_SIGNATURE, "heartbeat agent_id does not match its key")
     return env.heartbeat, agent
@@ -149,4 +155,3 @@ def _signer(sig: Signature, trusted_agents: Iterable[AgentPublicKeys]) -> AgentP
 
 def _detail(exc: ValidationError) -> str:
     return validation_detail(exc)
-

@@ -41,7 +41,9 @@ def seal_info(header: RequestHeader) -> bytes:
     return SEAL_DOMAIN + header.id.encode("ascii") + b"\x00" + sha256(header.canonical())
 
 
-def seal(header: RequestHeader, plaintext: bytes, recipients: list[AgentPublicKeys]) -> dict[str, str]:
+def seal(
+    header: RequestHeader, plaintext: bytes, recipients: list[AgentPublicKeys]
+) -> dict[str, str]:
     """One sealed entry per recipient, keyed by the recipient's kem kid."""
     info = seal_info(header)
     sealed: dict[str, str] = {}
@@ -57,6 +59,8 @@ def open_sealed(header: RequestHeader, entry: str, key: KemPrivateKey) -> bytes:
     """Decrypt one sealed entry. Raises ValueError on any failure (never says why more
     precisely: the difference between "bad tag" and "bad length" helps only attackers)."""
     try:
-        return suite(key.alg).decrypt(b64url_decode(entry), key.hpke_private(), info=seal_info(header))
+        return suite(key.alg).decrypt(
+            b64url_decode(entry), key.hpke_private(), info=seal_info(header)
+        )
     except (InvalidTag, ValueError, TypeError) as exc:
         raise ValueError("sealed entry does not open") from exc

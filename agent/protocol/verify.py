@@ -27,9 +27,9 @@ from agent.protocol.keys import AgentKeys
 from agent.protocol.messages import (
     OPS_WITH_SECRET,
     PROTOCOL_VERSION,
+    UUID4_PATTERN,
     RequestEnvelope,
     RequestHeader,
-    UUID4_PATTERN,
     SecretPart,
 )
 from agent.protocol.sealing import open_sealed
@@ -152,7 +152,9 @@ class RequestVerifier:
             raise rejected(exc.reason, exc.detail) from None
         # 4. Signature over header + sealed.
         if not verify(public_key, Domain.REQUEST, env.signed_part(), env.sig):
-            raise rejected(RejectReason.BAD_SIGNATURE, f"signature by {env.sig.kid} does not verify")
+            raise rejected(
+                RejectReason.BAD_SIGNATURE, f"signature by {env.sig.kid} does not verify"
+            )
         # 5. Addressed to us.
         if header.tenant != self._tenant:
             raise rejected(RejectReason.WRONG_TENANT, f"request is for tenant {header.tenant}")

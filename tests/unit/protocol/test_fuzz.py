@@ -3,6 +3,7 @@ clean rejection. Hypothesis generates bytes, JSON and mutations of real requests
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from typing import Any
@@ -10,12 +11,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.protocol import AgentKeys, Rejected, SecretPart
+from agent.protocol import AgentKeys, Rejected, SecretPart, Status, make_result, sign_result
 from agent.protocol.canonical import canonical_json
 from agent.protocol.sealing import seal
 from agent.protocol.signing import Domain, sign
 from cloud.sdk import PortalSigner, ResultRejected, verify_result
-from agent.protocol import make_result, sign_result, Status
 
 from .conftest import NEW_PW, NOW, World
 
@@ -35,8 +35,9 @@ json_scalars = (
 )
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -59,10 +60,9 @@ def _resign(doc: dict[str, Any]) -> bytes:
     """Sign whatever the mutation left, so checks after the signature are reached."""
     if isinstance(doc, dict):
         payload = {"header": doc.get("header"), "sealed": doc.get("sealed")}
-        try:
-            doc["sig"] = sign(WORLD.signer._key, Domain.REQUEST, payload).model_dump()  # noqa: SLF001
-        except ValueError:
-            pass  # not canonicalisable (e.g. a float): the verifier must still refuse it
+        # Not canonicalisable (e.g. a float): left unsigned, the verifier must still refuse it.
+        with contextlib.suppress(ValueError):
+            doc["sig"] = sign(WORLD.signer._key, Domain.REQUEST, payload).model_dump()
     return json.dumps(doc).encode()
 
 
@@ -137,8 +137,13 @@ def test_well_formed_secret_part_still_opens() -> None:
 
 RESULT_RAW = sign_result(
     make_result(
-        request_id=REQUEST.id, request_hash=REQUEST.request_hash, agent_id="agent-0",
-        tenant="acme", status=Status.SUCCEEDED, received_at=NOW, completed_at=NOW,
+        request_id=REQUEST.id,
+        request_hash=REQUEST.request_hash,
+        agent_id="agent-0",
+        tenant="acme",
+        status=Status.SUCCEEDED,
+        received_at=NOW,
+        completed_at=NOW,
     ),
     WORLD.agents[0],
 )
@@ -159,7 +164,8 @@ def test_mutated_result_in_sdk(path: tuple[Any, ...], value: Any, delete: bool) 
         parent[path[-1]] = value
     try:
         verify_result(
-            json.dumps(doc).encode(), request=REQUEST,
+            json.dumps(doc).encode(),
+            request=REQUEST,
             trusted_agents=[WORLD.agents[0].public("agent-0")],
         )
     except ResultRejected as exc:

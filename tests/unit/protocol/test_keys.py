@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import stat
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from agent.protocol import AgentKeys, AgentPublicKeys, KeyFileError, PortalKeyring
+from agent.protocol.canonical import b64url_encode
 from agent.protocol.keys import KEM_FILE, KEM_PREVIOUS_FILE, SIGNING_FILE, key_id
 from cloud.sdk import PortalSigner, rotate_portal_key
 
@@ -50,8 +53,6 @@ def test_key_file_errors_name_path_not_key(tmp_path: Path) -> None:
 
 def test_repr_never_shows_private_keys(kem: str) -> None:
     keys = AgentKeys.generate(kem)  # type: ignore[arg-type]
-    from agent.protocol.canonical import b64url_encode
-
     priv = b64url_encode(keys.signing.private_bytes_raw())
     assert priv not in repr(keys) and priv[:10] not in repr(keys)
     assert b64url_encode(keys.kem.private_raw())[:10] not in repr(keys.kem)
@@ -72,9 +73,6 @@ def test_key_ids_are_derived_and_checked(kem: str) -> None:
 
 def test_key_id_scheme() -> None:
     # Recomputed with the standard library only, as another implementation would.
-    import base64
-    import hashlib
-
     digest = base64.urlsafe_b64encode(hashlib.sha256(bytes(32)).digest()).decode()
     assert key_id("ed25519", bytes(32)) == "ed25519_" + digest[:22]
     assert key_id("ed25519", bytes(32)) == "ed25519_Zmh6rfhivXdsj8GLjp-OIA"

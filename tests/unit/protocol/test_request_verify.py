@@ -10,6 +10,7 @@ import pytest
 from agent.protocol import AgentKeys, PortalKeyring, Rejected, RejectReason
 from agent.protocol import verify as verify_mod
 from agent.protocol.canonical import b64url_decode, b64url_encode, canonical_json
+from agent.protocol.signing import Domain, sign
 from cloud.sdk import PortalSigner, rotate_portal_key
 
 from .conftest import GROUP, NEW_PW, NOW, OLD_PW, TENANT, World
@@ -226,9 +227,7 @@ def test_sealed_secret_moved_into_another_request_fails_to_open(x_world: World) 
     doc = json.loads(other.to_bytes())
     doc["sealed"] = json.loads(victim.to_bytes())["sealed"]
     signed = {"header": doc["header"], "sealed": doc["sealed"]}
-    from agent.protocol.signing import Domain, sign
-
-    doc["sig"] = sign(x_world.signer._key, Domain.REQUEST, signed).model_dump()  # noqa: SLF001
+    doc["sig"] = sign(x_world.signer._key, Domain.REQUEST, signed).model_dump()
     raw = canonical_json(doc)
     verified = x_world.verifier().verify(raw)  # signature is valid...
     with pytest.raises(Rejected) as info:
@@ -276,10 +275,8 @@ def test_entry_under_the_wrong_kid_fails_to_decrypt(world: World) -> None:
     doc = json.loads(req.to_bytes())
     sealed = doc["sealed"]
     sealed[a.kem.kid], sealed[b.kem.kid] = sealed[b.kem.kid], sealed[a.kem.kid]
-    from agent.protocol.signing import Domain, sign
-
     doc["sig"] = sign(
-        world.signer._key, Domain.REQUEST, {"header": doc["header"], "sealed": sealed}  # noqa: SLF001
+        world.signer._key, Domain.REQUEST, {"header": doc["header"], "sealed": sealed}
     ).model_dump()
     assert reject_reason(world, canonical_json(doc)) is RejectReason.DECRYPT_FAILED
 
@@ -329,7 +326,9 @@ def test_malformed_bytes(x_world: World, raw: bytes) -> None:
 
 
 def test_duplicate_key_in_header_is_malformed(x_world: World) -> None:
-    raw = x_world.request().to_bytes().replace(b'"tenant":"acme"', b'"tenant":"acme","tenant":"acme"')
+    raw = (
+        x_world.request().to_bytes().replace(b'"tenant":"acme"', b'"tenant":"acme","tenant":"acme"')
+    )
     with pytest.raises(Rejected) as info:
         x_world.verifier().verify(raw)
     assert info.value.reason is RejectReason.MALFORMED

@@ -54,8 +54,13 @@ def test_policy_violation_message_names_the_rule(x_world: World) -> None:
     a = x_world.agents[0]
     req = x_world.request()
     raw = _result(
-        x_world, a, "agent-0", request=req, status=Status.POLICY_VIOLATION,
-        reason=PolicyReason.TOO_SHORT.value, policy={"min_length": 12, "complexity": True},
+        x_world,
+        a,
+        "agent-0",
+        request=req,
+        status=Status.POLICY_VIOLATION,
+        reason=PolicyReason.TOO_SHORT.value,
+        policy={"min_length": 12, "complexity": True},
     )
     result = verify_result(raw, request=req, trusted_agents=[a.public("agent-0")])
     assert result.reason == "too_short"
@@ -99,7 +104,9 @@ def test_result_for_another_request_fails(x_world: World) -> None:
 def test_tampered_result_fails(x_world: World) -> None:
     a = x_world.agents[0]
     req = x_world.request()
-    raw = _result(x_world, a, "agent-0", request=req, status=Status.POLICY_VIOLATION, reason="history")
+    raw = _result(
+        x_world, a, "agent-0", request=req, status=Status.POLICY_VIOLATION, reason="history"
+    )
     tampered = raw.replace(b'"policy_violation"', b'"succeeded"')
     with pytest.raises(ResultRejected) as info:
         verify_result(tampered, request=req, trusted_agents=[a.public("agent-0")])
@@ -113,10 +120,18 @@ def test_rejection_result_without_hash(x_world: World) -> None:
     a = x_world.agents[0]
     req = x_world.request()
     raw = _result(
-        x_world, a, "agent-0", request=req, request_hash=None, status=Status.REJECTED,
+        x_world,
+        a,
+        "agent-0",
+        request=req,
+        request_hash=None,
+        status=Status.REJECTED,
         reason=RejectReason.MALFORMED.value,
     )
-    assert verify_result(raw, request=req, trusted_agents=[a.public("agent-0")]).status is Status.REJECTED
+    assert (
+        verify_result(raw, request=req, trusted_agents=[a.public("agent-0")]).status
+        is Status.REJECTED
+    )
     with pytest.raises(ValueError, match="request_hash"):
         _result(x_world, a, "agent-0", request=req, request_hash=None)
 
@@ -129,8 +144,13 @@ def test_result_refuses_floats_in_policy(x_world: World) -> None:
 def test_heartbeat_roundtrip_and_domain_separation(x_world: World) -> None:
     a = x_world.agents[0]
     body = HeartbeatBody(
-        v=1, type="heartbeat", agent_id="agent-0", version="0.1.0", sent_at=NOW,
-        directories={"corp": {"status": "ok", "dc": "dc1", "latency_ms": 4}}, in_flight=0,
+        v=1,
+        type="heartbeat",
+        agent_id="agent-0",
+        version="0.1.0",
+        sent_at=NOW,
+        directories={"corp": {"status": "ok", "dc": "dc1", "latency_ms": 4}},
+        in_flight=0,
     )
     raw = sign_heartbeat(body, a)
     got, agent = open_heartbeat(raw, [a.public("agent-0")])
@@ -148,17 +168,48 @@ def test_heartbeat_roundtrip_and_domain_separation(x_world: World) -> None:
 
 def test_sdk_misuse_is_a_clear_error(x_world: World) -> None:
     agents = [a.public() for a in x_world.agents]
-    with pytest.raises(SDKError, match="new_password|fit op"):
-        build_request(x_world.signer, tenant="acme", agent_group="hq", agents=agents,
-                      op="reset", user_kind="upn", user_value="a@b")
+    with pytest.raises(SDKError, match=r"new_password|fit op"):
+        build_request(
+            x_world.signer,
+            tenant="acme",
+            agent_group="hq",
+            agents=agents,
+            op="reset",
+            user_kind="upn",
+            user_value="a@b",
+        )
     with pytest.raises(SDKError, match="no enrolled agent"):
-        build_request(x_world.signer, tenant="acme", agent_group="hq", agents=[],
-                      op="reset", user_kind="upn", user_value="a@b", new_password="x")
+        build_request(
+            x_world.signer,
+            tenant="acme",
+            agent_group="hq",
+            agents=[],
+            op="reset",
+            user_kind="upn",
+            user_value="a@b",
+            new_password="x",
+        )
     with pytest.raises(SDKError) as info:
-        build_request(x_world.signer, tenant="acme", agent_group="hq", agents=agents,
-                      op="reset", user_kind="upn", user_value="a@b", new_password="p" * 600)
+        build_request(
+            x_world.signer,
+            tenant="acme",
+            agent_group="hq",
+            agents=agents,
+            op="reset",
+            user_kind="upn",
+            user_value="a@b",
+            new_password="p" * 600,
+        )
     assert "ppppp" not in str(info.value)
     mixed = [*agents, AgentKeys.generate("mlkem768-x25519").public()]
     with pytest.raises(SDKError, match="different KEMs"):
-        build_request(x_world.signer, tenant="acme", agent_group="hq", agents=mixed,
-                      op="reset", user_kind="upn", user_value="a@b", new_password="x")
+        build_request(
+            x_world.signer,
+            tenant="acme",
+            agent_group="hq",
+            agents=mixed,
+            op="reset",
+            user_kind="upn",
+            user_value="a@b",
+            new_password="x",
+        )
