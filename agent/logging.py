@@ -34,7 +34,12 @@ Operator events (stable names; callers choose them, this table is the contract):
     relay.up           info     -
     key.expiring       warning  key, expires_in_s
     job.failed         error    job, error_type, error        (agent/scheduler.py)
-    health.http        debug    client, request, code         (agent/health.py)
+    health.listening   info     host, port                    (agent/health.py)
+    health.http        debug    client, request, http_status  (agent/health.py)
+    health.error       warning  client, exception             (agent/health.py)
+
+Avoid field names that `is_secret_key` treats as secret (``code``, ``*_token``...) for
+values operators need: they render as "[redacted]".
 
 ``user`` is the directory reference the portal sent (sAMAccountName / uid), never a
 password, and ``reason`` is a stable string from the status table in DESIGN.md section 3.
