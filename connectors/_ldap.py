@@ -196,6 +196,24 @@ def _message(exc: BaseException) -> str:
     return str(exc)
 
 
+# Samba's check_password_restrictions names the rule after the 0000052D prefix
+# (Windows does not); matched only once the hex code said "policy".
+_SAMBA_POLICY_TEXT: tuple[tuple[str, PolicyReason], ...] = (
+    ("password is too short", PolicyReason.TOO_SHORT),
+    ("password is too long", PolicyReason.TOO_LONG),
+    ("does not meet the complexity", PolicyReason.COMPLEXITY),
+    ("already used (in history)", PolicyReason.HISTORY),
+    ("password is too young", PolicyReason.TOO_YOUNG),
+)
+
+
+def samba_policy_reason(message: str | None) -> PolicyReason:
+    """The rule a 0000052D names in Samba's diagnostic text; UNKNOWN on Windows."""
+    lowered = (message or "").lower()
+    matches = (reason for text, reason in _SAMBA_POLICY_TEXT if text in lowered)
+    return next(matches, PolicyReason.UNKNOWN)
+
+
 def _classify_result(exc: lexc.LDAPOperationResult, context: Context, dc: str | None) -> DirectoryError:
     message = _message(exc)
     code = ad_extended_code(message)
@@ -204,7 +222,9 @@ def _classify_result(exc: lexc.LDAPOperationResult, context: Context, dc: str | 
 
     # Active Directory extended errors first: they are the most specific.
     if code == 0x52D:
-        return PolicyViolation(PolicyReason.UNKNOWN, detail, dc=dc)
+        return PolicyViolation(samba_policy_reason(message), detail, dc=dc)
+    if code == 0x775:  # a change on a locked-out account (Samba: "account locked out")
+        return AccountLocked(detail, dc=dc)
     if code == 0x56:
         return WrongOldPassword(detail, dc=dc)
     if code in (0x208D, 0x2030):
