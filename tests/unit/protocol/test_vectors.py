@@ -1,0 +1,140 @@
+"""The published test vectors (docs/test-vectors) hold for this implementation.
+
+Everything deterministic is recomputed and compared byte for byte; the randomised
+HPKE entries are checked by opening them with the published private keys.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from agent.protocol import (
+    AgentKeys,
+    AgentPublicKeys,
+    EncodingError,
+    KemPrivateKey,
+    PortalKeyring,
+    Rejected,
+    RequestEnvelope,
+    RequestVerifier,
+    TrustedPortalKey,
+    key_id,
+)
+from agent.protocol.canonical import b64url_decode, b64url_encode, canonical_json, sha256
+from agent.protocol.messages import RequestHeader
+from agent.protocol.sealing import open_sealed, seal_info
+from agent.protocol.signing import Domain, signature_input
+from cloud.sdk import PortalSigner, SignedRequest, verify_result
+
+VECTORS = Path(__file__).resolve().parents[3] / "docs" / "test-vectors"
+REQUEST_FILES = ["request-x25519.json", "request-mlkem768-x25519.json"]
+
+
+def load(name: str) -> dict[str, Any]:
+    return dict(json.loads((VECTORS / name).read_text(encoding="utf-8")))
+
+
+def test_canonical_vectors() -> None:
+    doc = load("canonical.json")
+    for case in doc["valid"]:
+        assert canonical_json(json.loads(case["input"])).hex() == case["canonical_hex"], case[
+            "name"
+        ]
+    for case in doc["invalid"]:
+        with pytest.raises(EncodingError):
+            canonical_json(json.loads(case["input"]))
+
+
+def test_key_vectors() -> None:
+    doc = load("keys.json")
+    ed = doc["ed25519"]
+    sk = ed25519.Ed25519PrivateKey.from_private_bytes(b64url_decode(ed["private"]))
+    assert b64url_encode(sk.public_key().public_bytes_raw()) == ed["public"]
+    assert key_id("ed25519", b64url_decode(ed["public"])) == ed["kid"]
+    for kem in ("x25519", "mlkem768-x25519"):
+        k = KemPrivateKey.from_private_raw(kem, b64url_decode(doc[kem]["private"]))
+        assert b64url_encode(k.public_raw()) == doc[kem]["public"]
+        assert k.kid == doc[kem]["kid"]
+
+
+def _verifier(v: dict[str, Any], overrides: dict[str, Any] | None = None) -> RequestVerifier:
+    cfg = {**v["verifier"], **(overrides or {})}
+    portal = PortalSigner.from_private_bytes(b64url_decode(v["portal_private_key"]))
+    entry = portal.trusted_key(not_after=cfg.pop("portal_not_after", None))
+    assert entry.kid == v["portal_kid"]
+    kem = KemPrivateKey.from_private_raw(v["agent_kem"], b64url_decode(v["agent_kem_private_key"]))
+    keys = AgentKeys(ed25519.Ed25519PrivateKey.generate(), kem)
+    now = cfg.pop("now")
+    return RequestVerifier(PortalKeyring([entry]), keys, clock=lambda: now, **cfg)
+
+
+@pytest.mark.parametrize("name", REQUEST_FILES)
+def test_request_vector(name: str) -> None:
+    v = load(name)
+    header = RequestHeader.model_validate(v["header"])
+    assert header.canonical().hex() == v["canonical_header_hex"]
+    assert sha256(header.canonical()).hex() == v["header_hash_hex"]
+    assert seal_info(header).hex() == v["seal_info_hex"]
+    signed = {"header": v["header"], "sealed": v["sealed"]}
+    sig_input = signature_input(Domain.REQUEST, signed)
+    assert sig_input.hex() == v["signature_input_hex"]
+    portal = ed25519.Ed25519PrivateKey.from_private_bytes(b64url_decode(v["portal_private_key"]))
+    assert b64url_encode(portal.sign(sig_input)) == v["signature"]  # Ed25519 is deterministic
+    wire = v["wire"].encode("utf-8")
+    envelope = {
+        **signed,
+        "sig": {"kid": v["portal_kid"], "alg": "ed25519", "value": v["signature"]},
+    }
+    assert canonical_json(envelope) == wire
+    assert b64url_encode(sha256(wire)) == v["request_hash"]
+    kem = KemPrivateKey.from_private_raw(v["agent_kem"], b64url_decode(v["agent_kem_private_key"]))
+    assert kem.kid == v["agent_kem_kid"] and list(v["sealed"]) == [kem.kid]
+    assert open_sealed(header, v["sealed"][kem.kid], kem).hex() == v["plaintext_hex"]
+    # And end to end through the verifier.
+    verified, secret = _verifier(v).verify_and_open(wire)
+    assert verified.request_hash == v["request_hash"]
+    plaintext = json.loads(bytes.fromhex(v["plaintext_hex"]))
+    assert secret.new_password is not None and secret.old_password is not None
+    assert secret.new_password.get_secret_value() == plaintext["new_password"]
+    assert secret.old_password.get_secret_value() == plaintext["old_password"]
+
+
+def test_rejection_vectors() -> None:
+    doc = load("rejections.json")
+    v = load(doc["keys_from"])
+    names = set()
+    for case in doc["cases"]:
+        names.add(case["reason"])
+        with pytest.raises(Rejected) as info:
+            _verifier(v, case["verifier"]).verify_and_open(case["wire"].encode("utf-8"))
+        assert info.value.reason.value == case["reason"], case["name"]
+    assert len(names) == 13  # every RejectReason the verifier can produce, but replayed/superseded
+
+
+def test_result_vector() -> None:
+    v = load("result.json")
+    request_vector = load("request-x25519.json")
+    sk = ed25519.Ed25519PrivateKey.from_private_bytes(b64url_decode(v["agent_signing_private_key"]))
+    sig_input = signature_input(Domain.RESULT, v["result"])
+    assert sig_input.hex() == v["signature_input_hex"]
+    agent = AgentPublicKeys.model_validate(v["agent_public"])
+    wire = canonical_json(
+        {
+            "result": v["result"],
+            "sig": {
+                "kid": agent.sign_kid,
+                "alg": "ed25519",
+                "value": b64url_encode(sk.sign(sig_input)),
+            },
+        }
+    )
+    assert wire == v["wire"].encode("utf-8")
+    request = SignedRequest(RequestEnvelope.model_validate(json.loads(request_vector["wire"])))
+    result = verify_result(wire, request=request, trusted_agents=[agent])
+    assert result.reason == "too_short"
+    assert TrustedPortalKey  # re-exported for portals building keyrings
