@@ -112,7 +112,7 @@ def _resign(doc: dict[str, Any], signer: PortalSigner | None = None) -> str:
         "kid": s.kid,
         "alg": "ed25519",
         "value": b64url_encode(s._key.sign(signature_input(Domain.REQUEST, payload))),
-    }  # noqa: SLF001
+    }
     return canonical_json(doc).decode("utf-8")
 
 
