@@ -176,8 +176,9 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], family: int, state: HealthState,
-                 metrics: Metrics) -> None:
+    def __init__(
+        self, address: tuple[str, int], family: int, state: HealthState, metrics: Metrics
+    ) -> None:
         self.address_family = family
         self.state = state
         self.metrics = metrics
@@ -223,11 +224,13 @@ class _Handler(BaseHTTPRequestHandler):
         # Not "code": that key is redacted (enrollment codes). HTTPStatus -> plain int.
         status = int(code) if isinstance(code, int) else code
         _log.debug(
-            "health.http", client=self.client_address[0], request=self.requestline,
+            "health.http",
+            client=self.client_address[0],
+            request=self.requestline,
             http_status=status,
         )
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  # stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:  # `format`: the stdlib name
         _log.debug("health.http", client=self.client_address[0], message=format % args)
 
 
@@ -272,8 +275,7 @@ class HealthServer:
     def start(self) -> int:
         if self._server is not None:
             raise RuntimeError("health server already started")
-        self._server = _Server((self._host, self._port), self._family, self._state,
-                               self._metrics)
+        self._server = _Server((self._host, self._port), self._family, self._state, self._metrics)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.2},

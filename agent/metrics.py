@@ -54,9 +54,7 @@ class Metrics:
             buckets=_DURATION_BUCKETS,
             registry=r,
         )
-        self._in_flight = Gauge(
-            "writeback_in_flight", "Requests being processed now.", registry=r
-        )
+        self._in_flight = Gauge("writeback_in_flight", "Requests being processed now.", registry=r)
         self._directory_up = Gauge(
             "writeback_directory_up",
             "1 when the directory answered its last health probe, else 0.",

@@ -105,7 +105,9 @@ def test_one_directory_down_of_two_is_degraded_not_unready(
     assert r.json()["directories"] == {"corp-ad": True, "ldap": False}
 
 
-def test_a_wedged_loop_is_not_ready(client: httpx.Client, state: HealthState, clock: _Clock) -> None:
+def test_a_wedged_loop_is_not_ready(
+    client: httpx.Client, state: HealthState, clock: _Clock
+) -> None:
     _make_ready(state)
     clock.now += 60
     r = client.get("/readyz")

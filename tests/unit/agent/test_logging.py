@@ -242,7 +242,9 @@ def test_secret_key_names(key: str, secret: bool) -> None:
 
 
 _VALUE = st.text(
-    alphabet=st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!#$%*+/@^~"),
+    alphabet=st.sampled_from(
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!#$%*+/@^~"
+    ),
     min_size=6,
     max_size=40,
 ).map(lambda s: "Zq" + s)
