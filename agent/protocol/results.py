@@ -32,6 +32,7 @@ from agent.protocol.status import (
 )
 
 MAX_RESULT_BYTES = 64 * 1024
+MAX_DETAIL_CHARS = 2000
 
 
 def default_message(status: Status, reason: str | None) -> str:
@@ -56,7 +57,11 @@ def make_result(
     policy: dict[str, Any] | None = None,
     message: str | None = None,
 ) -> ResultBody:
-    """Build a result body; ``message`` defaults to the status's safe user text."""
+    """Build a result body; ``message`` defaults to the status's safe user text.
+
+    ``detail`` is cut to the wire limit rather than refused: losing the tail of an
+    operator note is better than losing the result.
+    """
     return ResultBody(
         v=1,
         type="result",
@@ -67,7 +72,7 @@ def make_result(
         status=status,
         reason=reason,
         message=message if message is not None else default_message(status, reason),
-        detail=detail,
+        detail=detail[:MAX_DETAIL_CHARS],
         dc=dc,
         policy=policy,
         received_at=received_at,
