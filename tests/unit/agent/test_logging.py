@@ -137,10 +137,14 @@ def test_no_secret_reaches_any_line(fmt: str) -> None:
     logging.getLogger("httpx").warning("POST https://relay/x?token=%s", SECRET)
     logging.getLogger("some.library").error("login with password: '%s' failed", SECRET)
     logging.getLogger("some.library").error("payload %s", {"userPassword": SECRET})
+    try:
+        raise ValueError({"new_password": SECRET})
+    except ValueError:
+        logging.getLogger("apscheduler.executors.default").exception("Job raised r-11")
 
     text = out.getvalue()
     # The lines were written (otherwise "no secret" would prove nothing)...
-    for rid in ("r-1", "r-5", "r-9", "r-10"):
+    for rid in ("r-1", "r-5", "r-9", "r-10", "r-11"):
         assert rid in text
     assert "RuntimeError" in text  # the traceback is still rendered
     assert "relay/x" in text and "some.library" in text
