@@ -1,0 +1,157 @@
+"""The whole system for end-to-end tests: a real relay process over HTTP, a real agent
+(configured from a real agent.toml, enrolled with the real CLI), real directories, and
+a portal that talks through cloud/sdk.py and the relay's PortalClient.
+
+    system = AgentSystem.start(tmp, relay, directory_env)
+    result = system.portal.send("reset", "WB\\alice", new_password="...")
+    assert result.status == "succeeded"
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from agent.app import Agent, build_agent
+from agent.cli import main as agent_cli
+from agent.config import load_settings
+from agent.protocol.keys import AgentPublicKeys
+from cloud.relay.client import PortalClient
+from cloud.sdk import PortalSigner, Result, SignedRequest, build_request, verify_result
+from connectors.base import DirectorySettings
+from tests.servers._process import free_port
+from tests.servers.relay import RelayProcess
+
+
+def parent_dn(dn: str) -> str:
+    """The DN one level up (the domain root of OU=People,DC=x,DC=y)."""
+    return dn.split(",", 1)[1]
+
+
+def directory_entry(settings: DirectorySettings, secrets_dir: Path, **overrides: Any) -> dict[str, Any]:
+    """A [[directories]] table for agent.toml, with the bind password in a 0600 file."""
+    entry = settings.model_dump(mode="json", exclude_none=True)
+    entry.pop("bind_password")
+    name = str(overrides.get("name", entry.get("name", "dir")))
+    secret_file = secrets_dir / f"{name}.bindpw"
+    secret_file.write_text(settings.bind_password.get_secret_value())
+    secret_file.chmod(0o600)
+    entry["bind_password_file"] = str(secret_file)
+    entry.update(overrides)
+    return entry
+
+
+class Portal:
+    """The cloud portal's side: build, seal and sign with the SDK; submit to the relay."""
+
+    def __init__(self, relay: RelayProcess, tenant: str, token: str, group: str, signer: PortalSigner):
+        self.relay = relay
+        self.tenant = tenant
+        self.group = group
+        self.signer = signer
+        self.client: PortalClient = relay.portal(token, timeout=30)
+
+    def agents(self) -> list[AgentPublicKeys]:
+        records = []
+        for item in self.client.agents(self.group):
+            public = dict(item["public_keys"])
+            public["agent_id"] = item["agent_id"]
+            records.append(AgentPublicKeys.model_validate(public))
+        return records
+
+    def request(self, op: str, user: str, *, user_kind: str = "login", signer: PortalSigner | None = None,
+                **kwargs: Any) -> SignedRequest:
+        return build_request(
+            signer or self.signer, tenant=self.tenant, agent_group=self.group, agents=self.agents(),
+            op=op, user_kind=user_kind, user_value=user, **kwargs,  # type: ignore[arg-type]
+        )
+
+    def submit(self, request: SignedRequest) -> str:
+        return self.client.submit(request.to_bytes())
+
+    def wait(self, request: SignedRequest, timeout: float = 60) -> Result:
+        raw = self.client.wait_result(request.id, timeout=timeout)
+        return verify_result(raw, request=request, trusted_agents=self.agents())
+
+    def send(self, op: str, user: str, *, timeout: float = 60, **kwargs: Any) -> Result:
+        request = self.request(op, user, **kwargs)
+        self.submit(request)
+        return self.wait(request, timeout)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@dataclass
+class AgentSystem:
+    root: Path
+    config: Path
+    portal: Portal
+    agent: Agent | None = None
+
+    @classmethod
+    def create(
+        cls,
+        root: Path,
+        relay: RelayProcess,
+        directories: list[dict[str, Any]],
+        *,
+        group: str = "default",
+        **top: Any,
+    ) -> AgentSystem:
+        """Tenant + portal key at the relay; `writeback-agent init` and `enroll` via the CLI."""
+        root.mkdir(parents=True, exist_ok=True)
+        tenant, token = relay.create_tenant()
+        signer = PortalSigner.generate()
+        trusted = signer.trusted_key()
+        relay.add_portal_key(tenant, trusted.kid, trusted.key)
+        config = root / "agent.toml"
+        data_dir = root / "data"
+        assert agent_cli(["-c", str(config), "init", "--data-dir", str(data_dir), "--relay-url", relay.base_url]) == 0
+        document: dict[str, Any] = {
+            "data_dir": str(data_dir),
+            "agent_name": f"e2e-{root.name}",
+            "workers": 2,
+            "directory_deadline_seconds": 4.0,
+            "relay": {"url": relay.base_url, "lease_wait_seconds": 1.0, "timeout_seconds": 10.0},
+            "health": {"enabled": True, "host": "127.0.0.1", "port": free_port()},
+            "log": {"level": "debug", "format": "json"},
+            "schedule": {"heartbeat_seconds": 1.0, "health_probe_seconds": 30.0},
+            "directories": directories,
+        }
+        document.update(top)
+        config.write_text(tomli_w.dumps(document))
+        code = relay.enrollment_code(tenant, group)
+        assert agent_cli(["-c", str(config), "enroll", "--code", code]) == 0
+        portal = Portal(relay, tenant, token, group, signer)
+        return cls(root, config, portal)
+
+    def settings(self) -> Any:
+        return load_settings(self.config)
+
+    def start_agent(self) -> Agent:
+        self.agent = build_agent(self.settings())
+        self.agent.start()
+        return self.agent
+
+    def stop_agent(self) -> None:
+        if self.agent is not None:
+            self.agent.stop(timeout=15)
+            self.agent = None
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[AgentSystem]:
+        self.start_agent()
+        try:
+            yield self
+        finally:
+            self.stop_agent()
+
+    def close(self) -> None:
+        self.stop_agent()
+        self.portal.close()

@@ -1,0 +1,64 @@
+"""A TCP forwarder between the agent and a directory that can hold the directory's
+answers back on cue: how the crash test catches the agent mid-write for real.
+
+`hold_when()` is asked before each server->client chunk is passed on; once it says
+yes, that chunk and all later ones are held (never delivered), and `holding` is set.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable
+
+
+class HoldingProxy:
+    def __init__(self, upstream: tuple[str, int], hold_when: Callable[[], bool]) -> None:
+        self._upstream = upstream
+        self._hold_when = hold_when
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self.holding = threading.Event()
+        self._closed = threading.Event()
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self._upstream, timeout=10)
+            self._sockets += [client, server]
+            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, from_server: bool) -> None:
+        try:
+            while True:
+                src.settimeout(None)
+                chunk = src.recv(65536)
+                if not chunk:
+                    break
+                if from_server and (self.holding.is_set() or self._hold_when()):
+                    self.holding.set()
+                    continue  # swallowed: the client never hears back
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._closed.set()
+        self._listener.close()
+        for s in self._sockets:
+            try:
+                s.close()
+            except OSError:
+                pass

@@ -1,0 +1,210 @@
+"""What must hold when things go wrong: a replay is never written twice, a crash
+mid-write is answered in_doubt, the agent survives a relay outage, and no password
+ever reaches a log line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from agent.app import build_agent
+from agent.transports.memory import MemoryQueue, MemoryTransport
+from cloud.sdk import verify_result
+from connectors.base import LookupKind, UserQuery
+from tests.e2e.conftest import Scenario
+from tests.e2e.harness import AgentSystem, directory_entry
+from tests.e2e.proxy import HoldingProxy
+from tests.servers.base import BindOutcome, DirectoryEnv, unique_login
+from tests.servers.relay import RelayProcess, start_relay
+
+INITIAL = "Initial-Pass-1"
+REPLAYED = "Replayed-Secret-55"
+THIRD = "Admin-Set-Later-66"
+CRASH = "Crash-Window-Pass-77"
+OUTAGE = "After-Outage-Pass-88"
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def _user(env: DirectoryEnv) -> str:
+    login = unique_login("r")
+    env.create_user(login, INITIAL)
+    time.sleep(1.0)
+    return login
+
+
+def _process_via_memory(system: AgentSystem, envelope: bytes) -> bytes:
+    """Run the real agent (its journal, keys, directories) fed by an in-memory queue."""
+    queue = MemoryQueue()
+    request_id = queue.put(envelope)
+    agent = build_agent(system.settings(), transport_factory=lambda: MemoryTransport(queue, system.portal.agents()[0].agent_id or "a"))
+    agent.start()
+    try:
+        return queue.wait_result(request_id, timeout=30)
+    finally:
+        agent.stop(timeout=15)
+
+
+def test_replayed_request_is_not_written_twice(
+    relay: RelayProcess, slapd_env: DirectoryEnv, tmp_path: Path
+) -> None:
+    env = slapd_env
+    system = AgentSystem.create(
+        tmp_path / "replay", relay, [directory_entry(env.settings, tmp_path, name="main", default=True)]
+    )
+    try:
+        login = _user(env)
+        request = system.portal.request("reset", login, new_password=REPLAYED)
+        first = _process_via_memory(system, request.to_bytes())
+        assert verify_result(first, request=request, trusted_agents=system.portal.agents()).status == "succeeded"
+        assert env.bind(login, REPLAYED) is BindOutcome.OK
+
+        # An administrator sets another password; then the same request arrives again
+        # (another queue, after a restart of the agent).
+        connector = env.connector()
+        connector.reset_password(connector.find_user(UserQuery(LookupKind.LOGIN, login)), SecretStr(THIRD))
+        connector.close()
+        second = _process_via_memory(system, request.to_bytes())
+        assert second == first  # the stored, signed answer
+        assert env.bind(login, THIRD) is BindOutcome.OK  # not reverted by a second write
+    finally:
+        system.close()
+
+
+def _journal_state(path: Path, request_id: str) -> str | None:
+    if not path.exists():
+        return None
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as conn:
+            row = conn.execute("SELECT state FROM requests WHERE id = ?", (request_id,)).fetchone()
+    except sqlite3.Error:
+        return None
+    return row[0] if row else None
+
+
+def _spawn_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO), env.get("PYTHONPATH")]))
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "-c", str(config), "run"],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )
+
+
+def test_crash_mid_write_is_reported_in_doubt(
+    relay: RelayProcess, slapd_env: DirectoryEnv, tmp_path: Path
+) -> None:
+    env = slapd_env
+    host_port = env.settings.urls[0].split("://", 1)[1]
+    host, port = host_port.rsplit(":", 1)
+    state: dict[str, str] = {}
+    journal = tmp_path / "crash" / "data" / "journal.sqlite3"
+    proxy = HoldingProxy(
+        (host, int(port)),
+        hold_when=lambda: "id" in state and _journal_state(journal, state["id"]) == "writing",
+    )
+    system = AgentSystem.create(
+        tmp_path / "crash", relay,
+        [directory_entry(env.settings, tmp_path, name="main", default=True,
+                         urls=[f"ldaps://127.0.0.1:{proxy.port}"], receive_timeout=60)],
+    )
+    log = tmp_path / "agent.log"
+    agent = _spawn_agent(system.config, log)
+    try:
+        login = _user(env)
+        deadline = time.monotonic() + 30
+        while not system.portal.agents() or not any(a for a in system.portal.client.agents("default") if a["online"]):
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        request = system.portal.request("reset", login, new_password=CRASH)
+        state["id"] = request.id
+        system.portal.submit(request)
+        assert proxy.holding.wait(30), log.read_text()
+        agent.send_signal(signal.SIGKILL)  # dies with the write sent and unanswered
+        agent.wait(10)
+        assert _journal_state(journal, request.id) == "writing"
+
+        agent = _spawn_agent(system.config, log)  # the relay redelivers after the lease times out
+        result = system.portal.wait(request, timeout=60)
+        assert result.status == "in_doubt", result
+        assert "Try again" in result.message
+        assert '"request.in_doubt"' in log.read_text()
+    finally:
+        if agent.poll() is None:
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(20)
+        proxy.close()
+        system.close()
+
+
+def test_sigterm_stops_cleanly(relay: RelayProcess, slapd_env: DirectoryEnv, tmp_path: Path) -> None:
+    system = AgentSystem.create(
+        tmp_path / "term", relay, [directory_entry(slapd_env.settings, tmp_path, name="main", default=True)]
+    )
+    log = tmp_path / "agent.log"
+    agent = _spawn_agent(system.config, log)
+    try:
+        deadline = time.monotonic() + 30
+        while '"agent.started"' not in log.read_text():
+            assert time.monotonic() < deadline and agent.poll() is None, log.read_text()
+            time.sleep(0.2)
+        login = _user(slapd_env)
+        assert system.portal.send("reset", login, new_password="Before-Term-Pass-1").status == "succeeded"
+        started = time.monotonic()
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(30) == 0
+        assert time.monotonic() - started < 15  # one long-poll (1 s here) plus in-flight work
+        text = log.read_text()
+        assert '"agent.stopping"' in text and '"agent.stopped"' in text
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        system.close()
+
+
+def _restart(relay: RelayProcess, log: Path) -> subprocess.Popen[bytes]:
+    """The same relay again: same port, database and admin token (Popen keeps its argv)."""
+    import httpx
+
+    with log.open("ab") as out:
+        proc = subprocess.Popen(relay.proc.args, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONPATH": str(_REPO)}, cwd=log.parent)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(relay.base_url + "/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"relay did not come back: {log.read_text()}")
+
+
+def test_relay_outage_is_survived(slapd_env: DirectoryEnv, tmp_path: Path) -> None:
+    relay = start_relay(tmp_path / "relay", lease_timeout=5, presence_timeout=5)
+    system = AgentSystem.create(
+        tmp_path / "outage", relay, [directory_entry(slapd_env.settings, tmp_path, name="main", default=True)]
+    )
+    restarted: subprocess.Popen[bytes] | None = None
+    try:
+        with system.running():
+            login = _user(slapd_env)
+            relay.stop()
+            time.sleep(3)  # the agent's polls fail; it backs off, it does not die
+            restarted = _restart(relay, tmp_path / "relay-restarted.log")
+            result = system.portal.send("reset", login, new_password=OUTAGE, timeout=60)
+            assert result.status == "succeeded", result
+            assert slapd_env.bind(login, OUTAGE) is BindOutcome.OK
+    finally:
+        system.close()
+        if restarted is not None:
+            restarted.terminate()
+            restarted.wait(10)
