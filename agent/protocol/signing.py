@@ -26,9 +26,8 @@ class Domain(bytes, Enum):
     REQUEST = b"writeback-agent/request/v1\x00"
     RESULT = b"writeback-agent/result/v1\x00"
     HEARTBEAT = b"writeback-agent/heartbeat/v1\x00"
-    # For cloud/relay's agent authentication (challenge-response); same rules.
-    RELAY_AUTH = b"writeback-agent/relay-auth/v1\x00"
-    ENROLLMENT = b"writeback-agent/enrollment/v1\x00"
+    # Relay call authentication signs with its own prefix, b"writeback-relay-auth/v1\n"
+    # (agent/transports/relay.py), which no domain here starts with.
 
 
 def signature_input(domain: Domain, payload: Any) -> bytes:
