@@ -143,6 +143,8 @@ class AgentService:
         backoff = Backoff(self._stop)
         try:
             while not self._stop.is_set():
+                if self._health is not None:
+                    self._health.beat()
                 try:
                     lease = transport.lease(self._settings.relay.lease_wait_seconds if self._settings.relay else 1.0)
                 except AuthenticationFailed as exc:
@@ -290,7 +292,7 @@ class AgentService:
         if self._metrics is not None:
             self._metrics.set_relay_up(ok)
         if self._health is not None:
-            self._health.set_relay(ok)
+            self._health.set_relay_ok(ok)
 
     def status(self) -> dict[str, Any]:
         return {
