@@ -193,6 +193,14 @@ class AgentKeys:
         old = replace(self.kem, not_after=now + overlap)
         return AgentKeys(self.signing, KemPrivateKey.generate(alg or self.kem.alg), old)
 
+    def pruned(self, now: int) -> AgentKeys:
+        """Drop the previous HPKE key once its window has passed (for the scheduler's
+        key-expiry job: prune, then save, so the old private key leaves the disk)."""
+        prev = self.previous_kem
+        if prev is not None and prev.not_after is not None and now > prev.not_after:
+            return AgentKeys(self.signing, self.kem, None)
+        return self
+
     def save(self, directory: Path) -> None:
         """Write the key files (0600) into ``directory`` (created 0700)."""
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -32,6 +32,15 @@ def test_save_load_roundtrip_with_0600(tmp_path: Path, kem: str) -> None:
     assert loaded.previous_kem.not_after == NOW + 600
 
 
+def test_pruning_removes_expired_previous_key_from_disk(tmp_path: Path) -> None:
+    keys = AgentKeys.generate().rotate_kem(now=NOW, overlap=600)
+    keys.save(tmp_path)
+    assert keys.pruned(NOW + 600) is keys
+    keys.pruned(NOW + 601).save(tmp_path)
+    assert not (tmp_path / KEM_PREVIOUS_FILE).exists()
+    assert AgentKeys.load(tmp_path).previous_kem is None
+
+
 def test_load_refuses_group_readable_key(tmp_path: Path) -> None:
     AgentKeys.generate().save(tmp_path)
     (tmp_path / SIGNING_FILE).chmod(0o640)
