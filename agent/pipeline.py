@@ -34,7 +34,7 @@ from agent.protocol.errors import Rejected
 from agent.protocol.keys import AgentKeys
 from agent.protocol.messages import RequestHeader, SecretPart
 from agent.protocol.results import make_result, sign_result
-from agent.protocol.status import NotManagedReason, RejectReason, Status
+from agent.protocol.status import EVENT_IDS, NotManagedReason, RejectReason, Status
 from agent.protocol.verify import RequestVerifier
 from agent.routing import DirectoryRouter
 from agent.scope import not_managed_reason
@@ -335,6 +335,7 @@ class Pipeline:
         log_method = log.info if outcome.status in (Status.SUCCEEDED, Status.NOT_MANAGED) else log.warning
         log_method(
             event,
+            event_id=EVENT_IDS[outcome.status],
             status=outcome.status.value,
             reason=outcome.reason,
             dc=outcome.dc,
@@ -351,7 +352,8 @@ class Pipeline:
         never journaled: a forged copy must not poison the real request's entry."""
         request_id = exc.request_id or hint
         self._log.warning(
-            "request.rejected", request_id=request_id, reason=exc.reason.value, detail=exc.detail
+            "request.rejected", event_id=EVENT_IDS[Status.REJECTED], request_id=request_id,
+            reason=exc.reason.value, detail=exc.detail,
         )
         if self._metrics is not None:
             self._metrics.rejected(exc.reason.value)

@@ -108,3 +108,23 @@ POLICY_MESSAGES: dict[PolicyReason, str] = {
     PolicyReason.CONTAINS_NAME: "The new password must not contain your account name or parts of your full name.",
     PolicyReason.UNKNOWN: "The new password does not meet the password policy.",
 }
+
+
+# Numeric event ids for the audit line (`event_id`), for Windows Event Log and SIEM
+# rules. Entra Connect's writeback uses 31xxx/33xxx; ours are our own, documented
+# with what to do for each in docs/errors.md. Stable: never renumbered.
+EVENT_IDS: dict[Status, int] = {
+    Status.SUCCEEDED: 4100,
+    Status.NOT_MANAGED: 4110,
+    Status.USER_NOT_FOUND: 4120,
+    Status.AMBIGUOUS_USER: 4121,
+    Status.POLICY_VIOLATION: 4130,
+    Status.WRONG_OLD_PASSWORD: 4131,
+    Status.ACCOUNT_DISABLED: 4140,
+    Status.ACCOUNT_LOCKED: 4141,
+    Status.ACCESS_DENIED: 4150,
+    Status.DIRECTORY_UNAVAILABLE: 4160,
+    Status.REJECTED: 4170,
+    Status.IN_DOUBT: 4180,
+    Status.INTERNAL_ERROR: 4190,
+}
