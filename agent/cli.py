@@ -268,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from agent.logging import configure_logging
+
+    # Before anything can log: structlog's defaults would print unredacted to stdout.
+    configure_logging(level="warning")
     try:
         return int(args.func(args))
     except (CliError, ConfigError, NotEnrolled, KeyFileError) as exc:
