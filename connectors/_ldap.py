@@ -154,13 +154,17 @@ def open_connection(
         read_only=False,
         auto_bind=ldap3.AUTO_BIND_NONE,
     )
-    with translate_errors(context, dc=None, refine=refine, conn=conn):
-        conn.open()
-        if settings.start_tls and not conn.server.ssl:
-            conn.start_tls()
-        # raise_exceptions=True raises before bind() could return False
-        if not conn.bind(controls=list(bind_controls) if bind_controls else None):
-            raise DirectoryError("bind returned False")
+    try:
+        with translate_errors(context, dc=None, refine=refine, conn=conn):
+            conn.open()
+            if settings.start_tls and not conn.server.ssl:
+                conn.start_tls()
+            # raise_exceptions=True raises before bind() could return False
+            if not conn.bind(controls=list(bind_controls) if bind_controls else None):
+                raise DirectoryError("bind returned False")
+    except BaseException:
+        close_quietly(conn)  # a failed bind (wrong old password) must not leak the socket
+        raise
     return conn
 
 
