@@ -1,0 +1,224 @@
+"""The ppolicy overlay's wire details: the response control and its attributes.
+
+slapd answers a password operation that carries the ppolicy request control
+(draft-behera-ldap-password-policy) with a response control that names the rule
+that failed; ldap3 2.9.1 does not know this control and hands back its raw BER
+value, which we decode with pyasn1. `refine` plugs that into
+`connectors._ldap.translate_errors`, so ldap3 errors still become ours in one place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from ldap3.core import exceptions as lexc
+
+# pyasn1 ships no type information.
+from pyasn1.codec.ber import decoder as ber_decoder  # type: ignore[import-untyped]
+from pyasn1.error import PyAsn1Error  # type: ignore[import-untyped]
+from pyasn1.type import namedtype, namedval, tag, univ  # type: ignore[import-untyped]
+
+from agent.protocol.status import PolicyReason
+from connectors._ldap import Context
+from connectors.base import (
+    AccessDenied,
+    AccountLocked,
+    DirectoryError,
+    PasswordPolicy,
+    PolicyViolation,
+)
+
+PPOLICY_OID = "1.3.6.1.4.1.42.2.27.8.5.1"
+# (oid, criticality, value) as ldap3 takes controls; non-critical so a server without
+# ppolicy still answers.
+PPOLICY_REQUEST = (PPOLICY_OID, False, None)
+# pwdAccountLockedTime with this value: locked by an administrator, permanently.
+DISABLED_LOCK_TIME = "000001010000Z"
+STATE_ATTRS = ["pwdChangedTime", "pwdAccountLockedTime", "pwdPolicySubentry", "pwdReset"]
+POLICY_ATTRS = [
+    "pwdMinLength", "pwdMaxLength", "pwdInHistory", "pwdMinAge", "pwdMaxAge", "pwdMaxFailure",
+    "pwdCheckQuality", "pwdLockout", "pwdLockoutDuration",
+]
+
+# --------------------------------------------------------------------------- ppolicy control
+
+
+class _Warning(univ.Choice):  # type: ignore[misc]
+    componentType = namedtype.NamedTypes(
+        namedtype.NamedType("timeBeforeExpiration", univ.Integer().subtype(
+            implicitTag=tag.Tag(tag.tagClassContext, tag.tagFormatSimple, 0))),
+        namedtype.NamedType("graceAuthNsRemaining", univ.Integer().subtype(
+            implicitTag=tag.Tag(tag.tagClassContext, tag.tagFormatSimple, 1))),
+    )
+
+
+class _PPolicyError(univ.Enumerated):  # type: ignore[misc]
+    namedValues = namedval.NamedValues(
+        ("passwordExpired", 0), ("accountLocked", 1), ("changeAfterReset", 2),
+        ("passwordModNotAllowed", 3), ("mustSupplyOldPassword", 4),
+        ("insufficientPasswordQuality", 5), ("passwordTooShort", 6), ("passwordTooYoung", 7),
+        ("passwordInHistory", 8), ("passwordTooLong", 9),
+    )
+
+
+class _PPolicyResponse(univ.Sequence):  # type: ignore[misc]
+    """draft-behera-ldap-password-policy PasswordPolicyResponseValue."""
+
+    componentType = namedtype.NamedTypes(
+        namedtype.OptionalNamedType("warning", _Warning().subtype(
+            explicitTag=tag.Tag(tag.tagClassContext, tag.tagFormatConstructed, 0))),
+        namedtype.OptionalNamedType("error", _PPolicyError().subtype(
+            implicitTag=tag.Tag(tag.tagClassContext, tag.tagFormatSimple, 1))),
+    )
+
+
+@dataclass(frozen=True)
+class PPolicyResponse:
+    error: int | None = None
+    time_before_expiration: int | None = None
+    grace_logins_remaining: int | None = None
+
+    @property
+    def error_name(self) -> str | None:
+        if self.error is None:
+            return None
+        names = {int(value): str(name) for name, value in _PPolicyError.namedValues.items()}
+        return names.get(self.error, str(self.error))
+
+
+def decode_ppolicy_response(value: bytes | None) -> PPolicyResponse:
+    """Decode the ppolicy response control value; empty or garbled -> no information."""
+    if not value:
+        return PPolicyResponse()
+    try:
+        decoded, _ = ber_decoder.decode(bytes(value), asn1Spec=_PPolicyResponse())
+    except PyAsn1Error:
+        return PPolicyResponse()
+    error = int(decoded["error"]) if decoded["error"].isValue else None
+    before = grace = None
+    warning = decoded["warning"]
+    if warning.isValue:
+        name = warning.getName()
+        if name == "timeBeforeExpiration":
+            before = int(warning[name])
+        elif name == "graceAuthNsRemaining":
+            grace = int(warning[name])
+    return PPolicyResponse(error, before, grace)
+
+
+def ppolicy_response(result: dict[str, Any] | None) -> PPolicyResponse:
+    """The ppolicy response control of an ldap3 result dict (`conn.result`), if any."""
+    control = ((result or {}).get("controls") or {}).get(PPOLICY_OID)
+    return decode_ppolicy_response(control.get("value") if control else None)
+
+
+_POLICY_REASONS = {
+    5: PolicyReason.COMPLEXITY,  # insufficientPasswordQuality (a check module refused it)
+    6: PolicyReason.TOO_SHORT,
+    7: PolicyReason.TOO_YOUNG,
+    8: PolicyReason.HISTORY,
+    9: PolicyReason.TOO_LONG,
+}
+
+
+def refine(exc: lexc.LDAPOperationResult, context: Context, result: dict[str, Any] | None
+            ) -> DirectoryError | None:
+    """Name a refusal from the ppolicy response control; None = generic mapping."""
+    response = ppolicy_response(result)
+    detail = f"{getattr(exc, 'description', '')}: {getattr(exc, 'message', '') or ''}".strip()
+    if response.error is not None:
+        detail = f"{detail} (ppolicy {response.error_name})"
+    if response.error in _POLICY_REASONS:
+        return PolicyViolation(_POLICY_REASONS[response.error], detail)
+    if response.error == 1:  # accountLocked (binds: needs ppolicy_use_lockout)
+        return AccountLocked(detail)
+    if response.error == 3:  # passwordModNotAllowed: pwdAllowUserChange FALSE
+        return AccessDenied(detail)
+    if response.error is not None:  # expired, changeAfterReset, mustSupplyOldPassword
+        return DirectoryError(detail)
+    return None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def values(attrs: dict[str, Any], name: str) -> list[Any]:
+    value = attrs.get(name)
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def first(attrs: dict[str, Any], name: str) -> str | None:
+    vals = values(attrs, name)
+    return str(vals[0]) if vals else None
+
+
+def int_value(attrs: dict[str, Any], name: str) -> int:
+    value = first(attrs, name)
+    return int(value) if value else 0
+
+
+def parse_generalized_time(value: str | None) -> dt.datetime | None:
+    """LDAP GeneralizedTime (20240131120000Z, optionally with .ffffff) -> aware UTC."""
+    if not value or not value.endswith("Z"):
+        return None
+    main, _, fraction = value[:-1].partition(".")
+    try:
+        parsed = dt.datetime.strptime(main, "%Y%m%d%H%M%S").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+    if fraction.isdigit():
+        parsed += dt.timedelta(microseconds=int(fraction[:6].ljust(6, "0")))
+    return parsed
+
+
+# --------------------------------------------------------------------------- attributes
+
+
+@dataclass(frozen=True)
+class AccountState:
+    """The account state a write decides on, read fresh just before it."""
+
+    policy_dn: str | None
+    locked_time: str | None
+    pwd_reset: bool
+    changed: dt.datetime | None
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> AccountState:
+        return cls(
+            policy_dn=first(attrs, "pwdPolicySubentry"),
+            locked_time=first(attrs, "pwdAccountLockedTime"),
+            pwd_reset=(first(attrs, "pwdReset") or "").upper() == "TRUE",
+            changed=parse_generalized_time(first(attrs, "pwdChangedTime")),
+        )
+
+    @property
+    def disabled(self) -> bool:
+        return self.locked_time == DISABLED_LOCK_TIME
+
+    def too_young(self, min_age: dt.timedelta) -> bool:
+        if self.pwd_reset or self.changed is None or min_age <= dt.timedelta(0):
+            return False
+        return dt.datetime.now(dt.UTC) < self.changed + min_age
+
+
+def policy_from_attrs(attrs: dict[str, Any], *, complexity: bool) -> PasswordPolicy:
+    """A pwdPolicy entry as our PasswordPolicy. ppolicy checks lengths only when
+    pwdCheckQuality is on, so without it the lengths are not reported as rules."""
+    quality = int_value(attrs, "pwdCheckQuality") > 0
+    max_age = int_value(attrs, "pwdMaxAge")
+    lockout = (first(attrs, "pwdLockout") or "").upper() == "TRUE"
+    return PasswordPolicy(
+        min_length=int_value(attrs, "pwdMinLength") if quality else 0,
+        max_length=(int_value(attrs, "pwdMaxLength") or None) if quality else None,
+        complexity=complexity,
+        history_length=int_value(attrs, "pwdInHistory"),
+        min_age=dt.timedelta(seconds=int_value(attrs, "pwdMinAge")),
+        max_age=dt.timedelta(seconds=max_age) if max_age else None,
+        lockout_threshold=int_value(attrs, "pwdMaxFailure") if lockout else 0,
+        source=str(attrs.get("dn", "none")),
+    )
