@@ -70,7 +70,7 @@ def auth_message(method: str, path_with_query: bytes, ts: str, body: bytes) -> b
 
 def authorization_header(
     key: Ed25519PrivateKey, agent_id: str, method: str, path_with_query: bytes, body: bytes,
-    now: float | None = None,
+    *, now: float | None = None,
 ) -> str:
     ts = str(int(time.time() if now is None else now))
     sig = key.sign(auth_message(method, path_with_query, ts, body))
@@ -205,7 +205,9 @@ class RelayTransport:
             return None
         data = response.json()
         envelope = data["envelope"]
-        raw = envelope.encode("utf-8") if isinstance(envelope, str) else json.dumps(envelope).encode()
+        raw = (
+            envelope.encode("utf-8") if isinstance(envelope, str) else json.dumps(envelope).encode()
+        )
         return Lease(
             lease_id=data["lease_id"], request_id=data["request_id"], envelope=raw,
             expires_at=float(data["lease_expires_at"]),

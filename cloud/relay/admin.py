@@ -23,7 +23,8 @@ def create_enrollment_code(
     """A one-time code for one agent of `agent_group`; returns (code, expires_at)."""
     code = new_enrollment_code()
     expires_at = now + ttl
-    store.add_enrollment_code(hash_secret(normalize_code(code)), tenant, agent_group, expires_at, now)
+    code_hash = hash_secret(normalize_code(code))
+    store.add_enrollment_code(code_hash, tenant, agent_group, expires_at, now)
     return code, expires_at
 
 

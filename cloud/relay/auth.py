@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent.transports.relay import AUTH_SCHEME, auth_message, b64url_decode
 from cloud.relay.store import Agent
 
-TOKEN_PREFIX = "wbr_"
+TOKEN_PREFIX = "wbr_"  # noqa: S105 - a public prefix, not a secret
 _AUTH_RE = re.compile(
     rf"^{AUTH_SCHEME}\s+agent=(?P<agent>[A-Za-z0-9_.:-]{{1,128}}),\s*ts=(?P<ts>\d{{1,12}}),"
     r"\s*sig=(?P<sig>[A-Za-z0-9_-]{1,200})$"
@@ -103,7 +103,9 @@ def parse_agent_authorization(authorization: str | None) -> AgentCredentials:
         raise RelayHTTPError(401, "missing_authorization", f"expected {AUTH_SCHEME} signature")
     match = _AUTH_RE.match(authorization.strip())
     if match is None:
-        raise RelayHTTPError(401, "malformed_authorization", f"expected {AUTH_SCHEME} agent=, ts=, sig=")
+        raise RelayHTTPError(
+            401, "malformed_authorization", f"expected {AUTH_SCHEME} agent=, ts=, sig="
+        )
     try:
         signature = b64url_decode(match["sig"])
     except ValueError as exc:

@@ -65,7 +65,9 @@ def _parser() -> argparse.ArgumentParser:
         serve.add_argument("--" + name.replace("_", "-"), type=float)
     serve.add_argument("--log-level", default="info")
 
-    tenant = sub.add_parser("tenant", help="manage tenants").add_subparsers(dest="action", required=True)
+    tenant = sub.add_parser("tenant", help="manage tenants").add_subparsers(
+        dest="action", required=True
+    )
     add = tenant.add_parser("add", help="create a tenant; prints its portal API token once")
     add.add_argument("tenant")
     add.add_argument("--db", type=Path, default=argparse.SUPPRESS)
@@ -87,7 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     kadd.add_argument("--not-after", type=_when)
     kadd.add_argument("--db", type=Path, default=argparse.SUPPRESS)
 
-    agents = sub.add_parser("agent", help="manage agents").add_subparsers(dest="action", required=True)
+    agents = sub.add_parser("agent", help="manage agents").add_subparsers(
+        dest="action", required=True
+    )
     remove = agents.add_parser("remove", help="revoke an agent (it can no longer authenticate)")
     remove.add_argument("agent_id")
     remove.add_argument("--db", type=Path, default=argparse.SUPPRESS)
@@ -131,9 +135,10 @@ def _configure_logging(level: str) -> None:
 
 
 def _serve(args: argparse.Namespace, settings: RelaySettings) -> int:
-    import uvicorn
+    # Imported here so the admin subcommands start without the web stack.
+    import uvicorn  # noqa: PLC0415
 
-    from cloud.relay.app import create_app
+    from cloud.relay.app import create_app  # noqa: PLC0415
 
     settings = settings.model_copy(update={"admin_token": _admin_token(args.admin_token_file)})
     _configure_logging(args.log_level)

@@ -35,9 +35,9 @@ class RelayContext:
     notifier: Notifier = field(default_factory=Notifier)
     clock: Callable[[], float] = time.time
 
-    async def run(self, fn: Callable[..., T], *args: object) -> T:
+    async def run(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
         """Store calls block (sqlite, psycopg): keep them off the event loop."""
-        return await run_in_threadpool(fn, *args)
+        return await run_in_threadpool(fn, *args, **kwargs)
 
 
 def get_ctx(request: Request) -> RelayContext:

@@ -18,8 +18,8 @@ from fastapi import APIRouter, Query, Request, Response
 from cloud.relay.auth import RelayHTTPError, hash_secret, normalize_code, validate_sign_key
 from cloud.relay.deps import Ctx, SignedAgent
 from cloud.relay.models import (
-    Enrolled,
     EnrollBody,
+    Enrolled,
     ErrorBody,
     LeaseBody,
     LeaseRenewed,
@@ -40,6 +40,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _MAX_STATUS_BYTES = 4096
 
 
+def _lease_lost() -> RelayHTTPError:
+    return RelayHTTPError(409, "lease_lost", "the lease is no longer held by this agent")
+
+
 @router.post("/agents/enroll", response_model=Enrolled, responses=_ERRORS)
 async def enroll(body: EnrollBody, ctx: Ctx) -> Enrolled:
     """Redeem a one-time code: register the agent's public keys, get its identity."""
@@ -51,7 +55,7 @@ async def enroll(body: EnrollBody, ctx: Ctx) -> Enrolled:
     try:
         agent = await ctx.run(
             ctx.store.enroll, hash_secret(normalize_code(body.code)), agent_id, body.name,
-            body.public_keys, sign_key, now,
+            body.public_keys, sign_key, now=now,
         )
     except EnrollmentError as exc:
         log.warning("agent.enroll_refused", error=exc.reason)
@@ -84,7 +88,7 @@ async def lease(
         now = ctx.clock()
         grant = await ctx.run(
             ctx.store.lease, agent.tenant, agent.agent_group, agent.agent_id,
-            "lse_" + secrets.token_urlsafe(16), now, settings.lease_timeout,
+            "lse_" + secrets.token_urlsafe(16), now=now, lease_timeout=settings.lease_timeout,
         )
         if grant is not None:
             log.info("request.leased", tenant=agent.tenant, group=agent.agent_group,
@@ -115,7 +119,7 @@ async def renew(lease_id: str, agent: SignedAgent, ctx: Ctx) -> LeaseRenewed:
             ctx.store.renew, lease_id, agent.agent_id, now, ctx.settings.lease_timeout
         )
     except LeaseConflict as exc:
-        raise RelayHTTPError(409, "lease_lost", "the lease is no longer held by this agent") from exc
+        raise _lease_lost() from exc
     await ctx.run(ctx.store.touch_agent, agent.agent_id, now)
     return LeaseRenewed(lease_id=lease_id, lease_expires_at=expires_at)
 
@@ -126,7 +130,7 @@ async def release(lease_id: str, agent: SignedAgent, ctx: Ctx) -> Ok:
     try:
         request_id = await ctx.run(ctx.store.release, lease_id, agent.agent_id)
     except LeaseConflict as exc:
-        raise RelayHTTPError(409, "lease_lost", "the lease is no longer held by this agent") from exc
+        raise _lease_lost() from exc
     ctx.notifier.notify(group_key(agent.tenant, agent.agent_group))
     log.info("request.released", tenant=agent.tenant, agent_id=agent.agent_id,
              request_id=request_id, lease_id=lease_id)
@@ -154,7 +158,7 @@ async def post_result(body: ResultBody, agent: SignedAgent, ctx: Ctx) -> Ok:
     except LeaseConflict as exc:
         log.warning("result.lease_lost", tenant=agent.tenant, agent_id=agent.agent_id,
                     request_id=body.request_id, lease_id=body.lease_id)
-        raise RelayHTTPError(409, "lease_lost", "the lease is no longer held by this agent") from exc
+        raise _lease_lost() from exc
     ctx.notifier.notify(request_key(agent.tenant, body.request_id))
     log.info("result.stored" if stored else "result.repeated", tenant=agent.tenant,
              agent_id=agent.agent_id, request_id=body.request_id)

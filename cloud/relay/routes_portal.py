@@ -73,7 +73,9 @@ async def list_agents(agent_group: str, tenant: PortalTenant, ctx: Ctx) -> Agent
     response_model=Submitted,
     responses=_ERRORS,
     openapi_extra={
-        "requestBody": {"required": True, "content": {"application/json": {"schema": _ENVELOPE_SCHEMA}}}
+        "requestBody": {
+            "required": True, "content": {"application/json": {"schema": _ENVELOPE_SCHEMA}}
+        }
     },
 )
 async def submit(request: Request, tenant: PortalTenant, ctx: Ctx) -> Submitted:
@@ -84,7 +86,9 @@ async def submit(request: Request, tenant: PortalTenant, ctx: Ctx) -> Submitted:
         header = RequestEnvelope.model_validate_json(body).header
     except ValidationError as exc:
         fields = sorted({".".join(map(str, e["loc"])) for e in exc.errors()})
-        raise RelayHTTPError(422, "malformed_envelope", f"bad or missing: {', '.join(fields)}") from exc
+        raise RelayHTTPError(
+            422, "malformed_envelope", f"bad or missing: {', '.join(fields)}"
+        ) from exc
     if header.tenant != tenant:
         raise RelayHTTPError(403, "wrong_tenant", "header.tenant is not the caller's tenant")
     now = ctx.clock()
@@ -104,7 +108,8 @@ async def submit(request: Request, tenant: PortalTenant, ctx: Ctx) -> Submitted:
         )
     try:
         await ctx.run(
-            ctx.store.add_request, tenant, header.id, header.agent_group, header.exp, body, now
+            ctx.store.add_request, tenant, header.id, header.agent_group, header.exp, body,
+            now=now,
         )
     except DuplicateError as exc:
         raise RelayHTTPError(409, "duplicate_id", "this request id was submitted before") from exc
@@ -137,8 +142,7 @@ async def result(
         status = await ctx.run(ctx.store.request_status, tenant, request_id, ctx.clock())
         if status is None:
             raise RelayHTTPError(404, "unknown_request")
-        if status.state is RequestState.DONE:
-            assert status.result is not None
+        if status.state is RequestState.DONE and status.result is not None:
             return Response(status.result, media_type="application/json")
         if status.state is RequestState.EXPIRED:
             return JSONResponse({"state": "expired", "error": "expired"}, status_code=410)

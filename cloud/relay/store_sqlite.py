@@ -93,6 +93,7 @@ CREATE INDEX IF NOT EXISTS requests_queue ON requests (tenant, agent_group, stat
 
 # A request can be leased when nobody holds it (or the holder's lease timed out)
 # and it has not expired. Used twice: to find candidates and to guard the UPDATE.
+# (Constant SQL spliced into constant SQL, values bound: the S608 noqas below.)
 _LEASABLE = (
     "exp > ? AND (state = 'queued' OR (state = 'leased' AND lease_expires_at <= ?))"
 )
@@ -208,6 +209,7 @@ class SQLiteStore:
         name: str,
         public_keys: dict[str, Any],
         sign_key: str,
+        *,
         now: float,
     ) -> Agent:
         with self._tx() as conn:
@@ -265,7 +267,8 @@ class SQLiteStore:
 
     def remove_agent(self, agent_id: str, now: float) -> None:
         with self._tx() as conn:
-            if conn.execute("SELECT 1 FROM agents WHERE agent_id = ?", (agent_id,)).fetchone() is None:
+            row = conn.execute("SELECT 1 FROM agents WHERE agent_id = ?", (agent_id,)).fetchone()
+            if row is None:
                 raise NotFoundError(f"no agent {agent_id!r}")
             conn.execute(
                 "UPDATE agents SET removed_at = ? WHERE agent_id = ? AND removed_at IS NULL",
@@ -300,7 +303,7 @@ class SQLiteStore:
     # --- the queue ----------------------------------------------------------------------------
     def add_request(
         self, tenant: str, request_id: str, agent_group: str, exp: float, envelope: bytes,
-        now: float,
+        *, now: float,
     ) -> None:
         try:
             self._conn().execute(
@@ -312,13 +315,13 @@ class SQLiteStore:
             raise DuplicateError(f"request {request_id!r} exists") from exc
 
     def lease(
-        self, tenant: str, agent_group: str, agent_id: str, lease_id: str, now: float,
-        lease_timeout: float,
+        self, tenant: str, agent_group: str, agent_id: str, lease_id: str,
+        *, now: float, lease_timeout: float,
     ) -> LeaseGrant | None:
         conn = self._conn()
         while True:
             candidates = conn.execute(
-                "SELECT request_id FROM requests WHERE tenant = ? AND agent_group = ? AND "
+                "SELECT request_id FROM requests WHERE tenant = ? AND agent_group = ? AND "  # noqa: S608
                 + _LEASABLE
                 + " ORDER BY created_at, request_id LIMIT ?",
                 (tenant, agent_group, now, now, _CANDIDATES),
@@ -328,7 +331,7 @@ class SQLiteStore:
             expires_at = now + lease_timeout
             for (request_id,) in candidates:
                 row = conn.execute(
-                    "UPDATE requests SET state = 'leased', lease_id = ?, leased_by = ?,"
+                    "UPDATE requests SET state = 'leased', lease_id = ?, leased_by = ?,"  # noqa: S608
                     " lease_expires_at = ?, attempts = attempts + 1"
                     " WHERE tenant = ? AND request_id = ? AND " + _LEASABLE + " RETURNING envelope",
                     (lease_id, agent_id, expires_at, tenant, request_id, now, now),

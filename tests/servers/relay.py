@@ -16,12 +16,14 @@ works from a checkout whether or not the package is installed.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import secrets
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,9 +73,9 @@ class RelayProcess:
     proc: subprocess.Popen[bytes]
     settings: dict[str, float] = field(default_factory=dict)
 
-    def admin(self, method: str, path: str, json: dict[str, Any] | None = None) -> dict[str, Any]:
+    def admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         response = httpx.request(
-            method, self.base_url + path, json=json, timeout=10,
+            method, self.base_url + path, json=body, timeout=10,
             headers={"Authorization": f"Bearer {self.admin_token}"},
         )
         response.raise_for_status()
@@ -176,9 +178,6 @@ def fake_envelope(
 ) -> bytes:
     """A request envelope with real routing fields and dummy crypto: the relay never
     looks past header.id/tenant/agent_group/exp, so its tests need no protocol code."""
-    import json
-    import uuid
-
     now = time.time()
     return json.dumps(
         {

@@ -32,7 +32,7 @@ def test_two_agents_never_lease_the_same_request(
             while (lease := agents[n].lease(wait=0)) is not None:
                 leased[n].append(lease.request_id)
                 agents[n].complete(lease, b'{"status":"succeeded"}')
-        except BaseException as exc:  # reported in the main thread
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(2)]

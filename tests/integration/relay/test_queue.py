@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.transports.base import LeaseLost
 from cloud.relay.client import (
@@ -23,7 +24,7 @@ from cloud.relay.client import (
     ResultTimeout,
     UnknownRequest,
 )
-from tests.servers.relay import EnrolledAgent, RelayProcess, fake_envelope
+from tests.servers.relay import EnrolledAgent, RelayProcess, fake_envelope, public_key_b64
 
 RESULT = b'{"request_id":"x","status":"succeeded","sig":{"kid":"agent","value":"AAAA"}}'
 
@@ -181,10 +182,6 @@ def test_agents_listing_has_keys_and_presence(
 def test_heartbeat_and_portal_keys(
     relay: RelayProcess, tenant: tuple[str, str], enroll_agent: Callable[..., EnrolledAgent]
 ) -> None:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from tests.servers.relay import public_key_b64
-
     transport = enroll_agent().transport()
     assert transport.portal_keys() == []
     key = public_key_b64(Ed25519PrivateKey.generate())

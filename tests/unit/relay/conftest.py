@@ -38,7 +38,9 @@ STORES: dict[str, Callable[[Path], Iterator[Callable[[], RelayStore]]]] = {
 
 
 @pytest.fixture(params=sorted(STORES))
-def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], RelayStore]]:
+def store_factory(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[[], RelayStore]]:
     yield from STORES[request.param](tmp_path)
 
 

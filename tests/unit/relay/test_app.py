@@ -40,7 +40,9 @@ class Client:
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[Client]:
-    settings = RelaySettings(db=tmp_path / "r.db", admin_token=SecretStr(ADMIN), max_body_bytes=1024)
+    settings = RelaySettings(
+        db=tmp_path / "r.db", admin_token=SecretStr(ADMIN), max_body_bytes=1024
+    )
     app = create_app(settings)
     yield Client(app)
     app.state.relay.store.close()

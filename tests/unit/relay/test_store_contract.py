@@ -31,7 +31,7 @@ def _tenant_with_agents(store: RelayStore, *agents: str, tenant: str = "t1",
     for n, agent_id in enumerate(agents):
         code = f"code-{tenant}-{agent_id}"
         store.add_enrollment_code(code, tenant, group, T0 + 600, T0)
-        store.enroll(code, agent_id, f"name-{n}", {"sign_key": "k", "n": n}, "k", T0)
+        store.enroll(code, agent_id, f"name-{n}", {"sign_key": "k", "n": n}, "k", now=T0)
 
 
 def test_tenants_and_tokens(store: RelayStore) -> None:
@@ -46,17 +46,17 @@ def test_enrollment_code_is_single_use_and_expires(store: RelayStore) -> None:
     store.add_tenant("t1", "h1", T0)
     store.add_enrollment_code("c1", "t1", "g", T0 + 60, T0)
     store.add_enrollment_code("c2", "t1", "g", T0 + 60, T0)
-    agent = store.enroll("c1", "a1", "dc1", {"sign_key": "k", "hpke": "x"}, "k", T0 + 1)
+    agent = store.enroll("c1", "a1", "dc1", {"sign_key": "k", "hpke": "x"}, "k", now=T0 + 1)
     assert (agent.tenant, agent.agent_group, agent.removed) == ("t1", "g", False)
     assert store.get_agent("a1") == agent
     with pytest.raises(EnrollmentError) as info:
-        store.enroll("c1", "a2", "dc2", {"sign_key": "k"}, "k", T0 + 2)
+        store.enroll("c1", "a2", "dc2", {"sign_key": "k"}, "k", now=T0 + 2)
     assert info.value.reason == "enrollment_code_used"
     with pytest.raises(EnrollmentError) as info:
-        store.enroll("c2", "a3", "dc3", {"sign_key": "k"}, "k", T0 + 60)
+        store.enroll("c2", "a3", "dc3", {"sign_key": "k"}, "k", now=T0 + 60)
     assert info.value.reason == "enrollment_code_expired"
     with pytest.raises(EnrollmentError) as info:
-        store.enroll("c9", "a4", "dc4", {"sign_key": "k"}, "k", T0)
+        store.enroll("c9", "a4", "dc4", {"sign_key": "k"}, "k", now=T0)
     assert info.value.reason == "invalid_enrollment_code"
     assert store.get_agent("a2") is None and store.get_agent("a3") is None
     with pytest.raises(NotFoundError):
@@ -97,41 +97,43 @@ def test_portal_keys(store: RelayStore) -> None:
 
 def test_duplicate_request_id(store: RelayStore) -> None:
     _tenant_with_agents(store, "a1")
-    store.add_request("t1", "r1", "g", T0 + 120, b"{}", T0)
+    store.add_request("t1", "r1", "g", T0 + 120, b"{}", now=T0)
     with pytest.raises(DuplicateError):
-        store.add_request("t1", "r1", "g", T0 + 120, b"{}", T0)
+        store.add_request("t1", "r1", "g", T0 + 120, b"{}", now=T0)
     store.add_tenant("t2", "h2", T0)
-    store.add_request("t2", "r1", "g", T0 + 120, b"{}", T0)  # ids are per tenant
+    store.add_request("t2", "r1", "g", T0 + 120, b"{}", now=T0)  # ids are per tenant
 
 
 def test_lease_is_fifo_scoped_and_skips_expired(store: RelayStore) -> None:
     _tenant_with_agents(store, "a1")
-    store.add_request("t1", "expiring", "g", T0 + 5, b"E", T0)
-    store.add_request("t1", "r1", "g", T0 + 120, b"one", T0 + 1)
-    store.add_request("t1", "r2", "g", T0 + 120, b"two", T0 + 2)
-    store.add_request("t1", "other-group", "h", T0 + 120, b"x", T0)
-    store.add_request("t2", "other-tenant", "g", T0 + 120, b"x", T0)
-    first = store.lease("t1", "g", "a1", "L1", T0 + 5, LEASE)  # "expiring" has exp == now
+    store.add_request("t1", "expiring", "g", T0 + 5, b"E", now=T0)
+    store.add_request("t1", "r1", "g", T0 + 120, b"one", now=T0 + 1)
+    store.add_request("t1", "r2", "g", T0 + 120, b"two", now=T0 + 2)
+    store.add_request("t1", "other-group", "h", T0 + 120, b"x", now=T0)
+    store.add_request("t2", "other-tenant", "g", T0 + 120, b"x", now=T0)
+    # "expiring" has exp == now: not leasable
+    first = store.lease("t1", "g", "a1", "L1", now=T0 + 5, lease_timeout=LEASE)
     assert first is not None
     assert (first.request_id, first.envelope, first.expires_at) == ("r1", b"one", T0 + 5 + LEASE)
-    second = store.lease("t1", "g", "a1", "L2", T0 + 5, LEASE)
+    second = store.lease("t1", "g", "a1", "L2", now=T0 + 5, lease_timeout=LEASE)
     assert second is not None and second.request_id == "r2"
-    assert store.lease("t1", "g", "a1", "L3", T0 + 5, LEASE) is None
+    assert store.lease("t1", "g", "a1", "L3", now=T0 + 5, lease_timeout=LEASE) is None
     status = store.request_status("t1", "expiring", T0 + 5)
     assert status is not None and status.state is RequestState.EXPIRED
 
 
 def test_lease_timeout_and_renew(store: RelayStore) -> None:
     _tenant_with_agents(store, "a1", "a2")
-    store.add_request("t1", "r1", "g", T0 + 600, b"x", T0)
-    lease = store.lease("t1", "g", "a1", "L1", T0, LEASE)
+    store.add_request("t1", "r1", "g", T0 + 600, b"x", now=T0)
+    lease = store.lease("t1", "g", "a1", "L1", now=T0, lease_timeout=LEASE)
     assert lease is not None
-    assert store.lease("t1", "g", "a2", "L2", T0 + LEASE - 1, LEASE) is None
+    assert store.lease("t1", "g", "a2", "L2", now=T0 + LEASE - 1, lease_timeout=LEASE) is None
     assert store.renew("L1", "a1", T0 + 20, LEASE) == T0 + 20 + LEASE
-    assert store.lease("t1", "g", "a2", "L2", T0 + LEASE + 1, LEASE) is None  # renewed
+    renewed = store.lease("t1", "g", "a2", "L2", now=T0 + LEASE + 1, lease_timeout=LEASE)
+    assert renewed is None
     with pytest.raises(LeaseConflict):
         store.renew("L1", "a2", T0 + 21, LEASE)  # not a2's lease
-    taken = store.lease("t1", "g", "a2", "L2", T0 + 20 + LEASE, LEASE)
+    taken = store.lease("t1", "g", "a2", "L2", now=T0 + 20 + LEASE, lease_timeout=LEASE)
     assert taken is not None and taken.request_id == "r1"
     with pytest.raises(LeaseConflict):
         store.renew("L1", "a1", T0 + 51, LEASE)
@@ -142,23 +144,23 @@ def test_lease_timeout_and_renew(store: RelayStore) -> None:
 
 def test_release_requeues_at_once(store: RelayStore) -> None:
     _tenant_with_agents(store, "a1", "a2")
-    store.add_request("t1", "r1", "g", T0 + 600, b"x", T0)
-    assert store.lease("t1", "g", "a1", "L1", T0, LEASE) is not None
+    store.add_request("t1", "r1", "g", T0 + 600, b"x", now=T0)
+    assert store.lease("t1", "g", "a1", "L1", now=T0, lease_timeout=LEASE) is not None
     with pytest.raises(LeaseConflict):
         store.release("L1", "a2")
     assert store.release("L1", "a1") == "r1"
     with pytest.raises(LeaseConflict):
         store.release("L1", "a1")
-    again = store.lease("t1", "g", "a2", "L2", T0 + 1, LEASE)
+    again = store.lease("t1", "g", "a2", "L2", now=T0 + 1, lease_timeout=LEASE)
     assert again is not None and again.request_id == "r1"
 
 
 def test_complete_and_status(store: RelayStore) -> None:
     _tenant_with_agents(store, "a1", "a2")
-    store.add_request("t1", "r1", "g", T0 + 60, b"x", T0)
+    store.add_request("t1", "r1", "g", T0 + 60, b"x", now=T0)
     status = store.request_status("t1", "r1", T0)
     assert status is not None and status.state is RequestState.QUEUED
-    assert store.lease("t1", "g", "a1", "L1", T0, LEASE) is not None
+    assert store.lease("t1", "g", "a1", "L1", now=T0, lease_timeout=LEASE) is not None
     status = store.request_status("t1", "r1", T0 + 1)
     assert status is not None and status.state is RequestState.LEASED
     status = store.request_status("t1", "r1", T0 + LEASE + 1)  # lease timed out: back to queued
@@ -181,19 +183,19 @@ def test_complete_and_status(store: RelayStore) -> None:
 
 def test_removing_an_agent_requeues_its_leases(store: RelayStore) -> None:
     _tenant_with_agents(store, "a1", "a2")
-    store.add_request("t1", "r1", "g", T0 + 600, b"x", T0)
-    assert store.lease("t1", "g", "a1", "L1", T0, LEASE) is not None
+    store.add_request("t1", "r1", "g", T0 + 600, b"x", now=T0)
+    assert store.lease("t1", "g", "a1", "L1", now=T0, lease_timeout=LEASE) is not None
     store.remove_agent("a1", T0 + 1)
-    again = store.lease("t1", "g", "a2", "L2", T0 + 1, LEASE)
+    again = store.lease("t1", "g", "a2", "L2", now=T0 + 1, lease_timeout=LEASE)
     assert again is not None and again.request_id == "r1"
 
 
 def test_prune(store: RelayStore) -> None:
     _tenant_with_agents(store, "a1")
-    store.add_request("t1", "done", "g", T0 + 60, b"x", T0)
-    store.add_request("t1", "expired", "g", T0 + 60, b"x", T0)
-    store.add_request("t1", "fresh", "g", T0 + 5000, b"x", T0)
-    lease = store.lease("t1", "g", "a1", "L1", T0, LEASE)
+    store.add_request("t1", "done", "g", T0 + 60, b"x", now=T0)
+    store.add_request("t1", "expired", "g", T0 + 60, b"x", now=T0)
+    store.add_request("t1", "fresh", "g", T0 + 5000, b"x", now=T0)
+    lease = store.lease("t1", "g", "a1", "L1", now=T0, lease_timeout=LEASE)
     assert lease is not None and lease.request_id == "done"
     store.complete("L1", "done", "a1", b"r", T0 + 1)
     assert store.prune(T0 + 100, keep_for=3600) == 0
@@ -210,7 +212,7 @@ def test_concurrent_leases_from_two_handles_never_overlap(
     first, second = store_factory(), store_factory()
     _tenant_with_agents(first, "a1", "a2")
     for n in range(300):
-        first.add_request("t1", f"r{n:03d}", "g", T0 + 600, b"x", T0 + n / 1000)
+        first.add_request("t1", f"r{n:03d}", "g", T0 + 600, b"x", now=T0 + n / 1000)
     leased: list[str] = []
     lock = threading.Lock()
     errors: list[BaseException] = []
@@ -218,12 +220,12 @@ def test_concurrent_leases_from_two_handles_never_overlap(
     def work(handle: RelayStore, agent: str, worker: int) -> None:
         try:
             n = 0
-            while (grant := handle.lease("t1", "g", agent, f"L-{agent}-{worker}-{n}", T0 + 1,
-                                         LEASE)) is not None:
+            while (grant := handle.lease("t1", "g", agent, f"L-{agent}-{worker}-{n}",
+                                         now=T0 + 1, lease_timeout=LEASE)) is not None:
                 n += 1
                 with lock:
                     leased.append(grant.request_id)
-        except BaseException as exc:  # reported below
+        except BaseException as exc:  # noqa: BLE001 - asserted on below
             errors.append(exc)
 
     threads = [

@@ -4,12 +4,14 @@ tests/integration/relay)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from agent.transports.base import (
     AuthenticationFailed,
@@ -19,7 +21,7 @@ from agent.transports.base import (
     TransportError,
     TransportUnavailable,
 )
-from agent.transports.relay import RelayTransport, auth_message, b64url_decode, enroll
+from agent.transports.relay import RelayTransport, auth_message, b64url, b64url_decode, enroll
 from cloud.relay.auth import parse_agent_authorization
 
 KEY = Ed25519PrivateKey.generate()
@@ -77,30 +79,32 @@ def test_lease_returns_none_on_204() -> None:
 )
 def test_status_mapping(status: int, error: type[TransportError]) -> None:
     answer = httpx.Response(status, json={"error": "some_code", "message": "why"})
-    with _transport(httpx.MockTransport(lambda r: answer)) as transport:
-        with pytest.raises(error) as info:
-            transport.renew(LEASE)
+    transport = _transport(httpx.MockTransport(lambda r: answer))
+    with transport, pytest.raises(error) as info:
+        transport.renew(LEASE)
     assert (info.value.status, info.value.code) == (status, "some_code")
     assert type(info.value) is error or error is TransportError
 
 
 @pytest.mark.parametrize(
-    "fault", [httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("x")]
+    "fault",
+    [httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("x")],
 )
 def test_network_faults_are_unavailable(fault: Exception) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise fault
 
-    with _transport(httpx.MockTransport(handler)) as transport:
-        with pytest.raises(TransportUnavailable) as info:
-            transport.heartbeat(b"{}")
+    with _transport(httpx.MockTransport(handler)) as transport, pytest.raises(
+        TransportUnavailable
+    ) as info:
+        transport.heartbeat(b"{}")
     assert info.value.__cause__ is fault
 
 
 def test_real_connection_refused_is_unavailable() -> None:
-    with RelayTransport("http://127.0.0.1:1", "agt_1", KEY, timeout=2) as transport:
-        with pytest.raises(TransportUnavailable):
-            transport.lease(wait=0)
+    transport = RelayTransport("http://127.0.0.1:1", "agt_1", KEY, timeout=2)
+    with transport, pytest.raises(TransportUnavailable):
+        transport.lease(wait=0)
 
 
 @pytest.mark.parametrize("url", ["http://relay.example.com", "ftp://127.0.0.1", "relay:80"])
@@ -125,13 +129,9 @@ def test_tls_verification_with_a_ca_file_that_does_not_exist() -> None:
 
 
 def test_the_signing_key_never_shows(caplog: pytest.LogCaptureFixture) -> None:
-    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-
     raw = KEY.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
     secret_forms = {raw.hex(), repr(raw)}
-    import base64
-
-    secret_forms |= {base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode().rstrip("=")}
+    secret_forms |= {base64.b64encode(raw).decode(), b64url(raw)}
     caplog.set_level(logging.DEBUG)
     answer = httpx.Response(401, json={"error": "bad_signature"})
     transport = _transport(httpx.MockTransport(lambda r: answer))
