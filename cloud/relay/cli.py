@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import time
@@ -146,7 +147,7 @@ def _serve(args: argparse.Namespace, settings: RelaySettings) -> int:
         structlog.get_logger("writeback.relay").warning("admin_api.disabled")
     config = uvicorn.Config(
         create_app(settings), host=settings.host, port=settings.port,
-        log_level=args.log_level, timeout_graceful_shutdown=int(settings.graceful_shutdown) or None,
+        log_level=args.log_level, timeout_graceful_shutdown=math.ceil(settings.graceful_shutdown),
         server_header=False,
     )
     uvicorn.Server(config).run()

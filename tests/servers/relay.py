@@ -125,8 +125,11 @@ class RelayProcess:
                 self.proc.wait(timeout=timeout)
 
 
-def start_relay(tmp_path: Path, *, ready_timeout: float = 20, **settings: float) -> RelayProcess:
-    """Start a relay; `settings` are serve flags (lease_timeout=2 -> --lease-timeout 2)."""
+def start_relay(
+    tmp_path: Path, *, ready_timeout: float = 20, log_level: str = "warning", **settings: float
+) -> RelayProcess:
+    """Start a relay; `settings` are serve flags (lease_timeout=2 -> --lease-timeout 2).
+    The log (stdout+stderr) is in `relay.log()`."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     token_file = tmp_path / "admin-token"
     admin_token = secrets.token_urlsafe(32)
@@ -144,7 +147,7 @@ def start_relay(tmp_path: Path, *, ready_timeout: float = 20, **settings: float)
             proc = subprocess.Popen(
                 [sys.executable, "-m", "cloud.relay.cli", "serve", "--db", str(db_path),
                  "--host", "127.0.0.1", "--port", str(port), "--admin-token-file", str(token_file),
-                 "--log-level", "warning", *flags],
+                 "--log-level", log_level, *flags],
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
             )
         relay = RelayProcess(f"http://127.0.0.1:{port}", admin_token, db_path, log_path, proc,

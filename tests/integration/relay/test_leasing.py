@@ -106,3 +106,23 @@ def test_timed_out_lease_can_still_complete_if_nobody_took_it(
         assert portal.poll_result(request_id)[0] == "queued"
         a.complete(lease, b'{"status":"succeeded"}')
         assert portal.wait_result(request_id, timeout=2) == b'{"status":"succeeded"}'
+
+
+def test_logs_name_ids_but_never_carry_envelopes_or_results(
+    relay_factory: Callable[..., RelayProcess],
+) -> None:
+    relay = relay_factory(log_level="debug")
+    tenant, token = relay.create_tenant()
+    agent = relay.enroll_agent(tenant)
+    envelope = fake_envelope(tenant, padding=8).replace(b"c2VhbGVk", b"SEALEDMARK")
+    with agent.transport() as transport, relay.portal(token) as portal:
+        request_id = portal.submit(envelope)
+        lease = transport.lease(wait=5)
+        assert lease is not None
+        transport.complete(lease, b'{"status":"succeeded","detail":"RESULTMARK"}')
+        portal.wait_result(request_id, timeout=5)
+        transport.heartbeat(b'{"note":"HEARTBEATMARK"}')
+    log = relay.log()
+    assert request_id in log and agent.agent_id in log
+    for marker in ("SEALEDMARK", "RESULTMARK", "HEARTBEATMARK", token):
+        assert marker not in log
