@@ -182,6 +182,7 @@ def close_quietly(conn: ldap3.Connection | None) -> None:
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     lexc.LDAPCommunicationError,  # socket open/send/receive, session terminated
     lexc.LDAPServerPoolError,
+    lexc.LDAPServerPoolExhaustedError,  # every server of the pool refused the connection
     lexc.LDAPResponseTimeoutError,
     lexc.LDAPStartTLSError,
     lexc.LDAPSSLConfigurationError,
