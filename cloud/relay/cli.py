@@ -22,7 +22,8 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import SecretStr
@@ -31,6 +32,9 @@ from cloud.relay import admin as ops
 from cloud.relay.settings import RelaySettings
 from cloud.relay.store import DuplicateError, NotFoundError, PortalKey
 from cloud.relay.store_sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from cloud.relay.deps import RelayContext
 
 _TUNABLES = (
     "presence_timeout", "lease_timeout", "max_body_bytes", "max_request_ttl", "poll_interval",
@@ -145,12 +149,20 @@ def _serve(args: argparse.Namespace, settings: RelaySettings) -> int:
     _configure_logging(args.log_level)
     if settings.admin_token is None:
         structlog.get_logger("writeback.relay").warning("admin_api.disabled")
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings), host=settings.host, port=settings.port,
+        app, host=settings.host, port=settings.port,
         log_level=args.log_level, timeout_graceful_shutdown=math.ceil(settings.graceful_shutdown),
         server_header=False,
     )
-    uvicorn.Server(config).run()
+    ctx: RelayContext = app.state.relay
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            ctx.stopping = True  # a plain flag: safe to set from a signal handler
+            super().handle_exit(sig, frame)
+
+    Server(config).run()
     return 0
 
 

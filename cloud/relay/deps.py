@@ -34,6 +34,9 @@ class RelayContext:
     store: RelayStore
     notifier: Notifier = field(default_factory=Notifier)
     clock: Callable[[], float] = time.time
+    # Set when the server begins to stop: open long-polls answer "nothing yet" at
+    # their next re-check so clients reconnect (to another replica) at once.
+    stopping: bool = False
 
     async def run(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
         """Store calls block (sqlite, psycopg): keep them off the event loop."""

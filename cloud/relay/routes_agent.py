@@ -100,7 +100,7 @@ async def lease(
             )
             return Response(body.model_dump_json(), media_type="application/json")
         remaining = deadline - loop.time()
-        if remaining <= 0:
+        if remaining <= 0 or ctx.stopping:
             return Response(status_code=204)
         if now - touched >= settings.presence_timeout / 3:
             touched = now

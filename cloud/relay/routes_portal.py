@@ -147,6 +147,6 @@ async def result(
         if status.state is RequestState.EXPIRED:
             return JSONResponse({"state": "expired", "error": "expired"}, status_code=410)
         remaining = deadline - loop.time()
-        if remaining <= 0 or await request.is_disconnected():
+        if remaining <= 0 or ctx.stopping or await request.is_disconnected():
             return JSONResponse({"state": status.state.value}, status_code=202)
         await ctx.notifier.wait(key, min(ctx.settings.poll_interval, remaining))

@@ -126,3 +126,24 @@ def test_logs_name_ids_but_never_carry_envelopes_or_results(
     assert request_id in log and agent.agent_id in log
     for marker in ("SEALEDMARK", "RESULTMARK", "HEARTBEATMARK", token):
         assert marker not in log
+
+
+def test_stopping_relay_ends_open_long_polls_cleanly(
+    relay_factory: Callable[..., RelayProcess],
+) -> None:
+    """SIGTERM: a parked lease poll gets an ordinary "nothing yet" (204) within a
+    re-check interval, so the agent reconnects instead of seeing a reset connection."""
+    relay = relay_factory()
+    tenant, _ = relay.create_tenant()
+    agent = relay.enroll_agent(tenant)
+    outcome: list[object] = []
+    with agent.transport() as transport:
+        poller = threading.Thread(target=lambda: outcome.append(transport.lease(wait=30)))
+        poller.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        relay.stop()
+        stopped = time.monotonic() - started
+        poller.join(timeout=5)
+    assert outcome == [None]
+    assert stopped < 2
