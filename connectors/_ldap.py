@@ -128,7 +128,7 @@ def open_connection(
     bind_controls: Sequence[tuple[str, bool, bytes | None]] | None = None,
     refine: Refine | None = None,
 ) -> ldap3.Connection:
-    """A bound connection to the first server of the pool that answers.
+    """A bound connection to the first server of `settings.urls` that answers.
 
     Without `user`, binds as the service account. With `user` (a DN), binds as that
     user: used to verify a password (change, tests) where a failed bind must map
@@ -137,35 +137,48 @@ def open_connection(
     a locked account is told apart from a wrong password); `refine` is passed to
     `translate_errors`.
     """
-    servers = [_server(settings, url) for url in settings.urls]
-    # active=1: one pass over the list, then give up (the pipeline retries with
-    # backoff until the request's deadline); exhaust=False: a dead DC may come back.
-    pool = ldap3.ServerPool(servers, ldap3.FIRST, active=1, exhaust=False)
+    # Failover is our own loop, not an ldap3 ServerPool: the pool sleeps
+    # POOLING_LOOP_TIMEOUT (10 s, a process-wide setting) after a failed cycle even
+    # with active=1, so a dead DC set would cost 10 s per attempt. Here a dead server
+    # costs at most connect_timeout, and the pipeline retries with backoff until the
+    # request's deadline.
     bind_user = user if user is not None else settings.bind_dn
     secret = password if password is not None else settings.bind_password
-    conn = ldap3.Connection(
-        pool,
-        user=bind_user,
-        password=secret.get_secret_value(),
-        authentication=ldap3.SIMPLE,
-        client_strategy=ldap3.SYNC,
-        raise_exceptions=True,
-        receive_timeout=int(settings.receive_timeout),
-        read_only=False,
-        auto_bind=ldap3.AUTO_BIND_NONE,
-    )
-    try:
-        with translate_errors(context, dc=None, refine=refine, conn=conn):
-            conn.open()
-            if settings.start_tls and not conn.server.ssl:
-                conn.start_tls()
-            # raise_exceptions=True raises before bind() could return False
-            if not conn.bind(controls=list(bind_controls) if bind_controls else None):
-                raise DirectoryError("bind returned False")
-    except BaseException:
-        close_quietly(conn)  # a failed bind (wrong old password) must not leak the socket
-        raise
-    return conn
+    failures: list[str] = []
+    last_cause: BaseException | None = None
+    for url in settings.urls:
+        conn = ldap3.Connection(
+            _server(settings, url),
+            user=bind_user,
+            password=secret.get_secret_value(),
+            authentication=ldap3.SIMPLE,
+            client_strategy=ldap3.SYNC,
+            raise_exceptions=True,
+            receive_timeout=int(settings.receive_timeout),
+            read_only=False,
+            auto_bind=ldap3.AUTO_BIND_NONE,
+        )
+        try:
+            with translate_errors(context, dc=url, refine=refine, conn=conn):
+                conn.open()
+                if settings.start_tls and not conn.server.ssl:
+                    conn.start_tls()
+                # raise_exceptions=True raises before bind() could return False
+                if not conn.bind(controls=list(bind_controls) if bind_controls else None):
+                    raise DirectoryError("bind returned False", dc=url)
+        except DirectoryUnavailable as exc:
+            close_quietly(conn)
+            failures.append(f"{url}: {exc.detail}")
+            last_cause = exc.__cause__
+            continue
+        except BaseException:
+            close_quietly(conn)  # a failed bind (wrong old password) must not leak the socket
+            raise
+        return conn
+    # `from` the last socket fault: it tells the pipeline nothing was sent (safe retry).
+    raise DirectoryUnavailable(
+        "no directory server answered: " + "; ".join(failures)
+    ) from last_cause
 
 
 def close_quietly(conn: ldap3.Connection | None) -> None:
