@@ -188,6 +188,14 @@ def close_quietly(conn: ldap3.Connection | None) -> None:
         conn.unbind()
     except (lexc.LDAPException, OSError):
         pass  # closing a dead socket: nothing left to do
+    # ldap3 leaves the socket of a failed connect() open (unbind skips a connection
+    # that never opened): close it, or every dead-DC attempt leaks a descriptor.
+    sock = getattr(conn, "socket", None)
+    if sock is not None:
+        try:
+            sock.close()
+        except OSError:
+            pass
 
 
 # --------------------------------------------------------------------------- errors
