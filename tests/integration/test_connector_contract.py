@@ -7,6 +7,8 @@ new password; a refusal names the rule; a lookup with a hostile name finds nobod
 
 from __future__ import annotations
 
+from contextlib import closing
+
 import pytest
 from pydantic import SecretStr
 
@@ -244,11 +246,11 @@ def test_reset_without_must_change_is_a_normal_login(
 
 def test_plain_ldap_refused_for_writes(directory: DirectoryEnv) -> None:
     login = _new_user(directory)
-    reader = directory.connector()
-    user = _find(reader, login)
-    plain = directory.connector(urls=[directory.plain_url], ca_file=None)
-    with pytest.raises(InsecureTransport) as info:
-        plain.reset_password(user, secret(NEW))
+    with closing(directory.connector()) as reader:
+        user = _find(reader, login)
+    with closing(directory.connector(urls=[directory.plain_url], ca_file=None)) as plain:
+        with pytest.raises(InsecureTransport) as info:
+            plain.reset_password(user, secret(NEW))
     assert "ldaps" in str(info.value)
     assert directory.bind(login, INITIAL) is BindOutcome.OK
 
@@ -257,8 +259,8 @@ def test_first_url_dead_second_answers(directory: DirectoryEnv) -> None:
     login = _new_user(directory)
     real = directory.settings.urls[0]
     dead = f"ldaps://127.0.0.1:{free_port()}"
-    conn = directory.connector(urls=[dead, real], connect_timeout=2.0)
-    outcome = conn.reset_password(_find(conn, login), secret(NEW))
+    with closing(directory.connector(urls=[dead, real], connect_timeout=2.0)) as conn:
+        outcome = conn.reset_password(_find(conn, login), secret(NEW))
     assert outcome.dc == real
     assert directory.bind(login, NEW) is BindOutcome.OK
 
@@ -267,9 +269,9 @@ def test_limited_service_account_is_denied(directory: DirectoryEnv) -> None:
     from connectors.base import AccessDenied, make_connector
 
     login = _new_user(directory)
-    limited = make_connector(directory.limited_settings)
-    with pytest.raises(AccessDenied) as info:
-        limited.reset_password(_find(limited, login), secret(NEW))
+    with closing(make_connector(directory.limited_settings)) as limited:
+        with pytest.raises(AccessDenied) as info:
+            limited.reset_password(_find(limited, login), secret(NEW))
     assert info.value.status is Status.ACCESS_DENIED
     assert directory.bind(login, INITIAL) is BindOutcome.OK
 
