@@ -336,7 +336,6 @@ class _SambaProcess:
             "tls keyfile": str(key_file),
             "tls certfile": str(cert_file),
             "tls cafile": str(ca_file),
-            "old password allowed period": "0",
         }
         _run(
             [
@@ -349,6 +348,9 @@ class _SambaProcess:
             "samba-tool domain provision",
         )
         (self.target / "run").mkdir(exist_ok=True)
+        # provision does not carry every --option into smb.conf (this one is dropped)
+        text = self.conf.read_text()
+        self.conf.write_text(text.replace("[global]\n", "[global]\n\told password allowed period = 0\n", 1))
 
     def configure(self, env: SambaEnv) -> None:
         """Policy, PSO, OUs and the two service accounts over LDAPS as Administrator
