@@ -74,6 +74,10 @@ _GROUP = "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))"
 _RESET_TRUE: Changes = {"pwdReset": [(ldap3.MODIFY_REPLACE, ["TRUE"])]}
 _RESET_NONE: Changes = {"pwdReset": [(ldap3.MODIFY_REPLACE, [])]}
 _UNLOCK: Changes = {"pwdAccountLockedTime": [(ldap3.MODIFY_REPLACE, [])]}
+# pwdFailureTime is NO-USER-MODIFICATION: deleting it needs the Relax Rules control
+# and `manage` on that attribute alone (which does not bypass any password check).
+_CLEAR_FAILURES: Changes = {"pwdFailureTime": [(ldap3.MODIFY_REPLACE, [])]}
+_RELAX = ("1.3.6.1.4.1.4203.666.5.12", True, None)
 
 
 class OpenLdapConnector:
@@ -139,8 +143,9 @@ class OpenLdapConnector:
 
         return self._run("search", search)
 
-    def _modify(self, dn: str, changes: Changes) -> None:
-        self._run("write", lambda conn: conn.modify(dn, changes))
+    def _modify(self, dn: str, changes: Changes, *, relax: bool = False) -> None:
+        controls = [_RELAX] if relax else None
+        self._run("write", lambda conn: conn.modify(dn, changes, controls=controls))
 
     # ----------------------------------------------------------------- lookups
 
@@ -320,15 +325,16 @@ class OpenLdapConnector:
         return WriteOutcome(dc=dc, applied=("password",))
 
     def unlock(self, user: UserRef) -> WriteOutcome:
-        """Delete pwdAccountLockedTime; a no-op success when the account is not locked.
+        """Delete pwdAccountLockedTime and pwdFailureTime; a no-op when not locked.
 
-        pwdFailureTime (NO-USER-MODIFICATION) stays until the next successful bind
-        or password change, so a wrong password right after an unlock may lock again.
+        Left alone, the recorded failures stay until the next successful bind, and
+        slapd 2.5 locks the account again at the very next wrong password. (A
+        password change clears them itself, so reset(unlock=True) needs no relax.)
         """
         require_secure_for_writes(self.settings)
         with self._session():
             self._usable_state(user)
-            self._modify(user.dn, _UNLOCK)
+            self._modify(user.dn, {**_UNLOCK, **_CLEAR_FAILURES}, relax=True)
             return WriteOutcome(dc=self._dc(), applied=("unlock",))
 
     # ----------------------------------------------------------------- groups
@@ -400,9 +406,9 @@ class OpenLdapConnector:
                 yield CheckItem("default_policy", True, self.settings.default_policy_dn)
             except DirectoryError as exc:
                 yield CheckItem("default_policy", False, exc.detail)
-        yield self._write_rights(probe)
+        yield from self._write_rights(probe)
 
-    def _write_rights(self, probe: str | None) -> CheckItem:
+    def _write_rights(self, probe: str | None) -> Iterator[CheckItem]:
         """Probe write access without changing data.
 
         slapd checks the ACLs of every modification of a modify (acl_check_modlist)
@@ -412,18 +418,25 @@ class OpenLdapConnector:
         and changes nothing either way. pwdReset has the same ACL in a sane setup
         but no value that is safe to name, so it is not probed.
         """
-        if probe is None:
-            return CheckItem("write_rights", True, "not probed: no user under the search bases")
-        changes: Changes = {
-            "pwdAccountLockedTime": [(ldap3.MODIFY_DELETE, ["19000101000000Z"])],
+        never = "19000101000000Z"
+        yield self._probe("write_rights", probe, {
+            "pwdAccountLockedTime": [(ldap3.MODIFY_DELETE, [never])],
             "userPassword": [(ldap3.MODIFY_DELETE, ["{SSHA}" + uuid.uuid4().hex])],
-        }
+        }, relax=False)
+        yield self._probe("unlock_rights", probe, {
+            "pwdFailureTime": [(ldap3.MODIFY_DELETE, [never])],
+        }, relax=True)
+
+    def _probe(self, name: str, probe: str | None, changes: Changes, *, relax: bool) -> CheckItem:
+        what = ", ".join(changes) + (" (manage, with Relax Rules)" if relax else " (write)")
+        if probe is None:
+            return CheckItem(name, True, "not probed: no user under the search bases")
         try:
-            self._modify(probe, changes)
+            self._modify(probe, changes, relax=relax)
         except AccessDenied as exc:
-            return CheckItem("write_rights", False, f"cannot write passwords: {exc.detail}")
+            return CheckItem(name, False, f"cannot change {what}: {exc.detail}")
         except DirectoryError as exc:
             if isinstance(exc.__cause__, lexc.LDAPNoSuchAttributeResult):
-                return CheckItem("write_rights", True, f"password attributes of {probe}")
-            return CheckItem("write_rights", False, exc.detail)
-        return CheckItem("write_rights", False, "probe modify unexpectedly succeeded")
+                return CheckItem(name, True, f"may change {what}")
+            return CheckItem(name, False, exc.detail)
+        return CheckItem(name, False, "probe modify unexpectedly succeeded")

@@ -16,9 +16,10 @@ What the tree looks like, and why:
 
 The full service account has `write` (not `manage`) on userPassword, pwdReset and
 pwdAccountLockedTime of the users, so ppolicy quality checks apply to its writes
-as they would to the agent's in production. Service accounts get a policy without
-lockout, so a test that binds with a wrong service password cannot lock them out
-for the rest of the session.
+as they would to the agent's in production; and `manage` on pwdFailureTime only, so
+an unlock can clear the recorded failures (NO-USER-MODIFICATION, Relax Rules).
+Service accounts get a policy without lockout, so a test that binds with a wrong
+service password cannot lock them out for the rest of the session.
 """
 
 from __future__ import annotations
@@ -99,6 +100,10 @@ access to attrs=userPassword
   by self =wx
   by dn.exact="{service}" =wx
   by anonymous auth
+  by * none
+access to attrs=pwdFailureTime
+  by dn.exact="{service}" manage
+  by users read
   by * none
 access to attrs=pwdReset,pwdAccountLockedTime
   by dn.exact="{service}" write

@@ -1,0 +1,280 @@
+"""OpenLDAP-specific behaviour the contract tests do not cover: the ppolicy control,
+pwdReset and pwdAccountLockedTime bookkeeping, rights, transport and failover.
+
+Runs against the session's throwaway slapd (`slapd_env`, tests/servers/slapd.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import ldap3
+import pytest
+from pydantic import SecretStr
+
+from agent.protocol.status import PolicyReason
+from connectors import _ppolicy as pp
+from connectors._ldap import open_connection, translate_errors
+from connectors.base import (
+    AccessDenied,
+    AccountDisabled,
+    AccountLocked,
+    DirectoryUnavailable,
+    InsecureTransport,
+    LookupKind,
+    PolicyViolation,
+    UserQuery,
+    UserRef,
+)
+from connectors.openldap import OpenLdapConnector
+from tests.servers._process import free_port
+from tests.servers.base import BindOutcome, unique_login
+from tests.servers.certs import make_ca
+from tests.servers.slapd import PROTECTED_GROUP, SlapdEnv
+
+pytestmark = pytest.mark.slapd
+
+INITIAL = "Initial-Pass-1"
+NEW = "Fresh-Secret-42"
+
+
+@pytest.fixture
+def env(slapd_env: SlapdEnv) -> SlapdEnv:
+    return slapd_env
+
+
+@pytest.fixture
+def conn(env: SlapdEnv) -> Iterator[OpenLdapConnector]:
+    connector = OpenLdapConnector(env.settings)
+    yield connector
+    connector.close()
+
+
+def _user(env: SlapdEnv, conn: OpenLdapConnector, **kwargs: object) -> UserRef:
+    login = unique_login("o")
+    env.create_user(login, INITIAL, **kwargs)  # type: ignore[arg-type]
+    return conn.find_user(UserQuery(LookupKind.LOGIN, login))
+
+
+# --------------------------------------------------------------------------- ppolicy control
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "name"),
+    [
+        (b"\x30\x03\x81\x01\x06", 6, "passwordTooShort"),  # as slapd sent it
+        (b"\x30\x03\x81\x01\x08", 8, "passwordInHistory"),
+        (b"\x30\x03\x81\x01\x02", 2, "changeAfterReset"),
+        (b"\x30\x00", None, None),
+    ],
+)
+def test_decode_ppolicy_errors(value: bytes, error: int | None, name: str | None) -> None:
+    decoded = pp.decode_ppolicy_response(value)
+    assert decoded.error == error
+    assert decoded.error_name == name
+
+
+def test_decode_ppolicy_warning_and_garbage() -> None:
+    # warning [0] { timeBeforeExpiration [0] 300 }
+    decoded = pp.decode_ppolicy_response(b"\x30\x06\xa0\x04\x80\x02\x01\x2c")
+    assert decoded.time_before_expiration == 300
+    assert decoded.error is None
+    assert pp.decode_ppolicy_response(b"\xff\x00garbage") == pp.PPolicyResponse()
+    assert pp.decode_ppolicy_response(None) == pp.PPolicyResponse()
+
+
+def test_server_side_refusal_is_named_from_the_control(
+    env: SlapdEnv, conn: OpenLdapConnector
+) -> None:
+    """Bypass pre-validation: slapd itself says passwordTooShort, and we name it."""
+    user = _user(env, conn)
+    ldap = open_connection(env.settings)
+    try:
+        with (
+            pytest.raises(PolicyViolation) as info,
+            translate_errors("write", dc=None, refine=pp.refine, conn=ldap),
+        ):
+            ldap.extend.standard.modify_password(
+                user.dn, new_password="Ab1-x", controls=[pp.PPOLICY_REQUEST]
+            )
+        assert pp.ppolicy_response(ldap.result).error_name == "passwordTooShort"
+    finally:
+        ldap.unbind()
+    assert info.value.reason == PolicyReason.TOO_SHORT
+    assert "Ab1-x" not in str(info.value)
+
+
+def test_admin_reset_is_checked_against_history(env: SlapdEnv, conn: OpenLdapConnector) -> None:
+    """slapd 2.5 applies pwdInHistory to a `write` (non-manage) administrator too."""
+    user = _user(env, conn)
+    conn.reset_password(user, SecretStr(NEW))
+    with pytest.raises(PolicyViolation) as info:
+        conn.reset_password(user, SecretStr(INITIAL))
+    assert info.value.reason == PolicyReason.HISTORY
+    assert info.value.policy is not None and info.value.policy.history_length == 3
+    assert env.bind(user.login, NEW) is BindOutcome.OK
+
+
+def test_admin_reset_of_a_young_password_succeeds(env: SlapdEnv, conn: OpenLdapConnector) -> None:
+    """ppolicy would refuse it (passwordTooYoung) unless pwdReset is TRUE first."""
+    user = _user(env, conn, young=True)
+    assert user.pwd_last_set is not None
+    outcome = conn.reset_password(user, SecretStr(NEW))
+    assert outcome.applied == ("password",)
+    assert env.first(user.login, "pwdReset") is None
+    assert env.bind(user.login, NEW) is BindOutcome.OK
+
+
+def test_failed_young_reset_leaves_pwd_reset_alone(env: SlapdEnv, conn: OpenLdapConnector) -> None:
+    user = _user(env, conn, young=True)
+    with pytest.raises(PolicyViolation) as info:
+        conn.reset_password(user, SecretStr(INITIAL))  # in history
+    assert info.value.reason == PolicyReason.HISTORY
+    assert env.first(user.login, "pwdReset") is None
+
+
+# --------------------------------------------------------------------------- pwdReset
+
+
+def test_pwd_reset_set_and_cleared(env: SlapdEnv, conn: OpenLdapConnector) -> None:
+    user = _user(env, conn)
+    conn.reset_password(user, SecretStr(NEW), must_change=True)
+    assert env.first(user.login, "pwdReset") == "TRUE"
+    assert conn.find_user(UserQuery(LookupKind.LOGIN, user.login)).pwd_last_set is None
+    conn.reset_password(user, SecretStr("Third-Secret-7"))
+    assert env.first(user.login, "pwdReset") is None
+    assert env.bind(user.login, "Third-Secret-7") is BindOutcome.OK
+
+
+def test_must_change_user_can_change_own_password(env: SlapdEnv, conn: OpenLdapConnector) -> None:
+    user = _user(env, conn)
+    conn.reset_password(user, SecretStr(NEW), must_change=True)
+    conn.change_password(user, SecretStr(NEW), SecretStr("Own-Choice-88"))
+    assert env.first(user.login, "pwdReset") is None
+    assert env.bind(user.login, "Own-Choice-88") is BindOutcome.OK
+
+
+# --------------------------------------------------------------------------- lock state
+
+
+def test_lock_unlock_and_noop_unlock(env: SlapdEnv, conn: OpenLdapConnector) -> None:
+    user = _user(env, conn)
+    assert conn.unlock(user).applied == ("unlock",)  # not locked: a no-op success
+    env.lock(user.login)
+    locked = conn.find_user(UserQuery(LookupKind.LOGIN, user.login))
+    assert locked.locked and not locked.disabled
+    with pytest.raises(AccountLocked):
+        conn.change_password(locked, SecretStr(INITIAL), SecretStr(NEW))
+    conn.unlock(locked)
+    assert env.first(user.login, "pwdAccountLockedTime") is None
+    assert env.first(user.login, "pwdFailureTime") is None
+    # the old failures are gone: one typo after an unlock does not lock again
+    assert env.bind(user.login, "Typo-Pass-1") is BindOutcome.INVALID_CREDENTIALS
+    assert env.bind(user.login, INITIAL) is BindOutcome.OK
+
+
+def test_disabled_is_not_unlocked(env: SlapdEnv, conn: OpenLdapConnector) -> None:
+    user = _user(env, conn, disabled=True)
+    assert user.disabled and not user.locked
+    assert env.bind(user.login, INITIAL) is BindOutcome.DISABLED
+    for attempt in (
+        lambda: conn.unlock(user),
+        lambda: conn.reset_password(user, SecretStr(NEW), unlock=True),
+        lambda: conn.change_password(user, SecretStr(INITIAL), SecretStr(NEW)),
+    ):
+        with pytest.raises(AccountDisabled):
+            attempt()
+    assert env.first(user.login, "pwdAccountLockedTime") == pp.DISABLED_LOCK_TIME
+
+
+# --------------------------------------------------------------------------- rights
+
+
+def test_limited_account_reads_but_cannot_write(env: SlapdEnv) -> None:
+    limited = OpenLdapConnector(env.limited_settings)
+    user = _user(env, limited)
+    assert limited.password_policy(user).min_length == 8
+    with pytest.raises(AccessDenied):
+        limited.reset_password(user, SecretStr(NEW))
+    env.lock(user.login)
+    with pytest.raises(AccessDenied):
+        limited.unlock(user)
+    report = limited.check()
+    assert not report.ok
+    assert [i.name for i in report.items if not i.ok] == ["write_rights", "unlock_rights"]
+
+
+def test_check_of_the_full_account(env: SlapdEnv, conn: OpenLdapConnector) -> None:
+    _user(env, conn)
+    report = conn.check()
+    assert report.ok, report.items
+    names = [item.name for item in report.items]
+    assert {"transport", "connect", "service_bind", "default_policy", "write_rights"} <= set(names)
+
+
+def test_wrong_service_password_is_access_denied(env: SlapdEnv) -> None:
+    bad = OpenLdapConnector(env.settings.model_copy(update={"bind_password": SecretStr("nope")}))
+    with pytest.raises(AccessDenied):
+        bad.find_user(UserQuery(LookupKind.LOGIN, "anyone"))
+    assert not bad.check().ok
+
+
+# --------------------------------------------------------------------------- transport
+
+
+def test_plain_ldap_refused_for_every_write(env: SlapdEnv, conn: OpenLdapConnector) -> None:
+    user = _user(env, conn)
+    plain = OpenLdapConnector(env.settings.model_copy(update={"urls": [env.plain_url]}))
+    assert plain.find_user(UserQuery(LookupKind.LOGIN, user.login)).dn == user.dn  # reads ok
+    for attempt in (
+        lambda: plain.reset_password(user, SecretStr(NEW)),
+        lambda: plain.change_password(user, SecretStr(INITIAL), SecretStr(NEW)),
+        lambda: plain.unlock(user),
+    ):
+        with pytest.raises(InsecureTransport):
+            attempt()
+    assert not plain.check().ok
+    assert env.bind(user.login, INITIAL) is BindOutcome.OK
+
+
+def test_first_url_dead_second_answers(env: SlapdEnv, conn: OpenLdapConnector) -> None:
+    user = _user(env, conn)
+    real = env.settings.urls[0]
+    dead = f"ldaps://127.0.0.1:{free_port()}"
+    failover = OpenLdapConnector(env.settings.model_copy(update={"urls": [dead, real],
+                                                                 "connect_timeout": 2.0}))
+    assert failover.find_user(UserQuery(LookupKind.LOGIN, user.login)).dn == user.dn
+    outcome = failover.change_password(user, SecretStr(INITIAL), SecretStr(NEW))
+    assert outcome.dc == real
+
+
+@pytest.mark.slow  # ldap3's ServerPool sleeps POOLING_LOOP_TIMEOUT (10 s) after a failed pass
+def test_every_url_dead_is_unavailable(env: SlapdEnv) -> None:
+    dead = OpenLdapConnector(env.settings.model_copy(update={
+        "urls": [f"ldaps://127.0.0.1:{free_port()}"], "connect_timeout": 1.0}))
+    with pytest.raises(DirectoryUnavailable):
+        dead.find_user(UserQuery(LookupKind.LOGIN, "anyone"))
+
+
+def test_wrong_ca_is_unavailable_not_silently_trusted(env: SlapdEnv, tmp_path: Path) -> None:
+    _, _, other_ca = make_ca(tmp_path)
+    untrusting = OpenLdapConnector(env.settings.model_copy(update={"ca_file": other_ca}))
+    with pytest.raises(DirectoryUnavailable):
+        untrusting.find_user(UserQuery(LookupKind.LOGIN, "anyone"))
+
+
+# --------------------------------------------------------------------------- groups
+
+
+def test_nested_groups_with_a_cycle(env: SlapdEnv, conn: OpenLdapConnector) -> None:
+    user = _user(env, conn, protected=True)
+    inner = env.create_group(unique_login("g"), [user.dn])
+    outer = env.create_group(unique_login("g"), [inner])
+    loop_a = env.create_group(unique_login("g"), [outer])
+    loop_b = env.create_group(unique_login("g"), [loop_a])
+    with env.admin() as admin:  # close the cycle: loop_a <- loop_b
+        admin.modify(loop_a, {"member": [(ldap3.MODIFY_ADD, [loop_b])]})
+    env.create_group(unique_login("g"), [])  # unrelated
+    groups = conn.group_dns(user)
+    assert groups == {d.lower() for d in (inner, outer, loop_a, loop_b, PROTECTED_GROUP)}
