@@ -310,8 +310,10 @@ def _start(tmp: Path) -> tuple[SlapdEnv, subprocess.Popen[bytes]]:
     ))
     ldif = tmp / "base.ldif"
     ldif.write_text(_base_ldif(service_pw, limited_pw))
-    subprocess.run([slapadd, "-q", "-f", str(conf), "-l", str(ldif)], check=True,
-                   capture_output=True, timeout=30)
+    loaded = subprocess.run([slapadd, "-q", "-f", str(conf), "-l", str(ldif)],
+                            capture_output=True, timeout=30, check=False)
+    if loaded.returncode:
+        raise RuntimeError(f"slapadd failed ({loaded.returncode}):\n{loaded.stderr.decode()}")
     ldap_port, ldaps_port = free_port(), free_port()
     plain_url = f"ldap://127.0.0.1:{ldap_port}"
     ldaps_url = f"ldaps://127.0.0.1:{ldaps_port}"

@@ -238,6 +238,16 @@ def test_plain_ldap_refused_for_every_write(env: SlapdEnv, conn: OpenLdapConnect
     assert env.bind(user.login, INITIAL) is BindOutcome.OK
 
 
+def test_start_tls_on_the_plain_port_is_secure(env: SlapdEnv, conn: OpenLdapConnector) -> None:
+    user = _user(env, conn)
+    starttls = OpenLdapConnector(
+        env.settings.model_copy(update={"urls": [env.plain_url], "start_tls": True})
+    )
+    outcome = starttls.reset_password(user, SecretStr(NEW))
+    assert outcome.dc == env.plain_url
+    assert env.bind(user.login, NEW) is BindOutcome.OK
+
+
 def test_first_url_dead_second_answers(env: SlapdEnv, conn: OpenLdapConnector) -> None:
     user = _user(env, conn)
     real = env.settings.urls[0]
