@@ -71,7 +71,7 @@ def policy_from_domain(attrs: dict[str, Any]) -> PasswordPolicy:
         complexity=bool(_int(attrs, "pwdProperties") & DOMAIN_PASSWORD_COMPLEX),
         history_length=_int(attrs, "pwdHistoryLength"),
         min_age=interval_to_timedelta(first_value(attrs, "minPwdAge")) or dt.timedelta(0),
-        max_age=None if not max_age else max_age,
+        max_age=max_age or None,  # 0 = never expires
         lockout_threshold=_int(attrs, "lockoutThreshold"),
         source="domain",
     )
@@ -86,7 +86,7 @@ def policy_from_pso(dn: str, attrs: dict[str, Any]) -> PasswordPolicy:
         history_length=_int(attrs, "msDS-PasswordHistoryLength"),
         min_age=interval_to_timedelta(first_value(attrs, "msDS-MinimumPasswordAge"))
         or dt.timedelta(0),
-        max_age=None if not max_age else max_age,
+        max_age=max_age or None,  # 0 = never expires
         lockout_threshold=_int(attrs, "msDS-LockoutThreshold"),
         source=dn,
     )

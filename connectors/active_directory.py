@@ -39,6 +39,7 @@ from agent.protocol.status import PolicyReason
 from connectors import _ad_policy as pol
 from connectors._ad_rights import RESET_PASSWORD, has_extended_right, sid_to_str
 from connectors._ldap import (
+    Context,
     close_quietly,
     first_value,
     open_connection,
@@ -152,11 +153,11 @@ class ActiveDirectoryConnector:
                 return [(oid, False, _POLICY_HINTS_VALUE)]
         return None
 
-    def _modify(self, user: UserRef, changes: dict[str, Any], context: str) -> str:
+    def _modify(self, user: UserRef, changes: dict[str, Any], context: Context) -> str:
         """One modify request; returns the URL of the DC that took it."""
         conn = self._connection()
         dc = server_url(conn)
-        with translate_errors(context, dc=dc):  # type: ignore[arg-type]
+        with translate_errors(context, dc=dc):
             conn.modify(user.dn, changes, controls=self._write_controls())
         return dc
 
@@ -195,7 +196,8 @@ class ActiveDirectoryConnector:
         if computed is not None and computed != "":
             locked = bool(int(computed) & UF_LOCKOUT)
         else:  # DCs that do not compute it: lockoutTime within the lockout duration
-            locked = self._locked_by_time(pol.filetime_to_datetime(first_value(attrs, "lockoutTime")))
+            locked_at = pol.filetime_to_datetime(first_value(attrs, "lockoutTime"))
+            locked = self._locked_by_time(locked_at)
         return UserRef(
             dn=str(entry["dn"]),
             id=str(uuid.UUID(bytes_le=raw_guid)) if len(raw_guid) == 16 else "",
@@ -217,7 +219,8 @@ class ActiveDirectoryConnector:
         return duration is None or dt.datetime.now(dt.UTC) < locked_at + duration
 
     def group_dns(self, user: UserRef) -> frozenset[str]:
-        filt = f"(&(objectClass=group)(member:1.2.840.113556.1.4.1941:={escape_filter_chars(user.dn)}))"
+        in_chain = f"(member:1.2.840.113556.1.4.1941:={escape_filter_chars(user.dn)})"
+        filt = f"(&(objectClass=group){in_chain})"
         entries = self._search(self._domain_dn(), filt, ["1.1"])
         return frozenset(str(e["dn"]).lower() for e in entries)
 
@@ -256,7 +259,9 @@ class ActiveDirectoryConnector:
             raise AccountLocked(f"{user.dn} is locked out and unlock was not requested")
         policy = self.password_policy(user)
         prevalidate(new_password.get_secret_value(), policy, user, self_change=False)
-        changes: dict[str, Any] = {"unicodePwd": [(ldap3.MODIFY_REPLACE, [encode_password(new_password)])]}
+        changes: dict[str, Any] = {
+            "unicodePwd": [(ldap3.MODIFY_REPLACE, [encode_password(new_password)])],
+        }
         applied = ["password"]
         if unlock:
             changes["lockoutTime"] = [(ldap3.MODIFY_REPLACE, ["0"])]
@@ -310,7 +315,7 @@ class ActiveDirectoryConnector:
             items.append(CheckItem("tls_connect", False, exc.detail))
             return HealthReport(name, tuple(items))
         except DirectoryError as exc:
-            items.append(CheckItem("tls_connect", True, "TLS handshake with certificate validation"))
+            items.append(CheckItem("tls_connect", True, "certificate validated"))
             items.append(CheckItem("service_bind", False, exc.detail))
             return HealthReport(name, tuple(items))
         items.append(CheckItem("tls_connect", True, f"{server_url(conn)}: certificate validated"))
@@ -335,7 +340,8 @@ class ActiveDirectoryConnector:
             if not sample:
                 return CheckItem(label, True, "not verified: no user under this base yet")
             entry = sample[0]
-            writable = {a.lower() for a in entry["attributes"].get("allowedAttributesEffective") or []}
+            effective = entry["attributes"].get("allowedAttributesEffective") or []
+            writable = {a.lower() for a in effective}
             missing = [a for a in ("lockoutTime", "pwdLastSet") if a.lower() not in writable]
             sd_entry = self._entry(str(entry["dn"]), ["nTSecurityDescriptor"],
                                    controls=security_descriptor_control(sdflags=0x04))

@@ -26,9 +26,11 @@ make "the old password no longer works" untestable.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
+import ssl
 import subprocess
 import threading
 import time
@@ -45,6 +47,7 @@ from pydantic import SecretStr
 
 from connectors._ad_rights import sid_to_str
 from connectors._ldap import ad_bind_data
+from connectors.active_directory import ActiveDirectoryConnector
 from connectors.base import DirectoryConnector, DirectorySettings
 from tests.servers._process import in_ci, port_open, require_binary, stop_process, wait_until
 from tests.servers.base import BindOutcome
@@ -111,13 +114,14 @@ def _skip_or_fail(message: str) -> None:
 def _run(args: list[str], what: str) -> str:
     result = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
     if result.returncode != 0:
-        raise RuntimeError(f"{what} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        output = f"{result.stdout}\n{result.stderr}"
+        raise RuntimeError(f"{what} failed ({result.returncode}):\n{output}")
     return result.stdout
 
 
 def _claim_loopback_address() -> str:
     """Add the first free 127.0.0.N (10..50) to lo. `ip addr add` is atomic: "File
-    exists" means another instance (or session) has it, so move on."""
+    exists" / "already assigned" means another instance (or session) has it: next."""
     ip_bin = require_binary("ip", "iproute2")
     for n in range(10, 51):
         ip = f"127.0.0.{n}"
@@ -130,7 +134,7 @@ def _claim_loopback_address() -> str:
                 _release_loopback_address(ip)
                 continue
             return ip
-        if "File exists" in result.stderr:
+        if "File exists" in result.stderr or "already assigned" in result.stderr:
             continue
         _skip_or_fail(f"cannot add a loopback address for Samba (needs root/CAP_NET_ADMIN): "
                       f"{result.stderr.strip()}")
@@ -142,10 +146,8 @@ def _release_loopback_address(ip: str) -> None:
 
 
 def _unbind(conn: ldap3.Connection) -> None:
-    try:
+    with contextlib.suppress(lexc.LDAPException, OSError):  # already closed
         conn.unbind()
-    except (lexc.LDAPException, OSError):
-        pass  # already closed
 
 
 class SambaEnv:
@@ -186,8 +188,6 @@ class SambaEnv:
     # ------------------------------------------------------------------ plumbing
 
     def _connection(self, user: str, password: str) -> ldap3.Connection:
-        import ssl
-
         tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, version=ssl.PROTOCOL_TLS_CLIENT,
                         ca_certs_file=str(self.ca_file))
         server = ldap3.Server(self.ip, port=636, use_ssl=True, tls=tls, get_info=ldap3.NONE,
@@ -232,8 +232,6 @@ class SambaEnv:
     # ------------------------------------------------------------------ DirectoryEnv
 
     def connector(self, **overrides: Any) -> DirectoryConnector:
-        from connectors.active_directory import ActiveDirectoryConnector
-
         return ActiveDirectoryConnector(self.settings.model_copy(update=overrides))
 
     def create_user(
@@ -317,7 +315,8 @@ class _SambaProcess:
         self.target = root / "dc"
         self.conf = self.target / "etc" / "smb.conf"
         self.log = self.target / "samba.log"
-        self.passwords = {name: _password() for name in ("Administrator", "svc-writeback", "svc-limited")}
+        accounts = ("Administrator", "svc-writeback", "svc-limited")
+        self.passwords = {name: _password() for name in accounts}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def _tool(self, *args: str) -> str:
@@ -350,7 +349,8 @@ class _SambaProcess:
         (self.target / "run").mkdir(exist_ok=True)
         # provision does not carry every --option into smb.conf (this one is dropped)
         text = self.conf.read_text()
-        self.conf.write_text(text.replace("[global]\n", "[global]\n\told password allowed period = 0\n", 1))
+        extra = "\told password allowed period = 0\n"
+        self.conf.write_text(text.replace("[global]\n", "[global]\n" + extra, 1))
 
     def configure(self, env: SambaEnv) -> None:
         """Policy, PSO, OUs and the two service accounts over LDAPS as Administrator
@@ -410,10 +410,8 @@ class _SambaProcess:
             return
         pgid = self.proc.pid  # start_new_session: the group we created, samba's workers
         stop_process(self.proc)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,269 @@
+"""Behaviour specific to Active Directory, checked against the Samba AD DC fixture.
+
+These pin down what DESIGN.md section 4 says about AD and what we verified on Samba
+4.17: one combined modify, the extended error codes, PSOs, the policy-hints control,
+the delegated-rights check, and plain LDAP refused before a byte is sent.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from agent.protocol.status import PolicyReason, Status
+from connectors.active_directory import POLICY_HINTS, ActiveDirectoryConnector
+from connectors.base import (
+    AccessDenied,
+    AccountLocked,
+    DirectoryUnavailable,
+    InsecureTransport,
+    LookupKind,
+    PolicyViolation,
+    UserNotFound,
+    UserQuery,
+    UserRef,
+    WrongOldPassword,
+)
+from tests.servers._process import free_port
+from tests.servers.base import BindOutcome, unique_login
+from tests.servers.samba import SambaEnv
+
+pytestmark = [pytest.mark.samba, pytest.mark.slow]
+
+INITIAL = "Initial-Pass-1"
+NEW = "Fresh-Secret-42"
+
+
+@pytest.fixture
+def connector(samba_env: SambaEnv) -> Iterator[ActiveDirectoryConnector]:
+    conn = ActiveDirectoryConnector(samba_env.settings)
+    yield conn
+    conn.close()
+
+
+def _user(env: SambaEnv, conn: ActiveDirectoryConnector, **kwargs: bool) -> UserRef:
+    login = unique_login("ad")
+    env.create_user(login, INITIAL, display_name="Kim Example", **kwargs)
+    return conn.find_user(UserQuery(LookupKind.LOGIN, login))
+
+
+# --------------------------------------------------------------------------- one modify
+
+
+def test_reset_unlock_and_must_change_in_one_modify(
+    samba_env: SambaEnv, connector: ActiveDirectoryConnector
+) -> None:
+    """Samba 4.17 takes unicodePwd + lockoutTime + pwdLastSet in one modify."""
+    user = _user(samba_env, connector)
+    samba_env.lock(user.login)
+    locked = connector.find_user(UserQuery(LookupKind.LOGIN, user.login))
+    outcome = connector.reset_password(locked, SecretStr(NEW), unlock=True, must_change=True)
+    assert outcome.applied == ("password", "unlock", "must_change")
+    after = connector.find_user(UserQuery(LookupKind.LOGIN, user.login))
+    assert not after.locked
+    assert after.pwd_last_set is None  # pwdLastSet=0: must change
+    assert samba_env.bind(user.login, NEW) is BindOutcome.MUST_CHANGE  # bind data 773
+
+
+def test_failed_combined_modify_applies_nothing(
+    samba_env: SambaEnv, connector: ActiveDirectoryConnector
+) -> None:
+    """A refused password takes its companion attributes down with it (atomic modify)."""
+    user = _user(samba_env, connector)
+    with pytest.raises(PolicyViolation):
+        connector._modify(user, {  # bypass pre-validation to reach the DC
+            "unicodePwd": [("MODIFY_REPLACE", ['"x"'.encode("utf-16-le")])],
+            "pwdLastSet": [("MODIFY_REPLACE", ["0"])],
+        }, "write")
+    assert connector.find_user(UserQuery(LookupKind.LOGIN, user.login)).pwd_last_set is not None
+    assert samba_env.bind(user.login, INITIAL) is BindOutcome.OK
+
+
+def test_must_change_user_can_change_her_password(
+    samba_env: SambaEnv, connector: ActiveDirectoryConnector
+) -> None:
+    """She cannot bind (773), but the change runs on the service connection."""
+    user = _user(samba_env, connector)
+    connector.reset_password(user, SecretStr(NEW), must_change=True)
+    assert samba_env.bind(user.login, NEW) is BindOutcome.MUST_CHANGE
+    fresh = connector.find_user(UserQuery(LookupKind.LOGIN, user.login))
+    connector.change_password(fresh, SecretStr(NEW), SecretStr("Own-Choice-77"))
+    assert samba_env.bind(user.login, "Own-Choice-77") is BindOutcome.OK
+
+
+# --------------------------------------------------------------------------- policy
+
+
+def test_pso_policy_read(samba_env: SambaEnv, connector: ActiveDirectoryConnector) -> None:
+    young = _user(samba_env, connector, young=True)
+    policy = connector.password_policy(young)
+    assert policy.source.lower() == samba_env.pso_dn.lower()
+    assert (policy.min_length, policy.complexity, policy.history_length) == (8, True, 3)
+    assert policy.min_age.total_seconds() == 86400
+    assert policy.max_age is None
+    assert policy.lockout_threshold == 3
+    plain = connector.password_policy(_user(samba_env, connector))
+    assert plain.source == "domain"
+    assert plain.min_age.total_seconds() == 0
+
+
+def test_policy_hints_and_history_on_reset(
+    samba_env: SambaEnv, connector: ActiveDirectoryConnector
+) -> None:
+    """The control goes out only when advertised. Samba 4.17 does not advertise it and
+    its resets skip the history; a DC that does must refuse a reused password."""
+    user = _user(samba_env, connector)
+    connector.reset_password(user, SecretStr(NEW))
+    controls = connector._write_controls()
+    if controls is None:
+        assert not set(POLICY_HINTS) & set(connector._root_dse()["supportedControl"])
+        connector.reset_password(user, SecretStr(INITIAL))  # history not enforced on reset
+        assert samba_env.bind(user.login, INITIAL) is BindOutcome.OK
+    else:
+        assert controls[0][1] is False  # never critical
+        with pytest.raises(PolicyViolation) as info:
+            connector.reset_password(user, SecretStr(INITIAL))
+        assert info.value.reason == PolicyReason.HISTORY
+
+
+# --------------------------------------------------------------------------- error codes
+
+
+def test_extended_codes(samba_env: SambaEnv, connector: ActiveDirectoryConnector) -> None:
+    user = _user(samba_env, connector)
+    # 00000056: wrong old password
+    with pytest.raises(WrongOldPassword):
+        connector.change_password(user, SecretStr("Not-It-1234"), SecretStr(NEW))
+    # 0000052D + Samba's "already used (in history)": history on a change
+    connector.change_password(user, SecretStr(INITIAL), SecretStr(NEW))
+    with pytest.raises(PolicyViolation) as info:
+        connector.change_password(user, SecretStr(NEW), SecretStr(INITIAL))
+    assert info.value.reason == PolicyReason.HISTORY
+    assert info.value.policy is not None and info.value.policy.history_length == 3
+    # 00002030: the object is gone
+    gone = UserRef(dn=f"CN=gone-{unique_login()},{samba_env.base_dn}", id="", login="gone")
+    with pytest.raises(UserNotFound):
+        connector.unlock(gone)
+
+
+def test_change_on_locked_account_is_account_locked(
+    samba_env: SambaEnv, connector: ActiveDirectoryConnector
+) -> None:
+    user = _user(samba_env, connector)
+    samba_env.lock(user.login)
+    stale = user  # found before the lock: the DC answers 00000775
+    with pytest.raises(AccountLocked):
+        connector.change_password(stale, SecretStr(INITIAL), SecretStr(NEW))
+
+
+def test_delegation_stops_at_the_ou(samba_env: SambaEnv, connector: ActiveDirectoryConnector) -> None:
+    """The service account's rights are delegated on OU=People only."""
+    login = unique_login("ad")
+    dn = samba_env.create_user(login, INITIAL, outside_base=True)
+    outside = UserRef(dn=dn, id="", login=login)
+    with pytest.raises(AccessDenied):
+        connector.reset_password(outside, SecretStr(NEW))
+    with pytest.raises(AccessDenied):
+        connector.unlock(outside)
+    with pytest.raises(UserNotFound):  # and lookups do not see it
+        connector.find_user(UserQuery(LookupKind.LOGIN, login))
+
+
+def test_limited_account_denied_and_check_says_why(samba_env: SambaEnv) -> None:
+    with closing(ActiveDirectoryConnector(samba_env.settings)) as full:
+        user = _user(samba_env, full)
+        report = full.check()
+        assert report.ok, report
+    with closing(ActiveDirectoryConnector(samba_env.limited_settings)) as limited:
+        with pytest.raises(AccessDenied) as info:
+            limited.unlock(user)
+        assert info.value.status is Status.ACCESS_DENIED
+        report = limited.check()
+        assert not report.ok
+        rights = next(item for item in report.items if item.name.startswith("rights"))
+        assert "Reset Password" in rights.detail
+        assert "lockoutTime" in rights.detail and "pwdLastSet" in rights.detail
+
+
+def test_wrong_service_password_is_access_denied(samba_env: SambaEnv) -> None:
+    # the limited account: wrong binds count towards lockout, keep svc-writeback clean
+    bad = samba_env.limited_settings.model_copy(update={"bind_password": SecretStr("Wrong-Svc-1")})
+    with closing(ActiveDirectoryConnector(bad)) as conn:
+        report = conn.check()
+        assert [i.name for i in report.items if not i.ok] == ["service_bind"]
+        assert "Wrong-Svc-1" not in repr(report)
+
+
+# --------------------------------------------------------------------------- transport
+
+
+def test_plain_ldap_refused_before_sending(samba_env: SambaEnv) -> None:
+    """Not even a TCP connection: the refusal happens before any byte is sent."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(0.3)
+        port = listener.getsockname()[1]
+        settings = samba_env.settings.model_copy(update={"urls": [f"ldap://127.0.0.1:{port}"]})
+        user = UserRef(dn=f"CN=x,{samba_env.base_dn}", id="", login="x")
+        with closing(ActiveDirectoryConnector(settings)) as conn:
+            with pytest.raises(InsecureTransport):
+                conn.reset_password(user, SecretStr(NEW))
+            with pytest.raises(InsecureTransport):
+                conn.change_password(user, SecretStr(INITIAL), SecretStr(NEW))
+            with pytest.raises(InsecureTransport):
+                conn.unlock(user)
+        with pytest.raises(TimeoutError):
+            listener.accept()
+
+
+def test_failover_and_all_down(samba_env: SambaEnv) -> None:
+    dead = f"ldaps://127.0.0.1:{free_port()}"
+    urls = [dead, samba_env.url]
+    pool = samba_env.settings.model_copy(update={"urls": urls, "connect_timeout": 2.0})
+    with closing(ActiveDirectoryConnector(pool)) as conn:
+        user = _user(samba_env, conn)
+        assert conn.unlock(user).dc == samba_env.url
+    down = samba_env.settings.model_copy(update={"urls": [dead], "connect_timeout": 1.0})
+    with closing(ActiveDirectoryConnector(down)) as conn:
+        with pytest.raises(DirectoryUnavailable) as info:
+            conn.find_user(UserQuery(LookupKind.LOGIN, "anyone"))
+        assert info.value.status is Status.DIRECTORY_UNAVAILABLE
+
+
+def test_tls_validates_against_the_configured_ca(samba_env: SambaEnv, tmp_path: Path) -> None:
+    """A CA that did not sign the DC's certificate: no connection (retryable status)."""
+    from tests.servers.certs import make_ca
+
+    _, _, other_ca = make_ca(tmp_path / "other")
+    settings = samba_env.settings.model_copy(update={"ca_file": other_ca})
+    with closing(ActiveDirectoryConnector(settings)) as conn:
+        report = conn.check()
+        assert [i.name for i in report.items] == ["tls_connect"]
+        assert not report.ok
+
+
+# --------------------------------------------------------------------------- lookups
+
+
+def test_state_flags_and_nested_groups(samba_env: SambaEnv, connector: ActiveDirectoryConnector) -> None:
+    protected = _user(samba_env, connector, protected=True)
+    assert protected.protected
+    disabled = _user(samba_env, connector, disabled=True)
+    assert disabled.disabled and not disabled.locked
+    inner = samba_env.create_group(unique_login("gi"), [protected.dn])
+    outer = samba_env.create_group(unique_login("go"), [inner])
+    groups = connector.group_dns(protected)
+    assert {inner.lower(), outer.lower()} <= groups
+    assert all(dn == dn.lower() for dn in groups)
+
+
+def test_guid_lookup_rejects_garbage(connector: ActiveDirectoryConnector) -> None:
+    for value in ("not-a-guid", "*", "", "00000000-0000-0000-0000-000000000000"):
+        with pytest.raises(UserNotFound):
+            connector.find_user(UserQuery(LookupKind.ID, value))
