@@ -11,6 +11,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -31,6 +32,7 @@ from connectors.base import (
 )
 from tests.servers._process import free_port
 from tests.servers.base import BindOutcome, unique_login
+from tests.servers.certs import make_ca
 from tests.servers.samba import SambaEnv
 
 pytestmark = [pytest.mark.samba, pytest.mark.slow]
@@ -46,7 +48,7 @@ def connector(samba_env: SambaEnv) -> Iterator[ActiveDirectoryConnector]:
     conn.close()
 
 
-def _user(env: SambaEnv, conn: ActiveDirectoryConnector, **kwargs: bool) -> UserRef:
+def _user(env: SambaEnv, conn: ActiveDirectoryConnector, **kwargs: Any) -> UserRef:
     login = unique_login("ad")
     env.create_user(login, INITIAL, display_name="Kim Example", **kwargs)
     return conn.find_user(UserQuery(LookupKind.LOGIN, login))
@@ -161,7 +163,9 @@ def test_change_on_locked_account_is_account_locked(
         connector.change_password(stale, SecretStr(INITIAL), SecretStr(NEW))
 
 
-def test_delegation_stops_at_the_ou(samba_env: SambaEnv, connector: ActiveDirectoryConnector) -> None:
+def test_delegation_stops_at_the_ou(
+    samba_env: SambaEnv, connector: ActiveDirectoryConnector
+) -> None:
     """The service account's rights are delegated on OU=People only."""
     login = unique_login("ad")
     dn = samba_env.create_user(login, INITIAL, outside_base=True)
@@ -238,8 +242,6 @@ def test_failover_and_all_down(samba_env: SambaEnv) -> None:
 
 def test_tls_validates_against_the_configured_ca(samba_env: SambaEnv, tmp_path: Path) -> None:
     """A CA that did not sign the DC's certificate: no connection (retryable status)."""
-    from tests.servers.certs import make_ca
-
     _, _, other_ca = make_ca(tmp_path / "other")
     settings = samba_env.settings.model_copy(update={"ca_file": other_ca})
     with closing(ActiveDirectoryConnector(settings)) as conn:
@@ -251,7 +253,9 @@ def test_tls_validates_against_the_configured_ca(samba_env: SambaEnv, tmp_path: 
 # --------------------------------------------------------------------------- lookups
 
 
-def test_state_flags_and_nested_groups(samba_env: SambaEnv, connector: ActiveDirectoryConnector) -> None:
+def test_state_flags_and_nested_groups(
+    samba_env: SambaEnv, connector: ActiveDirectoryConnector
+) -> None:
     protected = _user(samba_env, connector, protected=True)
     assert protected.protected
     disabled = _user(samba_env, connector, disabled=True)
