@@ -102,7 +102,12 @@ class ActiveDirectoryConnector:
 
     def _connection(self) -> ldap3.Connection:
         if self._conn is None or self._conn.closed:
-            self._conn = open_connection(self.settings)
+            conn = open_connection(self.settings)
+            # Subtree searches from a Windows domain head return continuation references
+            # (DomainDnsZones, ...); chasing them opens connections to other hosts. We
+            # only want entries of this naming context.
+            conn.auto_referrals = False
+            self._conn = conn
         return self._conn
 
     def _drop(self) -> None:
@@ -157,8 +162,12 @@ class ActiveDirectoryConnector:
         """One modify request; returns the URL of the DC that took it."""
         conn = self._connection()
         dc = server_url(conn)
-        with translate_errors(context, dc=dc):
-            conn.modify(user.dn, changes, controls=self._write_controls())
+        controls = self._write_controls()
+        try:
+            with translate_errors(context, dc=dc):
+                conn.modify(user.dn, changes, controls=controls)
+        finally:
+            conn.request = None  # ldap3 keeps the last request (with unicodePwd) around
         return dc
 
     # ------------------------------------------------------------------ lookups

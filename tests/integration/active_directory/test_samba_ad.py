@@ -271,3 +271,17 @@ def test_guid_lookup_rejects_garbage(connector: ActiveDirectoryConnector) -> Non
     for value in ("not-a-guid", "*", "", "00000000-0000-0000-0000-000000000000"):
         with pytest.raises(UserNotFound):
             connector.find_user(UserQuery(LookupKind.ID, value))
+
+
+def test_dead_connection_is_replaced_before_a_write(
+    samba_env: SambaEnv, connector: ActiveDirectoryConnector
+) -> None:
+    """A kept connection that died (DC restart, idle timeout) costs one retried read,
+    not a failed request: every write starts with a read on the same connection."""
+    user = _user(samba_env, connector)
+    assert connector._conn is not None
+    connector._conn.socket.shutdown(socket.SHUT_RDWR)  # the server "went away"
+    outcome = connector.reset_password(user, SecretStr(NEW))
+    assert outcome.applied == ("password",)
+    assert samba_env.bind(user.login, NEW) is BindOutcome.OK
+    assert connector._conn.request is None  # no unicodePwd left behind in ldap3
