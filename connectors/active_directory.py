@@ -306,7 +306,7 @@ class ActiveDirectoryConnector:
 
     def unlock(self, user: UserRef) -> WriteOutcome:
         require_secure_for_writes(self.settings)
-        self._root_dse()  # a read first: replaces a stale connection before the write
+        self._entry(user.dn, ["lockoutTime"])  # a real read first: replaces a dead connection
         dc = self._modify(user, {"lockoutTime": [(ldap3.MODIFY_REPLACE, ["0"])]}, "write")
         return WriteOutcome(dc=dc, applied=("unlock",))
 
