@@ -53,12 +53,14 @@ class HoldingProxy:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+                s.close()
 
     def close(self) -> None:
         self._closed.set()
         self._listener.close()
         for s in self._sockets:
             try:
-                s.close()
+                s.shutdown(socket.SHUT_RDWR)  # wakes a recv() blocked in a pipe thread
             except OSError:
                 pass
+            s.close()

@@ -138,10 +138,10 @@ def test_crash_mid_write_is_reported_in_doubt(
         assert "Try again" in result.message
         assert '"request.in_doubt"' in log.read_text()
     finally:
+        proxy.close()  # first: a health probe stuck on the held connection ends with it
         if agent.poll() is None:
             agent.send_signal(signal.SIGTERM)
-            agent.wait(20)
-        proxy.close()
+            agent.wait(30)
         system.close()
 
 

@@ -414,17 +414,28 @@ class _SambaProcess:
             os.killpg(pgid, signal.SIGKILL)
 
 
-@pytest.fixture(scope="session")
-def samba_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SambaEnv]:
-    require_binary("samba", "samba-ad-dc")
-    require_binary("samba-tool", "samba-common-bin")
+class SambaUnavailable(RuntimeError):
+    """This machine cannot run the throwaway DC; the message says what to install."""
+
+
+def _preflight() -> None:
+    for binary, package in (("samba", "samba-ad-dc"), ("samba-tool", "samba-common-bin")):
+        if not any((Path(d) / binary).exists() for d in ("/usr/sbin", "/usr/bin", "/sbin")):
+            raise SambaUnavailable(f"{binary} not found: install the Debian package {package!r}")
     if not PROVISION_DATA.is_dir():
-        _skip_or_fail("Samba provisioning data missing: install the Debian package "
-                      "'samba-ad-provision' (apt-get install samba-ad-provision)")
+        raise SambaUnavailable("Samba provisioning data missing: install the Debian package "
+                               "'samba-ad-provision' (apt-get install samba-ad-provision)")
     if os.geteuid() != 0:
-        _skip_or_fail("the Samba AD DC fixture needs root (loopback address, ports 389/636)")
+        raise SambaUnavailable("the throwaway Samba AD DC needs root (loopback address, ports 389/636)")
+
+
+@contextlib.contextmanager
+def running_samba(root: Path) -> Iterator[SambaEnv]:
+    """A provisioned, configured Samba AD DC on its own loopback address, stopped and
+    cleaned up on exit. Used by the `samba_env` fixture and by scripts/demo.py."""
+    _preflight()
     started = time.monotonic()
-    root = tmp_path_factory.mktemp("samba")
+    root.mkdir(parents=True, exist_ok=True)
     ip = _claim_loopback_address()
     process = _SambaProcess(root, ip)
     env: SambaEnv | None = None
@@ -448,6 +459,18 @@ def samba_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SambaEnv]:
             env.close()
         process.stop()
         _release_loopback_address(ip)
+
+
+@pytest.fixture(scope="session")
+def samba_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SambaEnv]:
+    require_binary("samba", "samba-ad-dc")
+    require_binary("samba-tool", "samba-common-bin")
+    try:
+        _preflight()
+    except SambaUnavailable as exc:
+        _skip_or_fail(str(exc))
+    with running_samba(tmp_path_factory.mktemp("samba")) as env:
+        yield env
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
