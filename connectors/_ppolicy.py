@@ -24,6 +24,7 @@ from agent.protocol.status import PolicyReason
 from connectors._ldap import Context
 from connectors.base import (
     AccessDenied,
+    AccountDisabled,
     AccountLocked,
     DirectoryError,
     PasswordPolicy,
@@ -136,7 +137,9 @@ def refine(exc: lexc.LDAPOperationResult, context: Context, result: dict[str, An
         return AccountLocked(detail)
     if response.error == 3:  # passwordModNotAllowed: pwdAllowUserChange FALSE
         return AccessDenied(detail)
-    if response.error is not None:  # expired, changeAfterReset, mustSupplyOldPassword
+    if response.error == 0:  # passwordExpired at bind: as AD's 0x532, account_disabled
+        return AccountDisabled(detail)
+    if response.error is not None:  # changeAfterReset, mustSupplyOldPassword
         return DirectoryError(detail)
     return None
 

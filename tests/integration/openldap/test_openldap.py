@@ -11,6 +11,7 @@ from pathlib import Path
 
 import ldap3
 import pytest
+from ldap3.core import exceptions as lexc
 from pydantic import SecretStr
 
 from agent.protocol.status import PolicyReason
@@ -82,6 +83,28 @@ def test_decode_ppolicy_warning_and_garbage() -> None:
     assert decoded.error is None
     assert pp.decode_ppolicy_response(b"\xff\x00garbage") == pp.PPolicyResponse()
     assert pp.decode_ppolicy_response(None) == pp.PPolicyResponse()
+
+
+@pytest.mark.parametrize(
+    ("code", "expected", "reason"),
+    [
+        (0, AccountDisabled, None),  # passwordExpired, as AD's 0x532
+        (1, AccountLocked, None),
+        (3, AccessDenied, None),
+        (5, PolicyViolation, PolicyReason.COMPLEXITY),
+        (6, PolicyViolation, PolicyReason.TOO_SHORT),
+        (7, PolicyViolation, PolicyReason.TOO_YOUNG),
+        (8, PolicyViolation, PolicyReason.HISTORY),
+        (9, PolicyViolation, PolicyReason.TOO_LONG),
+    ],
+)
+def test_refine_maps_ppolicy_errors(code: int, expected: type, reason: PolicyReason | None) -> None:
+    exc = lexc.LDAPOperationResult(result=19, description="constraintViolation", message="x")
+    result = {"controls": {pp.PPOLICY_OID: {"value": bytes([0x30, 3, 0x81, 1, code])}}}
+    error = pp.refine(exc, "write", result)
+    assert type(error) is expected
+    assert error is not None and error.reason == (reason.value if reason else None)
+    assert pp.refine(exc, "write", {"controls": {}}) is None  # no control: generic mapping
 
 
 def test_server_side_refusal_is_named_from_the_control(
