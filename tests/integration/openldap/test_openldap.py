@@ -282,7 +282,6 @@ def test_first_url_dead_second_answers(env: SlapdEnv, conn: OpenLdapConnector) -
     assert outcome.dc == real
 
 
-@pytest.mark.slow  # ldap3's ServerPool sleeps POOLING_LOOP_TIMEOUT (10 s) after a failed pass
 def test_every_url_dead_is_unavailable(env: SlapdEnv) -> None:
     dead = OpenLdapConnector(env.settings.model_copy(update={
         "urls": [f"ldaps://127.0.0.1:{free_port()}"], "connect_timeout": 1.0}))
