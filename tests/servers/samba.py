@@ -318,6 +318,7 @@ class _SambaProcess:
         accounts = ("Administrator", "svc-writeback", "svc-limited")
         self.passwords = {name: _password() for name in accounts}
         self.proc: subprocess.Popen[bytes] | None = None
+        self.also_delegate: tuple[str, ...] = ()  # containers besides OU=People
 
     def _tool(self, *args: str) -> str:
         return _run(["samba-tool", *args, "-H", str(self.target / "private" / "sam.ldb")],
@@ -379,7 +380,8 @@ class _SambaProcess:
         # CIIO + inherited object type user: applies to user objects below the OU only.
         aces = "".join(f"(OA;CIIO;{right};{guid};{USER_CLASS};{svc})" for right, guid in
                        (("CR", RESET_PASSWORD), ("WP", LOCKOUT_TIME), ("WP", PWD_LAST_SET)))
-        self._tool("dsacl", "set", f"--objectdn={env.base_dn}", f"--sddl={aces}")
+        for dn in (env.base_dn, *self.also_delegate):
+            self._tool("dsacl", "set", f"--objectdn={dn}", f"--sddl={aces}")
         readers = "".join(f"(A;CI;RPLCLORC;;;{sid})" for sid in sids.values())
         self._tool("dsacl", "set",
                    f"--objectdn=CN=Password Settings Container,CN=System,{DOMAIN_DN}",
@@ -430,14 +432,17 @@ def _preflight() -> None:
 
 
 @contextlib.contextmanager
-def running_samba(root: Path) -> Iterator[SambaEnv]:
+def running_samba(root: Path, *, also_delegate: tuple[str, ...] = ()) -> Iterator[SambaEnv]:
     """A provisioned, configured Samba AD DC on its own loopback address, stopped and
-    cleaned up on exit. Used by the `samba_env` fixture and by scripts/demo.py."""
+    cleaned up on exit. Used by the `samba_env` fixture and by scripts/demo.py.
+    `also_delegate`: containers (besides OU=People) where svc-writeback gets the
+    reset rights, e.g. CN=Users for a demo whose scope is the whole domain."""
     _preflight()
     started = time.monotonic()
     root.mkdir(parents=True, exist_ok=True)
     ip = _claim_loopback_address()
     process = _SambaProcess(root, ip)
+    process.also_delegate = also_delegate
     env: SambaEnv | None = None
     try:
         cert = make_server_cert(root / "tls", [ip])
