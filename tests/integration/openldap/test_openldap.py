@@ -310,3 +310,41 @@ def test_nested_groups_with_a_cycle(env: SlapdEnv, conn: OpenLdapConnector) -> N
     env.create_group(unique_login("g"), [])  # unrelated
     groups = conn.group_dns(user)
     assert groups == {d.lower() for d in (inner, outer, loop_a, loop_b, PROTECTED_GROUP)}
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def _frame_text(exc: BaseException) -> str:
+    """Every local of every frame of the exception chain, as repr: what a traceback
+    renderer that shows locals would print."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        tb = current.__traceback__
+        if current is exc and tb is not None:
+            tb = tb.tb_next  # the test's own frame
+        while tb is not None:
+            for value in tb.tb_frame.f_locals.values():
+                parts.append(repr(value))
+                request = getattr(value, "request", None)
+                parts.append(repr(request))
+            tb = tb.tb_next
+        current = current.__cause__ or current.__context__
+    return "\n".join(parts)
+
+
+def test_no_secret_left_in_traceback_locals(env: SlapdEnv, conn: OpenLdapConnector) -> None:
+    user = _user(env, conn)
+    conn.reset_password(user, SecretStr(NEW))
+    service_pw = env.settings.bind_password.get_secret_value()
+    with pytest.raises(PolicyViolation) as refused:  # refused by slapd (history), not by us
+        conn.reset_password(user, SecretStr(INITIAL))
+    with pytest.raises(PolicyViolation) as refused_change:
+        conn.change_password(user, SecretStr(NEW), SecretStr(INITIAL))
+    for info in (refused, refused_change):
+        text = _frame_text(info.value)
+        for secret in (INITIAL, NEW, service_pw):
+            assert secret not in text
