@@ -1,4 +1,5 @@
-"""The ppolicy overlay's wire details: the response control and its attributes.
+"""The ppolicy overlay's wire details: the Password Modify exop, the response
+control and the policy/state attributes.
 
 slapd answers a password operation that carries the ppolicy request control
 (draft-behera-ldap-password-policy) with a response control that names the rule
@@ -13,12 +14,14 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+import ldap3
 from ldap3.core import exceptions as lexc
 
 # pyasn1 ships no type information.
 from pyasn1.codec.ber import decoder as ber_decoder  # type: ignore[import-untyped]
 from pyasn1.error import PyAsn1Error  # type: ignore[import-untyped]
 from pyasn1.type import namedtype, namedval, tag, univ  # type: ignore[import-untyped]
+from pydantic import SecretStr
 
 from agent.protocol.status import PolicyReason
 from connectors._ldap import Context
@@ -225,3 +228,35 @@ def policy_from_attrs(attrs: dict[str, Any], *, complexity: bool) -> PasswordPol
         lockout_threshold=int_value(attrs, "pwdMaxFailure") if lockout else 0,
         source=str(attrs.get("dn", "none")),
     )
+
+
+# --------------------------------------------------------------------------- the exop
+
+
+def forget_secrets(conn: ldap3.Connection) -> None:
+    """ldap3 keeps the last request (a Password Modify's BER value holds the new
+    password) and the bind password on the Connection, which may outlive the call
+    in a traceback: drop both once the bind and the write are done. (SYNC
+    connections never re-bind by themselves, so the password is not needed again.)"""
+    conn.request = None
+    conn.password = None
+
+
+def password_modify(conn: ldap3.Connection, dn: str, new: SecretStr,
+                     old: SecretStr | None = None) -> None:
+    """RFC 3062 Password Modify, no client-side hash, with the ppolicy request control.
+
+    On failure the ldap3 exception loses its traceback: ldap3's frames hold the
+    passwords in their locals, which a renderer that shows locals (Sentry, rich)
+    would print. The exception itself, with the server's answer, is kept.
+    """
+    try:
+        conn.extend.standard.modify_password(
+            dn, old_password=old.get_secret_value() if old is not None else None,
+            new_password=new.get_secret_value(), hash_algorithm=None,
+            controls=[PPOLICY_REQUEST],
+        )
+    except (lexc.LDAPException, OSError) as exc:
+        raise exc.with_traceback(None)  # noqa: B904 - the same exception, minus ldap3's frames
+    finally:
+        forget_secrets(conn)

@@ -80,35 +80,6 @@ _CLEAR_FAILURES: Changes = {"pwdFailureTime": [(ldap3.MODIFY_REPLACE, [])]}
 _RELAX = ("1.3.6.1.4.1.4203.666.5.12", True, None)
 
 
-def _forget_secrets(conn: ldap3.Connection) -> None:
-    """ldap3 keeps the last request (a Password Modify's BER value holds the new
-    password) and the bind password on the Connection, which may outlive the call
-    in a traceback: drop both once the bind and the write are done. (SYNC
-    connections never re-bind by themselves, so the password is not needed again.)"""
-    conn.request = None
-    conn.password = None
-
-
-def _password_modify(conn: ldap3.Connection, dn: str, new: SecretStr,
-                     old: SecretStr | None = None) -> None:
-    """RFC 3062 Password Modify, no client-side hash, with the ppolicy request control.
-
-    On failure the ldap3 exception loses its traceback: ldap3's frames hold the
-    passwords in their locals, which a renderer that shows locals (Sentry, rich)
-    would print. The exception itself, with the server's answer, is kept.
-    """
-    try:
-        conn.extend.standard.modify_password(
-            dn, old_password=old.get_secret_value() if old is not None else None,
-            new_password=new.get_secret_value(), hash_algorithm=None,
-            controls=[pp.PPOLICY_REQUEST],
-        )
-    except (lexc.LDAPException, OSError) as exc:
-        raise exc.with_traceback(None)  # noqa: B904 - the same exception, minus ldap3's frames
-    finally:
-        _forget_secrets(conn)
-
-
 class OpenLdapConnector:
     """`DirectoryConnector` for slapd + ppolicy. One per worker thread.
 
@@ -308,7 +279,7 @@ class OpenLdapConnector:
             self._modify(user.dn, _RESET_TRUE)
 
         try:
-            self._run("write", lambda conn: _password_modify(conn, user.dn, new_password))
+            self._run("write", lambda conn: pp.password_modify(conn, user.dn, new_password))
         except DirectoryError as exc:
             if isinstance(exc, PolicyViolation):
                 exc.policy = exc.policy or policy
@@ -339,12 +310,12 @@ class OpenLdapConnector:
         try:
             prevalidate(new_password.get_secret_value(), policy, user, self_change=True)
             with translate_errors("change", dc=dc, refine=pp.refine, conn=conn):
-                _password_modify(conn, user.dn, new_password, old_password)
+                pp.password_modify(conn, user.dn, new_password, old_password)
         except PolicyViolation as exc:
             exc.policy = exc.policy or policy
             raise
         finally:
-            _forget_secrets(conn)
+            pp.forget_secrets(conn)
             close_quietly(conn)
         return WriteOutcome(dc=dc, applied=("password",))
 
