@@ -102,6 +102,9 @@ _NOT_SECRET = frozenset(
         "pwdminage",
         "pwdmaxage",
         "pwdinhistory",
+        # Samba's diagnostic prefix ("check_password_restrictions: the password is too
+        # short"): a function name; hiding the text after it hides the useful reason.
+        "check_password_restrictions",
     }
 )
 # "code" is secret on its own (enrollment codes) but these are plain numbers.

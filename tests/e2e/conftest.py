@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from agent.logging import configure_logging
+from tests.e2e import harness
 from tests.e2e.harness import AgentSystem, directory_entry, parent_dn
 from tests.servers._process import free_port
 from tests.servers.base import DirectoryEnv, unique_login
@@ -38,6 +39,7 @@ def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
 def log_buffer() -> io.StringIO:
     """Everything the in-process agents log, as the JSON lines an operator would see."""
     buffer = io.StringIO()
+    harness.LOG_STREAM = buffer
     configure_logging(level="debug", fmt="json", stream=buffer)
     return buffer
 
@@ -96,3 +98,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if Path(str(item.fspath)).parent.name == "e2e":
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _agents_log_to_buffer(log_buffer: io.StringIO) -> io.StringIO:
+    """Every e2e test's in-process agents log into the buffer the secrets test reads."""
+    return log_buffer

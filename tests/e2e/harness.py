@@ -10,6 +10,7 @@ a portal that talks through cloud/sdk.py and the relay's PortalClient.
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +21,30 @@ import tomli_w
 from agent.app import Agent, build_agent
 from agent.cli import main as agent_cli
 from agent.config import load_settings
+from agent.logging import configure_logging
 from agent.protocol.keys import AgentPublicKeys
 from cloud.relay.client import PortalClient
 from cloud.sdk import PortalSigner, Result, SignedRequest, build_request, verify_result
 from connectors.base import DirectorySettings
 from tests.servers._process import free_port
 from tests.servers.relay import RelayProcess
+
+
+# Where in-process agents log (set by the e2e conftest). The CLI's main() points the
+# process-wide logging at stderr; after calling it in-process, point it back here.
+LOG_STREAM: io.StringIO | None = None
+
+
+def _restore_logging() -> None:
+    if LOG_STREAM is not None:
+        configure_logging(level="debug", fmt="json", stream=LOG_STREAM)
+
+
+def cli(*args: str) -> int:
+    try:
+        return agent_cli(list(args))
+    finally:
+        _restore_logging()
 
 
 def parent_dn(dn: str) -> str:
@@ -112,7 +131,7 @@ class AgentSystem:
         relay.add_portal_key(tenant, trusted.kid, trusted.key)
         config = root / "agent.toml"
         data_dir = root / "data"
-        assert agent_cli(["-c", str(config), "init", "--data-dir", str(data_dir), "--relay-url", relay.base_url]) == 0
+        assert cli("-c", str(config), "init", "--data-dir", str(data_dir), "--relay-url", relay.base_url) == 0
         document: dict[str, Any] = {
             "data_dir": str(data_dir),
             "agent_name": f"e2e-{root.name}",
@@ -127,7 +146,7 @@ class AgentSystem:
         document.update(top)
         config.write_text(tomli_w.dumps(document))
         code = relay.enrollment_code(tenant, group)
-        assert agent_cli(["-c", str(config), "enroll", "--code", code]) == 0
+        assert cli("-c", str(config), "enroll", "--code", code) == 0
         portal = Portal(relay, tenant, token, group, signer)
         return cls(root, config, portal)
 
