@@ -192,53 +192,57 @@ def test_heartbeat_and_portal_keys(
     transport.heartbeat(b'{"version": "0.1.0", "directory": "up"}')
 
 
-def test_result_long_poll_wakes_promptly(
-    portal: PortalClient, tenant: tuple[str, str], enroll_agent: Callable[..., EnrolledAgent]
-) -> None:
-    transport = enroll_agent().transport()
-    request_id = portal.submit(fake_envelope(tenant[0]))
-    lease = transport.lease(wait=5)
-    assert lease is not None
-    done: list[tuple[float, bytes]] = []
+def test_result_long_poll_wakes_promptly(relay_factory: Callable[..., RelayProcess]) -> None:
+    # A 5 s store re-check makes the two mechanisms distinguishable on a loaded CI
+    # machine: only the in-process wake-up answers in well under 5 s.
+    relay = relay_factory(poll_interval=5)
+    tenant, token = relay.create_tenant()
+    agent = relay.enroll_agent(tenant)
+    with agent.transport() as transport, relay.portal(token) as portal:
+        request_id = portal.submit(fake_envelope(tenant))
+        lease = transport.lease(wait=5)
+        assert lease is not None
+        done: list[tuple[float, bytes]] = []
 
-    def wait() -> None:
-        result = portal.wait_result(request_id, timeout=20)
-        done.append((time.monotonic(), result))
+        def wait() -> None:
+            result = portal.wait_result(request_id, timeout=20)
+            done.append((time.monotonic(), result))
 
-    waiter = threading.Thread(target=wait)
-    waiter.start()
-    time.sleep(0.5)  # the portal is parked in its long-poll
-    posted = time.monotonic()
-    transport.complete(lease, RESULT)
-    waiter.join(timeout=20)
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        time.sleep(0.5)  # the portal is parked in its long-poll
+        posted = time.monotonic()
+        transport.complete(lease, RESULT)
+        waiter.join(timeout=20)
     assert done and done[0][1] == RESULT
     latency = done[0][0] - posted
     print(f"\nresult long-poll latency (agent posts result -> portal has it): "
           f"{latency * 1000:.1f} ms")
-    assert latency < 0.4  # well under the 0.5 s re-check: the wake-up did it
+    assert latency < 2.5  # not the 5 s re-check: the wake-up did it
 
 
-def test_lease_long_poll_wakes_promptly(
-    portal: PortalClient, tenant: tuple[str, str], enroll_agent: Callable[..., EnrolledAgent]
-) -> None:
-    transport = enroll_agent().transport()
+def test_lease_long_poll_wakes_promptly(relay_factory: Callable[..., RelayProcess]) -> None:
+    relay = relay_factory(poll_interval=5)  # see test_result_long_poll_wakes_promptly
+    tenant, token = relay.create_tenant()
+    agent = relay.enroll_agent(tenant)
     got: list[float] = []
+    with agent.transport() as transport, relay.portal(token) as portal:
 
-    def wait() -> None:
-        lease = transport.lease(wait=20)
-        assert lease is not None
-        got.append(time.monotonic())
+        def wait() -> None:
+            lease = transport.lease(wait=20)
+            assert lease is not None
+            got.append(time.monotonic())
 
-    waiter = threading.Thread(target=wait)
-    waiter.start()
-    time.sleep(0.5)
-    submitted = time.monotonic()
-    portal.submit(fake_envelope(tenant[0]))
-    waiter.join(timeout=20)
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        time.sleep(0.5)
+        submitted = time.monotonic()
+        portal.submit(fake_envelope(tenant))
+        waiter.join(timeout=20)
     assert got
     print(f"\nlease long-poll latency (submit -> agent has lease): "
           f"{(got[0] - submitted) * 1000:.1f} ms")
-    assert got[0] - submitted < 0.4
+    assert got[0] - submitted < 2.5  # not the 5 s re-check: the wake-up did it
 
 
 def test_wait_result_times_out_with_state(
