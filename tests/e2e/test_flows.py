@@ -238,24 +238,4 @@ def _dn(scenario: Scenario, login: str) -> str:
 
 
 def _add_member(scenario: Scenario, group_dn: str, member_dn: str) -> None:
-    env = scenario.env
-    add = getattr(env, "add_member", None)
-    if add is not None:
-        add(group_dn, member_dn)
-        return
-    import ldap3
-
-    with _admin(env) as conn:
-        conn.modify(group_dn, {"member": [(ldap3.MODIFY_ADD, [member_dn])]})
-
-
-def _admin(env: object):  # type: ignore[no-untyped-def]
-    import contextlib
-
-    admin = env.admin  # type: ignore[attr-defined]
-    if callable(admin):
-        result = admin()
-        if hasattr(result, "__enter__"):
-            return result
-        return contextlib.nullcontext(result)
-    return contextlib.nullcontext(admin)
+    scenario.env.add_member(group_dn, member_dn)

@@ -80,6 +80,10 @@ class DirectoryEnv(Protocol):
         """A group with these member DNs (users or groups, for nesting). Returns its DN."""
         ...
 
+    def add_member(self, group_dn: str, member_dn: str) -> None:
+        """Add a user or group to an existing group."""
+        ...
+
     def user_id(self, login: str) -> str:
         """objectGUID / entryUUID of the user, in the form `find_user(LookupKind.ID)` takes."""
         ...

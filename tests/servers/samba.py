@@ -298,6 +298,9 @@ class SambaEnv:
         self.admin().add(dn, ["top", "group"], attrs)
         return dn
 
+    def add_member(self, group_dn: str, member_dn: str) -> None:
+        self.admin().modify(group_dn, {"member": [(ldap3.MODIFY_ADD, [member_dn])]})
+
     def user_id(self, login: str) -> str:
         raw = self.read(self.dn_of(login), ["objectGUID"])["raw"]["objectGUID"][0]
         return str(uuid.UUID(bytes_le=raw))

@@ -292,6 +292,10 @@ class SlapdEnv:
             conn.add(dn, ["groupOfNames"], {"cn": name, "member": members or [""]})
         return dn
 
+    def add_member(self, group_dn: str, member_dn: str) -> None:
+        with self.admin() as conn:
+            conn.modify(group_dn, {"member": [(ldap3.MODIFY_ADD, [member_dn])]})
+
     def user_id(self, login: str) -> str:
         return str(self.first(login, "entryUUID"))
 
