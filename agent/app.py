@@ -107,6 +107,7 @@ def build_agent(
         log=log,
         metrics=metrics,
         health=health,
+        verifier=verifier,
     )
     sched = settings.schedule
     scheduler = AgentScheduler(

@@ -50,18 +50,21 @@ class Enrollment:
 
 
 def portal_keys_from_relay(items: list[dict[str, Any]]) -> list[TrustedPortalKey]:
-    """The relay's {kid, public_key, not_before, not_after} as keyring entries."""
-    keys = []
-    for item in items:
-        keys.append(
-            TrustedPortalKey(
-                kid=str(item["kid"]),
-                key=str(item["public_key"]),
-                not_before=item.get("not_before"),
-                not_after=item.get("not_after"),
-            )
+    """The relay's {kid, public_key, not_before, not_after} as keyring entries
+    (the relay speaks float seconds; the keyring whole seconds)."""
+
+    def whole(value: Any) -> int | None:
+        return None if value is None else int(value)
+
+    return [
+        TrustedPortalKey(
+            kid=str(item["kid"]),
+            key=str(item["public_key"]),
+            not_before=whole(item.get("not_before")),
+            not_after=whole(item.get("not_after")),
         )
-    return keys
+        for item in items
+    ]
 
 
 def keyring_path(data_dir: Path) -> Path:

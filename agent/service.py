@@ -25,7 +25,9 @@ from typing import Any
 from agent.config import Settings
 from agent.journal import Journal
 from agent.pipeline import ConnectorPool, Identity, LeaseGone, Pipeline
+from agent.enrollment import keyring_path, portal_keys_from_relay
 from agent.protocol.keys import AgentKeys
+from agent.protocol.verify import RequestVerifier
 from agent.protocol.messages import HeartbeatBody
 from agent.protocol.results import sign_heartbeat
 from agent.transports.base import (
@@ -72,8 +74,10 @@ class AgentService:
         log: Any,
         metrics: Any | None = None,
         health: Any | None = None,
+        verifier: RequestVerifier | None = None,
     ) -> None:
         self._settings = settings
+        self._verifier = verifier
         self._identity = identity
         self._keys = keys
         self._transport_factory = transport_factory
@@ -271,14 +275,45 @@ class AgentService:
         if removed:
             self._log.info("journal.pruned", removed=removed)
 
+    def refresh_portal_keys(self) -> None:
+        """Pick up portal key rotation from the relay: new keys are added and changed
+        windows (a retiring key's not_after) applied; keys are never dropped here."""
+        if self._verifier is None or self._control_transport is None:
+            return
+        try:
+            items = self._control_transport.portal_keys()
+            fresh = portal_keys_from_relay(items)
+        except (TransportError, KeyError, ValueError) as exc:
+            self._log.warning("portal_keys.refresh_failed", detail=str(exc))
+            return
+        current = self._verifier.keyring
+        merged = current
+        for key in fresh:
+            merged = merged.with_key(key)
+        if {k.kid: k for k in merged.keys} != {k.kid: k for k in current.keys}:
+            merged.save(keyring_path(self._settings.data_dir))
+            self._verifier.replace_keyring(merged)
+            self._log.info("portal_keys.updated", kids=sorted(k.kid for k in merged.keys))
+
     def check_key_expiry(self) -> None:
+        """Warn ahead of a key's end, so nobody learns of it from rejected requests."""
+        self.refresh_portal_keys()
+        now = time.time()
+        warn = self._settings.schedule.key_expiry_warn_days * 86400
+        windows: dict[str, int | None] = {}
+        if self._verifier is not None:
+            windows.update({f"portal:{k.kid}": k.not_after for k in self._verifier.keyring.keys})
         previous = self._keys.previous_kem
-        if previous is not None and previous.not_after is not None:
-            remaining = previous.not_after - time.time()
+        if previous is not None:
+            windows[f"agent:{previous.kid}"] = previous.not_after
+        for name, not_after in windows.items():
+            if not_after is None:
+                continue
+            remaining = not_after - now
             if self._metrics is not None:
-                self._metrics.set_key_expiry("previous_kem", max(0.0, remaining))
-            if remaining <= 0:
-                self._log.info("key.retired", kid=previous.kid)
+                self._metrics.set_key_expiry(name, max(0.0, remaining))
+            if 0 < remaining <= warn:
+                self._log.warning("key.expiring", key=name, seconds_left=int(remaining))
 
     # ------------------------------------------------------------------ state
 

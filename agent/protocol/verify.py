@@ -128,6 +128,15 @@ class RequestVerifier:
         self._max_lifetime = max_lifetime
         self._clock = clock
 
+    @property
+    def keyring(self) -> PortalKeyring:
+        return self._keyring
+
+    def replace_keyring(self, keyring: PortalKeyring) -> None:
+        """Portal key rotation while running: one attribute swap, so a concurrent
+        verify() sees either the old or the new keyring, never a mix."""
+        self._keyring = keyring
+
     def verify(self, raw: bytes) -> VerifiedRequest:
         """Every check except decryption; raises Rejected. Call ``.open()`` next."""
         # 1. Size cap, before anything looks inside.

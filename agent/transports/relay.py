@@ -235,6 +235,10 @@ class RelayTransport:
         keys: list[dict[str, Any]] = self._call("GET", "/v1/agent/portal-keys").json()["keys"]
         return keys
 
+    def update_keys(self, public_keys: dict[str, Any]) -> None:
+        """Register a rotated public record (same signing key, new encryption key)."""
+        self._call("PUT", "/v1/agent/keys", body=json.dumps({"public_keys": public_keys}).encode())
+
     def close(self) -> None:
         self._client.close()
 

@@ -76,6 +76,10 @@ class EnrollBody(BaseModel):
     public_keys: dict[str, Any]
 
 
+class PublicKeysBody(BaseModel):
+    public_keys: dict[str, Any]
+
+
 class Enrolled(BaseModel):
     agent_id: str
     tenant: str

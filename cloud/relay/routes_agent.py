@@ -26,6 +26,7 @@ from cloud.relay.models import (
     Ok,
     PortalKeyBody,
     PortalKeys,
+    PublicKeysBody,
     ResultBody,
     ServerTime,
 )
@@ -185,3 +186,19 @@ async def heartbeat(request: Request, agent: SignedAgent, ctx: Ctx) -> ServerTim
 async def portal_keys(agent: SignedAgent, ctx: Ctx) -> PortalKeys:
     keys = await ctx.run(ctx.store.portal_keys, agent.tenant, ctx.clock())
     return PortalKeys(keys=[PortalKeyBody(**k.as_dict()) for k in keys])
+
+
+@router.put("/agent/keys", response_model=Ok, responses=_ERRORS)
+async def update_keys(body: PublicKeysBody, agent: SignedAgent, ctx: Ctx) -> Ok:
+    """Encryption-key rotation: the agent registers its new public record, signed with
+    its (unchanged) signing key; portals seal new requests to it from now on."""
+    if body.public_keys.get("sign_key") != agent.sign_key:
+        raise RelayHTTPError(
+            422, "sign_key_change_unsupported",
+            "the signing key cannot be rotated in place: enroll the agent again",
+        )
+    if len(json.dumps(body.public_keys)) > _MAX_STATUS_BYTES * 4:
+        raise RelayHTTPError(413, "too_large", "public_keys too large")
+    await ctx.run(ctx.store.update_public_keys, agent.agent_id, body.public_keys)
+    log.info("agent.keys_updated", agent_id=agent.agent_id, tenant=agent.tenant)
+    return Ok()

@@ -118,7 +118,9 @@ class RelayStore(Protocol):
     def tenant_for_token(self, token_hash: str) -> str | None: ...
 
     def add_portal_key(self, tenant: str, key: PortalKey, now: float) -> None:
-        """Raises NotFoundError (no such tenant) or DuplicateError (kid taken)."""
+        """Adds a key, or sets the window of the same key added before (rotation
+        retires the old key by giving it a not_after). Raises NotFoundError (no such
+        tenant) or DuplicateError (the kid is taken by a different key)."""
         ...
 
     def portal_keys(self, tenant: str, now: float) -> list[PortalKey]:
@@ -144,6 +146,10 @@ class RelayStore(Protocol):
         ...
 
     def get_agent(self, agent_id: str) -> Agent | None: ...
+
+    def update_public_keys(self, agent_id: str, public_keys: dict[str, Any]) -> None:
+        """Replace an enrolled agent's public record (encryption key rotation)."""
+        ...
 
     def list_agents(self, tenant: str, agent_group: str) -> list[Agent]:
         """Enrolled, non-removed agents of the group, oldest first."""

@@ -179,7 +179,18 @@ class SQLiteStore:
                     (tenant, key.kid, key.public_key, key.not_before, key.not_after, now),
                 )
             except sqlite3.IntegrityError as exc:
-                raise DuplicateError(f"portal key {key.kid!r} exists") from exc
+                # The same key again sets its window: that is how a rotation retires
+                # the old key (not_after). Another key under a used kid is refused.
+                row = conn.execute(
+                    "SELECT public_key FROM portal_keys WHERE tenant = ? AND kid = ?",
+                    (tenant, key.kid),
+                ).fetchone()
+                if row is None or row[0] != key.public_key:
+                    raise DuplicateError(f"portal key {key.kid!r} exists") from exc
+                conn.execute(
+                    "UPDATE portal_keys SET not_before = ?, not_after = ? WHERE tenant = ? AND kid = ?",
+                    (key.not_before, key.not_after, tenant, key.kid),
+                )
 
     def portal_keys(self, tenant: str, now: float) -> list[PortalKey]:
         rows = self._conn().execute(
@@ -280,6 +291,12 @@ class SQLiteStore:
                 " lease_expires_at = NULL WHERE leased_by = ? AND state = 'leased'",
                 (agent_id,),
             )
+
+    def update_public_keys(self, agent_id: str, public_keys: dict[str, Any]) -> None:
+        self._conn().execute(
+            "UPDATE agents SET public_keys = ? WHERE agent_id = ? AND removed_at IS NULL",
+            (json.dumps(public_keys, sort_keys=True), agent_id),
+        )
 
     def touch_agent(self, agent_id: str, now: float, status: bytes | None = None) -> None:
         if status is None:

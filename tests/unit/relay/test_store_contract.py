@@ -95,6 +95,14 @@ def test_portal_keys(store: RelayStore) -> None:
     assert store.portal_keys("t2", T0) == []
 
 
+def test_portal_key_window_update_retires_the_old_key(store: RelayStore) -> None:
+    store.add_tenant("t1", "h1", T0)
+    store.add_portal_key("t1", PortalKey("old", "K1", None, None), T0)
+    store.add_portal_key("t1", PortalKey("old", "K1", None, T0 + 10), T0 + 1)  # same key: new window
+    assert [k.not_after for k in store.portal_keys("t1", T0)] == [T0 + 10]
+    assert store.portal_keys("t1", T0 + 11) == []
+
+
 def test_duplicate_request_id(store: RelayStore) -> None:
     _tenant_with_agents(store, "a1")
     store.add_request("t1", "r1", "g", T0 + 120, b"{}", now=T0)
