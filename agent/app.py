@@ -54,7 +54,9 @@ class Agent:
         return self.health_server.port if self.health_server is not None else None
 
 
-def relay_transport_factory(settings: Settings, enrollment: Enrollment, keys: AgentKeys) -> Callable[[], Transport]:
+def relay_transport_factory(
+    settings: Settings, enrollment: Enrollment, keys: AgentKeys
+) -> Callable[[], Transport]:
     relay = settings.relay
     ca_file = str(relay.ca_file) if relay and relay.ca_file else None
     allow_http = bool(relay and relay.allow_insecure_http)
@@ -62,8 +64,12 @@ def relay_transport_factory(settings: Settings, enrollment: Enrollment, keys: Ag
 
     def factory() -> Transport:
         return RelayTransport(
-            enrollment.relay_url, enrollment.agent_id, keys.signing,
-            ca_file=ca_file, allow_insecure_http=allow_http, timeout=timeout,
+            enrollment.relay_url,
+            enrollment.agent_id,
+            keys.signing,
+            ca_file=ca_file,
+            allow_insecure_http=allow_http,
+            timeout=timeout,
         )
 
     return factory
@@ -93,8 +99,14 @@ def build_agent(
         max_skew=settings.max_clock_skew_seconds,
     )
     pipeline = Pipeline(
-        settings, identity=identity, keys=keys, verifier=verifier, journal=journal,
-        connectors=connectors, log=log, metrics=metrics,
+        settings,
+        identity=identity,
+        keys=keys,
+        verifier=verifier,
+        journal=journal,
+        connectors=connectors,
+        log=log,
+        metrics=metrics,
     )
     service = AgentService(
         settings,

@@ -6,6 +6,7 @@ the path of a request: configuration -> keys -> enrollment -> relay -> directori
 
 from __future__ import annotations
 
+import contextlib
 import stat
 from collections.abc import Iterator
 
@@ -19,7 +20,11 @@ Check = tuple[bool, str, str]
 
 
 def run_checks(settings: Settings) -> Iterator[Check]:
-    yield True, "configuration", f"{len(settings.directories)} directory(ies), {settings.workers} worker(s)"
+    yield (
+        True,
+        "configuration",
+        f"{len(settings.directories)} directory(ies), {settings.workers} worker(s)",
+    )
     if not settings.directories:
         yield False, "directories", "no [[directories]] configured"
 
@@ -35,7 +40,11 @@ def run_checks(settings: Settings) -> Iterator[Check]:
     try:
         enrollment = Enrollment.load(settings.enrollment_path)
         keyring = load_keyring(settings.data_dir)
-        yield True, "enrollment", f"agent {enrollment.agent_id}, {len(keyring.keys)} portal key(s) trusted"
+        yield (
+            True,
+            "enrollment",
+            f"agent {enrollment.agent_id}, {len(keyring.keys)} portal key(s) trusted",
+        )
     except NotEnrolled as exc:
         yield False, "enrollment", str(exc)
 
@@ -55,10 +64,8 @@ def run_checks(settings: Settings) -> Iterator[Check]:
         except DirectoryError as exc:
             yield False, f"directory {directory.name}", f"{exc.status.value}: {exc.detail}"
         finally:
-            try:
+            with contextlib.suppress(DirectoryError):
                 connector.close()
-            except DirectoryError:
-                pass
 
 
 def _check_relay(settings: Settings, enrollment: Enrollment, keys: AgentKeys) -> Check:
@@ -76,7 +83,11 @@ def _check_relay(settings: Settings, enrollment: Enrollment, keys: AgentKeys) ->
     )
     try:
         portal_keys = transport.portal_keys()
-        return True, "relay", f"{enrollment.relay_url} accepts this agent ({len(portal_keys)} portal key(s))"
+        return (
+            True,
+            "relay",
+            f"{enrollment.relay_url} accepts this agent ({len(portal_keys)} portal key(s))",
+        )
     except TransportError as exc:
         return False, "relay", f"{enrollment.relay_url}: {exc}"
     finally:

@@ -18,7 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import ConfigError, Settings, load_settings
-from agent.enrollment import Enrollment, NotEnrolled, keyring_path, load_keyring, portal_keys_from_relay
+from agent.enrollment import (
+    Enrollment,
+    NotEnrolled,
+    keyring_path,
+    portal_keys_from_relay,
+)
 from agent.protocol.errors import KeyFileError
 from agent.protocol.keyring import PortalKeyring
 from agent.protocol.keys import AgentKeys
@@ -51,7 +56,9 @@ def _load_keys(settings: Settings) -> AgentKeys:
     try:
         return AgentKeys.load(settings.keys_dir)
     except FileNotFoundError:
-        raise CliError(f"no keys in {settings.keys_dir}: run `writeback-agent init` first") from None
+        raise CliError(
+            f"no keys in {settings.keys_dir}: run `writeback-agent init` first"
+        ) from None
 
 
 # --------------------------------------------------------------------------- init
@@ -65,7 +72,9 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise CliError(f"{keys_dir} already holds keys (use --force to replace them)")
     keys = AgentKeys.generate(kem=args.kem)
     keys.save(keys_dir)
-    print(f"generated agent keys in {keys_dir} (signing {keys.sign_kid}, encryption {keys.kem.kid})")
+    print(
+        f"generated agent keys in {keys_dir} (signing {keys.sign_kid}, encryption {keys.kem.kid})"
+    )
     if config.exists() and not args.force:
         print(f"kept existing {config}")
     else:
@@ -75,7 +84,10 @@ def cmd_init(args: argparse.Namespace) -> int:
             text = text.replace('url = "https://relay.example.com"', f'url = "{args.relay_url}"')
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(text, encoding="utf-8")
-        print(f"wrote starter configuration {config}: edit [[directories]], then run `writeback-agent enroll`")
+        print(
+            f"wrote starter configuration {config}: edit [[directories]], "
+            "then run `writeback-agent enroll`"
+        )
     return 0
 
 
@@ -169,10 +181,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     from agent.journal import Journal
 
     settings = _settings(args)
-    out: dict[str, Any] = {"config": str(_config_path(args.config)), "data_dir": str(settings.data_dir)}
+    out: dict[str, Any] = {
+        "config": str(_config_path(args.config)),
+        "data_dir": str(settings.data_dir),
+    }
     try:
         e = Enrollment.load(settings.enrollment_path)
-        out["enrollment"] = {"agent_id": e.agent_id, "tenant": e.tenant, "agent_group": e.agent_group, "relay": e.relay_url}
+        out["enrollment"] = {
+            "agent_id": e.agent_id,
+            "tenant": e.tenant,
+            "agent_group": e.agent_group,
+            "relay": e.relay_url,
+        }
     except NotEnrolled as exc:
         out["enrollment"] = str(exc)
     if settings.journal_path.exists():
@@ -218,7 +238,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
     try:
         transport.update_keys(rotated.public(enrollment.agent_id).model_dump(mode="json"))
     except TransportError as exc:
-        raise CliError(f"the relay did not take the new public key ({exc}); nothing was changed") from None
+        raise CliError(
+            f"the relay did not take the new public key ({exc}); nothing was changed"
+        ) from None
     finally:
         transport.close()
     rotated.save(settings.keys_dir)
@@ -234,7 +256,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="writeback-agent", description=__doc__.splitlines()[0])
-    parser.add_argument("-c", "--config", help="agent.toml (default: $WRITEBACK_CONFIG, ./agent.toml, /etc/writeback-agent/agent.toml)")
+    parser.add_argument(
+        "-c",
+        "--config",
+        help="agent.toml (default: $WRITEBACK_CONFIG, ./agent.toml, "
+        "/etc/writeback-agent/agent.toml)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("init", help="generate keys and a starter agent.toml")
@@ -260,8 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("keys", help="show or rotate this agent's keys")
     keys_sub = p.add_subparsers(dest="keys_command", required=True)
     keys_sub.add_parser("show", help="print the public keys")
-    rotate = keys_sub.add_parser("rotate", help="new encryption key, with an overlap for queued requests")
-    rotate.add_argument("--overlap", type=int, default=86400, help="seconds the old key still opens requests")
+    rotate = keys_sub.add_parser(
+        "rotate", help="new encryption key, with an overlap for queued requests"
+    )
+    rotate.add_argument(
+        "--overlap", type=int, default=86400, help="seconds the old key still opens requests"
+    )
     p.set_defaults(func=cmd_keys)
     return parser
 

@@ -167,7 +167,9 @@ class Settings(BaseSettings):
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Settings from `config_file` (TOML) + environment + overrides; errors name the key."""
     if config_file is not None and not config_file.exists():
-        raise ConfigError(f"configuration file {config_file} does not exist (writeback-agent init makes one)")
+        raise ConfigError(
+            f"configuration file {config_file} does not exist (writeback-agent init makes one)"
+        )
 
     class _FromFile(Settings):
         @classmethod

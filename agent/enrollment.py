@@ -43,7 +43,9 @@ class Enrollment:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise NotEnrolled(f"{path} not found: run `writeback-agent enroll --code CODE` first") from None
+            raise NotEnrolled(
+                f"{path} not found: run `writeback-agent enroll --code CODE` first"
+            ) from None
         except (OSError, ValueError) as exc:
             raise NotEnrolled(f"{path} is unreadable: {exc}") from None
         return cls(**{k: str(data[k]) for k in ("agent_id", "tenant", "agent_group", "relay_url")})

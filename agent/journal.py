@@ -125,7 +125,11 @@ class Journal:
         )
 
     def state(self, request_id: str) -> State | None:
-        row = self._conn().execute("SELECT state FROM requests WHERE id = ?", (request_id,)).fetchone()
+        row = (
+            self._conn()
+            .execute("SELECT state FROM requests WHERE id = ?", (request_id,))
+            .fetchone()
+        )
         return State(row[0]) if row else None
 
     def recover(self) -> list[str]:
@@ -134,7 +138,10 @@ class Journal:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            ids = [r[0] for r in conn.execute("SELECT id FROM requests WHERE state = ?", (State.WRITING,))]
+            ids = [
+                r[0]
+                for r in conn.execute("SELECT id FROM requests WHERE state = ?", (State.WRITING,))
+            ]
             conn.execute(
                 "UPDATE requests SET state = ?, updated_at = ? WHERE state = ?",
                 (State.IN_DOUBT, time.time(), State.WRITING),
@@ -157,7 +164,9 @@ class Journal:
         return cur.rowcount
 
     def counts(self) -> dict[str, int]:
-        rows = self._conn().execute("SELECT state, COUNT(*) FROM requests GROUP BY state").fetchall()
+        rows = (
+            self._conn().execute("SELECT state, COUNT(*) FROM requests GROUP BY state").fetchall()
+        )
         return {str(state): int(n) for state, n in rows}
 
     def _set_state(self, request_id: str, state: State) -> None:

@@ -160,7 +160,7 @@ def scrub_text(text: str) -> str:
     return _TEXT_SECRET.sub(_scrub_match, text)
 
 
-def _redact_value(value: Any) -> Any:  # noqa: PLR0911  # one return per kind of value
+def _redact_value(value: Any) -> Any:  # one return per kind of value
     """Make one value safe to render. Primitives stay native so JSON keeps its types."""
     if value is None or isinstance(value, bool | int | float):
         return value

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ldap3.core import exceptions as lexc
+from pydantic import SecretStr
 
 from agent.config import DirectoryConfig, Settings
 from agent.journal import ClaimKind, Journal
@@ -55,6 +56,13 @@ T = TypeVar("T")
 _NOT_SENT = (lexc.LDAPSocketOpenError, lexc.LDAPServerPoolExhaustedError, lexc.LDAPStartTLSError)
 
 
+def _required(secret: SecretStr | None) -> SecretStr:
+    """SecretPart.check_op guarantees the secrets an op needs; this says so to mypy."""
+    if secret is None:
+        raise DirectoryError("the request carries no password for this op")
+    return secret
+
+
 class LeaseGone(Exception):
     """The fence failed: another agent may hold this request now. Write nothing."""
 
@@ -66,6 +74,15 @@ class Identity:
     agent_id: str
     tenant: str
     agent_group: str
+
+
+@dataclass(frozen=True)
+class _Run:
+    """When and how one request is being handled (for the result and the audit line)."""
+
+    received_at: int
+    started: float  # time.monotonic()
+    log: Any
 
 
 @dataclass
@@ -84,7 +101,9 @@ class ConnectorPool:
     """One connector per (worker thread, directory): ldap3 objects are not shared
     across threads. Remembers every connector so shutdown can close them all."""
 
-    def __init__(self, factory: Callable[[DirectoryConfig], DirectoryConnector] = make_connector) -> None:
+    def __init__(
+        self, factory: Callable[[DirectoryConfig], DirectoryConnector] = make_connector
+    ) -> None:
         self._factory = factory
         self._local = threading.local()
         self._all: list[DirectoryConnector] = []
@@ -141,7 +160,11 @@ class Pipeline:
     # ------------------------------------------------------------------ entry point
 
     def handle(
-        self, raw: bytes, *, request_id_hint: str | None = None, fence: Callable[[], None] | None = None
+        self,
+        raw: bytes,
+        *,
+        request_id_hint: str | None = None,
+        fence: Callable[[], None] | None = None,
     ) -> bytes | None:
         """Signed result bytes, or None when this agent must not answer (the request
         is being handled by another worker, or the lease was lost before writing)."""
@@ -164,16 +187,22 @@ class Pipeline:
             return None
         if claim.kind is ClaimKind.IN_DOUBT:
             outcome = Outcome(
-                Status.IN_DOUBT, "interrupted", "the agent stopped during this write; it may or may not have been applied"
+                Status.IN_DOUBT,
+                "interrupted",
+                "the agent stopped during this write; it may or may not have been applied",
             )
-            return self._finish(header, verified.request_hash, outcome, received_at, started, log)
+            return self._finish(
+                header, verified.request_hash, outcome, _Run(received_at, started, log)
+            )
         log.info("request.received")
 
         try:
             secrets = verified.open()
         except Rejected as exc:
             outcome = Outcome(Status.REJECTED, exc.reason.value, exc.detail)
-            return self._finish(header, verified.request_hash, outcome, received_at, started, log)
+            return self._finish(
+                header, verified.request_hash, outcome, _Run(received_at, started, log)
+            )
         try:
             outcome = self._run(header, secrets, fence)
         except LeaseGone:
@@ -182,24 +211,27 @@ class Pipeline:
             return None
         finally:
             del secrets  # the only reference to the passwords
-        return self._finish(header, verified.request_hash, outcome, received_at, started, log)
+        return self._finish(header, verified.request_hash, outcome, _Run(received_at, started, log))
 
     # ------------------------------------------------------------------ the work
 
-    def _run(self, header: RequestHeader, secrets: SecretPart, fence: Callable[[], None] | None) -> Outcome:
+    def _run(
+        self, header: RequestHeader, secrets: SecretPart, fence: Callable[[], None] | None
+    ) -> Outcome:
         route = self._router.route(LookupKind(header.user.kind), header.user.value)
         if route is None:
             return Outcome(
-                Status.NOT_MANAGED, NotManagedReason.NO_DIRECTORY, "no configured directory serves this user"
+                Status.NOT_MANAGED,
+                NotManagedReason.NO_DIRECTORY,
+                "no configured directory serves this user",
             )
         directory = route.directory
         connector = self._connectors.get(directory)
-        deadline = min(
-            float(header.exp), time.time() + self._settings.directory_deadline_seconds
-        )
+        deadline = min(float(header.exp), time.time() + self._settings.directory_deadline_seconds)
         written = False
+        found: UserRef | None = None
         try:
-            user = self._retry(lambda: connector.find_user(route.query), deadline)
+            user = found = self._retry(lambda: connector.find_user(route.query), deadline)
             reason = not_managed_reason(
                 writeback_enabled=self._settings.writeback_enabled,
                 directory=directory,
@@ -207,13 +239,24 @@ class Pipeline:
                 groups=lambda: self._retry(lambda: connector.group_dns(user), deadline),
             )
             if reason is not None:
-                return Outcome(Status.NOT_MANAGED, reason, f"{user.dn}: {reason.value}", directory=directory.name)
+                return Outcome(
+                    Status.NOT_MANAGED,
+                    reason,
+                    f"{user.dn}: {reason.value}",
+                    directory=directory.name,
+                )
             if user.disabled:
                 raise AccountDisabled(f"{user.dn} is disabled")
             if header.op == "preflight":
                 policy = self._retry(lambda: connector.password_policy(user), deadline)
                 detail = "account is locked" if user.locked else ""
-                return Outcome(Status.SUCCEEDED, None, detail, policy=policy.describe(), directory=directory.name)
+                return Outcome(
+                    Status.SUCCEEDED,
+                    None,
+                    detail,
+                    policy=policy.describe(),
+                    directory=directory.name,
+                )
             superseded = self._superseded(header, user)
             if superseded is not None:
                 return superseded
@@ -225,11 +268,17 @@ class Pipeline:
             outcome.directory = directory.name
             return outcome
         except PolicyViolation as exc:
-            policy = exc.policy.describe() if exc.policy else None
-            return Outcome(exc.status, exc.reason, exc.detail, exc.dc, policy, directory.name)
+            # The portal shows the requirements next to the refusal; a refusal from
+            # the directory itself (history) carries no policy, so read it.
+            described = (
+                exc.policy.describe() if exc.policy else self._describe_policy(connector, found)
+            )
+            return Outcome(exc.status, exc.reason, exc.detail, exc.dc, described, directory.name)
         except DirectoryUnavailable as exc:
             if written:
-                return Outcome(Status.IN_DOUBT, "directory_fault", exc.detail, exc.dc, directory=directory.name)
+                return Outcome(
+                    Status.IN_DOUBT, "directory_fault", exc.detail, exc.dc, directory=directory.name
+                )
             return Outcome(exc.status, None, exc.detail, exc.dc, directory=directory.name)
         except DirectoryError as exc:
             return Outcome(exc.status, exc.reason, exc.detail, exc.dc, directory=directory.name)
@@ -244,8 +293,7 @@ class Pipeline:
     ) -> Outcome:
         op = header.op
         if op == "reset":
-            assert secrets.new_password is not None  # checked by SecretPart.check_op
-            new = secrets.new_password
+            new = _required(secrets.new_password)
             result = self._retry_unsent(
                 lambda: connector.reset_password(
                     user, new, unlock=header.options.unlock, must_change=header.options.must_change
@@ -253,14 +301,26 @@ class Pipeline:
                 deadline,
             )
         elif op == "change":
-            assert secrets.new_password is not None and secrets.old_password is not None
-            old, new = secrets.old_password, secrets.new_password
+            old, new = _required(secrets.old_password), _required(secrets.new_password)
             result = self._retry_unsent(lambda: connector.change_password(user, old, new), deadline)
         elif op == "unlock":
             result = self._retry_unsent(lambda: connector.unlock(user), deadline)
         else:  # the message model admits no other op
             raise DirectoryError(f"unsupported op {op!r}")
-        return Outcome(Status.SUCCEEDED, None, ", ".join(result.applied), result.dc, applied=result.applied)
+        return Outcome(
+            Status.SUCCEEDED, None, ", ".join(result.applied), result.dc, applied=result.applied
+        )
+
+    @staticmethod
+    def _describe_policy(
+        connector: DirectoryConnector, user: UserRef | None
+    ) -> dict[str, Any] | None:
+        if user is None:
+            return None
+        try:
+            return connector.password_policy(user).describe()
+        except DirectoryError:
+            return None  # the refusal itself is what matters; the policy is a courtesy
 
     def _superseded(self, header: RequestHeader, user: UserRef) -> Outcome | None:
         """A password set after the request was issued means someone (the user, an
@@ -273,7 +333,8 @@ class Pipeline:
             return Outcome(
                 Status.IN_DOUBT,
                 RejectReason.SUPERSEDED.value,
-                f"password of {user.dn} was set at {user.pwd_last_set.isoformat()}, after the request was issued",
+                f"password of {user.dn} was set at {user.pwd_last_set.isoformat()}, "
+                "after the request was issued",
             )
         return None
 
@@ -307,14 +368,9 @@ class Pipeline:
     # ------------------------------------------------------------------ results
 
     def _finish(
-        self,
-        header: RequestHeader,
-        request_hash: str,
-        outcome: Outcome,
-        received_at: int,
-        started: float,
-        log: Any,
+        self, header: RequestHeader, request_hash: str, outcome: Outcome, run: _Run
     ) -> bytes:
+        received_at, started, log = run.received_at, run.started, run.log
         body = make_result(
             request_id=header.id,
             request_hash=request_hash,
@@ -332,7 +388,9 @@ class Pipeline:
         self._journal.finish(header.id, status=outcome.status.value, result=signed)
         duration = time.monotonic() - started
         event = "request.succeeded" if outcome.status is Status.SUCCEEDED else "request.failed"
-        log_method = log.info if outcome.status in (Status.SUCCEEDED, Status.NOT_MANAGED) else log.warning
+        log_method = (
+            log.info if outcome.status in (Status.SUCCEEDED, Status.NOT_MANAGED) else log.warning
+        )
         log_method(
             event,
             event_id=EVENT_IDS[outcome.status],
@@ -347,13 +405,18 @@ class Pipeline:
             self._metrics.observe_request(header.op, outcome.status.value, duration)
         return signed
 
-    def _rejected(self, exc: Rejected, hint: str | None, received_at: int, started: float) -> bytes | None:
+    def _rejected(
+        self, exc: Rejected, hint: str | None, received_at: int, started: float
+    ) -> bytes | None:
         """A refused envelope is answered (signed) when it has an id to answer to, but
         never journaled: a forged copy must not poison the real request's entry."""
         request_id = exc.request_id or hint
         self._log.warning(
-            "request.rejected", event_id=EVENT_IDS[Status.REJECTED], request_id=request_id,
-            reason=exc.reason.value, detail=exc.detail,
+            "request.rejected",
+            event_id=EVENT_IDS[Status.REJECTED],
+            request_id=request_id,
+            reason=exc.reason.value,
+            detail=exc.detail,
         )
         if self._metrics is not None:
             self._metrics.rejected(exc.reason.value)

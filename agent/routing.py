@@ -22,7 +22,9 @@ class DirectoryRouter:
         self._by_suffix = {s.lower().lstrip("@"): d for d in directories for s in d.upn_suffixes}
         self._by_domain = {s.lower(): d for d in directories for s in d.domains}
         defaults = [d for d in directories if d.default]
-        self._default = defaults[0] if defaults else (directories[0] if len(directories) == 1 else None)
+        self._default = (
+            defaults[0] if defaults else (directories[0] if len(directories) == 1 else None)
+        )
 
     def route(self, kind: LookupKind, value: str) -> Route | None:
         """The directory and the lookup to run there; None if no directory claims it."""

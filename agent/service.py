@@ -15,6 +15,7 @@ journal keeps it, so a redelivery gets the same signed answer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import threading
@@ -23,13 +24,13 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.config import Settings
+from agent.enrollment import keyring_path, portal_keys_from_relay
 from agent.journal import Journal
 from agent.pipeline import ConnectorPool, Identity, LeaseGone, Pipeline
-from agent.enrollment import keyring_path, portal_keys_from_relay
 from agent.protocol.keys import AgentKeys
-from agent.protocol.verify import RequestVerifier
 from agent.protocol.messages import HeartbeatBody
 from agent.protocol.results import sign_heartbeat
+from agent.protocol.verify import RequestVerifier
 from agent.transports.base import (
     AuthenticationFailed,
     Lease,
@@ -100,7 +101,9 @@ class AgentService:
     def start(self) -> None:
         interrupted = self._journal.recover()
         for request_id in interrupted:
-            self._log.warning("request.in_doubt", request_id=request_id, detail="interrupted by a restart")
+            self._log.warning(
+                "request.in_doubt", request_id=request_id, detail="interrupted by a restart"
+            )
         self._control_transport = self._transport_factory()
         for n in range(self._settings.workers):
             thread = threading.Thread(target=self._worker, name=f"worker-{n}", daemon=True)
@@ -150,7 +153,9 @@ class AgentService:
                 if self._health is not None:
                     self._health.beat()
                 try:
-                    lease = transport.lease(self._settings.relay.lease_wait_seconds if self._settings.relay else 1.0)
+                    lease = transport.lease(
+                        self._settings.relay.lease_wait_seconds if self._settings.relay else 1.0
+                    )
                 except AuthenticationFailed as exc:
                     self._set_relay(False, str(exc))
                     backoff.wait()
@@ -183,8 +188,10 @@ class AgentService:
         with self._in_flight_lock:
             self._in_flight += 1
         try:
-            result = self._pipeline.handle(lease.envelope, request_id_hint=lease.request_id, fence=fence)
-        except Exception:  # a bug must not kill the worker or lose other requests
+            result = self._pipeline.handle(
+                lease.envelope, request_id_hint=lease.request_id, fence=fence
+            )
+        except Exception:  # noqa: BLE001  # a bug must not kill the worker or lose other requests
             self._log.exception("request.crashed", request_id=lease.request_id)
             result = None
         finally:
@@ -200,12 +207,15 @@ class AgentService:
                 transport.complete(lease, result)
                 return
             except LeaseLost:
-                self._log.info("result.not_posted", request_id=lease.request_id, detail="lease lost")
+                self._log.info(
+                    "result.not_posted", request_id=lease.request_id, detail="lease lost"
+                )
                 return
             except TransportUnavailable as exc:
                 if time.time() >= lease.expires_at:
                     self._log.warning(
-                        "result.not_posted", request_id=lease.request_id,
+                        "result.not_posted",
+                        request_id=lease.request_id,
                         detail=f"relay unreachable until the lease expired: {exc}",
                     )
                     return
@@ -250,20 +260,23 @@ class AgentService:
             connector = make_connector(directory)
             try:
                 report = connector.check()
-                ok, detail = report.ok, "; ".join(f"{i.name}: {i.detail}" for i in report.items if not i.ok)
+                ok, detail = (
+                    report.ok,
+                    "; ".join(f"{i.name}: {i.detail}" for i in report.items if not i.ok),
+                )
             except DirectoryError as exc:
                 ok, detail = False, exc.detail
             finally:
-                try:
+                with contextlib.suppress(DirectoryError):
                     connector.close()
-                except DirectoryError:
-                    pass
             previous = self._directory_health.get(directory.name)
             self._directory_health[directory.name] = ok
             if previous is not ok:
                 self._log.log(
-                    20 if ok else 40, "directory.up" if ok else "directory.down",
-                    directory=directory.name, detail=detail,
+                    20 if ok else 40,
+                    "directory.up" if ok else "directory.down",
+                    directory=directory.name,
+                    detail=detail,
                 )
             if self._metrics is not None:
                 self._metrics.set_directory_up(directory.name, ok)

@@ -18,13 +18,22 @@ _FILETIME_EPOCH = dt.datetime(1601, 1, 1, tzinfo=dt.UTC)
 _NEVER = -(2**63)
 
 DOMAIN_POLICY_ATTRS = [
-    "minPwdLength", "pwdProperties", "pwdHistoryLength", "minPwdAge", "maxPwdAge",
-    "lockoutThreshold", "lockoutDuration",
+    "minPwdLength",
+    "pwdProperties",
+    "pwdHistoryLength",
+    "minPwdAge",
+    "maxPwdAge",
+    "lockoutThreshold",
+    "lockoutDuration",
 ]
 PSO_POLICY_ATTRS = [
-    "msDS-MinimumPasswordLength", "msDS-PasswordComplexityEnabled",
-    "msDS-PasswordHistoryLength", "msDS-MinimumPasswordAge", "msDS-MaximumPasswordAge",
-    "msDS-LockoutThreshold", "msDS-LockoutDuration",
+    "msDS-MinimumPasswordLength",
+    "msDS-PasswordComplexityEnabled",
+    "msDS-PasswordHistoryLength",
+    "msDS-MinimumPasswordAge",
+    "msDS-MaximumPasswordAge",
+    "msDS-LockoutThreshold",
+    "msDS-LockoutDuration",
 ]
 DOMAIN_PASSWORD_COMPLEX = 0x1  # pwdProperties bit
 

@@ -69,19 +69,33 @@ def parse_dacl(sd: bytes) -> list[Ace]:
         if ace_type in (_ALLOWED, _DENIED):
             mask = struct.unpack_from("<I", sd, body)[0]
             sid_at = body + 4
-            aces.append(Ace(ace_type == _ALLOWED, ace_flags, mask,
-                            sid_to_str(sd[sid_at:sid_at + _sid_len(sd, sid_at)]), None))
+            aces.append(
+                Ace(
+                    ace_type == _ALLOWED,
+                    ace_flags,
+                    mask,
+                    sid_to_str(sd[sid_at : sid_at + _sid_len(sd, sid_at)]),
+                    None,
+                )
+            )
         elif ace_type in (_ALLOWED_OBJECT, _DENIED_OBJECT):
             mask, obj_flags = struct.unpack_from("<II", sd, body)
             cursor = body + 8
             object_type = None
             if obj_flags & _OBJECT_TYPE_PRESENT:
-                object_type = uuid.UUID(bytes_le=sd[cursor:cursor + 16])
+                object_type = uuid.UUID(bytes_le=sd[cursor : cursor + 16])
                 cursor += 16
             if obj_flags & _INHERITED_OBJECT_TYPE_PRESENT:
                 cursor += 16
-            aces.append(Ace(ace_type == _ALLOWED_OBJECT, ace_flags, mask,
-                            sid_to_str(sd[cursor:cursor + _sid_len(sd, cursor)]), object_type))
+            aces.append(
+                Ace(
+                    ace_type == _ALLOWED_OBJECT,
+                    ace_flags,
+                    mask,
+                    sid_to_str(sd[cursor : cursor + _sid_len(sd, cursor)]),
+                    object_type,
+                )
+            )
         # other ACE types (audit, callback, ...) do not grant DS rights: skipped
         pos += ace_size
     return aces

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import ssl
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -192,10 +192,8 @@ def close_quietly(conn: ldap3.Connection | None) -> None:
     # that never opened): close it, or every dead-DC attempt leaks a descriptor.
     sock = getattr(conn, "socket", None)
     if sock is not None:
-        try:
+        with suppress(OSError):
             sock.close()
-        except OSError:
-            pass
 
 
 # --------------------------------------------------------------------------- errors
@@ -240,7 +238,9 @@ def samba_policy_reason(message: str | None) -> PolicyReason:
     return next(matches, PolicyReason.UNKNOWN)
 
 
-def _classify_result(exc: lexc.LDAPOperationResult, context: Context, dc: str | None) -> DirectoryError:
+def _classify_result(
+    exc: lexc.LDAPOperationResult, context: Context, dc: str | None
+) -> DirectoryError:
     message = _message(exc)
     code = ad_extended_code(message)
     description = getattr(exc, "description", "") or type(exc).__name__
@@ -273,7 +273,9 @@ def _classify_result(exc: lexc.LDAPOperationResult, context: Context, dc: str | 
         return AccessDenied(detail, dc=dc)
     if isinstance(exc, lexc.LDAPNoSuchObjectResult):
         return UserNotFound(detail, dc=dc)
-    if isinstance(exc, lexc.LDAPStrongerAuthRequiredResult | lexc.LDAPConfidentialityRequiredResult):
+    if isinstance(
+        exc, lexc.LDAPStrongerAuthRequiredResult | lexc.LDAPConfidentialityRequiredResult
+    ):
         return InsecureTransport(detail, dc=dc)
     if isinstance(exc, lexc.LDAPConstraintViolationResult):
         return PolicyViolation(PolicyReason.UNKNOWN, detail, dc=dc)

@@ -42,8 +42,15 @@ PPOLICY_REQUEST = (PPOLICY_OID, False, None)
 DISABLED_LOCK_TIME = "000001010000Z"
 STATE_ATTRS = ["pwdChangedTime", "pwdAccountLockedTime", "pwdPolicySubentry", "pwdReset"]
 POLICY_ATTRS = [
-    "pwdMinLength", "pwdMaxLength", "pwdInHistory", "pwdMinAge", "pwdMaxAge", "pwdMaxFailure",
-    "pwdCheckQuality", "pwdLockout", "pwdLockoutDuration",
+    "pwdMinLength",
+    "pwdMaxLength",
+    "pwdInHistory",
+    "pwdMinAge",
+    "pwdMaxAge",
+    "pwdMaxFailure",
+    "pwdCheckQuality",
+    "pwdLockout",
+    "pwdLockoutDuration",
 ]
 
 # --------------------------------------------------------------------------- ppolicy control
@@ -51,19 +58,33 @@ POLICY_ATTRS = [
 
 class _Warning(univ.Choice):  # type: ignore[misc]
     componentType = namedtype.NamedTypes(
-        namedtype.NamedType("timeBeforeExpiration", univ.Integer().subtype(
-            implicitTag=tag.Tag(tag.tagClassContext, tag.tagFormatSimple, 0))),
-        namedtype.NamedType("graceAuthNsRemaining", univ.Integer().subtype(
-            implicitTag=tag.Tag(tag.tagClassContext, tag.tagFormatSimple, 1))),
+        namedtype.NamedType(
+            "timeBeforeExpiration",
+            univ.Integer().subtype(
+                implicitTag=tag.Tag(tag.tagClassContext, tag.tagFormatSimple, 0)
+            ),
+        ),
+        namedtype.NamedType(
+            "graceAuthNsRemaining",
+            univ.Integer().subtype(
+                implicitTag=tag.Tag(tag.tagClassContext, tag.tagFormatSimple, 1)
+            ),
+        ),
     )
 
 
 class _PPolicyError(univ.Enumerated):  # type: ignore[misc]
     namedValues = namedval.NamedValues(
-        ("passwordExpired", 0), ("accountLocked", 1), ("changeAfterReset", 2),
-        ("passwordModNotAllowed", 3), ("mustSupplyOldPassword", 4),
-        ("insufficientPasswordQuality", 5), ("passwordTooShort", 6), ("passwordTooYoung", 7),
-        ("passwordInHistory", 8), ("passwordTooLong", 9),
+        ("passwordExpired", 0),
+        ("accountLocked", 1),
+        ("changeAfterReset", 2),
+        ("passwordModNotAllowed", 3),
+        ("mustSupplyOldPassword", 4),
+        ("insufficientPasswordQuality", 5),
+        ("passwordTooShort", 6),
+        ("passwordTooYoung", 7),
+        ("passwordInHistory", 8),
+        ("passwordTooLong", 9),
     )
 
 
@@ -71,10 +92,18 @@ class _PPolicyResponse(univ.Sequence):  # type: ignore[misc]
     """draft-behera-ldap-password-policy PasswordPolicyResponseValue."""
 
     componentType = namedtype.NamedTypes(
-        namedtype.OptionalNamedType("warning", _Warning().subtype(
-            explicitTag=tag.Tag(tag.tagClassContext, tag.tagFormatConstructed, 0))),
-        namedtype.OptionalNamedType("error", _PPolicyError().subtype(
-            implicitTag=tag.Tag(tag.tagClassContext, tag.tagFormatSimple, 1))),
+        namedtype.OptionalNamedType(
+            "warning",
+            _Warning().subtype(
+                explicitTag=tag.Tag(tag.tagClassContext, tag.tagFormatConstructed, 0)
+            ),
+        ),
+        namedtype.OptionalNamedType(
+            "error",
+            _PPolicyError().subtype(
+                implicitTag=tag.Tag(tag.tagClassContext, tag.tagFormatSimple, 1)
+            ),
+        ),
     )
 
 
@@ -127,8 +156,9 @@ _POLICY_REASONS = {
 }
 
 
-def refine(exc: lexc.LDAPOperationResult, context: Context, result: dict[str, Any] | None
-            ) -> DirectoryError | None:
+def refine(
+    exc: lexc.LDAPOperationResult, context: Context, result: dict[str, Any] | None
+) -> DirectoryError | None:
     """Name a refusal from the ppolicy response control; None = generic mapping."""
     response = ppolicy_response(result)
     detail = f"{getattr(exc, 'description', '')}: {getattr(exc, 'message', '') or ''}".strip()
@@ -242,8 +272,9 @@ def forget_secrets(conn: ldap3.Connection) -> None:
     conn.password = None
 
 
-def password_modify(conn: ldap3.Connection, dn: str, new: SecretStr,
-                     old: SecretStr | None = None) -> None:
+def password_modify(
+    conn: ldap3.Connection, dn: str, new: SecretStr, old: SecretStr | None = None
+) -> None:
     """RFC 3062 Password Modify, no client-side hash, with the ppolicy request control.
 
     On failure the ldap3 exception loses its traceback: ldap3's frames hold the
@@ -252,8 +283,10 @@ def password_modify(conn: ldap3.Connection, dn: str, new: SecretStr,
     """
     try:
         conn.extend.standard.modify_password(
-            dn, old_password=old.get_secret_value() if old is not None else None,
-            new_password=new.get_secret_value(), hash_algorithm=None,
+            dn,
+            old_password=old.get_secret_value() if old is not None else None,
+            new_password=new.get_secret_value(),
+            hash_algorithm=None,
             controls=[PPOLICY_REQUEST],
         )
     except (lexc.LDAPException, OSError) as exc:

@@ -74,8 +74,15 @@ UF_ACCOUNTDISABLE = 0x2
 UF_LOCKOUT = 0x10  # in msDS-User-Account-Control-Computed
 _USER_FILTER = "(&(objectCategory=person)(objectClass=user){})"
 _USER_ATTRS = [
-    "sAMAccountName", "userPrincipalName", "mail", "displayName", "userAccountControl",
-    "msDS-User-Account-Control-Computed", "lockoutTime", "adminCount", "pwdLastSet",
+    "sAMAccountName",
+    "userPrincipalName",
+    "mail",
+    "displayName",
+    "userAccountControl",
+    "msDS-User-Account-Control-Computed",
+    "lockoutTime",
+    "adminCount",
+    "pwdLastSet",
     "objectGUID",
 ]
 
@@ -127,11 +134,20 @@ class ActiveDirectoryConnector:
                     raise
         raise AssertionError("unreachable")
 
-    def _search(self, base: str, filt: str, attrs: list[str], *, scope: str = ldap3.SUBTREE,
-                controls: Any = None, size_limit: int = 0) -> list[dict[str, Any]]:
+    def _search(
+        self,
+        base: str,
+        filt: str,
+        attrs: list[str],
+        *,
+        scope: str = ldap3.SUBTREE,
+        controls: Any = None,
+        size_limit: int = 0,
+    ) -> list[dict[str, Any]]:
         def run(conn: ldap3.Connection) -> list[dict[str, Any]]:
-            conn.search(base, filt, scope, attributes=attrs, controls=controls,
-                        size_limit=size_limit)
+            conn.search(
+                base, filt, scope, attributes=attrs, controls=controls, size_limit=size_limit
+            )
             return [r for r in conn.response or [] if r.get("type") == "searchResEntry"]
 
         return self._read(run)
@@ -242,7 +258,8 @@ class ActiveDirectoryConnector:
             except UserNotFound as exc:
                 raise AccessDenied(
                     f"cannot read the password settings object {pso_dn}: grant the service "
-                    "account read access to the Password Settings Container", dc=exc.dc,
+                    "account read access to the Password Settings Container",
+                    dc=exc.dc,
                 ) from exc
             return pol.policy_from_pso(str(pso_dn), pso)
         domain = self._entry(self._domain_dn(), pol.DOMAIN_POLICY_ATTRS)["attributes"]
@@ -258,7 +275,11 @@ class ActiveDirectoryConnector:
         return PolicyViolation(reason, exc.detail, dc=exc.dc, policy=policy)
 
     def reset_password(
-        self, user: UserRef, new_password: SecretStr, *, unlock: bool = False,
+        self,
+        user: UserRef,
+        new_password: SecretStr,
+        *,
+        unlock: bool = False,
         must_change: bool = False,
     ) -> WriteOutcome:
         require_secure_for_writes(self.settings)
@@ -294,10 +315,12 @@ class ActiveDirectoryConnector:
             raise AccountLocked(f"{user.dn} is locked out")
         policy = self.password_policy(user)
         prevalidate(new_password.get_secret_value(), policy, user, self_change=True)
-        changes = {"unicodePwd": [
-            (ldap3.MODIFY_DELETE, [encode_password(old_password)]),
-            (ldap3.MODIFY_ADD, [encode_password(new_password)]),
-        ]}
+        changes = {
+            "unicodePwd": [
+                (ldap3.MODIFY_DELETE, [encode_password(old_password)]),
+                (ldap3.MODIFY_ADD, [encode_password(new_password)]),
+            ]
+        }
         try:
             dc = self._modify(user, changes, "change")
         except PolicyViolation as exc:
@@ -342,7 +365,8 @@ class ActiveDirectoryConnector:
         label = f"rights {base}"
         try:
             sample = self._search(
-                base, _USER_FILTER.format("(!(adminCount=1))"),
+                base,
+                _USER_FILTER.format("(!(adminCount=1))"),
                 ["allowedAttributesEffective", "sAMAccountName"],
                 size_limit=1,
             )
@@ -352,8 +376,11 @@ class ActiveDirectoryConnector:
             effective = entry["attributes"].get("allowedAttributesEffective") or []
             writable = {a.lower() for a in effective}
             missing = [a for a in ("lockoutTime", "pwdLastSet") if a.lower() not in writable]
-            sd_entry = self._entry(str(entry["dn"]), ["nTSecurityDescriptor"],
-                                   controls=security_descriptor_control(sdflags=0x04))
+            sd_entry = self._entry(
+                str(entry["dn"]),
+                ["nTSecurityDescriptor"],
+                controls=security_descriptor_control(sdflags=0x04),
+            )
             sd = (sd_entry["raw_attributes"].get("nTSecurityDescriptor") or [b""])[0]
             token = self._entry("", ["tokenGroups"])["raw_attributes"].get("tokenGroups") or []
             sids = {sid_to_str(s) for s in token}
@@ -368,4 +395,3 @@ class ActiveDirectoryConnector:
 
     def close(self) -> None:
         self._drop()
-

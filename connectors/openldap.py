@@ -135,8 +135,15 @@ class OpenLdapConnector:
             exc.dc = exc.dc or dc
             raise
 
-    def _search(self, base: str, flt: str, attrs: list[str], *, scope: str = ldap3.SUBTREE,
-                size_limit: int = 0) -> list[dict[str, Any]]:
+    def _search(
+        self,
+        base: str,
+        flt: str,
+        attrs: list[str],
+        *,
+        scope: str = ldap3.SUBTREE,
+        size_limit: int = 0,
+    ) -> list[dict[str, Any]]:
         def search(conn: ldap3.Connection) -> list[dict[str, Any]]:
             conn.search(base, flt, search_scope=scope, attributes=attrs, size_limit=size_limit)
             return [e for e in conn.response or [] if e.get("type") == "searchResEntry"]
@@ -165,8 +172,14 @@ class OpenLdapConnector:
     def find_user(self, query: UserQuery) -> UserRef:
         s = self.settings
         flt = self._user_filter(query)
-        attrs = [s.login_attribute, s.mail_attribute, "displayName", "cn", "entryUUID",
-                 *pp.STATE_ATTRS]
+        attrs = [
+            s.login_attribute,
+            s.mail_attribute,
+            "displayName",
+            "cn",
+            "entryUUID",
+            *pp.STATE_ATTRS,
+        ]
         found: dict[str, dict[str, Any]] = {}
         with self._session():
             for base in s.base_dns:
@@ -241,8 +254,14 @@ class OpenLdapConnector:
             )
         return state
 
-    def reset_password(self, user: UserRef, new_password: SecretStr, *, unlock: bool = False,
-                       must_change: bool = False) -> WriteOutcome:
+    def reset_password(
+        self,
+        user: UserRef,
+        new_password: SecretStr,
+        *,
+        unlock: bool = False,
+        must_change: bool = False,
+    ) -> WriteOutcome:
         require_secure_for_writes(self.settings)
         with self._session():
             state = self._usable_state(user)
@@ -254,21 +273,28 @@ class OpenLdapConnector:
             dc = self._dc()
             # The exop carries the password only, so the companions need a second modify.
             # pwdReset is always stated: ppolicy may set it on an administrator's change.
-            changes = {**(_RESET_TRUE if must_change else _RESET_NONE),
-                       **(_UNLOCK if unlock else {})}
+            changes = {
+                **(_RESET_TRUE if must_change else _RESET_NONE),
+                **(_UNLOCK if unlock else {}),
+            }
             try:
                 self._modify(user.dn, changes)
             except DirectoryError as exc:
                 raise PartiallyApplied(
                     f"password set, but writing {', '.join(changes)} failed: {exc.detail}",
-                    applied=["password"], dc=dc,
+                    applied=["password"],
+                    dc=dc,
                 ) from exc
-        applied = ("password", *(("unlock",) if unlock else ()),
-                   *(("must_change",) if must_change else ()))
+        applied = (
+            "password",
+            *(("unlock",) if unlock else ()),
+            *(("must_change",) if must_change else ()),
+        )
         return WriteOutcome(dc=dc, applied=applied)
 
-    def _set_password(self, user: UserRef, new_password: SecretStr, policy: PasswordPolicy,
-                      *, young: bool) -> None:
+    def _set_password(
+        self, user: UserRef, new_password: SecretStr, policy: PasswordPolicy, *, young: bool
+    ) -> None:
         """The Password Modify exop as the service account.
 
         slapd 2.5 applies pwdMinAge to an administrator's change too, unless pwdReset
@@ -293,19 +319,26 @@ class OpenLdapConnector:
         except DirectoryError as exc:
             raise PartiallyApplied(
                 f"password not set ({failure.detail}); pwdReset left TRUE: {exc.detail}",
-                applied=["must_change"], dc=failure.dc,
+                applied=["must_change"],
+                dc=failure.dc,
             ) from failure
 
-    def change_password(self, user: UserRef, old_password: SecretStr, new_password: SecretStr
-                        ) -> WriteOutcome:
+    def change_password(
+        self, user: UserRef, old_password: SecretStr, new_password: SecretStr
+    ) -> WriteOutcome:
         require_secure_for_writes(self.settings)
         with self._session():
             policy = self._policy_for(self._usable_state(user))
         # Bound as the user, with the ppolicy control: a wrong old password is
         # wrong_old_password, a locked account says accountLocked.
-        conn = open_connection(self.settings, user=user.dn, password=old_password,
-                               context="user_bind", bind_controls=[pp.PPOLICY_REQUEST],
-                               refine=pp.refine)
+        conn = open_connection(
+            self.settings,
+            user=user.dn,
+            password=old_password,
+            context="user_bind",
+            bind_controls=[pp.PPOLICY_REQUEST],
+            refine=pp.refine,
+        )
         dc = server_url(conn)
         try:
             prevalidate(new_password.get_secret_value(), policy, user, self_change=True)
@@ -356,8 +389,11 @@ class OpenLdapConnector:
                     f"(member={escape_filter_chars(dn)})(uniqueMember={escape_filter_chars(dn)})"
                     for dn in sorted(frontier)
                 )
-                found = {str(e["dn"]) for base in bases
-                         for e in self._search(base, f"(&{_GROUP}(|{members}))", ["1.1"])}
+                found = {
+                    str(e["dn"])
+                    for base in bases
+                    for e in self._search(base, f"(&{_GROUP}(|{members}))", ["1.1"])
+                }
                 frontier = {dn for dn in found if dn.lower() not in seen}
                 seen.update(dn.lower() for dn in found)
         return frozenset(seen)
@@ -414,13 +450,23 @@ class OpenLdapConnector:
         but no value that is safe to name, so it is not probed.
         """
         never = "19000101000000Z"
-        yield self._probe("write_rights", probe, {
-            "pwdAccountLockedTime": [(ldap3.MODIFY_DELETE, [never])],
-            "userPassword": [(ldap3.MODIFY_DELETE, ["{SSHA}" + uuid.uuid4().hex])],
-        }, relax=False)
-        yield self._probe("unlock_rights", probe, {
-            "pwdFailureTime": [(ldap3.MODIFY_DELETE, [never])],
-        }, relax=True)
+        yield self._probe(
+            "write_rights",
+            probe,
+            {
+                "pwdAccountLockedTime": [(ldap3.MODIFY_DELETE, [never])],
+                "userPassword": [(ldap3.MODIFY_DELETE, ["{SSHA}" + uuid.uuid4().hex])],
+            },
+            relax=False,
+        )
+        yield self._probe(
+            "unlock_rights",
+            probe,
+            {
+                "pwdFailureTime": [(ldap3.MODIFY_DELETE, [never])],
+            },
+            relax=True,
+        )
 
     def _probe(self, name: str, probe: str | None, changes: Changes, *, relax: bool) -> CheckItem:
         what = ", ".join(changes) + (" (manage, with Relax Rules)" if relax else " (write)")

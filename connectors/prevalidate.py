@@ -86,7 +86,8 @@ def prevalidate(
         if _categories(password) < 3:
             raise PolicyViolation(
                 PolicyReason.COMPLEXITY,
-                "password uses fewer than 3 of: upper case, lower case, digits, symbols, other letters",
+                "password uses fewer than 3 of: upper case, lower case, digits, symbols, "
+                "other letters",
                 policy=policy,
             )
     # Minimum age binds the user's own change only; an administrative reset ignores it.

@@ -39,7 +39,7 @@ def canonical_json(value: Any) -> bytes:
         raise EncodingError("string contains a lone surrogate") from exc
 
 
-def _encode(value: Any, out: list[str], depth: int) -> None:  # noqa: PLR0912 - one branch per JSON type
+def _encode(value: Any, out: list[str], depth: int) -> None:
     if depth > MAX_DEPTH:
         raise EncodingError("nesting too deep")
     if value is None:

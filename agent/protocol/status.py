@@ -85,10 +85,11 @@ USER_MESSAGES: dict[Status, str] = {
     Status.POLICY_VIOLATION: "The new password does not meet the password policy.",
     Status.WRONG_OLD_PASSWORD: "The current password is not correct.",
     Status.ACCOUNT_DISABLED: "Your account is disabled. Contact your IT help desk.",
-    Status.ACCOUNT_LOCKED: "Your account is locked. Contact your IT help desk or reset with unlock.",
+    Status.ACCOUNT_LOCKED: (
+        "Your account is locked. Contact your IT help desk or reset with unlock."
+    ),
     Status.ACCESS_DENIED: (
-        "An on-premises configuration error prevents password changes. "
-        "Contact your IT help desk."
+        "An on-premises configuration error prevents password changes. Contact your IT help desk."
     ),
     Status.DIRECTORY_UNAVAILABLE: "The directory is not reachable right now. Try again later.",
     Status.REJECTED: "The request could not be processed.",
@@ -103,9 +104,13 @@ POLICY_MESSAGES: dict[PolicyReason, str] = {
         "The new password must contain characters from at least three of: "
         "uppercase letters, lowercase letters, digits, symbols."
     ),
-    PolicyReason.HISTORY: "The new password was used recently. Choose one you have not used before.",
+    PolicyReason.HISTORY: (
+        "The new password was used recently. Choose one you have not used before."
+    ),
     PolicyReason.TOO_YOUNG: "Your password was changed too recently to change it again yet.",
-    PolicyReason.CONTAINS_NAME: "The new password must not contain your account name or parts of your full name.",
+    PolicyReason.CONTAINS_NAME: (
+        "The new password must not contain your account name or parts of your full name."
+    ),
     PolicyReason.UNKNOWN: "The new password does not meet the password policy.",
 }
 

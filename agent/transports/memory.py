@@ -107,8 +107,9 @@ class MemoryQueue:
                         item.holder = agent_id
                         item.lease_expires_at = now + self.lease_timeout
                         item.attempts += 1
-                        return Lease(item.lease_id, item.request_id, item.envelope,
-                                     item.lease_expires_at)
+                        return Lease(
+                            item.lease_id, item.request_id, item.envelope, item.lease_expires_at
+                        )
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None

@@ -60,17 +60,25 @@ def auth_message(method: str, path_with_query: bytes, ts: str, body: bytes) -> b
     return b"".join(
         (
             _AUTH_DOMAIN,
-            method.upper().encode("ascii"), b"\n",
-            path_with_query, b"\n",
-            ts.encode("ascii"), b"\n",
+            method.upper().encode("ascii"),
+            b"\n",
+            path_with_query,
+            b"\n",
+            ts.encode("ascii"),
+            b"\n",
             hashlib.sha256(body).hexdigest().encode("ascii"),
         )
     )
 
 
 def authorization_header(
-    key: Ed25519PrivateKey, agent_id: str, method: str, path_with_query: bytes, body: bytes,
-    *, now: float | None = None,
+    key: Ed25519PrivateKey,
+    agent_id: str,
+    method: str,
+    path_with_query: bytes,
+    body: bytes,
+    *,
+    now: float | None = None,
 ) -> str:
     ts = str(int(time.time() if now is None else now))
     sig = key.sign(auth_message(method, path_with_query, ts, body))
@@ -137,7 +145,8 @@ def _check(response: httpx.Response, what: str) -> None:
     if status in (401, 403):
         raise AuthenticationFailed(
             text + " (is the agent enrolled, not removed, and its clock right?)",
-            code=code, status=status,
+            code=code,
+            status=status,
         )
     raise TransportError(text, code=code, status=status)
 
@@ -178,11 +187,19 @@ class RelayTransport:
         return self._agent_id
 
     def _call(
-        self, method: str, path: str, *, body: bytes = b"", params: dict[str, Any] | None = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes = b"",
+        params: dict[str, Any] | None = None,
         timeout: float | None = None,
     ) -> httpx.Response:
         request = self._client.build_request(
-            method, path, params=params, content=body,
+            method,
+            path,
+            params=params,
+            content=body,
             headers={"Content-Type": "application/json"} if body else None,
             timeout=timeout if timeout is not None else self._timeout,
         )
@@ -198,7 +215,9 @@ class RelayTransport:
     def lease(self, wait: float) -> Lease | None:
         wait = max(0.0, wait)
         response = self._call(
-            "POST", "/v1/agent/lease", params={"wait": f"{wait:g}"},
+            "POST",
+            "/v1/agent/lease",
+            params={"wait": f"{wait:g}"},
             timeout=wait + _LONG_POLL_MARGIN + self._timeout,
         )
         if response.status_code == 204:
@@ -209,7 +228,9 @@ class RelayTransport:
             envelope.encode("utf-8") if isinstance(envelope, str) else json.dumps(envelope).encode()
         )
         return Lease(
-            lease_id=data["lease_id"], request_id=data["request_id"], envelope=raw,
+            lease_id=data["lease_id"],
+            request_id=data["request_id"],
+            envelope=raw,
             expires_at=float(data["lease_expires_at"]),
         )
 
@@ -223,8 +244,11 @@ class RelayTransport:
     def complete(self, lease: Lease, result: bytes) -> None:
         # The result travels as a JSON string so the portal gets these exact bytes back.
         body = json.dumps(
-            {"lease_id": lease.lease_id, "request_id": lease.request_id,
-             "result": result.decode("utf-8")}
+            {
+                "lease_id": lease.lease_id,
+                "request_id": lease.request_id,
+                "result": result.decode("utf-8"),
+            }
         ).encode()
         self._call("POST", "/v1/agent/results", body=body)
 
@@ -269,10 +293,16 @@ def enroll(
     TransportError subclasses. The code is never put into an exception message.
     """
     _check_url(base_url, allow_insecure_http)
-    with httpx.Client(
-        base_url=base_url.rstrip("/"), verify=_verify(ca_file, verify), timeout=timeout,
-        transport=transport, headers={"User-Agent": "writeback-agent"},
-    ) as client, _map_errors():
+    with (
+        httpx.Client(
+            base_url=base_url.rstrip("/"),
+            verify=_verify(ca_file, verify),
+            timeout=timeout,
+            transport=transport,
+            headers={"User-Agent": "writeback-agent"},
+        ) as client,
+        _map_errors(),
+    ):
         response = client.post(
             "/v1/agents/enroll", json={"code": code, "name": name, "public_keys": public_keys}
         )
@@ -280,7 +310,8 @@ def enroll(
         err, message = _error_code(response)
         raise EnrollmentFailed(
             f"enrollment refused ({err or response.status_code}): {message}".rstrip(": "),
-            code=err, status=response.status_code,
+            code=err,
+            status=response.status_code,
         )
     _check(response, "enroll")
     result: dict[str, Any] = response.json()

@@ -127,7 +127,9 @@ def verify_agent_request(
     error code first (an operator fixes a clock before re-enrolling)."""
     if abs(now - int(creds.ts)) > max_skew:
         raise RelayHTTPError(
-            401, "clock_skew", f"timestamp differs from relay time by more than {max_skew:.0f}s",
+            401,
+            "clock_skew",
+            f"timestamp differs from relay time by more than {max_skew:.0f}s",
             server_time=now,
         )
     if agent is None:

@@ -37,8 +37,16 @@ if TYPE_CHECKING:
     from cloud.relay.deps import RelayContext
 
 _TUNABLES = (
-    "presence_timeout", "lease_timeout", "max_body_bytes", "max_request_ttl", "poll_interval",
-    "retention", "prune_interval", "max_result_wait", "max_lease_wait", "auth_skew",
+    "presence_timeout",
+    "lease_timeout",
+    "max_body_bytes",
+    "max_request_ttl",
+    "poll_interval",
+    "retention",
+    "prune_interval",
+    "max_result_wait",
+    "max_lease_wait",
+    "auth_skew",
     "graceful_shutdown",
 )
 
@@ -63,9 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--db", type=Path, default=argparse.SUPPRESS)
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
-    serve.add_argument("--admin-token-file", type=Path,
-                       help="file holding the admin API token (default "
-                            "$CREDENTIALS_DIRECTORY/admin-token; none: admin API off)")
+    serve.add_argument(
+        "--admin-token-file",
+        type=Path,
+        help="file holding the admin API token (default "
+        "$CREDENTIALS_DIRECTORY/admin-token; none: admin API off)",
+    )
     for name in _TUNABLES:
         serve.add_argument("--" + name.replace("_", "-"), type=float)
     serve.add_argument("--log-level", default="info")
@@ -141,9 +152,9 @@ def _configure_logging(level: str) -> None:
 
 def _serve(args: argparse.Namespace, settings: RelaySettings) -> int:
     # Imported here so the admin subcommands start without the web stack.
-    import uvicorn  # noqa: PLC0415
+    import uvicorn
 
-    from cloud.relay.app import create_app  # noqa: PLC0415
+    from cloud.relay.app import create_app
 
     settings = settings.model_copy(update={"admin_token": _admin_token(args.admin_token_file)})
     _configure_logging(args.log_level)
@@ -151,8 +162,11 @@ def _serve(args: argparse.Namespace, settings: RelaySettings) -> int:
         structlog.get_logger("writeback.relay").warning("admin_api.disabled")
     app = create_app(settings)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port,
-        log_level=args.log_level, timeout_graceful_shutdown=math.ceil(settings.graceful_shutdown),
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=math.ceil(settings.graceful_shutdown),
         server_header=False,
     )
     ctx: RelayContext = app.state.relay

@@ -67,8 +67,14 @@ class ResultTimeout(RelayError):
 
 
 _BY_STATUS: dict[int, type[RelayError]] = {
-    401: Forbidden, 403: Forbidden, 404: UnknownRequest, 409: DuplicateRequest,
-    410: RequestExpired, 413: EnvelopeTooLarge, 422: InvalidEnvelope, 503: NoAgentOnline,
+    401: Forbidden,
+    403: Forbidden,
+    404: UnknownRequest,
+    409: DuplicateRequest,
+    410: RequestExpired,
+    413: EnvelopeTooLarge,
+    422: InvalidEnvelope,
+    503: NoAgentOnline,
 }
 
 
@@ -108,7 +114,10 @@ class PortalClient:
         self._base_url = base_url.rstrip("/")
         self._timeout = timeout
         self._client = httpx.Client(
-            base_url=self._base_url, timeout=timeout, verify=verify_arg, transport=transport,
+            base_url=self._base_url,
+            timeout=timeout,
+            verify=verify_arg,
+            transport=transport,
             headers={"Authorization": f"Bearer {api_token}", "User-Agent": "writeback-portal"},
         )
 
@@ -133,7 +142,10 @@ class PortalClient:
     def submit(self, envelope: bytes) -> str:
         """Queue a request envelope; returns its id. NoAgentOnline means nothing was queued."""
         response = self._send(
-            "POST", "/v1/requests", "submit", content=envelope,
+            "POST",
+            "/v1/requests",
+            "submit",
+            content=envelope,
             headers={"Content-Type": "application/json"},
         )
         return str(response.json()["id"])
@@ -142,7 +154,10 @@ class PortalClient:
         """One long-poll: ("done", result bytes) or (state, None) with state queued/leased."""
         wait = max(0.0, min(wait, _MAX_WAIT))
         response = self._send(
-            "GET", f"/v1/requests/{request_id}/result", "result", params={"wait": f"{wait:g}"},
+            "GET",
+            f"/v1/requests/{request_id}/result",
+            "result",
+            params={"wait": f"{wait:g}"},
             timeout=self._timeout + wait,
         )
         if response.status_code == 200:

@@ -74,8 +74,13 @@ async def signed_agent(request: Request, ctx: Ctx) -> Agent:
     agent = await ctx.run(ctx.store.get_agent, creds.agent_id)
     try:
         return verify_agent_request(
-            creds, agent, method=request.method, path_with_query=_path_with_query(request),
-            body=body, now=ctx.clock(), max_skew=ctx.settings.auth_skew,
+            creds,
+            agent,
+            method=request.method,
+            path_with_query=_path_with_query(request),
+            body=body,
+            now=ctx.clock(),
+            max_skew=ctx.settings.auth_skew,
         )
     except RelayHTTPError as exc:
         log.warning("agent.auth_failed", agent_id=creds.agent_id, error=exc.code)

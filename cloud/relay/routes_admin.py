@@ -49,7 +49,11 @@ async def create_tenant(body: TenantCreate, ctx: Ctx) -> TenantCreated:
 async def create_enrollment_code(body: EnrollmentCodeCreate, ctx: Ctx) -> EnrollmentCodeCreated:
     try:
         code, expires_at = await ctx.run(
-            ops.create_enrollment_code, ctx.store, body.tenant, body.agent_group, body.ttl,
+            ops.create_enrollment_code,
+            ctx.store,
+            body.tenant,
+            body.agent_group,
+            body.ttl,
             ctx.clock(),
         )
     except NotFoundError as exc:

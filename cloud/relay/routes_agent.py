@@ -55,8 +55,13 @@ async def enroll(body: EnrollBody, ctx: Ctx) -> Enrolled:
     now = ctx.clock()
     try:
         agent = await ctx.run(
-            ctx.store.enroll, hash_secret(normalize_code(body.code)), agent_id, body.name,
-            body.public_keys, sign_key, now=now,
+            ctx.store.enroll,
+            hash_secret(normalize_code(body.code)),
+            agent_id,
+            body.name,
+            body.public_keys,
+            sign_key,
+            now=now,
         )
     except EnrollmentError as exc:
         log.warning("agent.enroll_refused", error=exc.reason)
@@ -64,7 +69,9 @@ async def enroll(body: EnrollBody, ctx: Ctx) -> Enrolled:
     keys = await ctx.run(ctx.store.portal_keys, agent.tenant, now)
     log.info("agent.enrolled", agent_id=agent_id, tenant=agent.tenant, group=agent.agent_group)
     return Enrolled(
-        agent_id=agent_id, tenant=agent.tenant, agent_group=agent.agent_group,
+        agent_id=agent_id,
+        tenant=agent.tenant,
+        agent_group=agent.agent_group,
         portal_keys=[PortalKeyBody(**k.as_dict()) for k in keys],
     )
 
@@ -88,16 +95,29 @@ async def lease(
     while True:
         now = ctx.clock()
         grant = await ctx.run(
-            ctx.store.lease, agent.tenant, agent.agent_group, agent.agent_id,
-            "lse_" + secrets.token_urlsafe(16), now=now, lease_timeout=settings.lease_timeout,
+            ctx.store.lease,
+            agent.tenant,
+            agent.agent_group,
+            agent.agent_id,
+            "lse_" + secrets.token_urlsafe(16),
+            now=now,
+            lease_timeout=settings.lease_timeout,
         )
         if grant is not None:
-            log.info("request.leased", tenant=agent.tenant, group=agent.agent_group,
-                     agent_id=agent.agent_id, request_id=grant.request_id, lease_id=grant.lease_id)
+            log.info(
+                "request.leased",
+                tenant=agent.tenant,
+                group=agent.agent_group,
+                agent_id=agent.agent_id,
+                request_id=grant.request_id,
+                lease_id=grant.lease_id,
+            )
             ctx.notifier.notify(request_key(agent.tenant, grant.request_id))
             body = LeaseBody(
-                lease_id=grant.lease_id, request_id=grant.request_id,
-                lease_expires_at=grant.expires_at, envelope=grant.envelope.decode("utf-8"),
+                lease_id=grant.lease_id,
+                request_id=grant.request_id,
+                lease_expires_at=grant.expires_at,
+                envelope=grant.envelope.decode("utf-8"),
             )
             return Response(body.model_dump_json(), media_type="application/json")
         remaining = deadline - loop.time()
@@ -133,8 +153,13 @@ async def release(lease_id: str, agent: SignedAgent, ctx: Ctx) -> Ok:
     except LeaseConflict as exc:
         raise _lease_lost() from exc
     ctx.notifier.notify(group_key(agent.tenant, agent.agent_group))
-    log.info("request.released", tenant=agent.tenant, agent_id=agent.agent_id,
-             request_id=request_id, lease_id=lease_id)
+    log.info(
+        "request.released",
+        tenant=agent.tenant,
+        agent_id=agent.agent_id,
+        request_id=request_id,
+        lease_id=lease_id,
+    )
     return Ok()
 
 
@@ -157,12 +182,21 @@ async def post_result(body: ResultBody, agent: SignedAgent, ctx: Ctx) -> Ok:
             ctx.store.complete, body.lease_id, body.request_id, agent.agent_id, raw, ctx.clock()
         )
     except LeaseConflict as exc:
-        log.warning("result.lease_lost", tenant=agent.tenant, agent_id=agent.agent_id,
-                    request_id=body.request_id, lease_id=body.lease_id)
+        log.warning(
+            "result.lease_lost",
+            tenant=agent.tenant,
+            agent_id=agent.agent_id,
+            request_id=body.request_id,
+            lease_id=body.lease_id,
+        )
         raise _lease_lost() from exc
     ctx.notifier.notify(request_key(agent.tenant, body.request_id))
-    log.info("result.stored" if stored else "result.repeated", tenant=agent.tenant,
-             agent_id=agent.agent_id, request_id=body.request_id)
+    log.info(
+        "result.stored" if stored else "result.repeated",
+        tenant=agent.tenant,
+        agent_id=agent.agent_id,
+        request_id=body.request_id,
+    )
     return Ok()
 
 
@@ -194,7 +228,8 @@ async def update_keys(body: PublicKeysBody, agent: SignedAgent, ctx: Ctx) -> Ok:
     its (unchanged) signing key; portals seal new requests to it from now on."""
     if body.public_keys.get("sign_key") != agent.sign_key:
         raise RelayHTTPError(
-            422, "sign_key_change_unsupported",
+            422,
+            "sign_key_change_unsupported",
             "the signing key cannot be rotated in place: enroll the agent again",
         )
     if len(json.dumps(body.public_keys)) > _MAX_STATUS_BYTES * 4:

@@ -58,9 +58,12 @@ async def list_agents(agent_group: str, tenant: PortalTenant, ctx: Ctx) -> Agent
         agent_group=agent_group,
         agents=[
             AgentInfo(
-                agent_id=a.agent_id, name=a.name, public_keys=a.public_keys,
+                agent_id=a.agent_id,
+                name=a.name,
+                public_keys=a.public_keys,
                 online=a.last_seen is not None and a.last_seen >= since,
-                last_seen=a.last_seen, enrolled_at=a.enrolled_at,
+                last_seen=a.last_seen,
+                enrolled_at=a.enrolled_at,
             )
             for a in agents
         ],
@@ -74,7 +77,8 @@ async def list_agents(agent_group: str, tenant: PortalTenant, ctx: Ctx) -> Agent
     responses=_ERRORS,
     openapi_extra={
         "requestBody": {
-            "required": True, "content": {"application/json": {"schema": _ENVELOPE_SCHEMA}}
+            "required": True,
+            "content": {"application/json": {"schema": _ENVELOPE_SCHEMA}},
         }
     },
 )
@@ -100,15 +104,23 @@ async def submit(request: Request, tenant: PortalTenant, ctx: Ctx) -> Submitted:
         )
     since = now - ctx.settings.presence_timeout
     if not await ctx.run(ctx.store.any_agent_online, tenant, header.agent_group, since):
-        log.info("request.no_agent_online", tenant=tenant, group=header.agent_group,
-                 request_id=header.id)
+        log.info(
+            "request.no_agent_online", tenant=tenant, group=header.agent_group, request_id=header.id
+        )
         raise RelayHTTPError(
-            503, "no_agent_online", f"no agent of group {header.agent_group!r} is online",
+            503,
+            "no_agent_online",
+            f"no agent of group {header.agent_group!r} is online",
             status="no_agent_online",
         )
     try:
         await ctx.run(
-            ctx.store.add_request, tenant, header.id, header.agent_group, header.exp, body,
+            ctx.store.add_request,
+            tenant,
+            header.id,
+            header.agent_group,
+            header.exp,
+            body,
             now=now,
         )
     except DuplicateError as exc:
@@ -121,8 +133,10 @@ async def submit(request: Request, tenant: PortalTenant, ctx: Ctx) -> Submitted:
 @router.get(
     "/requests/{request_id}/result",
     responses={
-        200: {"description": "the result envelope, as the agent posted it",
-              "content": {"application/json": {}}},
+        200: {
+            "description": "the result envelope, as the agent posted it",
+            "content": {"application/json": {}},
+        },
         202: {"model": Pending, "description": "still queued or leased at the end of the wait"},
         410: {"model": Pending, "description": "expired before any agent answered"},
         **_ERRORS,

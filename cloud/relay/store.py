@@ -167,15 +167,27 @@ class RelayStore(Protocol):
 
     # --- the queue -----------------------------------------------------------------
     def add_request(
-        self, tenant: str, request_id: str, agent_group: str, exp: float, envelope: bytes,
-        *, now: float,
+        self,
+        tenant: str,
+        request_id: str,
+        agent_group: str,
+        exp: float,
+        envelope: bytes,
+        *,
+        now: float,
     ) -> None:
         """Queue a request. Raises DuplicateError when (tenant, request_id) was seen."""
         ...
 
     def lease(
-        self, tenant: str, agent_group: str, agent_id: str, lease_id: str,
-        *, now: float, lease_timeout: float,
+        self,
+        tenant: str,
+        agent_group: str,
+        agent_id: str,
+        lease_id: str,
+        *,
+        now: float,
+        lease_timeout: float,
     ) -> LeaseGrant | None:
         """Atomically take the oldest leasable request: queued (or its lease timed
         out), not expired (exp > now). None when there is none."""

@@ -94,9 +94,7 @@ CREATE INDEX IF NOT EXISTS requests_queue ON requests (tenant, agent_group, stat
 # A request can be leased when nobody holds it (or the holder's lease timed out)
 # and it has not expired. Used twice: to find candidates and to guard the UPDATE.
 # (Constant SQL spliced into constant SQL, values bound: the S608 noqas below.)
-_LEASABLE = (
-    "exp > ? AND (state = 'queued' OR (state = 'leased' AND lease_expires_at <= ?))"
-)
+_LEASABLE = "exp > ? AND (state = 'queued' OR (state = 'leased' AND lease_expires_at <= ?))"
 _CANDIDATES = 8
 
 
@@ -160,9 +158,11 @@ class SQLiteStore:
             raise DuplicateError(f"tenant {tenant!r} exists") from exc
 
     def tenant_for_token(self, token_hash: str) -> str | None:
-        row = self._conn().execute(
-            "SELECT tenant FROM tenants WHERE token_hash = ?", (token_hash,)
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute("SELECT tenant FROM tenants WHERE token_hash = ?", (token_hash,))
+            .fetchone()
+        )
         return None if row is None else str(row[0])
 
     def _require_tenant(self, conn: sqlite3.Connection, tenant: str) -> None:
@@ -188,17 +188,22 @@ class SQLiteStore:
                 if row is None or row[0] != key.public_key:
                     raise DuplicateError(f"portal key {key.kid!r} exists") from exc
                 conn.execute(
-                    "UPDATE portal_keys SET not_before = ?, not_after = ? WHERE tenant = ? AND kid = ?",
+                    "UPDATE portal_keys SET not_before = ?, not_after = ?"
+                    " WHERE tenant = ? AND kid = ?",
                     (key.not_before, key.not_after, tenant, key.kid),
                 )
 
     def portal_keys(self, tenant: str, now: float) -> list[PortalKey]:
-        rows = self._conn().execute(
-            "SELECT kid, public_key, not_before, not_after FROM portal_keys"
-            " WHERE tenant = ? AND (not_after IS NULL OR not_after > ?)"
-            " ORDER BY created_at, kid",
-            (tenant, now),
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT kid, public_key, not_before, not_after FROM portal_keys"
+                " WHERE tenant = ? AND (not_after IS NULL OR not_after > ?)"
+                " ORDER BY created_at, kid",
+                (tenant, now),
+            )
+            .fetchall()
+        )
         return [PortalKey(*row) for row in rows]
 
     # --- enrollment and agents -----------------------------------------------------------
@@ -255,25 +260,39 @@ class SQLiteStore:
     @staticmethod
     def _agent(row: tuple[Any, ...]) -> Agent:
         return Agent(
-            agent_id=row[0], tenant=row[1], agent_group=row[2], name=row[3],
-            public_keys=json.loads(row[4]), sign_key=row[5], enrolled_at=row[6],
-            last_seen=row[7], removed=row[8] is not None,
+            agent_id=row[0],
+            tenant=row[1],
+            agent_group=row[2],
+            name=row[3],
+            public_keys=json.loads(row[4]),
+            sign_key=row[5],
+            enrolled_at=row[6],
+            last_seen=row[7],
+            removed=row[8] is not None,
         )
 
     def get_agent(self, agent_id: str) -> Agent | None:
-        row = self._conn().execute(
-            f"SELECT {self._AGENT_COLUMNS} FROM agents WHERE agent_id = ?",  # noqa: S608 constant
-            (agent_id,),
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                f"SELECT {self._AGENT_COLUMNS} FROM agents WHERE agent_id = ?",  # noqa: S608 constant
+                (agent_id,),
+            )
+            .fetchone()
+        )
         return None if row is None else self._agent(row)
 
     def list_agents(self, tenant: str, agent_group: str) -> list[Agent]:
-        rows = self._conn().execute(
-            f"SELECT {self._AGENT_COLUMNS} FROM agents"  # noqa: S608 constant columns
-            " WHERE tenant = ? AND agent_group = ? AND removed_at IS NULL"
-            " ORDER BY enrolled_at, agent_id",
-            (tenant, agent_group),
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                f"SELECT {self._AGENT_COLUMNS} FROM agents"  # noqa: S608 constant columns
+                " WHERE tenant = ? AND agent_group = ? AND removed_at IS NULL"
+                " ORDER BY enrolled_at, agent_id",
+                (tenant, agent_group),
+            )
+            .fetchall()
+        )
         return [self._agent(row) for row in rows]
 
     def remove_agent(self, agent_id: str, now: float) -> None:
@@ -310,17 +329,27 @@ class SQLiteStore:
             )
 
     def any_agent_online(self, tenant: str, agent_group: str, since: float) -> bool:
-        row = self._conn().execute(
-            "SELECT 1 FROM agents WHERE tenant = ? AND agent_group = ? AND removed_at IS NULL"
-            " AND last_seen >= ? LIMIT 1",
-            (tenant, agent_group, since),
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT 1 FROM agents WHERE tenant = ? AND agent_group = ? AND removed_at IS NULL"
+                " AND last_seen >= ? LIMIT 1",
+                (tenant, agent_group, since),
+            )
+            .fetchone()
+        )
         return row is not None
 
     # --- the queue ----------------------------------------------------------------------------
     def add_request(
-        self, tenant: str, request_id: str, agent_group: str, exp: float, envelope: bytes,
-        *, now: float,
+        self,
+        tenant: str,
+        request_id: str,
+        agent_group: str,
+        exp: float,
+        envelope: bytes,
+        *,
+        now: float,
     ) -> None:
         try:
             self._conn().execute(
@@ -332,8 +361,14 @@ class SQLiteStore:
             raise DuplicateError(f"request {request_id!r} exists") from exc
 
     def lease(
-        self, tenant: str, agent_group: str, agent_id: str, lease_id: str,
-        *, now: float, lease_timeout: float,
+        self,
+        tenant: str,
+        agent_group: str,
+        agent_id: str,
+        lease_id: str,
+        *,
+        now: float,
+        lease_timeout: float,
     ) -> LeaseGrant | None:
         conn = self._conn()
         while True:
@@ -369,12 +404,16 @@ class SQLiteStore:
         return expires_at
 
     def release(self, lease_id: str, agent_id: str) -> str:
-        row = self._conn().execute(
-            "UPDATE requests SET state = 'queued', lease_id = NULL, leased_by = NULL,"
-            " lease_expires_at = NULL WHERE lease_id = ? AND leased_by = ? AND state = 'leased'"
-            " RETURNING request_id",
-            (lease_id, agent_id),
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "UPDATE requests SET state = 'queued', lease_id = NULL, leased_by = NULL,"
+                " lease_expires_at = NULL WHERE lease_id = ? AND leased_by = ? AND state = 'leased'"
+                " RETURNING request_id",
+                (lease_id, agent_id),
+            )
+            .fetchone()
+        )
         if row is None:
             raise LeaseConflict(f"lease {lease_id} is not held by {agent_id}")
         return str(row[0])
@@ -399,11 +438,15 @@ class SQLiteStore:
         raise LeaseConflict(f"lease {lease_id} is not held by {agent_id}")
 
     def request_status(self, tenant: str, request_id: str, now: float) -> RequestStatus | None:
-        row = self._conn().execute(
-            "SELECT state, exp, lease_expires_at, result FROM requests"
-            " WHERE tenant = ? AND request_id = ?",
-            (tenant, request_id),
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT state, exp, lease_expires_at, result FROM requests"
+                " WHERE tenant = ? AND request_id = ?",
+                (tenant, request_id),
+            )
+            .fetchone()
+        )
         if row is None:
             return None
         state, exp, lease_expires_at, result = row
@@ -416,10 +459,14 @@ class SQLiteStore:
         return RequestStatus(RequestState.QUEUED)
 
     def request_tenant_group(self, lease_id: str) -> tuple[str, str, str] | None:
-        row = self._conn().execute(
-            "SELECT tenant, agent_group, request_id FROM requests WHERE lease_id = ?",
-            (lease_id,),
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT tenant, agent_group, request_id FROM requests WHERE lease_id = ?",
+                (lease_id,),
+            )
+            .fetchone()
+        )
         return None if row is None else (str(row[0]), str(row[1]), str(row[2]))
 
     def prune(self, now: float, keep_for: float) -> int:
