@@ -395,3 +395,11 @@ class ActiveDirectoryConnector:
 
     def close(self) -> None:
         self._drop()
+
+    def __del__(self) -> None:
+        # A connector dropped without close() must not leak its socket. At interpreter
+        # exit anything may already be torn down: never let that surface.
+        try:
+            self._drop()
+        except Exception:  # noqa: BLE001, S110
+            pass

@@ -183,6 +183,7 @@ class SambaEnv:
             }
         )
         self._admin_conn: ldap3.Connection | None = None
+        self._connectors: list[DirectoryConnector] = []
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ plumbing
@@ -210,6 +211,9 @@ class SambaEnv:
             return conn
 
     def close(self) -> None:
+        for conn in self._connectors:
+            conn.close()
+        self._connectors.clear()
         if self._admin_conn is not None:
             _unbind(self._admin_conn)
             self._admin_conn = None
@@ -232,7 +236,10 @@ class SambaEnv:
     # ------------------------------------------------------------------ DirectoryEnv
 
     def connector(self, **overrides: Any) -> DirectoryConnector:
-        return ActiveDirectoryConnector(self.settings.model_copy(update=overrides))
+        """Connectors keep their connection open; the env closes them all at the end."""
+        conn = ActiveDirectoryConnector(self.settings.model_copy(update=overrides))
+        self._connectors.append(conn)
+        return conn
 
     def create_user(
         self,

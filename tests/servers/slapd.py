@@ -175,11 +175,20 @@ class SlapdEnv:
     base_dn: str = PEOPLE
     outside_base_dn: str = OUTSIDE
     _plain_host: tuple[str, int] = field(default=("127.0.0.1", 389))
+    _connectors: list[DirectoryConnector] = field(default_factory=list)
 
     # ----------------------------------------------------------------- plumbing
 
     def connector(self, **overrides: Any) -> DirectoryConnector:
-        return OpenLdapConnector(self.settings.model_copy(update=overrides))
+        """Connectors keep their connection open; the env closes them all at the end."""
+        conn = OpenLdapConnector(self.settings.model_copy(update=overrides))
+        self._connectors.append(conn)
+        return conn
+
+    def close(self) -> None:
+        for conn in self._connectors:
+            conn.close()
+        self._connectors.clear()
 
     @contextlib.contextmanager
     def admin(self) -> Iterator[ldap3.Connection]:
@@ -363,4 +372,5 @@ def slapd_env() -> Iterator[SlapdEnv]:
         try:
             yield env
         finally:
+            env.close()
             stop_process(proc)
