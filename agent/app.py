@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.config import Settings
-from agent.enrollment import Enrollment, load_keyring
+from agent.enrollment import Enrollment, load_keyring, relay_transport
 from agent.health import HealthServer, HealthState
 from agent.journal import Journal
 from agent.logging import get_logger
@@ -23,7 +23,6 @@ from agent.protocol.verify import RequestVerifier
 from agent.scheduler import AgentScheduler
 from agent.service import AgentService
 from agent.transports.base import Transport
-from agent.transports.relay import RelayTransport
 
 
 @dataclass
@@ -57,22 +56,8 @@ class Agent:
 def relay_transport_factory(
     settings: Settings, enrollment: Enrollment, keys: AgentKeys
 ) -> Callable[[], Transport]:
-    relay = settings.relay
-    ca_file = str(relay.ca_file) if relay and relay.ca_file else None
-    allow_http = bool(relay and relay.allow_insecure_http)
-    timeout = relay.timeout_seconds if relay else 40.0
-
-    def factory() -> Transport:
-        return RelayTransport(
-            enrollment.relay_url,
-            enrollment.agent_id,
-            keys.signing,
-            ca_file=ca_file,
-            allow_insecure_http=allow_http,
-            timeout=timeout,
-        )
-
-    return factory
+    """One relay client per worker thread (httpx clients are not shared across them)."""
+    return lambda: relay_transport(settings, enrollment, keys)
 
 
 def build_agent(

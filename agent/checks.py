@@ -11,7 +11,7 @@ import stat
 from collections.abc import Iterator
 
 from agent.config import Settings
-from agent.enrollment import Enrollment, NotEnrolled, load_keyring
+from agent.enrollment import Enrollment, NotEnrolled, load_keyring, relay_transport
 from agent.protocol.errors import KeyFileError
 from agent.protocol.keys import AgentKeys
 from connectors.base import DirectoryError, make_connector
@@ -70,17 +70,8 @@ def run_checks(settings: Settings) -> Iterator[Check]:
 
 def _check_relay(settings: Settings, enrollment: Enrollment, keys: AgentKeys) -> Check:
     from agent.transports.base import TransportError
-    from agent.transports.relay import RelayTransport
 
-    relay = settings.relay
-    transport = RelayTransport(
-        enrollment.relay_url,
-        enrollment.agent_id,
-        keys.signing,
-        ca_file=str(relay.ca_file) if relay and relay.ca_file else None,
-        allow_insecure_http=bool(relay and relay.allow_insecure_http),
-        timeout=10,
-    )
+    transport = relay_transport(settings, enrollment, keys, timeout=10)
     try:
         portal_keys = transport.portal_keys()
         return (

@@ -222,19 +222,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
         print(json.dumps(keys.public().model_dump(mode="json"), indent=2, sort_keys=True))
         return 0
     # rotate: new HPKE key; the previous one keeps opening queued requests for --overlap.
+    from agent.enrollment import relay_transport
     from agent.transports.base import TransportError
-    from agent.transports.relay import RelayTransport
 
     rotated = keys.rotate_kem(now=int(time.time()), overlap=args.overlap)
     enrollment = Enrollment.load(settings.enrollment_path)
-    relay = settings.relay
-    transport = RelayTransport(
-        enrollment.relay_url,
-        enrollment.agent_id,
-        keys.signing,
-        ca_file=str(relay.ca_file) if relay and relay.ca_file else None,
-        allow_insecure_http=bool(relay and relay.allow_insecure_http),
-    )
+    transport = relay_transport(settings, enrollment, keys)
     try:
         transport.update_keys(rotated.public(enrollment.agent_id).model_dump(mode="json"))
     except TransportError as exc:

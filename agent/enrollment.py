@@ -16,7 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.config import Settings
 from agent.protocol.keyring import PortalKeyring, TrustedPortalKey
+from agent.protocol.keys import AgentKeys
+from agent.transports.relay import RelayTransport
 
 
 class NotEnrolled(Exception):
@@ -78,3 +81,19 @@ def load_keyring(data_dir: Path) -> PortalKeyring:
     if not path.exists():
         raise NotEnrolled(f"{path} not found: run `writeback-agent enroll --code CODE` first")
     return PortalKeyring.load(path)
+
+
+def relay_transport(
+    settings: Settings, enrollment: Enrollment, keys: AgentKeys, *, timeout: float | None = None
+) -> RelayTransport:
+    """The relay client for this enrolled agent: its URL and TLS rules from the
+    settings, its identity from the enrollment, every call signed with its key."""
+    relay = settings.relay
+    return RelayTransport(
+        enrollment.relay_url,
+        enrollment.agent_id,
+        keys.signing,
+        ca_file=str(relay.ca_file) if relay and relay.ca_file else None,
+        allow_insecure_http=bool(relay and relay.allow_insecure_http),
+        timeout=timeout if timeout is not None else (relay.timeout_seconds if relay else 40.0),
+    )
