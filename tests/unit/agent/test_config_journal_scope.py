@@ -1,0 +1,146 @@
+"""Settings precedence and secret files, the journal's state machine, scope rules and
+routing: the agent's own decisions, without a server."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import tomli_w
+
+from agent.config import ConfigError, DirectoryConfig, load_settings
+from agent.journal import ClaimKind, Journal, State
+from agent.protocol.status import NotManagedReason
+from agent.routing import DirectoryRouter
+from agent.scope import dn_within, not_managed_reason
+from connectors.base import LookupKind, UserRef
+
+
+def _directory(**extra: object) -> dict[str, object]:
+    return {
+        "name": "corp", "kind": "active_directory", "urls": ["ldaps://dc1:636"],
+        "bind_dn": "CN=svc,DC=corp", "bind_password": "pw-from-toml", "base_dns": ["DC=corp"], **extra,
+    }
+
+
+def _write(tmp_path: Path, document: dict[str, object]) -> Path:
+    path = tmp_path / "agent.toml"
+    path.write_text(tomli_w.dumps(document))
+    return path
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _write(tmp_path, {"data_dir": str(tmp_path), "workers": 2, "log": {"level": "info"},
+                               "directories": [_directory()]})
+    monkeypatch.setenv("WRITEBACK_WORKERS", "7")
+    monkeypatch.setenv("WRITEBACK_LOG__LEVEL", "debug")
+    settings = load_settings(config)
+    assert settings.workers == 7
+    assert settings.log.level == "debug"
+    assert settings.directories[0].bind_password.get_secret_value() == "pw-from-toml"
+
+
+def test_bind_password_file_and_systemd_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "corp-pw").write_text("from-credential\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    entry = _directory()
+    del entry["bind_password"]
+    entry["bind_password_file"] = "corp-pw"
+    settings = load_settings(_write(tmp_path, {"data_dir": str(tmp_path), "directories": [entry]}))
+    assert settings.directories[0].bind_password.get_secret_value() == "from-credential"
+    assert "from-credential" not in repr(settings)
+
+
+def test_bad_configuration_names_the_key_and_never_the_secret(tmp_path: Path) -> None:
+    entry = _directory(kind="novell", bind_password="Sup3r-Secret-Bind")
+    with pytest.raises(ConfigError) as info:
+        load_settings(_write(tmp_path, {"data_dir": str(tmp_path), "directories": [entry]}))
+    assert "directories.0.kind" in str(info.value)
+    assert "Sup3r-Secret-Bind" not in str(info.value)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "missing.toml")
+    missing_file = _directory()
+    del missing_file["bind_password"]
+    missing_file["bind_password_file"] = str(tmp_path / "nope")
+    with pytest.raises(ConfigError, match="cannot read secret file"):
+        load_settings(_write(tmp_path, {"data_dir": str(tmp_path), "directories": [missing_file]}))
+
+
+def test_journal_states_and_recovery(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    assert journal.claim("r1", op="reset", user_ref="alice").kind is ClaimKind.NEW
+    assert journal.claim("r1", op="reset", user_ref="alice").kind is ClaimKind.BUSY
+    journal.finish("r1", status="succeeded", result=b"signed-1")
+    assert journal.claim("r1", op="reset", user_ref="alice") == journal.claim("r1", op="reset", user_ref="alice")
+    assert journal.claim("r1", op="reset", user_ref="alice").result == b"signed-1"
+
+    journal.claim("r2", op="reset", user_ref="bob")
+    journal.mark_writing("r2")  # then the process dies
+    journal.claim("r3", op="reset", user_ref="carol")  # claimed, never written
+    journal.close()
+    reopened = Journal(tmp_path / "j.sqlite3")
+    assert reopened.recover() == ["r2"]
+    assert reopened.claim("r2", op="reset", user_ref="bob").kind is ClaimKind.IN_DOUBT
+    assert reopened.claim("r3", op="reset", user_ref="carol").kind is ClaimKind.NEW  # safe to redo
+    assert reopened.state("r2") is State.IN_DOUBT
+
+
+def test_journal_claim_is_exclusive_across_threads(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    kinds: list[ClaimKind] = []
+    barrier = threading.Barrier(8)
+
+    def claim() -> None:
+        barrier.wait()
+        kinds.append(journal.claim("same", op="reset", user_ref="u").kind)
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert kinds.count(ClaimKind.NEW) == 1 and kinds.count(ClaimKind.BUSY) == 7
+
+
+def _config(**scope: object) -> DirectoryConfig:
+    return DirectoryConfig.model_validate(_directory(scope=scope, base_dns=["DC=corp"]))
+
+
+def _user(dn: str = "CN=a,OU=People,DC=corp", protected: bool = False) -> UserRef:
+    return UserRef(dn=dn, id="1", login="a", protected=protected)
+
+
+def test_scope_rules_in_order() -> None:
+    groups = lambda: frozenset({"cn=inner,dc=corp", "cn=all,dc=corp"})  # noqa: E731
+    decide = lambda d, u=None: not_managed_reason(writeback_enabled=True, directory=d, user=u or _user(), groups=groups)  # noqa: E731
+    assert decide(_config()) is None
+    assert not_managed_reason(writeback_enabled=False, directory=_config(), user=_user(), groups=groups) is NotManagedReason.WRITEBACK_DISABLED
+    assert decide(_config(writeback_enabled=False)) is NotManagedReason.WRITEBACK_DISABLED
+    assert decide(_config(base_dns=["OU=Staff,DC=corp"])) is NotManagedReason.OUTSIDE_SCOPE
+    assert decide(_config(), _user(protected=True)) is NotManagedReason.PROTECTED_ACCOUNT
+    assert decide(_config(protect_admin_accounts=False), _user(protected=True)) is None
+    assert decide(_config(denied_groups=["CN=Inner, DC=Corp"])) is NotManagedReason.IN_DENIED_GROUP
+    assert decide(_config(allowed_groups=["cn=other,dc=corp"])) is NotManagedReason.NOT_IN_ALLOWED_GROUP
+    assert decide(_config(allowed_groups=["cn=all,dc=corp"])) is None
+    assert decide(_config(protected_groups=["cn=all,dc=corp"])) is NotManagedReason.PROTECTED_ACCOUNT
+
+
+def test_dn_containment_is_by_components() -> None:
+    assert dn_within("CN=a,OU=People,DC=corp", "ou=people, dc=CORP")
+    assert not dn_within("CN=a,OU=NotPeople,DC=corp", "OU=People,DC=corp")
+    assert not dn_within("CN=x,DC=evilcorp", "DC=corp")
+
+
+def test_routing_by_suffix_domain_and_default() -> None:
+    ad = DirectoryConfig.model_validate(_directory(name="ad", upn_suffixes=["corp.example"], domains=["CORP"], default=True))
+    ldap = DirectoryConfig.model_validate(_directory(name="ldap", kind="openldap", upn_suffixes=["lab.example"], domains=["LAB"]))
+    router = DirectoryRouter([ad, ldap])
+    assert router.route(LookupKind.UPN, "bo@LAB.example").directory.name == "ldap"  # type: ignore[union-attr]
+    routed = router.route(LookupKind.LOGIN, "lab\\bo")
+    assert routed is not None and routed.directory.name == "ldap" and routed.query.value == "bo"
+    assert router.route(LookupKind.LOGIN, "bo").directory.name == "ad"  # type: ignore[union-attr]
+    assert router.route(LookupKind.LOGIN, "OTHER\\bo") is None
+    assert DirectoryRouter([ad, ldap.model_copy(update={"default": False})]).route(LookupKind.ID, "x") is not None
