@@ -16,7 +16,6 @@ journal keeps it, so a redelivery gets the same signed answer.
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 import threading
 import time
@@ -341,15 +340,3 @@ class AgentService:
             self._metrics.set_relay_up(ok)
         if self._health is not None:
             self._health.set_relay_ok(ok)
-
-    def status(self) -> dict[str, Any]:
-        return {
-            "agent_id": self._identity.agent_id,
-            "relay_ok": self._relay_ok,
-            "directories": dict(self._directory_health),
-            "in_flight": self._in_flight,
-            "journal": self._journal.counts(),
-        }
-
-    def status_json(self) -> str:
-        return json.dumps(self.status(), sort_keys=True)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import ldap3
@@ -98,11 +97,6 @@ class OpenLdapConnector:
         return f"OpenLdapConnector(name={self.settings.name!r}, urls={self.settings.urls!r})"
 
     # ----------------------------------------------------------------- connections
-
-    @contextmanager
-    def _session(self) -> Iterator[None]:
-        """One public call. The connection outlives it (see the class docstring)."""
-        yield
 
     def close(self) -> None:
         close_quietly(self._conn)
@@ -194,18 +188,17 @@ class OpenLdapConnector:
             *pp.STATE_ATTRS,
         ]
         found: dict[str, dict[str, Any]] = {}
-        with self._session():
-            for base in s.base_dns:
-                for entry in self._search(base, flt, attrs, size_limit=2):
-                    found.setdefault(str(entry["dn"]).lower(), entry)
-            if not found:
-                raise UserNotFound(f"no {query.kind.value} match under {'; '.join(s.base_dns)}")
-            if len(found) > 1:
-                raise AmbiguousUser(f"{len(found)} entries match the {query.kind.value} lookup")
-            (entry,) = found.values()
-            a = entry["attributes"]
-            state = pp.AccountState.from_attrs(a)
-            locked = self._locked(state)
+        for base in s.base_dns:
+            for entry in self._search(base, flt, attrs, size_limit=2):
+                found.setdefault(str(entry["dn"]).lower(), entry)
+        if not found:
+            raise UserNotFound(f"no {query.kind.value} match under {'; '.join(s.base_dns)}")
+        if len(found) > 1:
+            raise AmbiguousUser(f"{len(found)} entries match the {query.kind.value} lookup")
+        (entry,) = found.values()
+        a = entry["attributes"]
+        state = pp.AccountState.from_attrs(a)
+        locked = self._locked(state)
         mail = pp.first(a, s.mail_attribute)
         return UserRef(
             dn=str(entry["dn"]),
@@ -254,8 +247,7 @@ class OpenLdapConnector:
         return pp.policy_from_attrs(attrs, complexity=self.settings.require_complexity)
 
     def password_policy(self, user: UserRef) -> PasswordPolicy:
-        with self._session():
-            return self._policy_for(self._read_state(user))
+        return self._policy_for(self._read_state(user))
 
     # ----------------------------------------------------------------- writes
 
@@ -276,28 +268,27 @@ class OpenLdapConnector:
         must_change: bool = False,
     ) -> WriteOutcome:
         require_secure_for_writes(self.settings)
-        with self._session():
-            state = self._usable_state(user)
-            if not unlock and self._locked(state):
-                raise AccountLocked(f"{user.dn} is locked and unlock was not requested")
-            policy = self._policy_for(state)
-            prevalidate(new_password.get_secret_value(), policy, user, self_change=False)
-            self._set_password(user, new_password, policy, young=state.too_young(policy.min_age))
-            dc = self._dc()
-            # The exop carries the password only, so the companions need a second modify.
-            # pwdReset is always stated: ppolicy may set it on an administrator's change.
-            changes = {
-                **(_RESET_TRUE if must_change else _RESET_NONE),
-                **(_UNLOCK if unlock else {}),
-            }
-            try:
-                self._modify(user.dn, changes)
-            except DirectoryError as exc:
-                raise PartiallyApplied(
-                    f"password set, but writing {', '.join(changes)} failed: {exc.detail}",
-                    applied=["password"],
-                    dc=dc,
-                ) from exc
+        state = self._usable_state(user)
+        if not unlock and self._locked(state):
+            raise AccountLocked(f"{user.dn} is locked and unlock was not requested")
+        policy = self._policy_for(state)
+        prevalidate(new_password.get_secret_value(), policy, user, self_change=False)
+        self._set_password(user, new_password, policy, young=state.too_young(policy.min_age))
+        dc = self._dc()
+        # The exop carries the password only, so the companions need a second modify.
+        # pwdReset is always stated: ppolicy may set it on an administrator's change.
+        changes = {
+            **(_RESET_TRUE if must_change else _RESET_NONE),
+            **(_UNLOCK if unlock else {}),
+        }
+        try:
+            self._modify(user.dn, changes)
+        except DirectoryError as exc:
+            raise PartiallyApplied(
+                f"password set, but writing {', '.join(changes)} failed: {exc.detail}",
+                applied=["password"],
+                dc=dc,
+            ) from exc
         applied = (
             "password",
             *(("unlock",) if unlock else ()),
@@ -340,8 +331,7 @@ class OpenLdapConnector:
         self, user: UserRef, old_password: SecretStr, new_password: SecretStr
     ) -> WriteOutcome:
         require_secure_for_writes(self.settings)
-        with self._session():
-            policy = self._policy_for(self._usable_state(user))
+        policy = self._policy_for(self._usable_state(user))
         # Bound as the user, with the ppolicy control: a wrong old password is
         # wrong_old_password, a locked account says accountLocked.
         conn = open_connection(
@@ -373,10 +363,9 @@ class OpenLdapConnector:
         password change clears them itself, so reset(unlock=True) needs no relax.)
         """
         require_secure_for_writes(self.settings)
-        with self._session():
-            self._usable_state(user)
-            self._modify(user.dn, {**_UNLOCK, **_CLEAR_FAILURES}, relax=True)
-            return WriteOutcome(dc=self._dc(), applied=("unlock",))
+        self._usable_state(user)
+        self._modify(user.dn, {**_UNLOCK, **_CLEAR_FAILURES}, relax=True)
+        return WriteOutcome(dc=self._dc(), applied=("unlock",))
 
     # ----------------------------------------------------------------- groups
 
@@ -393,29 +382,27 @@ class OpenLdapConnector:
         """Static groups, nested: member-of-member to a fixed point, depth capped."""
         seen: set[str] = set()
         frontier = {user.dn}
-        with self._session():
-            bases = self._group_bases()
-            for _ in range(_MAX_GROUP_DEPTH):
-                if not frontier:
-                    break
-                members = "".join(
-                    f"(member={escape_filter_chars(dn)})(uniqueMember={escape_filter_chars(dn)})"
-                    for dn in sorted(frontier)
-                )
-                found = {
-                    str(e["dn"])
-                    for base in bases
-                    for e in self._search(base, f"(&{_GROUP}(|{members}))", ["1.1"])
-                }
-                frontier = {dn for dn in found if dn.lower() not in seen}
-                seen.update(dn.lower() for dn in found)
+        bases = self._group_bases()
+        for _ in range(_MAX_GROUP_DEPTH):
+            if not frontier:
+                break
+            members = "".join(
+                f"(member={escape_filter_chars(dn)})(uniqueMember={escape_filter_chars(dn)})"
+                for dn in sorted(frontier)
+            )
+            found = {
+                str(e["dn"])
+                for base in bases
+                for e in self._search(base, f"(&{_GROUP}(|{members}))", ["1.1"])
+            }
+            frontier = {dn for dn in found if dn.lower() not in seen}
+            seen.update(dn.lower() for dn in found)
         return frozenset(seen)
 
     # ----------------------------------------------------------------- health
 
     def check(self) -> HealthReport:
-        with self._session():
-            items = tuple(self._check_items())
+        items = tuple(self._check_items())
         return HealthReport(directory=self.settings.name, items=items)
 
     def _check_items(self) -> Iterator[CheckItem]:
