@@ -18,11 +18,11 @@ from agent.journal import Journal
 from agent.logging import get_logger
 from agent.metrics import Metrics
 from agent.pipeline import ConnectorPool, Identity, Pipeline
-from agent.protocol.keys import AgentKeys
-from agent.protocol.verify import RequestVerifier
 from agent.scheduler import AgentScheduler
 from agent.service import AgentService
 from agent.transports.base import Transport
+from wire.keys import AgentKeys
+from wire.verify import RequestVerifier
 
 
 @dataclass

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 from agent.config import Settings
 from agent.enrollment import Enrollment, NotEnrolled, load_keyring, relay_transport
-from agent.protocol.errors import KeyFileError
-from agent.protocol.keys import AgentKeys
 from connectors.base import DirectoryError, make_connector
+from wire.errors import KeyFileError
+from wire.keys import AgentKeys
 
 Check = tuple[bool, str, str]
 

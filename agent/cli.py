@@ -24,9 +24,9 @@ from agent.enrollment import (
     keyring_path,
     portal_keys_from_relay,
 )
-from agent.protocol.errors import KeyFileError
-from agent.protocol.keyring import PortalKeyring
-from agent.protocol.keys import AgentKeys
+from wire.errors import KeyFileError
+from wire.keyring import PortalKeyring
+from wire.keys import AgentKeys
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "agent.toml.example"
 DEFAULT_CONFIGS = (Path("agent.toml"), Path("/etc/writeback-agent/agent.toml"))

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import Settings
-from agent.protocol.keyring import PortalKeyring, TrustedPortalKey
-from agent.protocol.keys import AgentKeys
 from agent.transports.relay import RelayTransport
+from wire.keyring import PortalKeyring, TrustedPortalKey
+from wire.keys import AgentKeys
 
 
 class NotEnrolled(Exception):

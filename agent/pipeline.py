@@ -31,12 +31,6 @@ from pydantic import SecretStr
 
 from agent.config import DirectoryConfig, Settings
 from agent.journal import ClaimKind, Journal
-from agent.protocol.errors import Rejected
-from agent.protocol.keys import AgentKeys
-from agent.protocol.messages import RequestHeader, SecretPart
-from agent.protocol.results import make_result, sign_result
-from agent.protocol.status import EVENT_IDS, NotManagedReason, RejectReason, Status
-from agent.protocol.verify import RequestVerifier
 from agent.routing import DirectoryRouter
 from agent.scope import not_managed_reason
 from connectors.base import (
@@ -49,6 +43,12 @@ from connectors.base import (
     UserRef,
     make_connector,
 )
+from wire.errors import Rejected
+from wire.keys import AgentKeys
+from wire.messages import RequestHeader, SecretPart
+from wire.results import make_result, sign_result
+from wire.status import EVENT_IDS, NotManagedReason, RejectReason, Status
+from wire.verify import RequestVerifier
 
 T = TypeVar("T")
 

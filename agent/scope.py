@@ -18,8 +18,8 @@ from ldap3.core.exceptions import LDAPInvalidDnError
 from ldap3.utils.dn import parse_dn
 
 from agent.config import DirectoryConfig
-from agent.protocol.status import NotManagedReason
 from connectors.base import UserRef
+from wire.status import NotManagedReason
 
 
 def normalize_dn(dn: str) -> tuple[tuple[str, str], ...]:

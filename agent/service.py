@@ -26,10 +26,6 @@ from agent.config import Settings
 from agent.enrollment import keyring_path, portal_keys_from_relay
 from agent.journal import Journal
 from agent.pipeline import ConnectorPool, Identity, LeaseGone, Pipeline
-from agent.protocol.keys import AgentKeys
-from agent.protocol.messages import HeartbeatBody
-from agent.protocol.results import sign_heartbeat
-from agent.protocol.verify import RequestVerifier
 from agent.transports.base import (
     AuthenticationFailed,
     Lease,
@@ -38,6 +34,10 @@ from agent.transports.base import (
     TransportError,
     TransportUnavailable,
 )
+from wire.keys import AgentKeys
+from wire.messages import HeartbeatBody
+from wire.results import sign_heartbeat
+from wire.verify import RequestVerifier
 
 VERSION = "0.1.0"
 

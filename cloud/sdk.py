@@ -34,11 +34,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import SecretStr, ValidationError
 
-from agent.protocol.canonical import b64url_decode, b64url_encode, canonical_json, sha256_b64
-from agent.protocol.errors import Rejected, validation_detail
-from agent.protocol.keyring import TrustedPortalKey
-from agent.protocol.keys import AgentPublicKeys, key_id
-from agent.protocol.messages import (
+from wire.canonical import b64url_decode, b64url_encode, canonical_json, sha256_b64
+from wire.errors import Rejected, validation_detail
+from wire.keyring import TrustedPortalKey
+from wire.keys import AgentPublicKeys, key_id
+from wire.messages import (
     KemAlg,
     Op,
     Options,
@@ -49,10 +49,10 @@ from agent.protocol.messages import (
     UserKind,
     UserRef,
 )
-from agent.protocol.results import MAX_RESULT_BYTES, open_result
-from agent.protocol.sealing import seal
-from agent.protocol.signing import Domain, sign
-from agent.protocol.status import USER_MESSAGES, Status
+from wire.results import MAX_RESULT_BYTES, open_result
+from wire.sealing import seal
+from wire.signing import Domain, sign
+from wire.status import USER_MESSAGES, Status
 
 __all__ = [
     "USER_MESSAGES",

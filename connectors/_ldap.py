@@ -24,7 +24,6 @@ import ldap3
 from ldap3.core import exceptions as lexc
 from pydantic import SecretStr
 
-from agent.protocol.status import PolicyReason
 from connectors.base import (
     AccessDenied,
     AccountDisabled,
@@ -37,6 +36,7 @@ from connectors.base import (
     UserNotFound,
     WrongOldPassword,
 )
+from wire.status import PolicyReason
 
 Context = Literal["service_bind", "user_bind", "search", "write", "change"]
 # A connector-specific refinement of a server answer, tried before the generic mapping:

@@ -23,7 +23,6 @@ from pyasn1.error import PyAsn1Error  # type: ignore[import-untyped]
 from pyasn1.type import namedtype, namedval, tag, univ  # type: ignore[import-untyped]
 from pydantic import SecretStr
 
-from agent.protocol.status import PolicyReason
 from connectors._ldap import Context
 from connectors.base import (
     AccessDenied,
@@ -33,6 +32,7 @@ from connectors.base import (
     PasswordPolicy,
     PolicyViolation,
 )
+from wire.status import PolicyReason
 
 PPOLICY_OID = "1.3.6.1.4.1.42.2.27.8.5.1"
 # (oid, criticality, value) as ldap3 takes controls; non-critical so a server without

@@ -35,7 +35,6 @@ from ldap3.protocol.microsoft import security_descriptor_control
 from ldap3.utils.conv import escape_bytes, escape_filter_chars
 from pydantic import SecretStr
 
-from agent.protocol.status import PolicyReason
 from connectors import _ad_policy as pol
 from connectors._ad_rights import RESET_PASSWORD, has_extended_right, sid_to_str
 from connectors._ldap import (
@@ -66,6 +65,7 @@ from connectors.base import (
     WriteOutcome,
 )
 from connectors.prevalidate import prevalidate
+from wire.status import PolicyReason
 
 POLICY_HINTS = ("1.2.840.113556.1.4.2239", "1.2.840.113556.1.4.2066")  # newest first
 _POLICY_HINTS_VALUE = b"\x30\x03\x02\x01\x01"  # SEQUENCE { INTEGER 1 }: enforce policy

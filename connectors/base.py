@@ -37,7 +37,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from agent.protocol.status import PolicyReason, Status
+from wire.status import PolicyReason, Status
 
 # --------------------------------------------------------------------------- settings
 

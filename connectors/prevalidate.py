@@ -16,8 +16,8 @@ import datetime as dt
 import re
 import unicodedata
 
-from agent.protocol.status import PolicyReason
 from connectors.base import PasswordPolicy, PolicyViolation, UserRef
+from wire.status import PolicyReason
 
 # Windows splits the display name into tokens on these characters.
 _TOKEN_SPLIT = re.compile(r"[,.\-_#\s]+")

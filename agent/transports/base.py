@@ -3,7 +3,7 @@
 The agent's loop only ever does: lease a request (long-poll), keep the lease alive
 while it works, then complete it with a result (or release it on shutdown), plus
 heartbeats and portal-key refreshes. Envelopes and results are opaque bytes here;
-the protocol layer (agent/protocol) parses and verifies them.
+the protocol layer (wire) parses and verifies them.
 
 Implementations: `relay.RelayTransport` (HTTPS long-poll to the relay) and
 `memory.MemoryTransport` (in-process, for tests).

@@ -17,8 +17,6 @@ private attribute and never appears in a repr, log line or exception.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import ipaddress
 import json
 import ssl
@@ -40,35 +38,10 @@ from agent.transports.base import (
     TransportError,
     TransportUnavailable,
 )
+from wire.signed_call import auth_message, authorization_value
 
-AUTH_SCHEME = "WBA1"
-_AUTH_DOMAIN = b"writeback-relay-auth/v1\n"
 # Long-polls may take this much longer than their wait before we call it a timeout.
 _LONG_POLL_MARGIN = 10.0
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def b64url_decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def auth_message(method: str, path_with_query: bytes, ts: str, body: bytes) -> bytes:
-    """The bytes an agent signs for one relay call (shared with the relay's verifier)."""
-    return b"".join(
-        (
-            _AUTH_DOMAIN,
-            method.upper().encode("ascii"),
-            b"\n",
-            path_with_query,
-            b"\n",
-            ts.encode("ascii"),
-            b"\n",
-            hashlib.sha256(body).hexdigest().encode("ascii"),
-        )
-    )
 
 
 def authorization_header(
@@ -82,7 +55,7 @@ def authorization_header(
 ) -> str:
     ts = str(int(time.time() if now is None else now))
     sig = key.sign(auth_message(method, path_with_query, ts, body))
-    return f"{AUTH_SCHEME} agent={agent_id}, ts={ts}, sig={b64url(sig)}"
+    return authorization_value(agent_id, ts, sig)
 
 
 def _check_url(base_url: str, allow_insecure_http: bool) -> None:

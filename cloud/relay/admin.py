@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.transports.relay import b64url_decode
 from cloud.relay.auth import hash_secret, new_enrollment_code, new_tenant_token, normalize_code
 from cloud.relay.store import PortalKey, RelayStore
+from wire.canonical import b64url_decode
 
 
 def create_tenant(store: RelayStore, tenant: str, now: float) -> str:

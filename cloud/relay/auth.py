@@ -21,8 +21,9 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.transports.relay import AUTH_SCHEME, auth_message, b64url_decode
 from cloud.relay.store import Agent
+from wire.canonical import b64url_decode
+from wire.signed_call import AUTH_SCHEME, auth_message
 
 TOKEN_PREFIX = "wbr_"  # noqa: S105 - a public prefix, not a secret
 _AUTH_RE = re.compile(

@@ -22,7 +22,7 @@ from agent.app import Agent, build_agent
 from agent.cli import main as agent_cli
 from agent.config import load_settings
 from agent.logging import configure_logging
-from agent.protocol.keys import AgentPublicKeys
+from wire.keys import AgentPublicKeys
 from cloud.relay.client import PortalClient
 from cloud.sdk import PortalSigner, Result, SignedRequest, build_request, verify_result
 from connectors.base import DirectorySettings

@@ -12,7 +12,7 @@ from contextlib import closing
 import pytest
 from pydantic import SecretStr
 
-from agent.protocol.status import PolicyReason, Status
+from wire.status import PolicyReason, Status
 from connectors.base import (
     AccountDisabled,
     AccountLocked,

@@ -32,8 +32,9 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from agent.transports.relay import RelayTransport, b64url, enroll
+from agent.transports.relay import RelayTransport, enroll
 from cloud.relay.client import PortalClient
+from wire.canonical import b64url_encode as b64url
 
 _REPO = Path(__file__).resolve().parents[2]
 _names = itertools.count(1)

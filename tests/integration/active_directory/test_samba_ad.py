@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from agent.protocol.status import PolicyReason, Status
+from wire.status import PolicyReason, Status
 from connectors.active_directory import POLICY_HINTS, ActiveDirectoryConnector
 from connectors.base import (
     AccessDenied,

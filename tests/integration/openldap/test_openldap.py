@@ -14,7 +14,7 @@ import pytest
 from ldap3.core import exceptions as lexc
 from pydantic import SecretStr
 
-from agent.protocol.status import PolicyReason
+from wire.status import PolicyReason
 from connectors import _ppolicy as pp
 from connectors._ldap import open_connection, translate_errors
 from connectors.base import (

@@ -11,7 +11,7 @@ import tomli_w
 
 from agent.config import ConfigError, DirectoryConfig, load_settings
 from agent.journal import ClaimKind, Journal, State
-from agent.protocol.status import NotManagedReason
+from wire.status import NotManagedReason
 from agent.routing import DirectoryRouter
 from agent.scope import dn_within, not_managed_reason
 from connectors.base import LookupKind, UserRef

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agent.protocol import AgentKeys, PortalKeyring, RequestVerifier
+from wire import AgentKeys, PortalKeyring, RequestVerifier
 from cloud.sdk import PortalSigner, SignedRequest, build_request
 
 NOW = 1_800_000_000

@@ -14,11 +14,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from agent.protocol import AgentKeys, KemPrivateKey, Status, make_result, sign_result
-from agent.protocol.canonical import b64url_encode, canonical_json, sha256
-from agent.protocol.messages import KemAlg
-from agent.protocol.sealing import seal_info
-from agent.protocol.signing import Domain, signature_input
+from wire import AgentKeys, KemPrivateKey, Status, make_result, sign_result
+from wire.canonical import b64url_encode, canonical_json, sha256
+from wire.messages import KemAlg
+from wire.sealing import seal_info
+from wire.signing import Domain, signature_input
 from cloud.sdk import PortalSigner, SignedRequest, build_request
 
 OUT = Path(__file__).resolve().parents[3] / "docs" / "test-vectors"

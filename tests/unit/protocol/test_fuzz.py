@@ -11,10 +11,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.protocol import AgentKeys, Rejected, SecretPart, Status, make_result, sign_result
-from agent.protocol.canonical import canonical_json
-from agent.protocol.sealing import seal
-from agent.protocol.signing import Domain, sign
+from wire import AgentKeys, Rejected, SecretPart, Status, make_result, sign_result
+from wire.canonical import canonical_json
+from wire.sealing import seal
+from wire.signing import Domain, sign
 from cloud.sdk import PortalSigner, ResultRejected, verify_result
 
 from .conftest import NEW_PW, NOW, World

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from agent.protocol import AgentKeys, AgentPublicKeys, KeyFileError, PortalKeyring
-from agent.protocol.canonical import b64url_encode
-from agent.protocol.keys import KEM_FILE, KEM_PREVIOUS_FILE, SIGNING_FILE, key_id
+from wire import AgentKeys, AgentPublicKeys, KeyFileError, PortalKeyring
+from wire.canonical import b64url_encode
+from wire.keys import KEM_FILE, KEM_PREVIOUS_FILE, SIGNING_FILE, key_id
 from cloud.sdk import PortalSigner, rotate_portal_key
 
 from .conftest import NOW

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from agent.protocol import AgentKeys, PortalKeyring, Rejected, RejectReason
-from agent.protocol import verify as verify_mod
-from agent.protocol.canonical import b64url_decode, b64url_encode, canonical_json
-from agent.protocol.signing import Domain, sign
+from wire import AgentKeys, PortalKeyring, Rejected, RejectReason
+from wire import verify as verify_mod
+from wire.canonical import b64url_decode, b64url_encode, canonical_json
+from wire.signing import Domain, sign
 from cloud.sdk import PortalSigner, rotate_portal_key
 
 from .conftest import GROUP, NEW_PW, NOW, OLD_PW, TENANT, World

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from agent.protocol import (
+from wire import (
     AgentKeys,
     HeartbeatBody,
     PolicyReason,
@@ -18,7 +18,7 @@ from agent.protocol import (
     sign_heartbeat,
     sign_result,
 )
-from agent.protocol.canonical import canonical_json
+from wire.canonical import canonical_json
 from cloud.sdk import ResultRejected, SDKError, build_request, verify_result
 
 from .conftest import NEW_PW, NOW, World

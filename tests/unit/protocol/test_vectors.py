@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from agent.protocol import (
+from wire import (
     AgentKeys,
     AgentPublicKeys,
     EncodingError,
@@ -25,10 +25,10 @@ from agent.protocol import (
     TrustedPortalKey,
     key_id,
 )
-from agent.protocol.canonical import b64url_decode, b64url_encode, canonical_json, sha256
-from agent.protocol.messages import RequestHeader
-from agent.protocol.sealing import open_sealed, seal_info
-from agent.protocol.signing import Domain, signature_input
+from wire.canonical import b64url_decode, b64url_encode, canonical_json, sha256
+from wire.messages import RequestHeader
+from wire.sealing import open_sealed, seal_info
+from wire.signing import Domain, signature_input
 from cloud.sdk import PortalSigner, SignedRequest, verify_result
 
 VECTORS = Path(__file__).resolve().parents[3] / "docs" / "test-vectors"

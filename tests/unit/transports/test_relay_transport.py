@@ -21,8 +21,11 @@ from agent.transports.base import (
     TransportError,
     TransportUnavailable,
 )
-from agent.transports.relay import RelayTransport, auth_message, b64url, b64url_decode, enroll
+from agent.transports.relay import RelayTransport, enroll
 from cloud.relay.auth import parse_agent_authorization
+from wire.canonical import b64url_decode
+from wire.canonical import b64url_encode as b64url
+from wire.signed_call import auth_message
 
 KEY = Ed25519PrivateKey.generate()
 LEASE = Lease("lse_1", "req-1", b"{}", 0.0)

@@ -19,7 +19,7 @@ import re
 
 from pydantic import ValidationError
 
-from agent.protocol.status import RejectReason
+from wire.status import RejectReason
 
 # Dict keys appear in error locations; they come from the sender, so keep them loggable.
 _SAFE_LOC = re.compile(r"[^A-Za-z0-9_.:@-]")

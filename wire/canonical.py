@@ -17,7 +17,7 @@ import json
 import re
 from typing import Any
 
-from agent.protocol.errors import EncodingError
+from wire.errors import EncodingError
 
 MAX_SAFE_INTEGER = 2**53 - 1
 MAX_DEPTH = 32

@@ -15,9 +15,9 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from agent.protocol.canonical import b64url_decode, b64url_encode, canonical_json
-from agent.protocol.keys import key_id
-from agent.protocol.messages import Signature
+from wire.canonical import b64url_decode, b64url_encode, canonical_json
+from wire.keys import key_id
+from wire.messages import Signature
 
 
 class Domain(bytes, Enum):

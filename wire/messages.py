@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from agent.protocol.canonical import canonical_json
-from agent.protocol.errors import EncodingError
-from agent.protocol.status import Status
+from wire.canonical import canonical_json
+from wire.errors import EncodingError
+from wire.status import Status
 
 PROTOCOL_VERSION = 1
 

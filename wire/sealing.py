@@ -16,9 +16,9 @@ from __future__ import annotations
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke
 
-from agent.protocol.canonical import b64url_decode, b64url_encode, sha256
-from agent.protocol.keys import AgentPublicKeys, KemPrivateKey
-from agent.protocol.messages import KemAlg, RequestHeader
+from wire.canonical import b64url_decode, b64url_encode, sha256
+from wire.keys import AgentPublicKeys, KemPrivateKey
+from wire.messages import KemAlg, RequestHeader
 
 SEAL_DOMAIN = b"writeback-agent/seal/v1\x00"
 

@@ -12,18 +12,18 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent.protocol.canonical import canonical_json, parse_json
-from agent.protocol.errors import Rejected, validation_detail
-from agent.protocol.keys import AgentKeys, AgentPublicKeys
-from agent.protocol.messages import (
+from wire.canonical import canonical_json, parse_json
+from wire.errors import Rejected, validation_detail
+from wire.keys import AgentKeys, AgentPublicKeys
+from wire.messages import (
     HeartbeatBody,
     HeartbeatEnvelope,
     ResultBody,
     ResultEnvelope,
     Signature,
 )
-from agent.protocol.signing import Domain, sign, verify
-from agent.protocol.status import (
+from wire.signing import Domain, sign, verify
+from wire.status import (
     POLICY_MESSAGES,
     USER_MESSAGES,
     PolicyReason,

@@ -24,6 +24,12 @@ class Status(StrEnum):
     DIRECTORY_UNAVAILABLE = "directory_unavailable"
     REJECTED = "rejected"
     IN_DOUBT = "in_doubt"
+    # A newer request for the same directory user was permitted first; this older
+    # one is never written (the newest password wins, across agents).
+    SUPERSEDED = "superseded"
+    # Answers of op authenticate (the portal's sign-in through the agent).
+    INVALID_CREDENTIALS = "invalid_credentials"
+    PASSWORD_EXPIRED = "password_expired"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -48,6 +54,13 @@ class NotManagedReason(StrEnum):
     IN_DENIED_GROUP = "in_denied_group"
     PROTECTED_ACCOUNT = "protected_account"
     NO_DIRECTORY = "no_directory"
+
+
+class CredentialReason(StrEnum):
+    """Why a correct password cannot be used to sign in (status password_expired)."""
+
+    MUST_CHANGE = "must_change"
+    EXPIRED = "expired"
 
 
 class RejectReason(StrEnum):
@@ -94,6 +107,9 @@ USER_MESSAGES: dict[Status, str] = {
     Status.DIRECTORY_UNAVAILABLE: "The directory is not reachable right now. Try again later.",
     Status.REJECTED: "The request could not be processed.",
     Status.IN_DOUBT: "We could not confirm whether your password was changed. Try again.",
+    Status.SUPERSEDED: "A newer request for your account was used instead of this one.",
+    Status.INVALID_CREDENTIALS: "The user name or password is not correct.",
+    Status.PASSWORD_EXPIRED: "Your password has expired or must be changed before you sign in.",
     Status.INTERNAL_ERROR: "Something went wrong. Try again later.",
 }
 
@@ -131,5 +147,8 @@ EVENT_IDS: dict[Status, int] = {
     Status.DIRECTORY_UNAVAILABLE: 4160,
     Status.REJECTED: 4170,
     Status.IN_DOUBT: 4180,
+    Status.SUPERSEDED: 4181,
+    Status.INVALID_CREDENTIALS: 4132,
+    Status.PASSWORD_EXPIRED: 4142,
     Status.INTERNAL_ERROR: 4190,
 }

@@ -20,11 +20,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent.protocol.canonical import canonical_json, parse_json, sha256_b64
-from agent.protocol.errors import EncodingError, Rejected, validation_detail
-from agent.protocol.keyring import PortalKeyring
-from agent.protocol.keys import AgentKeys
-from agent.protocol.messages import (
+from wire.canonical import canonical_json, parse_json, sha256_b64
+from wire.errors import EncodingError, Rejected, validation_detail
+from wire.keyring import PortalKeyring
+from wire.keys import AgentKeys
+from wire.messages import (
     OPS_WITH_SECRET,
     PROTOCOL_VERSION,
     UUID4_PATTERN,
@@ -32,9 +32,9 @@ from agent.protocol.messages import (
     RequestHeader,
     SecretPart,
 )
-from agent.protocol.sealing import open_sealed
-from agent.protocol.signing import Domain, verify
-from agent.protocol.status import RejectReason
+from wire.sealing import open_sealed
+from wire.signing import Domain, verify
+from wire.status import RejectReason
 
 DEFAULT_MAX_BYTES = 64 * 1024
 DEFAULT_MAX_SKEW = 60

@@ -16,11 +16,11 @@ from typing import Annotated
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agent.protocol.canonical import b64url_decode
-from agent.protocol.errors import KeyFileError, Rejected
-from agent.protocol.keys import key_id
-from agent.protocol.messages import SIGN_KID_PATTERN, UnixTime
-from agent.protocol.status import RejectReason
+from wire.canonical import b64url_decode
+from wire.errors import KeyFileError, Rejected
+from wire.keys import key_id
+from wire.messages import SIGN_KID_PATTERN, UnixTime
+from wire.status import RejectReason
 
 
 class TrustedPortalKey(BaseModel):

@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agent.protocol.canonical import b64url_decode, b64url_encode, sha256
-from agent.protocol.errors import KeyFileError
-from agent.protocol.messages import (
+from wire.canonical import b64url_decode, b64url_encode, sha256
+from wire.errors import KeyFileError
+from wire.messages import (
     KEM_KID_PATTERN,
     NAME_PATTERN,
     SIGN_KID_PATTERN,
