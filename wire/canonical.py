@@ -80,17 +80,24 @@ def _encode(value: Any, out: list[str], depth: int) -> None:
 
 
 def parse_json(raw: bytes) -> Any:
-    """Parse strict JSON: UTF-8 without BOM, no duplicate keys, no NaN/Infinity.
+    """Parse strict JSON: UTF-8 without BOM, no duplicate keys, no NaN/Infinity, numbers
+    only as integers in +-(2**53-1) written without fraction, exponent or ``-0``.
 
     Why strict: a relay that adds a duplicate key must not make two parsers (ours and
-    the portal's) see two different messages. Raises ValueError on any problem.
+    the portal's) see two different messages, and ``1.0``, ``1e0`` or ``-0`` are the
+    integers 1 and 0 to a JavaScript parser but floats or signed zero to others.
+    Raises ValueError on any problem.
     """
     try:
         text = raw.decode("utf-8")
+        if text.startswith("\ufeff"):
+            raise ValueError("byte order mark")
         return json.loads(
             text,
             object_pairs_hook=_no_duplicates,
             parse_constant=_no_constant,
+            parse_float=_no_float,
+            parse_int=_integer,
         )
     except RecursionError as exc:
         raise ValueError("nesting too deep") from exc
@@ -111,6 +118,19 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _no_float(_literal: str) -> Any:
+    raise ValueError("number with a fraction or exponent")
+
+
+def _integer(literal: str) -> int:
+    if literal == "-0":
+        raise ValueError("-0 is not an integer form of this protocol")
+    value = int(literal)
+    if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        raise ValueError("integer outside +-(2**53-1)")
+    return value
 
 
 def b64url_encode(data: bytes) -> str:

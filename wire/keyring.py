@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from wire.canonical import b64url_decode
 from wire.errors import KeyFileError, Rejected
-from wire.keys import key_id
+from wire.keys import ed25519_public_key, key_id
 from wire.messages import SIGN_KID_PATTERN, UnixTime
 from wire.status import RejectReason
 
@@ -39,13 +39,13 @@ class TrustedPortalKey(BaseModel):
         if self.alg != "ed25519":
             raise ValueError("only ed25519 portal keys are supported")
         raw = b64url_decode(self.key)
-        ed25519.Ed25519PublicKey.from_public_bytes(raw)
+        ed25519_public_key(raw)  # canonical encoding, not of small order
         if key_id("ed25519", raw) != self.kid:
             raise ValueError("kid does not match key")
         return self
 
     def public_key(self) -> ed25519.Ed25519PublicKey:
-        return ed25519.Ed25519PublicKey.from_public_bytes(b64url_decode(self.key))
+        return ed25519_public_key(b64url_decode(self.key))
 
 
 class PortalKeyring:

@@ -11,6 +11,7 @@ for a previous KEM key), mode 0600 in a 0700 directory, written atomically.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -51,6 +52,54 @@ def ed25519_public_raw(key: ed25519.Ed25519PublicKey) -> bytes:
     return key.public_bytes_raw()
 
 
+_ED25519_P = 2**255 - 19
+# The y coordinates of the eight points of small order (1, 2, 4, 8) on edwards25519:
+# every encoding whose y is one of these is a small-order point (whatever its sign bit).
+_ED25519_SMALL_ORDER_Y = frozenset(
+    {
+        0,
+        1,
+        _ED25519_P - 1,
+        0x05FC536D880238B13933C6D305ACDFD5F098EFF289F4C345B027B2C28F95E826,
+        0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7,
+    }
+)
+
+
+def ed25519_public_key(raw: bytes) -> ed25519.Ed25519PublicKey:
+    """An Ed25519 public key that is a canonical encoding of a point not of small order.
+
+    Why here and not left to OpenSSL: OpenSSL verifies the RFC 8032 cofactorless
+    equation and refuses S >= L, but it accepts a non-canonical key encoding (y >= p)
+    and a small-order key, under which one fixed signature verifies for every message.
+    Refusing such keys where they enter a keyring or an agent record closes both.
+    Raises ValueError.
+    """
+    if len(raw) != 32:
+        raise ValueError("ed25519 public key must be 32 bytes")
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    if y >= _ED25519_P:
+        raise ValueError("ed25519 public key is not canonically encoded")
+    if y in _ED25519_SMALL_ORDER_Y:
+        raise ValueError("ed25519 public key is a point of small order")
+    return ed25519.Ed25519PublicKey.from_public_bytes(raw)
+
+
+XWING_SEED_BYTES = 32
+XWING_EXPANDED_BYTES = 96
+
+
+def xwing_expand_seed(seed: bytes) -> bytes:
+    """X-Wing's expandDecapsulationKey input: SHAKE-256(seed, 96 bytes) = d || z || sk_X.
+
+    d || z is the 64-byte ML-KEM-768 seed (FIPS 203 KeyGen_internal(d, z)), sk_X the
+    X25519 private key. One-way: the 32-byte seed cannot be recovered from the result.
+    """
+    if len(seed) != XWING_SEED_BYTES:
+        raise ValueError("X-Wing seed must be 32 bytes")
+    return hashlib.shake_256(seed).digest(XWING_EXPANDED_BYTES)
+
+
 @dataclass(frozen=True, repr=False)
 class KemPrivateKey:
     """One HPKE private key. The hybrid's raw public form is ML-KEM pk || X25519 pk."""
@@ -59,27 +108,43 @@ class KemPrivateKey:
     _x25519: x25519.X25519PrivateKey
     _mlkem: mlkem.MLKEM768PrivateKey | None = None
     not_after: int | None = None  # set on a previous key: unusable after this time
+    # The hybrid's 32-byte X-Wing seed, when the key was made from one (the form other
+    # X-Wing implementations import); None for keys loaded in the 96-byte form.
+    _xwing_seed: bytes | None = field(default=None, compare=False)
 
     @classmethod
     def generate(cls, alg: KemAlg = "x25519") -> KemPrivateKey:
-        xk = x25519.X25519PrivateKey.generate()
-        mk = mlkem.MLKEM768PrivateKey.generate() if alg == "mlkem768-x25519" else None
-        return cls(alg, xk, mk)
+        if alg == "mlkem768-x25519":
+            return cls.from_private_raw(alg, os.urandom(XWING_SEED_BYTES))
+        return cls(alg, x25519.X25519PrivateKey.generate())
 
     @classmethod
     def from_private_raw(cls, alg: KemAlg, raw: bytes) -> KemPrivateKey:
-        """x25519: 32 bytes; mlkem768-x25519: 64-byte ML-KEM seed || 32-byte X25519."""
+        """x25519: 32 bytes. mlkem768-x25519 (X-Wing): the 32-byte seed, or the 96-byte
+        expanded form d || z || sk_X (64-byte ML-KEM-768 seed, 32-byte X25519 key)."""
         if alg == "x25519":
             return cls(alg, x25519.X25519PrivateKey.from_private_bytes(raw))
-        if len(raw) != 96:
-            raise ValueError("mlkem768-x25519 private key must be 96 bytes")
+        seed: bytes | None = None
+        if len(raw) == XWING_SEED_BYTES:
+            seed, raw = raw, xwing_expand_seed(raw)
+        if len(raw) != XWING_EXPANDED_BYTES:
+            raise ValueError("mlkem768-x25519 private key must be 32 or 96 bytes")
         return cls(
             alg,
             x25519.X25519PrivateKey.from_private_bytes(raw[64:]),
             mlkem.MLKEM768PrivateKey.from_seed_bytes(raw[:64]),
+            _xwing_seed=seed,
         )
 
     def private_raw(self) -> bytes:
+        """The form written to key files: x25519 32 bytes; the hybrid its 32-byte X-Wing
+        seed when known, else the 96-byte expanded form."""
+        if self._xwing_seed is not None:
+            return self._xwing_seed
+        return self.expanded_private_raw()
+
+    def expanded_private_raw(self) -> bytes:
+        """x25519: 32 bytes; the hybrid: d || z || sk_X (96 bytes)."""
         xr = self._x25519.private_bytes_raw()
         return xr if self._mlkem is None else self._mlkem.private_bytes_raw() + xr
 
@@ -121,7 +186,7 @@ class AgentPublicKeys(BaseModel):
     @model_validator(mode="after")
     def _kids_match_keys(self) -> AgentPublicKeys:
         sign_raw = b64url_decode(self.sign_key)
-        ed25519.Ed25519PublicKey.from_public_bytes(sign_raw)  # validates the point
+        ed25519_public_key(sign_raw)  # canonical, not of small order
         if key_id("ed25519", sign_raw) != self.sign_kid:
             raise ValueError("sign_kid does not match sign_key")
         kem_raw = b64url_decode(self.kem_key)
@@ -131,7 +196,7 @@ class AgentPublicKeys(BaseModel):
         return self
 
     def signing_public_key(self) -> ed25519.Ed25519PublicKey:
-        return ed25519.Ed25519PublicKey.from_public_bytes(b64url_decode(self.sign_key))
+        return ed25519_public_key(b64url_decode(self.sign_key))
 
     def hpke_public_key(self) -> x25519.X25519PublicKey | hpke.MLKEM768X25519PublicKey:
         return _hpke_public(self.kem, b64url_decode(self.kem_key))

@@ -11,19 +11,38 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
-from wire.canonical import canonical_json
-from wire.errors import EncodingError
-from wire.status import Status
+from wire.canonical import b64url_decode, canonical_json
+from wire.errors import EncodingError, Rejected
+from wire.status import RejectReason, Status
 
 PROTOCOL_VERSION = 1
 
-Op = Literal["reset", "change", "unlock", "preflight"]
+# authenticate: the portal's sign-in through the agent (the agent binds as the user with
+# the current password, sealed in old_password; new_password is null).
+Op = Literal["reset", "change", "unlock", "preflight", "authenticate"]
 UserKind = Literal["login", "upn", "id"]
 KemAlg = Literal["x25519", "mlkem768-x25519"]
 
-OPS_WITH_SECRET: frozenset[str] = frozenset({"reset", "change"})
+# Which members of the secret part each op carries (the others are null); an op not
+# listed carries no secret part and its request has an empty ``sealed``.
+SECRET_FIELDS: dict[str, frozenset[str]] = {
+    "reset": frozenset({"new_password"}),
+    "change": frozenset({"new_password", "old_password"}),
+    "authenticate": frozenset({"old_password"}),
+}
+OPS_WITH_SECRET: frozenset[str] = frozenset(SECRET_FIELDS)
+# The key-id kind that goes with each header.kem value (docs/protocol.md 6.1).
+KEM_KID_KIND: dict[str, str] = {"x25519": "x25519", "mlkem768-x25519": "mlkem768x25519"}
 
 # Key ids: "<kind>_" + first 22 chars of base64url(sha256(raw public key)); see keys.py.
 KID_PATTERN = r"^(ed25519|x25519|mlkem768x25519)_[A-Za-z0-9_-]{22}$"
@@ -37,16 +56,45 @@ B64URL_PATTERN = r"^[A-Za-z0-9_-]+$"
 PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 
 MAX_SEALED_ENTRIES = 64
-MAX_SEALED_CHARS = 4096  # an mlkem768-x25519 entry for a 1 KiB secret part is ~2.9 k chars
+MAX_PASSWORD_CHARS = 512  # code points
+# The largest valid secret part (two 512-code-point passwords, each code point escaped
+# as \u00xx: 6181 bytes) sealed with the hybrid (enc 1120 + tag 16) is 9756 characters.
+MAX_SEALED_CHARS = 10240
+
+
+def _strict_b64url(value: str) -> str:
+    """Why at schema time: a padded or non-canonical value decodes, in a lenient
+    decoder, to the same bytes as the canonical one, so it must fail as malformed
+    everywhere rather than open in one implementation and not in another."""
+    b64url_decode(value)
+    return value
+
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 UnixTime = Annotated[int, Field(ge=0, le=2**53 - 1)]
 SignKid = Annotated[str, Field(pattern=SIGN_KID_PATTERN)]
 KemKid = Annotated[str, Field(pattern=KEM_KID_PATTERN)]
-B64Sealed = Annotated[str, Field(min_length=1, max_length=MAX_SEALED_CHARS, pattern=B64URL_PATTERN)]
+B64Sealed = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_SEALED_CHARS, pattern=B64URL_PATTERN),
+    AfterValidator(_strict_b64url),
+]
 # Enum fields are validated lax so that the JSON string maps to the StrEnum member;
 # every other field is strict.
 StatusField = Annotated[Status, Field(strict=False)]
+
+
+def check_version(doc: Any, member: str, *, request_id: str | None = None) -> None:
+    """Rejected(UNSUPPORTED_VERSION) when ``doc[member]["v"]`` is an integer other than
+    ``PROTOCOL_VERSION``; anything else is left to the schema (malformed)."""
+    body = doc.get(member) if isinstance(doc, dict) else None
+    v = body.get("v") if isinstance(body, dict) else None
+    if isinstance(v, int) and not isinstance(v, bool) and v != PROTOCOL_VERSION:
+        raise Rejected(
+            RejectReason.UNSUPPORTED_VERSION,
+            f"protocol version {v} (this implementation speaks {PROTOCOL_VERSION})",
+            request_id=request_id,
+        )
 
 
 class _Strict(BaseModel):
@@ -86,7 +134,11 @@ class RequestHeader(_Strict):
 class Signature(_Strict):
     kid: Annotated[str, Field(pattern=SIGN_KID_PATTERN)]
     alg: Literal["ed25519"]
-    value: Annotated[str, Field(min_length=86, max_length=86, pattern=B64URL_PATTERN)]
+    value: Annotated[
+        str,
+        Field(min_length=86, max_length=86, pattern=B64URL_PATTERN),
+        AfterValidator(_strict_b64url),
+    ]
 
 
 class RequestEnvelope(_Strict):
@@ -105,7 +157,7 @@ class RequestEnvelope(_Strict):
             raise ValueError("op needs a sealed secret part")
         if not needs_secret and self.sealed:
             raise ValueError("op carries no secret; sealed must be empty")
-        prefix = self.header.kem.replace("-", "") + "_"
+        prefix = KEM_KID_KIND[self.header.kem] + "_"
         if any(not kid.startswith(prefix) for kid in self.sealed):
             raise ValueError("sealed key id does not match header.kem")
         return self
@@ -119,16 +171,22 @@ class RequestEnvelope(_Strict):
 class SecretPart(_Strict):
     """The HPKE plaintext. SecretStr keeps passwords out of repr, str and logs."""
 
-    new_password: Annotated[SecretStr, Field(min_length=1, max_length=512)] | None
-    old_password: Annotated[SecretStr, Field(min_length=1, max_length=512)] | None
+    new_password: Annotated[SecretStr, Field(min_length=1, max_length=MAX_PASSWORD_CHARS)] | None
+    old_password: Annotated[SecretStr, Field(min_length=1, max_length=MAX_PASSWORD_CHARS)] | None
 
     def check_op(self, op: str) -> None:
-        """Raise ValueError when the secrets present do not fit ``op``."""
-        want_old = op == "change"
-        want_new = op in OPS_WITH_SECRET
-        if (self.new_password is not None) != want_new or (
-            self.old_password is not None
-        ) != want_old:
+        """Raise ValueError when the secrets present do not fit ``op`` (SECRET_FIELDS:
+        exactly the listed members are strings, the others null)."""
+        want = SECRET_FIELDS.get(op, frozenset())
+        have = {
+            name
+            for name, value in (
+                ("new_password", self.new_password),
+                ("old_password", self.old_password),
+            )
+            if value is not None
+        }
+        if have != want:
             raise ValueError(f"secret part does not fit op {op!r}")
 
     def plaintext(self) -> bytes:

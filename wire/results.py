@@ -21,6 +21,7 @@ from wire.messages import (
     ResultBody,
     ResultEnvelope,
     Signature,
+    check_version,
 )
 from wire.signing import Domain, sign, verify
 from wire.status import (
@@ -101,6 +102,7 @@ def open_result(
     Binding to a request (id, hash, tenant) is the caller's check: see cloud/sdk.py.
     """
     doc = _parse(raw, max_bytes)
+    check_version(doc, "result")
     try:
         env = ResultEnvelope.model_validate(doc)
     except ValidationError as exc:
@@ -125,6 +127,7 @@ def open_heartbeat(
 ) -> tuple[HeartbeatBody, AgentPublicKeys]:
     """The relay's check of a heartbeat. Raises Rejected."""
     doc = _parse(raw, max_bytes)
+    check_version(doc, "heartbeat")
     try:
         env = HeartbeatEnvelope.model_validate(doc)
     except ValidationError as exc:

@@ -26,11 +26,11 @@ from wire.keyring import PortalKeyring
 from wire.keys import AgentKeys
 from wire.messages import (
     OPS_WITH_SECRET,
-    PROTOCOL_VERSION,
     UUID4_PATTERN,
     RequestEnvelope,
     RequestHeader,
     SecretPart,
+    check_version,
 )
 from wire.sealing import open_sealed
 from wire.signing import Domain, verify
@@ -87,7 +87,12 @@ class VerifiedRequest:
                 RejectReason.DECRYPT_FAILED, f"sealed entry for {kid} does not open"
             ) from None
         try:
-            secret = SecretPart.model_validate(parse_json(plaintext))
+            doc = parse_json(plaintext)
+            # Canonical bytes only: the one spelling every portal produces, so a
+            # decoder that mishandles escapes cannot read another password than was sent.
+            if canonical_json(doc) != plaintext:
+                raise ValueError("secret part is not canonical JSON")
+            secret = SecretPart.model_validate(doc)
             secret.check_op(header.op)
         except (ValueError, ValidationError):
             # No detail from the exception: it could quote the plaintext.
@@ -213,15 +218,12 @@ class RequestVerifier:
 
 
 def _check_version(doc: Any) -> None:
-    """A well-formed request from a newer protocol gets its own reason, not "malformed"."""
-    header = doc.get("header") if isinstance(doc, dict) else None
-    v = header.get("v") if isinstance(header, dict) else None
-    if isinstance(v, int) and not isinstance(v, bool) and v != PROTOCOL_VERSION:
-        raise Rejected(
-            RejectReason.UNSUPPORTED_VERSION,
-            f"protocol version {v} (this agent speaks {PROTOCOL_VERSION})",
-            request_id=_peek_id(doc),
-        )
+    """A well-formed request from a newer protocol gets its own reason, not "malformed".
+
+    Runs before the schema: a newer version may add or change fields, so its envelope
+    would fail our schema and be misreported as malformed.
+    """
+    check_version(doc, "header", request_id=_peek_id(doc))
 
 
 def _peek_id(doc: Any) -> str | None:
