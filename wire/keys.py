@@ -53,6 +53,7 @@ def ed25519_public_raw(key: ed25519.Ed25519PublicKey) -> bytes:
 
 
 _ED25519_P = 2**255 - 19
+_ED25519_D = -121665 * pow(121666, _ED25519_P - 2, _ED25519_P) % _ED25519_P
 # The y coordinates of the eight points of small order (1, 2, 4, 8) on edwards25519:
 # every encoding whose y is one of these is a small-order point (whatever its sign bit).
 _ED25519_SMALL_ORDER_Y = frozenset(
@@ -82,6 +83,13 @@ def ed25519_public_key(raw: bytes) -> ed25519.Ed25519PublicKey:
         raise ValueError("ed25519 public key is not canonically encoded")
     if y in _ED25519_SMALL_ORDER_Y:
         raise ValueError("ed25519 public key is a point of small order")
+    # RFC 8032 5.1.3 decoding: x^2 = (y^2 - 1) / (d y^2 + 1) must have a root.
+    p = _ED25519_P
+    xx = (y * y - 1) * pow(_ED25519_D * y * y + 1, p - 2, p) % p
+    if xx and pow(xx, (p - 1) // 2, p) != 1:
+        raise ValueError("ed25519 public key is not a point on the curve")
+    if xx == 0 and raw[31] & 0x80:
+        raise ValueError("ed25519 public key is not canonically encoded")
     return ed25519.Ed25519PublicKey.from_public_bytes(raw)
 
 

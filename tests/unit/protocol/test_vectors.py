@@ -20,16 +20,20 @@ from wire import (
     KemPrivateKey,
     PortalKeyring,
     Rejected,
+    RejectReason,
     RequestEnvelope,
     RequestVerifier,
     TrustedPortalKey,
     key_id,
 )
-from wire.canonical import b64url_decode, b64url_encode, canonical_json, sha256
+from wire.canonical import b64url_decode, b64url_encode, canonical_json, parse_json, sha256
+from wire.keys import ed25519_public_key
 from wire.messages import RequestHeader
 from wire.sealing import open_sealed, seal_info
 from wire.signing import Domain, signature_input
-from cloud.sdk import PortalSigner, SignedRequest, verify_result
+from cloud.sdk import PortalSigner, ResultRejected, SignedRequest, verify_result
+
+from .independent_hpke import open_entry
 
 VECTORS = Path(__file__).resolve().parents[3] / "docs" / "test-vectors"
 REQUEST_FILES = ["request-x25519.json", "request-mlkem768-x25519.json"]
@@ -46,8 +50,13 @@ def test_canonical_vectors() -> None:
             "name"
         ]
     for case in doc["invalid"]:
-        with pytest.raises(EncodingError):
-            canonical_json(json.loads(case["input"]))
+        with pytest.raises(ValueError):  # EncodingError is a ValueError
+            canonical_json(parse_json(case["input"].encode("utf-8")))
+    for case in doc["noncanonical"]:
+        text = case["input"].encode("utf-8")
+        assert canonical_json(parse_json(text)).hex() == case["canonical_hex"], case["name"]
+        assert canonical_json(parse_json(text)) != text, case["name"]
+    assert EncodingError
 
 
 def test_key_vectors() -> None:
@@ -60,14 +69,37 @@ def test_key_vectors() -> None:
         k = KemPrivateKey.from_private_raw(kem, b64url_decode(doc[kem]["private"]))
         assert b64url_encode(k.public_raw()) == doc[kem]["public"]
         assert k.kid == doc[kem]["kid"]
+    hybrid = doc["mlkem768-x25519"]
+    assert len(b64url_decode(hybrid["private"])) == 32
+    expanded = KemPrivateKey.from_private_raw(
+        "mlkem768-x25519", b64url_decode(hybrid["private_expanded"])
+    )
+    assert b64url_encode(expanded.public_raw()) == hybrid["public"]
+    assert b64url_decode(hybrid["public"]) == b64url_decode(
+        hybrid["public_mlkem768"]
+    ) + b64url_decode(hybrid["public_x25519"])
 
 
-def _verifier(v: dict[str, Any], overrides: dict[str, Any] | None = None) -> RequestVerifier:
+def test_invalid_ed25519_public_keys_are_refused_where_keys_enter() -> None:
+    for case in load("keys.json")["ed25519_invalid_public_keys"]:
+        raw = b64url_decode(case["key"])
+        with pytest.raises(ValueError):
+            ed25519_public_key(raw)
+        with pytest.raises(ValueError):
+            TrustedPortalKey(kid=key_id("ed25519", raw), key=case["key"])
+
+
+def _verifier(
+    v: dict[str, Any], overrides: dict[str, Any] | None = None, *, private: str | None = None
+) -> RequestVerifier:
     cfg = {**v["verifier"], **(overrides or {})}
     portal = PortalSigner.from_private_bytes(b64url_decode(v["portal_private_key"]))
-    entry = portal.trusted_key(not_after=cfg.pop("portal_not_after", None))
+    entry = portal.trusted_key(
+        not_before=cfg.pop("portal_not_before", None), not_after=cfg.pop("portal_not_after", None)
+    )
     assert entry.kid == v["portal_kid"]
-    kem = KemPrivateKey.from_private_raw(v["agent_kem"], b64url_decode(v["agent_kem_private_key"]))
+    raw_private = b64url_decode(private or v["agent_kem_private_key"])
+    kem = KemPrivateKey.from_private_raw(v["agent_kem"], raw_private)
     keys = AgentKeys(ed25519.Ed25519PrivateKey.generate(), kem)
     now = cfg.pop("now")
     return RequestVerifier(PortalKeyring([entry]), keys, clock=lambda: now, **cfg)
@@ -95,13 +127,28 @@ def test_request_vector(name: str) -> None:
     kem = KemPrivateKey.from_private_raw(v["agent_kem"], b64url_decode(v["agent_kem_private_key"]))
     assert kem.kid == v["agent_kem_kid"] and list(v["sealed"]) == [kem.kid]
     assert open_sealed(header, v["sealed"][kem.kid], kem).hex() == v["plaintext_hex"]
-    # And end to end through the verifier.
-    verified, secret = _verifier(v).verify_and_open(wire)
-    assert verified.request_hash == v["request_hash"]
-    plaintext = json.loads(bytes.fromhex(v["plaintext_hex"]))
-    assert secret.new_password is not None and secret.old_password is not None
-    assert secret.new_password.get_secret_value() == plaintext["new_password"]
-    assert secret.old_password.get_secret_value() == plaintext["old_password"]
+    # And end to end through the verifier, with the private key in each published form.
+    forms = [v["agent_kem_private_key"], v["agent_kem_private_key_expanded"]]
+    if v["agent_kem"] == "mlkem768-x25519":
+        assert [len(b64url_decode(f)) for f in forms] == [32, 96]
+    for form in forms:
+        verified, secret = _verifier(v, private=form).verify_and_open(wire)
+        assert verified.request_hash == v["request_hash"]
+        plaintext = json.loads(bytes.fromhex(v["plaintext_hex"]))
+        assert secret.new_password is not None and secret.old_password is not None
+        assert secret.new_password.get_secret_value() == plaintext["new_password"]
+        assert secret.old_password.get_secret_value() == plaintext["old_password"]
+        # An implementation written from docs/protocol.md alone opens it too.
+        raw = b64url_decode(form)
+        info = seal_info(header)
+        entry = b64url_decode(v["sealed"][kem.kid])
+        assert open_entry(v["agent_kem"], raw, entry, info).hex() == v["plaintext_hex"]
+
+
+def case_wire(case: dict[str, Any]) -> bytes:
+    if "wire_hex" in case:
+        return bytes.fromhex(case["wire_hex"])
+    return str(case["wire"]).encode("utf-8")
 
 
 def test_rejection_vectors() -> None:
@@ -111,9 +158,32 @@ def test_rejection_vectors() -> None:
     for case in doc["cases"]:
         names.add(case["reason"])
         with pytest.raises(Rejected) as info:
-            _verifier(v, case["verifier"]).verify_and_open(case["wire"].encode("utf-8"))
+            _verifier(v, case["verifier"]).verify_and_open(case_wire(case))
         assert info.value.reason.value == case["reason"], case["name"]
-    assert len(names) == 13  # every RejectReason the verifier can produce, but replayed/superseded
+    # every RejectReason the verifier produces (replayed and superseded come from the
+    # journal and the relay, not from the verifier)
+    assert names == {r.value for r in RejectReason} - {"replayed", "superseded"}
+
+
+def test_accepted_vectors() -> None:
+    doc = load("rejections.json")
+    v = load(doc["keys_from"])
+    for case in doc["accepted"]:
+        _, secret = _verifier(v, case["verifier"]).verify_and_open(case_wire(case))
+        got = {
+            "new_password": _reveal(secret.new_password),
+            "old_password": _reveal(secret.old_password),
+        }
+        want = (
+            None
+            if case["plaintext_hex"] is None
+            else json.loads(bytes.fromhex(case["plaintext_hex"]))
+        )
+        assert got == (want or {"new_password": None, "old_password": None}), case["name"]
+
+
+def _reveal(value: Any) -> str | None:
+    return None if value is None else str(value.get_secret_value())
 
 
 def test_result_vector() -> None:
@@ -137,4 +207,13 @@ def test_result_vector() -> None:
     request = SignedRequest(RequestEnvelope.model_validate(json.loads(request_vector["wire"])))
     result = verify_result(wire, request=request, trusted_agents=[agent])
     assert result.reason == "too_short"
+    for case in v["rejections"]:
+        with pytest.raises(ResultRejected) as info:
+            verify_result(
+                case["wire"].encode("utf-8"),
+                request=request,
+                trusted_agents=[agent],
+                **case["settings"],
+            )
+        assert info.value.reason == case["reason"], case["name"]
     assert TrustedPortalKey  # re-exported for portals building keyrings
