@@ -81,7 +81,8 @@ def _encode(value: Any, out: list[str], depth: int) -> None:
 
 def parse_json(raw: bytes) -> Any:
     """Parse strict JSON: UTF-8 without BOM, no duplicate keys, no NaN/Infinity, numbers
-    only as integers in +-(2**53-1) written without fraction, exponent or ``-0``.
+    only as integers in +-(2**53-1) written without fraction, exponent or ``-0``, no
+    lone surrogates, nesting at most MAX_DEPTH.
 
     Why strict: a relay that adds a duplicate key must not make two parsers (ours and
     the portal's) see two different messages, and ``1.0``, ``1e0`` or ``-0`` are the
@@ -92,13 +93,17 @@ def parse_json(raw: bytes) -> Any:
         text = raw.decode("utf-8")
         if text.startswith("\ufeff"):
             raise ValueError("byte order mark")
-        return json.loads(
+        doc = json.loads(
             text,
             object_pairs_hook=_no_duplicates,
             parse_constant=_no_constant,
             parse_float=_no_float,
             parse_int=_integer,
         )
+        # Lone surrogates and nesting deeper than MAX_DEPTH: refused here, at parse
+        # time, not later where they would surface as a failed signature.
+        canonical_json(doc)
+        return doc
     except RecursionError as exc:
         raise ValueError("nesting too deep") from exc
     except ValueError:
