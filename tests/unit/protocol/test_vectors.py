@@ -33,7 +33,7 @@ from wire.sealing import open_sealed, seal_info
 from wire.signing import Domain, signature_input
 from cloud.sdk import PortalSigner, ResultRejected, SignedRequest, verify_result
 
-from .independent_hpke import open_entry
+from .independent_hpke import open_entry, shared_secret
 
 VECTORS = Path(__file__).resolve().parents[3] / "docs" / "test-vectors"
 REQUEST_FILES = ["request-x25519.json", "request-mlkem768-x25519.json"]
@@ -217,3 +217,17 @@ def test_result_vector() -> None:
             )
         assert info.value.reason == case["reason"], case["name"]
     assert TrustedPortalKey  # re-exported for portals building keyrings
+
+
+def test_hybrid_is_x_wing_as_the_draft_defines_it() -> None:
+    """The X-Wing draft's own test vector: its 32-byte seed gives its public key through
+    our key loading, and its ciphertext decapsulates to its shared secret through the
+    combiner written from docs/protocol.md section 2.2."""
+    v = json.loads((Path(__file__).parent / "data" / "xwing-draft-vector.json").read_text())
+    sk = bytes.fromhex(v["sk"])
+    key = KemPrivateKey.from_private_raw("mlkem768-x25519", sk)
+    assert key.public_raw().hex() == v["pk"]
+    assert key.private_raw() == sk
+    assert shared_secret("mlkem768-x25519", sk, bytes.fromhex(v["ct"])).hex() == v["ss"]
+    expanded = KemPrivateKey.from_private_raw("mlkem768-x25519", key.expanded_private_raw())
+    assert expanded.public_raw().hex() == v["pk"]
