@@ -5,7 +5,7 @@ Why our own serializer: ``json.dumps(sort_keys=True)`` sorts keys by code point,
 the JSON subset where JCS is simple (objects, arrays, strings, booleans, null and
 integers within +-(2**53-1), never floats), and for that subset the output below is
 byte-for-byte RFC 8785, so a portal in any language can use an off-the-shelf JCS
-library. docs/protocol.md section 2 is the normative text.
+library. docs/protocol.md section 3 is the normative text.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Why windows rather than a single pinned key: a portal rotates by publishing the 
 key (not_before = now) while the old one stays valid until its not_after; during the
 overlap the agent accepts both, so no request in flight is lost. A key past its
 not_after is *retired* (RejectReason.RETIRED_KEY), distinct from a key never seen.
-The file form is ``{"v": 1, "keys": [TrustedPortalKey, ...]}`` (docs/protocol.md 6).
+The file form is ``{"v": 1, "keys": [TrustedPortalKey, ...]}`` (docs/protocol.md 7.3).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Why every agent has its own keys: the portal seals each request once per enrolle
 agent, so no two agents share a private key and removing one agent (dropping its
 public record at the relay) cuts it off from every later request.
 
-Key files (docs/protocol.md section 6): one JSON object per file,
+Key files (docs/protocol.md section 7.2): one JSON object per file,
 ``{"v": 1, "alg": ..., "private": "<base64url raw private key>"}`` (+ ``"not_after"``
 for a previous KEM key), mode 0600 in a 0700 directory, written atomically.
 """

@@ -4,7 +4,7 @@ Why strict pydantic with ``extra="forbid"``: whatever the agent acts on must be 
 what was signed; lax coercion ("1" -> 1) or ignored extra fields would let two
 readers of one signed message disagree. Canonical bytes are always computed from
 ``model_dump(mode="json")`` of the validated model, so what we verify is what we use.
-docs/protocol.md section 3 lists every field.
+docs/protocol.md section 4 lists every field.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ SECRET_FIELDS: dict[str, frozenset[str]] = {
     "authenticate": frozenset({"old_password"}),
 }
 OPS_WITH_SECRET: frozenset[str] = frozenset(SECRET_FIELDS)
-# The key-id kind that goes with each header.kem value (docs/protocol.md 6.1).
+# The key-id kind that goes with each header.kem value (docs/protocol.md 7.1).
 KEM_KID_KIND: dict[str, str] = {"x25519": "x25519", "mlkem768-x25519": "mlkem768x25519"}
 
 # Key ids: "<kind>_" + first 22 chars of base64url(sha256(raw public key)); see keys.py.

@@ -4,7 +4,7 @@ Why domains: the same agent key signs results, heartbeats and relay auth challen
 a prefix per purpose makes a signature valid for exactly one kind of message, so a
 signed heartbeat can never be replayed as a result. Signature input is
 ``domain + canonical_json(payload)``; every domain ends with a NUL byte so no domain
-is a prefix of another's input (docs/protocol.md section 4).
+is a prefix of another's input (docs/protocol.md section 5).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The agent's request verification, in the order docs/protocol.md section 5 fixes.
+"""The agent's request verification, in the order docs/protocol.md section 6 fixes.
 
-size cap (raw bytes) -> parse + validate -> known key id -> signature ->
+size cap (raw bytes) -> parse -> version -> schema -> known key id -> signature ->
 tenant and agent group -> time window -> [journal, not here] -> decryption.
 
 Why this order: each step only touches what earlier steps vouched for. Nothing is
