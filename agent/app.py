@@ -98,15 +98,8 @@ def preflight(settings: Settings) -> None:
             "no [[directories]] configured: add one to the configuration "
             "(`writeback-agent config example` shows every key)"
         )
-    try:
-        changed = restrict_data_dir(settings.data_dir)
-    except OSError as exc:
-        raise ConfigError(f"data_dir {settings.data_dir}: {exc.strerror}") from None
-    if changed:
-        get_logger("writeback.agent").warning(
-            "files.restricted", paths=[str(p) for p in changed], detail="now 0700/0600"
-        )
     trust: list[Path] = [
+        settings.data_dir,
         settings.keys_dir,
         settings.enrollment_path,
         keyring_path(settings.data_dir),
@@ -120,6 +113,15 @@ def preflight(settings: Settings) -> None:
                 check_trusted(path)
             except UntrustedFile as exc:
                 raise ConfigError(f"refusing to start: {exc}") from None
+    # Then tighten what is merely too readable (an older install: 0755 / 0644).
+    try:
+        changed = restrict_data_dir(settings.data_dir)
+    except OSError as exc:
+        raise ConfigError(f"data_dir {settings.data_dir}: {exc.strerror}") from None
+    if changed:
+        get_logger("writeback.agent").warning(
+            "files.restricted", paths=[str(p) for p in changed], detail="now 0700/0600"
+        )
 
 
 def _open_journal(path: Path) -> Journal:

@@ -39,8 +39,9 @@ _GRANT = re.compile(
     r":(?P<rights>(?:\([A-Z,]+\))+)",
     re.IGNORECASE,
 )
-# icacls simple rights that allow writing: full, modify, write; and specific ones.
-_WRITE_RIGHTS = re.compile(r"\((?:F|M|W|[A-Z,]*\b(?:WD|AD|WA|WEA|GW|GA)\b[A-Z,]*)\)")
+# icacls rights that allow changing a file: full, modify, write, and the specific
+# ones (write data, append, attributes, generic write/all, change ACL or owner).
+_WRITE_RIGHTS = frozenset({"F", "M", "W", "WD", "AD", "WA", "WEA", "GW", "GA", "WDAC", "WO"})
 
 
 class UntrustedFile(Exception):
@@ -82,7 +83,8 @@ def writable_by_others_icacls(output: str) -> list[str]:
     """Grants in `icacls PATH` output that let a broad group write: ['BUILTIN\\Users:(M)']."""
     found = []
     for match in _GRANT.finditer(output):
-        if _WRITE_RIGHTS.search(match.group("rights")):
+        rights = set(re.findall(r"[A-Z]+", match.group("rights").upper()))
+        if rights & _WRITE_RIGHTS:
             found.append(f"{match.group('principal')}:{match.group('rights')}")
     return found
 

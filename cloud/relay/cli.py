@@ -62,8 +62,18 @@ def _when(text: str) -> float:
         return moment.timestamp()
 
 
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("writeback-agent")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="writeback-relay", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--db", type=Path, help="SQLite database (default $WRITEBACK_RELAY_DB)")
     sub = parser.add_subparsers(dest="command", required=True)
 
