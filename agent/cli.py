@@ -306,7 +306,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         transport.close()
     print(
         f"rotated encryption key: new {rotated.kem.kid}; previous {keys.kem.kid} "
-        f"still opens requests for {args.overlap} s. A running agent has loaded it."
+        f"still opens requests for {args.overlap} s; a running agent picks both up by itself."
     )
     return 0
 

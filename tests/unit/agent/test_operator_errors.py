@@ -168,7 +168,7 @@ CASES: list[tuple[str, str, Callable[[Setup], None], int, tuple[str, ...]]] = [
 
 @pytest.mark.parametrize(("command", "change", "status", "words"),
                          [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_operator_error_is_one_line(
+def test_operator_error_is_one_line(  # noqa: PLR0917 - pytest passes fixtures positionally
     setup: Setup,
     command: str,
     change: Callable[[Setup], None],
@@ -194,7 +194,9 @@ def test_operator_error_is_one_line(
         assert word in line, line
 
 
-def test_config_path_that_is_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_path_that_is_a_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["-c", str(tmp_path), "check"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"configuration file {tmp_path} is not a file" in err
