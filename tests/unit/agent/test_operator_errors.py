@@ -264,3 +264,22 @@ def test_windows_data_dir_round_trips_through_init(tmp_path: Path) -> None:
     assert PureWindowsPath(doc["data_dir"]) == windows
     assert doc["data_dir"] == r"C:\ProgramData\writeback-agent"
     assert r'data_dir = "C:\\ProgramData\\writeback-agent"' in text
+
+
+def test_version_and_example(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith("writeback-agent 0.")
+    assert main(["config", "example"]) == 0
+    example = tomllib.loads(capsys.readouterr().out)
+    from agent.config import Settings
+
+    # every setting is shown in the example (agent_name commented: default is the host)
+    assert set(Settings.model_fields) - set(example) == {"agent_name"}
+    for table in ("relay", "health", "log", "schedule"):
+        model = Settings.model_fields[table].annotation
+        fields = getattr(model, "model_fields", None) or next(
+            a.model_fields for a in model.__args__ if hasattr(a, "model_fields")  # type: ignore[union-attr]
+        )
+        assert set(fields) - set(example[table]) <= {"ca_file"}, table
