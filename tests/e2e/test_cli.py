@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import stat
 import threading
 import time
 from pathlib import Path
@@ -60,6 +61,13 @@ def test_status_reports_enrollment_and_journal(system: AgentSystem, slapd_env: D
     assert status["enrollment"]["tenant"] == system.portal.tenant
     assert status["journal"] == {"done": 1}
     assert status["running"] is True and status["ready"] is True
+    # every file the agent keeps is 0600 in a 0700 tree (the journal holds user names)
+    data = system.root / "data"
+    modes = {str(p.relative_to(data)): stat.S_IMODE(p.stat().st_mode) for p in data.rglob("*")}
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert "journal.sqlite3" in modes and "keys/signing.key" in modes
+    assert {m for name, m in modes.items() if not (data / name).is_dir()} == {0o600}, modes
+    assert {m for name, m in modes.items() if (data / name).is_dir()} == {0o700}, modes
 
 
 def test_bad_input_gets_one_clear_line(
