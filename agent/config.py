@@ -308,7 +308,10 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     except SettingsError as exc:
         # pydantic-settings: an environment value that is not the JSON a list or table
         # needs, e.g. WRITEBACK_DIRECTORIES=corp.
-        raise ConfigError(f"{_env_hint(str(exc))}: {exc}") from None
+        raise ConfigError(
+            f"{_env_hint(str(exc))} is not valid JSON for a list or table "
+            """(e.g. '[{"name": "corp", ...}]'): fix it or unset it"""
+        ) from None
     return loaded
 
 
@@ -337,6 +340,14 @@ def _readable_toml(path: Path) -> None:
 def _describe(err: Any) -> str:
     loc = ".".join(str(p) for p in err["loc"])
     msg = str(err["msg"]).removeprefix("Value error, ")
+    # Say so when the value came from the environment, not from the file.
+    parts = [str(p).upper() for p in err["loc"] if not isinstance(p, int)]
+    if parts:
+        exact = ["WRITEBACK_" + "__".join(parts[:n]) for n in range(len(parts), 0, -1)]
+        below = sorted(k for k in os.environ if k.startswith(exact[0] + "__"))
+        names = [n for n in exact if n in os.environ][:1] or below
+        if names:
+            loc = f"{loc} (from {', '.join(names)})"
     return f"{loc}: {msg}" if loc else msg
 
 
