@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import socket
 import stat
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -253,3 +257,35 @@ def test_run_refuses_before_leasing_when_the_health_port_is_taken(
         system.close()
     finally:
         relay.stop()
+
+
+def test_run_speaks_sd_notify_and_reloads_on_sighup(system: AgentSystem, tmp_path: Path) -> None:
+    """`writeback-agent run` as systemd starts it (Type=notify, WatchdogSec=): READY=1
+    with a STATUS line once started, WATCHDOG=1 pings while its loop runs, SIGHUP
+    reloads the keys, SIGTERM stops it cleanly with STOPPING=1."""
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.settimeout(30)
+        env = {**os.environ, "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000"}
+        agent = Path(sys.executable).parent / "writeback-agent"
+        proc = subprocess.Popen([str(agent), "-c", str(system.config), "run"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            ready = sock.recv(4096).decode().splitlines()
+            assert ready[0] == "READY=1" and ready[1].startswith("STATUS=")
+            assert f"MAINPID={proc.pid}" in ready
+            messages = [sock.recv(4096).decode() for _ in range(3)]
+            assert "WATCHDOG=1" in messages, messages
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(1)
+            proc.send_signal(signal.SIGTERM)
+            rest = []
+            while not any(m.startswith("STOPPING=1") for m in rest):
+                rest.append(sock.recv(4096).decode())
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            _out, err = proc.communicate(timeout=10)
+    assert '"keys.reloaded"' in err and '"reason": "SIGHUP"' in err, err[-2000:]
