@@ -10,8 +10,9 @@ requests are obeyed), the enrollment record and the journal (user names). So:
   someone may already have changed it (`untrusted_reason`). On Windows the same
   question is answered from `icacls` output (`writable_by_others_icacls`).
 
-What has not run on Windows: the icacls calls and the parsing of real icacls output
-are tested here as strings on Linux only (tests/unit/test_localfiles.py).
+What has not run on Windows: the icacls command lines, the Windows branches (with
+icacls replaced by a recorder) and the parsing of icacls output are tested on Linux
+only (tests/unit/agent/test_localfiles.py); no icacls has been executed.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def writable_by_others_icacls(output: str) -> list[str]:
 def untrusted_reason(path: Path) -> str | None:
     """Why `path` (a key or trust file, or the directory holding them) must not be
     trusted, or None. Group- or other-writable, or owned by another non-root user."""
-    if os.name == "nt":  # pragma: no cover - not run on Linux
+    if os.name == "nt":
         result = subprocess.run(  # noqa: S603 - fixed program, path from our own config
             [icacls_exe(), str(path)], capture_output=True, text=True, check=False
         )
@@ -120,7 +121,7 @@ def restrict_data_dir(data_dir: Path) -> list[Path]:
     """Make data_dir 0700 and everything in it 0700/0600 (or the Windows ACL); returns
     what was changed. Called at every start, so an older install is tightened too."""
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if os.name == "nt":  # pragma: no cover - not run on Linux
+    if os.name == "nt":
         subprocess.run(  # noqa: S603 - fixed program and arguments
             icacls_restrict(str(data_dir), windows_account(), directory=True),
             capture_output=True,

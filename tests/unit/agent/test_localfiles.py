@@ -92,3 +92,49 @@ def test_icacls_output_names_broad_write_grants() -> None:
         "NT AUTHORITY\\Authenticated Users:(I)(RX,W)",
     ]
     assert writable_by_others_icacls(ICACLS_RESTRICTED) == []
+
+
+class _Ran:
+    def __init__(self, stdout: str = "") -> None:
+        self.calls: list[list[str]] = []
+        self.stdout = stdout
+
+    def __call__(self, args: list[str], **_kwargs: object) -> object:
+        self.calls.append(args)
+        return type("Completed", (), {"stdout": self.stdout, "returncode": 0})()
+
+
+def test_windows_branch_runs_icacls_on_the_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The os.name == "nt" code paths, with icacls replaced by a recorder (Linux has none)."""
+    ran = _Ran()
+    monkeypatch.setattr("agent.localfiles.os.name", "nt")
+    monkeypatch.setattr("agent.localfiles.subprocess.run", ran)
+    monkeypatch.setenv("USERDOMAIN", "CORP")
+    monkeypatch.setattr("agent.localfiles.getpass.getuser", lambda: "gmsa-writeback$")
+    monkeypatch.setenv("SYSTEMROOT", r"D:\Windows")
+    restrict_data_dir(tmp_path / "data")
+    assert ran.calls == [[
+        r"D:\Windows\System32\icacls.exe", str(PureWindowsPath(tmp_path / "data")),
+        "/inheritance:r", "/grant:r", "CORP\\gmsa-writeback$:(OI)(CI)F", "*S-1-5-18:(OI)(CI)F",
+    ]]
+
+
+def test_windows_branch_refuses_what_users_can_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("agent.localfiles.os.name", "nt")
+    monkeypatch.setattr("agent.localfiles.subprocess.run", _Ran(ICACLS_OPEN))
+    reason = untrusted_reason(tmp_path / "portal_keys.json")
+    assert reason is not None and "BUILTIN\\Users:(I)(M)" in reason
+    monkeypatch.setattr("agent.localfiles.subprocess.run", _Ran(ICACLS_RESTRICTED))
+    assert untrusted_reason(tmp_path / "portal_keys.json") is None
+
+
+def test_settings_need_no_os_uname(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows has no os.uname: the default agent name must not use it."""
+    from agent.config import Settings
+
+    monkeypatch.delattr(os, "uname", raising=False)
+    assert Settings().agent_name
