@@ -162,9 +162,17 @@ def _configure_logging(level: str) -> None:
 
 def _serve(args: argparse.Namespace, settings: RelaySettings) -> int:
     # Imported here so the admin subcommands start without the web stack.
-    import uvicorn
+    try:
+        import uvicorn
 
-    from cloud.relay.app import create_app
+        from cloud.relay.app import create_app
+    except ImportError as exc:
+        print(
+            f"writeback-relay serve: {exc.name or 'the web stack'} is not installed: "
+            "pip install 'writeback-agent[cloud]'",
+            file=sys.stderr,
+        )
+        return 2
 
     settings = settings.model_copy(update={"admin_token": _admin_token(args.admin_token_file)})
     _configure_logging(args.log_level)
