@@ -9,9 +9,18 @@ from __future__ import annotations
 import contextlib
 import stat
 from collections.abc import Iterator
+from pathlib import Path
 
 from agent.config import Settings
-from agent.enrollment import Enrollment, NotEnrolled, load_keyring, relay_transport
+from agent.enrollment import (
+    Enrollment,
+    NotEnrolled,
+    keyring_path,
+    load_keyring,
+    relay_transport,
+    relay_url,
+)
+from agent.localfiles import untrusted_reason
 from connectors.base import DirectoryError, make_connector
 from wire.errors import KeyFileError
 from wire.keys import AgentKeys
@@ -26,7 +35,25 @@ def run_checks(settings: Settings) -> Iterator[Check]:
         f"{len(settings.directories)} directory(ies), {settings.workers} worker(s)",
     )
     if not settings.directories:
-        yield False, "directories", "no [[directories]] configured"
+        yield (
+            False,
+            "directories",
+            "no [[directories]] configured: `run` refuses to start; add one "
+            "(`writeback-agent config example`)",
+        )
+
+    trust: list[Path] = [
+        settings.data_dir,
+        settings.keys_dir,
+        settings.enrollment_path,
+        keyring_path(settings.data_dir),
+    ]
+    if settings.relay is not None and settings.relay.ca_file is not None:
+        trust.append(settings.relay.ca_file)
+    trust += [d.ca_file for d in settings.directories if d.ca_file is not None]
+    untrusted = [r for r in (untrusted_reason(p) for p in trust if p.exists()) if r]
+    for reason in untrusted:
+        yield False, "file permissions", f"{reason} (`run` refuses to start)"
 
     keys: AgentKeys | None = None
     try:
@@ -45,11 +72,13 @@ def run_checks(settings: Settings) -> Iterator[Check]:
             "enrollment",
             f"agent {enrollment.agent_id}, {len(keyring.keys)} portal key(s) trusted",
         )
-    except NotEnrolled as exc:
+    except (NotEnrolled, KeyFileError) as exc:
         yield False, "enrollment", str(exc)
 
     if enrollment is not None and keys is not None:
         yield _check_relay(settings, enrollment, keys)
+    elif settings.relay is not None:
+        yield _reach_relay(settings)
 
     for directory in settings.directories:
         try:
@@ -71,15 +100,37 @@ def run_checks(settings: Settings) -> Iterator[Check]:
 def _check_relay(settings: Settings, enrollment: Enrollment, keys: AgentKeys) -> Check:
     from agent.transports.base import TransportError
 
+    url = relay_url(settings, enrollment)
+    moved = f" (enrolled at {enrollment.relay_url})" if url != enrollment.relay_url else ""
     transport = relay_transport(settings, enrollment, keys, timeout=10)
     try:
         portal_keys = transport.portal_keys()
         return (
             True,
             "relay",
-            f"{enrollment.relay_url} accepts this agent ({len(portal_keys)} portal key(s))",
+            f"{url} accepts this agent ({len(portal_keys)} portal key(s)){moved}",
         )
     except TransportError as exc:
-        return False, "relay", f"{enrollment.relay_url}: {exc}"
+        return False, "relay", f"{url}{moved}: {exc}"
     finally:
         transport.close()
+
+
+def _reach_relay(settings: Settings) -> Check:
+    """Not enrolled yet: can the relay at least be reached (TLS validated)?"""
+    import httpx
+
+    relay = settings.relay
+    if relay is None:
+        return False, "relay", "no [relay] url configured"
+    verify: str | bool = str(relay.ca_file) if relay.ca_file else True
+    try:
+        with httpx.Client(verify=verify, timeout=10) as client:
+            response = client.get(f"{relay.url}/healthz")
+        return (
+            response.status_code < 500,
+            "relay",
+            f"{relay.url} answers (HTTP {response.status_code}); enroll next",
+        )
+    except httpx.HTTPError as exc:
+        return False, "relay", f"{relay.url} is unreachable: {exc or type(exc).__name__}"

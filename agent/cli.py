@@ -1,8 +1,10 @@
-"""`writeback-agent`: init, enroll, check, run, status, keys.
+"""`writeback-agent`: init, enroll, check, run, status, keys, config.
 
 The settings object is built here, once, and passed down. Every command prints
-what it did in plain words and exits non-zero on failure with one line saying what
-to fix; secrets are never printed.
+what it did in plain words. Exit status: 0 done; 1 a check failed (`check`) or an
+unexpected error; 2 a configuration or usage error, printed as one line naming the
+file or key and what to do (systemd's RestartPreventExitStatus=2 stops restarting
+on those). A traceback only with --debug. Secrets are never printed.
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ import os
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Sequence
+from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
+
+import tomli_w
 
 from agent.config import ConfigError, Settings, load_settings
 from agent.enrollment import (
@@ -24,16 +30,46 @@ from agent.enrollment import (
     keyring_path,
     portal_keys_from_relay,
 )
+from agent.localfiles import UntrustedFile
 from wire.errors import KeyFileError
 from wire.keyring import PortalKeyring
 from wire.keys import AgentKeys
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "agent.toml.example"
 DEFAULT_CONFIGS = (Path("agent.toml"), Path("/etc/writeback-agent/agent.toml"))
 
 
 class CliError(Exception):
     """A problem the operator can fix; printed as one line, exit 2."""
+
+
+def version() -> str:
+    try:
+        return metadata.version("writeback-agent")
+    except metadata.PackageNotFoundError:  # running from a checkout without install
+        return "0+unknown"
+
+
+def example_config() -> str:
+    """agent.toml.example, shipped inside the package (works from a wheel)."""
+    return resources.files("agent").joinpath("agent.toml.example").read_text(encoding="utf-8")
+
+
+def toml_value(value: str) -> str:
+    """`value` as a TOML string literal, escaped by a TOML writer (C:\\ProgramData...)."""
+    return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
+
+
+def starter_config(data_dir: Path, relay_url: str | None) -> str:
+    """The example with data_dir (and the relay URL) filled in, comments kept."""
+    text = example_config()
+    text = text.replace(
+        'data_dir = "/var/lib/writeback-agent"', f"data_dir = {toml_value(str(data_dir))}", 1
+    )
+    if relay_url:
+        text = text.replace(
+            'url = "https://relay.example.com"', f"url = {toml_value(relay_url)}", 1
+        )
+    return text
 
 
 def _config_path(arg: str | None) -> Path:
@@ -66,24 +102,23 @@ def _load_keys(settings: Settings) -> AgentKeys:
 
 def cmd_init(args: argparse.Namespace) -> int:
     config = _config_path(args.config)
+    from agent.localfiles import restrict_data_dir
+
     data_dir = Path(args.data_dir).resolve()
     keys_dir = data_dir / "keys"
     if (keys_dir / "signing.key").exists() and not args.force:
         raise CliError(f"{keys_dir} already holds keys (use --force to replace them)")
     keys = AgentKeys.generate(kem=args.kem)
     keys.save(keys_dir)
+    restrict_data_dir(data_dir)
     print(
         f"generated agent keys in {keys_dir} (signing {keys.sign_kid}, encryption {keys.kem.kid})"
     )
     if config.exists() and not args.force:
         print(f"kept existing {config}")
     else:
-        text = EXAMPLE.read_text(encoding="utf-8") if EXAMPLE.exists() else ""
-        text = text.replace('data_dir = "/var/lib/writeback-agent"', f'data_dir = "{data_dir}"')
-        if args.relay_url:
-            text = text.replace('url = "https://relay.example.com"', f'url = "{args.relay_url}"')
         config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_text(text, encoding="utf-8")
+        config.write_text(starter_config(data_dir, args.relay_url), encoding="utf-8")
         print(
             f"wrote starter configuration {config}: edit [[directories]], "
             "then run `writeback-agent enroll`"
@@ -102,9 +137,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     if settings.relay is None:
         raise CliError("no [relay] url in the configuration")
     keys = _load_keys(settings)
-    code = args.code or os.environ.get("WRITEBACK_ENROLLMENT_CODE")
-    if not code:
-        raise CliError("give the one-time code with --code or WRITEBACK_ENROLLMENT_CODE")
+    code = _enrollment_code(args)
     try:
         answer = enroll(
             settings.relay.url,
@@ -130,6 +163,34 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         f"group {enrollment.agent_group}; trusting {len(keyring.keys)} portal key(s)"
     )
     return 0
+
+
+def _enrollment_code(args: argparse.Namespace) -> str:
+    """From --code-file (`-` = stdin), stdin when piped, WRITEBACK_ENROLLMENT_CODE, or
+    --code. The flag is kept for scripts, but it shows in every user's `ps`."""
+    if args.code_file:
+        try:
+            text = sys.stdin.read() if args.code_file == "-" else Path(args.code_file).read_text(
+                encoding="utf-8"
+            )
+        except OSError as exc:
+            raise CliError(f"cannot read the code from {args.code_file}: {exc.strerror}") from None
+        code = text.strip()
+    elif args.code:
+        code = args.code
+    elif os.environ.get("WRITEBACK_ENROLLMENT_CODE"):
+        code = os.environ["WRITEBACK_ENROLLMENT_CODE"]
+    elif not sys.stdin.isatty():
+        code = sys.stdin.read().strip()
+    else:
+        import getpass
+
+        code = getpass.getpass("one-time enrollment code: ").strip()
+    if not code:
+        raise CliError(
+            "no enrollment code: pipe it in (`... enroll < code.txt`), or use --code-file"
+        )
+    return code
 
 
 # --------------------------------------------------------------------------- check
@@ -164,6 +225,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    if hasattr(signal, "SIGHUP"):  # not on Windows; the file watch covers it there
+        signal.signal(signal.SIGHUP, lambda _s, _f: agent.reload_keys())
     agent.start()
     try:
         agent.service.wait()
@@ -191,7 +254,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             "agent_id": e.agent_id,
             "tenant": e.tenant,
             "agent_group": e.agent_group,
-            "relay": e.relay_url,
+            "relay": settings.relay.url if settings.relay else e.relay_url,
+            "enrolled_at": e.relay_url,
         }
     except NotEnrolled as exc:
         out["enrollment"] = str(exc)
@@ -227,20 +291,35 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
     rotated = keys.rotate_kem(now=int(time.time()), overlap=args.overlap)
     enrollment = Enrollment.load(settings.enrollment_path)
+    # Save first: a running agent picks the new key up from disk before any portal can
+    # seal to it (the relay learns it only below), so no request is ever rejected.
+    rotated.save(settings.keys_dir)
     transport = relay_transport(settings, enrollment, keys)
     try:
         transport.update_keys(rotated.public(enrollment.agent_id).model_dump(mode="json"))
     except TransportError as exc:
+        keys.save(settings.keys_dir)  # put the old keys back: the relay never saw the new one
         raise CliError(
             f"the relay did not take the new public key ({exc}); nothing was changed"
         ) from None
     finally:
         transport.close()
-    rotated.save(settings.keys_dir)
     print(
         f"rotated encryption key: new {rotated.kem.kid}; previous {keys.kem.kid} "
-        f"still opens requests for {args.overlap} s. Restart the agent to load it."
+        f"still opens requests for {args.overlap} s; a running agent picks both up by itself."
     )
+    return 0
+
+
+# --------------------------------------------------------------------------- config
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.config_command == "example":
+        sys.stdout.write(example_config())
+        return 0
+    settings = _settings(args)  # validate: load, print where it came from
+    print(f"{_config_path(args.config)}: valid ({len(settings.directories)} directory(ies))")
     return 0
 
 
@@ -249,6 +328,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="writeback-agent", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    parser.add_argument(
+        "--debug", action="store_true", help="print a traceback on errors (never secrets)"
+    )
     parser.add_argument(
         "-c",
         "--config",
@@ -265,7 +348,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("enroll", help="register this agent with the relay using a one-time code")
-    p.add_argument("--code", help="one-time enrollment code (or WRITEBACK_ENROLLMENT_CODE)")
+    p.add_argument(
+        "--code-file",
+        metavar="FILE",
+        help="read the one-time code from FILE (`-`: stdin; stdin is read anyway when piped)",
+    )
+    p.add_argument(
+        "--code", help="the code itself (visible to other local users in `ps`; prefer stdin)"
+    )
     p.set_defaults(func=cmd_enroll)
 
     p = sub.add_parser("check", help="verify configuration, keys, relay and directories")
@@ -287,20 +377,39 @@ def build_parser() -> argparse.ArgumentParser:
         "--overlap", type=int, default=86400, help="seconds the old key still opens requests"
     )
     p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("config", help="print the example configuration, or validate one")
+    config_sub = p.add_subparsers(dest="config_command", required=True)
+    config_sub.add_parser("example", help="print agent.toml.example (every key, its default)")
+    config_sub.add_parser("validate", help="load the configuration and report the first error")
+    p.set_defaults(func=cmd_config)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # usage errors: argparse prints one line, exit 2
     from agent.logging import configure_logging
 
     # Before anything can log: structlog's defaults would print unredacted to stdout.
     configure_logging(level="warning")
     try:
         return int(args.func(args))
-    except (CliError, ConfigError, NotEnrolled, KeyFileError) as exc:
-        print(f"writeback-agent {args.command}: {exc}", file=sys.stderr)
+    except (CliError, ConfigError, NotEnrolled, KeyFileError, UntrustedFile) as exc:
+        _fail(args, exc)
         return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        _fail(args, exc, unexpected=True)
+        return 1
+
+
+def _fail(args: argparse.Namespace, exc: BaseException, *, unexpected: bool = False) -> None:
+    if args.debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    detail = f"unexpected {type(exc).__name__}: {exc}" if unexpected else str(exc)
+    hint = " (run with --debug for the traceback)" if unexpected and not args.debug else ""
+    print(f"writeback-agent {args.command}: {detail}{hint}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -12,17 +12,30 @@ used, as borgmatic's credential hook does).
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import platform
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings.exceptions import SettingsError
 
 from connectors.base import DirectorySettings
 
@@ -39,7 +52,28 @@ def read_secret_file(path: Path) -> SecretStr:
     try:
         return SecretStr(candidate.read_text(encoding="utf-8").rstrip("\r\n"))
     except OSError as exc:
-        raise ConfigError(f"cannot read secret file {candidate}: {exc.strerror}") from exc
+        raise ConfigError(
+            f"bind_password_file {candidate}: {exc.strerror}: create it (the bind account's "
+            "password, mode 0600) or fix the path"
+        ) from exc
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1); no DNS lookup."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _existing_file(value: Path | None, what: str) -> Path | None:
+    """A file named in the configuration must be there now, not at the first request."""
+    if value is not None and not value.is_file():
+        reason = "is a directory" if value.is_dir() else "does not exist"
+        raise ValueError(f"{what} {value} {reason}: fix the path or remove the key")
+    return value
 
 
 class ScopeSettings(BaseModel):
@@ -70,6 +104,43 @@ class DirectoryConfig(DirectorySettings):
     default: bool = False
     scope: ScopeSettings = Field(default_factory=ScopeSettings)
 
+    @field_validator("urls")
+    @classmethod
+    def _ldap_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme.lower() not in ("ldap", "ldaps"):
+                raise ValueError(f"{url!r} is not an ldaps:// or ldap:// URL")
+            if not parts.hostname:
+                raise ValueError(f"{url!r} names no host (ldaps://dc1.corp.example.com:636)")
+            try:
+                parts.port  # noqa: B018  (raises on a port that is not a number)
+            except ValueError:
+                raise ValueError(f"{url!r} has an invalid port") from None
+        return urls
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file_exists(cls, value: Path | None) -> Path | None:
+        return _existing_file(value, "ca_file")
+
+    @field_validator("connect_timeout", "receive_timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be greater than 0")
+        return value
+
+    @model_validator(mode="after")
+    def _no_plain_ldap(self) -> DirectoryConfig:
+        plain = [u for u in self.urls if urlsplit(u).scheme.lower() == "ldap"]
+        if plain and not self.start_tls and not self.allow_insecure:
+            raise ValueError(
+                f"{plain[0]} would send the bind password in clear: use ldaps://, "
+                "or set start_tls = true"
+            )
+        return self
+
     @model_validator(mode="before")
     @classmethod
     def _password_from_file(cls, data: Any) -> Any:
@@ -89,7 +160,31 @@ class RelaySettings(BaseModel):
     # http:// is accepted for loopback relays (demo, tests) only unless this is set.
     allow_insecure_http: bool = False
     lease_wait_seconds: float = Field(default=20.0, gt=0, le=30)
-    timeout_seconds: float = 40.0
+    timeout_seconds: float = Field(default=40.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _relay_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError(f"{url!r} is not an https:// URL (https://relay.example.com)")
+        return url.rstrip("/")
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file_exists(cls, value: Path | None) -> Path | None:
+        return _existing_file(value, "ca_file")
+
+    @model_validator(mode="after")
+    def _plain_http_only_on_loopback(self) -> RelaySettings:
+        host = urlsplit(self.url).hostname or ""
+        if urlsplit(self.url).scheme == "http" and not (
+            is_loopback_host(host) or self.allow_insecure_http
+        ):
+            raise ValueError(
+                f"{self.url} is plain http:// to a host that is not loopback: use https://"
+            )
+        return self
 
 
 class HealthSettings(BaseModel):
@@ -97,7 +192,19 @@ class HealthSettings(BaseModel):
 
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = 9464
+    port: int = Field(default=9464, ge=0, le=65535)
+    # /readyz names the directories and /metrics counts requests: loopback only unless
+    # this is true (e.g. a Prometheus on another host; put a firewall in front).
+    allow_remote: bool = False
+
+    @model_validator(mode="after")
+    def _loopback(self) -> HealthSettings:
+        if self.enabled and not self.allow_remote and not is_loopback_host(self.host):
+            raise ValueError(
+                f"host {self.host!r} is not a loopback address: use 127.0.0.1, "
+                "or set allow_remote = true to expose health and metrics"
+            )
+        return self
 
 
 class LogSettings(BaseModel):
@@ -110,12 +217,12 @@ class LogSettings(BaseModel):
 class ScheduleSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    heartbeat_seconds: float = 10.0
-    health_probe_seconds: float = 60.0
-    journal_prune_seconds: float = 3600.0
-    journal_retention_days: float = 7.0
-    key_expiry_check_seconds: float = 3600.0
-    key_expiry_warn_days: float = 30.0
+    heartbeat_seconds: float = Field(default=10.0, gt=0)
+    health_probe_seconds: float = Field(default=60.0, gt=0)
+    journal_prune_seconds: float = Field(default=3600.0, gt=0)
+    journal_retention_days: float = Field(default=7.0, gt=0)
+    key_expiry_check_seconds: float = Field(default=3600.0, gt=0)
+    key_expiry_warn_days: float = Field(default=30.0, ge=0)
 
 
 class Settings(BaseSettings):
@@ -128,14 +235,17 @@ class Settings(BaseSettings):
 
     # Keys, enrollment record and journal live here (created 0700).
     data_dir: Path = Path("/var/lib/writeback-agent")
-    agent_name: str = Field(default_factory=lambda: os.uname().nodename)
+    # platform.node(): os.uname() does not exist on Windows.
+    agent_name: str = Field(
+        default_factory=lambda: platform.node() or "writeback-agent", min_length=1
+    )
     # Master switch: false answers every request not_managed (writeback switched off).
     writeback_enabled: bool = True
     workers: int = Field(default=4, ge=1, le=64)
     max_request_bytes: int = Field(default=64 * 1024, ge=1024)
-    max_clock_skew_seconds: int = 60
+    max_clock_skew_seconds: int = Field(default=60, ge=0)
     # Retries across DCs stop at min(request exp, received + this).
-    directory_deadline_seconds: float = 30.0
+    directory_deadline_seconds: float = Field(default=30.0, gt=0)
     relay: RelaySettings | None = None
     directories: list[DirectoryConfig] = Field(default_factory=list)
     health: HealthSettings = Field(default_factory=HealthSettings)
@@ -165,11 +275,14 @@ class Settings(BaseSettings):
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Settings from `config_file` (TOML) + environment + overrides; errors name the key."""
-    if config_file is not None and not config_file.exists():
-        raise ConfigError(
-            f"configuration file {config_file} does not exist (writeback-agent init makes one)"
-        )
+    """Settings from `config_file` (TOML) + environment + overrides.
+
+    Everything that can be known without the network is checked here, so `check`
+    and `run` refuse the same configurations; every error is a ConfigError whose
+    one line names the file, key or variable and what to do.
+    """
+    if config_file is not None:
+        _readable_toml(config_file)
 
     class _FromFile(Settings):
         @classmethod
@@ -186,11 +299,60 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
                 sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
             return tuple(sources)
 
+    where = str(config_file) if config_file is not None else "configuration"
     try:
         loaded = _FromFile(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid configuration: {problems}") from None
+        problems = "; ".join(_describe(err) for err in exc.errors())
+        raise ConfigError(f"{where}: {problems}") from None
+    except SettingsError as exc:
+        # pydantic-settings: an environment value that is not the JSON a list or table
+        # needs, e.g. WRITEBACK_DIRECTORIES=corp.
+        raise ConfigError(
+            f"{_env_hint(str(exc))} is not valid JSON for a list or table "
+            """(e.g. '[{"name": "corp", ...}]'): fix it or unset it"""
+        ) from None
     return loaded
+
+
+def _readable_toml(path: Path) -> None:
+    """The file exists, is a file, is UTF-8 and parses as TOML (line and column if not)."""
+    if not path.exists():
+        raise ConfigError(
+            f"configuration file {path} does not exist (writeback-agent init makes one)"
+        )
+    if not path.is_file():
+        raise ConfigError(f"configuration file {path} is not a file: give the path of agent.toml")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte {exc.start}): save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
+
+
+def _describe(err: Any) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    # Say so when the value came from the environment, not from the file.
+    parts = [str(p).upper() for p in err["loc"] if not isinstance(p, int)]
+    if parts:
+        exact = ["WRITEBACK_" + "__".join(parts[:n]) for n in range(len(parts), 0, -1)]
+        below = sorted(k for k in os.environ if k.startswith(exact[0] + "__"))
+        names = [n for n in exact if n in os.environ][:1] or below
+        if names:
+            loc = f"{loc} (from {', '.join(names)})"
+    return f"{loc}: {msg}" if loc else msg
+
+
+def _env_hint(message: str) -> str:
+    for name in Settings.model_fields:
+        if f'"{name}"' in message:
+            return f"environment variable WRITEBACK_{name.upper()}"
+    return "environment"

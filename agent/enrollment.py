@@ -1,11 +1,13 @@
 """The agent's enrolled identity: who it is at the relay and which portal keys it trusts.
 
 Written by `writeback-agent enroll` into the data directory (files 0600), read by
-`run`. Trust model: the portal's public signing keys arrive from the relay at
-enrollment (the moment the operator vouches for, with a one-time code) and are
-pinned in portal_keys.json; the relay cannot forge requests without a portal private
-key. Rotation fetches keys again from the relay, so a compromised relay could add a
-key then: operators who want to exclude that pin keys by hand (docs/security.md).
+`run`. The relay URL saved here is where the agent enrolled; `[relay] url` in the
+configuration, when set, is the one used (`relay_url`). Trust model: the portal's
+public signing keys arrive from the relay at enrollment (the moment the operator
+vouches for, with a one-time code) and are pinned in portal_keys.json; the relay
+cannot forge requests without a portal private key. Rotation fetches keys again from
+the relay, so a compromised relay could add a key then: operators who want to exclude
+that pin keys by hand (docs/security.md).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from agent.config import Settings
 from agent.transports.relay import RelayTransport
+from wire.errors import KeyFileError
 from wire.keyring import PortalKeyring, TrustedPortalKey
 from wire.keys import AgentKeys
 
@@ -47,11 +50,18 @@ class Enrollment:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise NotEnrolled(
-                f"{path} not found: run `writeback-agent enroll --code CODE` first"
+                f"{path} not found: run `writeback-agent enroll` first"
             ) from None
         except (OSError, ValueError) as exc:
-            raise NotEnrolled(f"{path} is unreadable: {exc}") from None
-        return cls(**{k: str(data[k]) for k in ("agent_id", "tenant", "agent_group", "relay_url")})
+            reason = exc.strerror if isinstance(exc, OSError) else "not JSON"
+            raise NotEnrolled(f"{path} is unreadable ({reason}): {_REENROLL}") from None
+        fields = ("agent_id", "tenant", "agent_group", "relay_url")
+        if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in fields):
+            raise NotEnrolled(f"{path} is not an enrollment record: {_REENROLL}")
+        return cls(**{k: data[k] for k in fields})
+
+
+_REENROLL = "move it away and enroll again with a new code"
 
 
 def portal_keys_from_relay(items: list[dict[str, Any]]) -> list[TrustedPortalKey]:
@@ -79,18 +89,29 @@ def keyring_path(data_dir: Path) -> Path:
 def load_keyring(data_dir: Path) -> PortalKeyring:
     path = keyring_path(data_dir)
     if not path.exists():
-        raise NotEnrolled(f"{path} not found: run `writeback-agent enroll --code CODE` first")
-    return PortalKeyring.load(path)
+        raise NotEnrolled(f"{path} not found: run `writeback-agent enroll` first")
+    try:
+        return PortalKeyring.load(path)
+    except (KeyFileError, ValueError):
+        raise NotEnrolled(
+            f"{path} is not a portal keyring: {_REENROLL}, or restore it"
+        ) from None
+
+
+def relay_url(settings: Settings, enrollment: Enrollment) -> str:
+    """The relay this agent talks to: `[relay] url` when configured (the operator's
+    word wins, e.g. after the relay moved to a new name), else the enrolled one."""
+    return settings.relay.url if settings.relay is not None else enrollment.relay_url
 
 
 def relay_transport(
     settings: Settings, enrollment: Enrollment, keys: AgentKeys, *, timeout: float | None = None
 ) -> RelayTransport:
-    """The relay client for this enrolled agent: its URL and TLS rules from the
-    settings, its identity from the enrollment, every call signed with its key."""
+    """The relay client for this enrolled agent: its URL (`relay_url`) and TLS rules
+    from the settings, its identity from the enrollment, every call signed with its key."""
     relay = settings.relay
     return RelayTransport(
-        enrollment.relay_url,
+        relay_url(settings, enrollment),
         enrollment.agent_id,
         keys.signing,
         ca_file=str(relay.ca_file) if relay and relay.ca_file else None,

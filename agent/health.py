@@ -268,6 +268,11 @@ class HealthServer:
         self._thread: threading.Thread | None = None
 
     @property
+    def address(self) -> tuple[str, int]:
+        """The configured host and port (port 0: any free port)."""
+        return self._host, self._port
+
+    @property
     def port(self) -> int | None:
         """The bound port while running, else None."""
         return self._server.server_address[1] if self._server else None

@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import SecretStr, ValidationError
@@ -102,14 +103,15 @@ class PortalSigner:
         return cls(ed25519.Ed25519PrivateKey.from_private_bytes(raw))
 
     @classmethod
-    def load(cls, path: Path) -> PortalSigner:
+    def load(cls, path: str | Path) -> PortalSigner:
         """Read a key file written by save() (same format as the agent's key files)."""
+        path = Path(path)
         doc = json.loads(path.read_text(encoding="utf-8"))
         if doc.get("v") != 1 or doc.get("alg") != "ed25519":
             raise SDKError(f"{path}: not a v1 ed25519 key file")
         return cls.from_private_bytes(b64url_decode(doc["private"]))
 
-    def save(self, path: Path) -> None:
+    def save(self, path: str | Path) -> None:
         """Write the private key with mode 0600 (created so, never widened)."""
         doc = {"v": 1, "alg": "ed25519", "private": b64url_encode(self._key.private_bytes_raw())}
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -140,6 +142,15 @@ class PortalSigner:
 
     def __repr__(self) -> str:
         return f"PortalSigner(kid={self.kid!r})"
+
+
+def group_agents(listing: Sequence[dict[str, Any]]) -> list[AgentPublicKeys]:
+    """The public keys to seal to, from the relay's agent list of one group
+    (`PortalClient.agents(group)`: [{agent_id, public_keys, ...}])."""
+    return [
+        AgentPublicKeys.model_validate({**item["public_keys"], "agent_id": item["agent_id"]})
+        for item in listing
+    ]
 
 
 @dataclass(frozen=True)

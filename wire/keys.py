@@ -278,17 +278,19 @@ class AgentKeys:
         """Write the key files (0600) into ``directory`` (created 0700)."""
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         _write_key(directory / SIGNING_FILE, "ed25519", self.signing.private_bytes_raw())
-        _write_key(directory / KEM_FILE, self.kem.alg, self.kem.private_raw())
+        # The previous key first: a running agent that reloads between the two writes
+        # (live rotation) then still holds the key queued requests are sealed to.
         prev_path = directory / KEM_PREVIOUS_FILE
-        if self.previous_kem is None:
-            prev_path.unlink(missing_ok=True)
-        else:
+        if self.previous_kem is not None:
             _write_key(
                 prev_path,
                 self.previous_kem.alg,
                 self.previous_kem.private_raw(),
                 not_after=self.previous_kem.not_after,
             )
+        _write_key(directory / KEM_FILE, self.kem.alg, self.kem.private_raw())
+        if self.previous_kem is None:
+            prev_path.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, directory: Path) -> AgentKeys:

@@ -142,6 +142,14 @@ class RequestVerifier:
         verify() sees either the old or the new keyring, never a mix."""
         self._keyring = keyring
 
+    @property
+    def agent_keys(self) -> AgentKeys:
+        return self._keys
+
+    def replace_keys(self, agent_keys: AgentKeys) -> None:
+        """Agent key rotation while running (a rotated HPKE key): one attribute swap."""
+        self._keys = agent_keys
+
     def verify(self, raw: bytes) -> VerifiedRequest:
         """Every check except decryption; raises Rejected. Call ``.open()`` next."""
         # 1. Size cap, before anything looks inside.

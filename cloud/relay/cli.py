@@ -62,8 +62,18 @@ def _when(text: str) -> float:
         return moment.timestamp()
 
 
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("writeback-agent")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="writeback-relay", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--db", type=Path, help="SQLite database (default $WRITEBACK_RELAY_DB)")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -152,9 +162,17 @@ def _configure_logging(level: str) -> None:
 
 def _serve(args: argparse.Namespace, settings: RelaySettings) -> int:
     # Imported here so the admin subcommands start without the web stack.
-    import uvicorn
+    try:
+        import uvicorn
 
-    from cloud.relay.app import create_app
+        from cloud.relay.app import create_app
+    except ImportError as exc:
+        print(
+            f"writeback-relay serve: {exc.name or 'the web stack'} is not installed: "
+            "pip install 'writeback-agent[cloud]'",
+            file=sys.stderr,
+        )
+        return 2
 
     settings = settings.model_copy(update={"admin_token": _admin_token(args.admin_token_file)})
     _configure_logging(args.log_level)

@@ -73,6 +73,7 @@ class Portal:
         self.tenant = tenant
         self.group = group
         self.signer = signer
+        self.api_token = token
         self.client: PortalClient = relay.portal(token, timeout=30)
 
     def agents(self) -> list[AgentPublicKeys]:
@@ -121,12 +122,14 @@ class AgentSystem:
         directories: list[dict[str, Any]],
         *,
         group: str = "default",
+        tenant: str | None = None,
+        signer: PortalSigner | None = None,
         **top: Any,
     ) -> AgentSystem:
         """Tenant + portal key at the relay; `writeback-agent init` and `enroll` via the CLI."""
         root.mkdir(parents=True, exist_ok=True)
-        tenant, token = relay.create_tenant()
-        signer = PortalSigner.generate()
+        tenant, token = relay.create_tenant(tenant)
+        signer = signer or PortalSigner.generate()
         trusted = signer.trusted_key()
         relay.add_portal_key(tenant, trusted.kid, trusted.key)
         config = root / "agent.toml"

@@ -65,7 +65,7 @@ def test_bad_configuration_names_the_key_and_never_the_secret(tmp_path: Path) ->
     missing_file = _directory()
     del missing_file["bind_password"]
     missing_file["bind_password_file"] = str(tmp_path / "nope")
-    with pytest.raises(ConfigError, match="cannot read secret file"):
+    with pytest.raises(ConfigError, match="bind_password_file"):
         load_settings(_write(tmp_path, {"data_dir": str(tmp_path), "directories": [missing_file]}))
 
 

@@ -1,0 +1,150 @@
+"""The agent's files on disk: who may read them, and which ones it refuses to trust.
+
+The data directory holds the private keys, the pinned portal keys (what decides whose
+requests are obeyed), the enrollment record and the journal (user names). So:
+
+- the data directory is 0700 and every file in it 0600 (POSIX), or, on Windows,
+  an ACL with inheritance removed granting full control to the service account and
+  SYSTEM only (`icacls_restrict`);
+- a key or trust file that anyone but its owner can write is refused, not fixed:
+  someone may already have changed it (`untrusted_reason`). On Windows the same
+  question is answered from `icacls` output (`writable_by_others_icacls`).
+
+What has not run on Windows: the icacls command lines, the Windows branches (with
+icacls replaced by a recorder) and the parsing of icacls output are tested on Linux
+only (tests/unit/agent/test_localfiles.py); no icacls has been executed.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import stat
+import subprocess
+from pathlib import Path, PureWindowsPath
+
+__all__ = [
+    "UntrustedFile",
+    "icacls_restrict",
+    "restrict_data_dir",
+    "untrusted_reason",
+    "windows_account",
+    "writable_by_others_icacls",
+]
+
+SYSTEM_SID = "*S-1-5-18"
+# A grant to a principal that stands for "other users", in an icacls listing.
+_GRANT = re.compile(
+    r"(?P<principal>Everyone|BUILTIN\\Users|NT AUTHORITY\\Authenticated Users|CREATOR OWNER)"
+    r":(?P<rights>(?:\([A-Z,]+\))+)",
+    re.IGNORECASE,
+)
+# icacls rights that allow changing a file: full, modify, write, and the specific
+# ones (write data, append, attributes, generic write/all, change ACL or owner).
+_WRITE_RIGHTS = frozenset({"F", "M", "W", "WD", "AD", "WA", "WEA", "GW", "GA", "WDAC", "WO"})
+
+
+class UntrustedFile(Exception):
+    """A key or trust file that others can change; the message says how to fix it."""
+
+
+def icacls_exe() -> str:
+    """icacls by full path (not found through PATH, which a local user may prepend to)."""
+    root = os.environ.get("SYSTEMROOT", r"C:\Windows")
+    return str(PureWindowsPath(root, "System32", "icacls.exe"))
+
+
+def windows_account() -> str:
+    """The account the service runs as, DOMAIN\\user (a gMSA ends in $)."""
+    domain = os.environ.get("USERDOMAIN", "")
+    user = getpass.getuser()
+    return f"{domain}\\{user}" if domain else user
+
+
+def icacls_restrict(path: str | PureWindowsPath, account: str, *, directory: bool) -> list[str]:
+    """The icacls command line that leaves `path` to `account` and SYSTEM only.
+
+    /inheritance:r drops what ProgramData hands down (Users: read); /grant:r replaces
+    any grant these two already have. (OI)(CI) on a directory makes the files created
+    in it later inherit the same two entries.
+    """
+    inherit = "(OI)(CI)" if directory else ""
+    return [
+        icacls_exe(),
+        str(PureWindowsPath(path)),
+        "/inheritance:r",
+        "/grant:r",
+        f"{account}:{inherit}F",
+        f"{SYSTEM_SID}:{inherit}F",
+    ]
+
+
+def writable_by_others_icacls(output: str) -> list[str]:
+    """Grants in `icacls PATH` output that let a broad group write: ['BUILTIN\\Users:(M)']."""
+    found = []
+    for match in _GRANT.finditer(output):
+        rights = set(re.findall(r"[A-Z]+", match.group("rights").upper()))
+        if rights & _WRITE_RIGHTS:
+            found.append(f"{match.group('principal')}:{match.group('rights')}")
+    return found
+
+
+def untrusted_reason(path: Path) -> str | None:
+    """Why `path` (a key or trust file, or the directory holding them) must not be
+    trusted, or None. Group- or other-writable, or owned by another non-root user."""
+    if os.name == "nt":
+        result = subprocess.run(  # noqa: S603 - fixed program, path from our own config
+            [icacls_exe(), str(path)], capture_output=True, text=True, check=False
+        )
+        broad = writable_by_others_icacls(result.stdout)
+        return f"{path} can be changed by {', '.join(broad)}" if broad else None
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}"
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"{path} can be changed by other users (mode {mode:04o}): chmod go-w {path}"
+    if st.st_uid not in (os.getuid(), 0):
+        return f"{path} belongs to uid {st.st_uid}, not this user or root: chown it"
+    return None
+
+
+def check_trusted(path: Path) -> None:
+    reason = untrusted_reason(path)
+    if reason is not None:
+        raise UntrustedFile(reason)
+
+
+def restrict_data_dir(data_dir: Path) -> list[Path]:
+    """Make data_dir 0700 and everything in it 0700/0600 (or the Windows ACL); returns
+    what was changed. Called at every start, so an older install is tightened too."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if os.name == "nt":
+        subprocess.run(  # noqa: S603 - fixed program and arguments
+            icacls_restrict(str(data_dir), windows_account(), directory=True),
+            capture_output=True,
+            check=True,
+        )
+        return [data_dir]
+    changed = []
+    for path in [data_dir, *sorted(data_dir.rglob("*"))]:
+        if path.is_symlink():
+            continue
+        want = 0o700 if path.is_dir() else 0o600
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode != want:
+            path.chmod(want)
+            changed.append(path)
+    return changed
+
+
+def create_private(path: Path) -> None:
+    """Create `path` empty with mode 0600 unless it exists (so SQLite's -wal and -shm
+    files, which copy the database's mode, are 0600 from the first byte)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)

@@ -1,0 +1,31 @@
+"""`writeback-relay serve` on an install without the cloud extra: one line saying what
+to install, exit 2, no traceback (issue 12)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BLOCK_WEB_STACK = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("uvicorn", "fastapi", "starlette"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, Block())
+from cloud.relay.cli import main
+raise SystemExit(main(["serve", "--db", sys.argv[1]]))
+"""
+
+
+def test_serve_without_the_cloud_extra(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", BLOCK_WEB_STACK, str(tmp_path / "relay.sqlite3")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        "writeback-relay serve: uvicorn is not installed: pip install 'writeback-agent[cloud]'\n"
+    )
