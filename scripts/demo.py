@@ -19,15 +19,16 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+import tomli_w
+
+# The editable install (scripts/bootstrap: pip install -e .) puts the checkout on the
+# path, so the server library and the e2e harness import like any package.
+from tests.e2e.harness import Portal, directory_entry, parent_dn
+from tests.servers.base import BindOutcome
+from tests.servers.relay import start_relay
+from tests.servers.samba import DOMAIN_DN, running_samba
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import tomli_w  # noqa: E402
-
-from tests.e2e.harness import Portal, directory_entry, parent_dn  # noqa: E402
-from tests.servers.base import BindOutcome  # noqa: E402
-from tests.servers.relay import start_relay  # noqa: E402
-from tests.servers.samba import DOMAIN_DN, running_samba  # noqa: E402
 
 BOLD, GREEN, RED, DIM, RESET = ("\033[1m", "\033[32m", "\033[31m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("",) * 5
 failures: list[str] = []

@@ -10,10 +10,7 @@ import pytest
 
 from tests.servers.base import DirectoryEnv
 
-pytest_plugins = [
-    "tests.servers.slapd",
-    "tests.servers.samba",
-]
+pytest_plugins = ["tests.fixtures"]
 
 
 @pytest.fixture(params=["openldap", "active_directory"])

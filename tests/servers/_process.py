@@ -1,8 +1,11 @@
 """Helpers for starting real server processes in tests, the way python-ldap's
 slapdtest does: free port, temp dir, readiness poll with a deadline, stop at exit.
 
-A missing binary skips locally but fails under CI=true, with a message that says
-which Debian package to install (as pytest-postgresql does).
+No pytest here: these modules are a small library (python-ldap's slapdtest is the
+model) that tests, bench/ and scripts/demo.py all use. A missing binary raises
+`ServerUnavailable` with a message that says which Debian package to install (as
+pytest-postgresql does); the pytest plugin (tests/fixtures.py) turns that into a skip
+locally and a failure under CI=true.
 """
 
 from __future__ import annotations
@@ -15,24 +18,28 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
+
+
+class ServerUnavailable(RuntimeError):
+    """This machine cannot run the throwaway server; the message says what to install."""
 
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def require_binary(name: str, package: str, *, extra_dirs: tuple[str, ...] = ("/usr/sbin", "/sbin")) -> str:
-    """The path of `name`, or skip (locally) / fail (CI) naming the package to install."""
+def require_binary(
+    name: str, package: str, *, extra_dirs: tuple[str, ...] = ("/usr/sbin", "/sbin")
+) -> str:
+    """The path of `name`, or ServerUnavailable naming the Debian package to install."""
     path = shutil.which(name) or next(
         (str(Path(d) / name) for d in extra_dirs if (Path(d) / name).exists()), None
     )
     if path:
         return path
-    message = f"{name} not found: install the Debian package {package!r} (apt-get install {package})"
-    if in_ci():
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    raise ServerUnavailable(
+        f"{name} not found: install the Debian package {package!r} (apt-get install {package})"
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:

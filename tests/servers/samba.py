@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import ldap3
-import pytest
 from ldap3.core import exceptions as lexc
 from ldap3.utils.conv import escape_filter_chars
 from pydantic import SecretStr
@@ -49,7 +48,13 @@ from connectors._ad_rights import sid_to_str
 from connectors._ldap import ad_bind_data
 from connectors.active_directory import ActiveDirectoryConnector
 from connectors.base import DirectoryConnector, DirectorySettings
-from tests.servers._process import in_ci, port_open, require_binary, stop_process, wait_until
+from tests.servers._process import (
+    ServerUnavailable,
+    port_open,
+    require_binary,
+    stop_process,
+    wait_until,
+)
 from tests.servers.base import BindOutcome
 from tests.servers.certs import make_server_cert
 
@@ -105,12 +110,6 @@ def _password() -> str:
     return f"Wb-{secrets.token_hex(6)}-Z9"
 
 
-def _skip_or_fail(message: str) -> None:
-    if in_ci():
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
 def _run(args: list[str], what: str) -> str:
     result = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
     if result.returncode != 0:
@@ -136,7 +135,7 @@ def _claim_loopback_address() -> str:
             return ip
         if "File exists" in result.stderr or "already assigned" in result.stderr:
             continue
-        _skip_or_fail(f"cannot add a loopback address for Samba (needs root/CAP_NET_ADMIN): "
+        raise SambaUnavailable(f"cannot add a loopback address for Samba (needs root/CAP_NET_ADMIN): "
                       f"{result.stderr.strip()}")
     raise RuntimeError("no free loopback address 127.0.0.10-50 for Samba")
 
@@ -426,7 +425,7 @@ class _SambaProcess:
             os.killpg(pgid, signal.SIGKILL)
 
 
-class SambaUnavailable(RuntimeError):
+class SambaUnavailable(ServerUnavailable):
     """This machine cannot run the throwaway DC; the message says what to install."""
 
 
@@ -476,18 +475,6 @@ def running_samba(root: Path, *, also_delegate: tuple[str, ...] = ()) -> Iterato
         _release_loopback_address(ip)
 
 
-@pytest.fixture(scope="session")
-def samba_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SambaEnv]:
-    require_binary("samba", "samba-ad-dc")
-    require_binary("samba-tool", "samba-common-bin")
-    try:
-        _preflight()
-    except SambaUnavailable as exc:
-        _skip_or_fail(str(exc))
-    with running_samba(tmp_path_factory.mktemp("samba")) as env:
-        yield env
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    for line in _started:
-        terminalreporter.write_line(line)
+def startup_timings() -> list[str]:
+    """One line per DC started by this process (shown in pytest's terminal summary)."""
+    return list(_started)

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import ldap3
-import pytest
 from ldap3.core import exceptions as lexc
 from ldap3.utils.conv import escape_filter_chars
 from pydantic import SecretStr
@@ -362,13 +361,11 @@ def _start(tmp: Path) -> tuple[SlapdEnv, subprocess.Popen[bytes]]:
     return env, proc
 
 
-@pytest.fixture(scope="session")
-def slapd_env() -> Iterator[SlapdEnv]:
-    started = time.monotonic()
+@contextlib.contextmanager
+def running_slapd() -> Iterator[SlapdEnv]:
+    """A throwaway slapd (ppolicy, TLS with our own CA, free ports), stopped at exit."""
     with tempfile.TemporaryDirectory(prefix="wb-slapd-") as tmp:
         env, proc = _start(Path(tmp))
-        if os.environ.get("WB_FIXTURE_TIMING"):
-            print(f"\nslapd ready in {time.monotonic() - started:.2f}s")
         try:
             yield env
         finally:

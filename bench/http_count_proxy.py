@@ -1,0 +1,73 @@
+"""A loopback TCP proxy that counts HTTP/1.1 requests (for "HTTP calls per request").
+
+    python bench/http_count_proxy.py LISTEN_PORT TARGET_HOST TARGET_PORT COUNT_FILE
+
+Runs as its own process so its CPU is not charged to anything the benchmark reports.
+Each request line seen on a client-to-server stream counts once; the total is written
+to COUNT_FILE on SIGTERM and after every request (cheap: the benchmark runs it only
+in the short counting pass).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import sys
+from pathlib import Path
+
+_REQUEST_LINE = re.compile(rb"(?:GET|POST|PUT|DELETE|PATCH|HEAD) /\S* HTTP/1\.1\r\n")
+
+
+class Counter:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.total = 0
+
+    def add(self, n: int) -> None:
+        if n:
+            self.total += n
+            self.path.write_text(str(self.total))
+
+
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, counter: Counter | None
+) -> None:
+    tail = b""
+    try:
+        while data := await reader.read(65536):
+            if counter is not None:
+                window = tail + data
+                counter.add(len(_REQUEST_LINE.findall(window)) - len(_REQUEST_LINE.findall(tail)))
+                tail = window[-256:]
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        writer.close()
+
+
+async def main(listen: int, host: str, port: int, count_file: Path) -> None:
+    counter = Counter(count_file)
+    counter.path.write_text("0")
+
+    async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        try:
+            server_r, server_w = await asyncio.open_connection(host, port)
+        except OSError:
+            client_w.close()
+            return
+        await asyncio.gather(
+            _pipe(client_r, server_w, counter), _pipe(server_r, client_w, None)
+        )
+
+    server = await asyncio.start_server(handle, "127.0.0.1", listen)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    async with server:
+        await stop.wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])))
