@@ -70,6 +70,11 @@ class DirectoryConfig(DirectorySettings):
     default: bool = False
     scope: ScopeSettings = Field(default_factory=ScopeSettings)
 
+    @property
+    def write_scope(self) -> list[str]:
+        """Where writes are allowed, so where `check` verifies the delegated rights."""
+        return list(self.scope.base_dns or self.base_dns)
+
     @model_validator(mode="before")
     @classmethod
     def _password_from_file(cls, data: Any) -> Any:
