@@ -239,7 +239,9 @@ class OpenLdapConnector:
         self, user: UserRef, changes: Changes, *, dc: str, unlock: bool, must_change: bool
     ) -> None:
         """The companion modify after the exop, retried while the directory is not
-        reachable (it is idempotent); PartiallyApplied if it cannot be done."""
+        reachable (it is idempotent). If it cannot be done, the entry is read back:
+        when it already is as wanted (an administrator's reset clears the lock by
+        itself) the reset is complete; otherwise PartiallyApplied names what is not."""
         failure = DirectoryError("the follow-up modify was not attempted")
         for delay in FOLLOW_UP_DELAYS:
             if delay:
@@ -252,10 +254,9 @@ class OpenLdapConnector:
             except DirectoryError as exc:  # a server answer: asking again changes nothing
                 failure = exc
                 break
-        not_applied = [
-            "must_change" if must_change else "clear must_change (pwdReset)",
-            *(("unlock",) if unlock else ()),
-        ]
+        not_applied = self._not_applied(user, unlock=unlock, must_change=must_change)
+        if not not_applied:
+            return
         raise PartiallyApplied(
             f"the new password WAS set on {dc}, but {', '.join(not_applied)} was not "
             f"applied: {type(failure).__name__}: {failure.detail}",
@@ -263,6 +264,23 @@ class OpenLdapConnector:
             not_applied=not_applied,
             dc=dc,
         ) from failure
+
+    def _not_applied(self, user: UserRef, *, unlock: bool, must_change: bool) -> list[str]:
+        """What of the follow-up the entry does not show (all of it when unreadable)."""
+        wanted = [
+            "must_change" if must_change else "clear must_change (pwdReset)",
+            *(("unlock",) if unlock else ()),
+        ]
+        try:
+            entry = self._session.entry(user.dn, ["pwdReset", "pwdAccountLockedTime"])
+        except DirectoryError:
+            return [f"{item} (unverified)" for item in wanted]
+        attrs = entry["attributes"] if entry else {}
+        reset = (pp.first(attrs, "pwdReset") or "").upper() == "TRUE"
+        missing = [] if reset == must_change else [wanted[0]]
+        if unlock and pp.first(attrs, "pwdAccountLockedTime"):
+            missing.append("unlock")
+        return missing
 
     def _set_password(
         self, user: UserRef, new_password: SecretStr, policy: PasswordPolicy, *, young: bool
