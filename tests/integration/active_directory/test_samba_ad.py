@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from agent.config import DirectoryConfig
-from wire.status import PolicyReason, Status
+from agent.config import DirectoryConfig, ScopeSettings
 from connectors.active_directory import POLICY_HINTS, ActiveDirectoryConnector
 from connectors.base import (
     AccessDenied,
@@ -35,6 +34,7 @@ from tests.servers._process import free_port
 from tests.servers.base import BindOutcome, unique_login
 from tests.servers.certs import make_ca
 from tests.servers.samba import SambaEnv
+from wire.status import PolicyReason, Status
 
 pytestmark = [pytest.mark.samba, pytest.mark.slow]
 
@@ -198,7 +198,8 @@ def test_limited_account_denied_and_check_says_why(samba_env: SambaEnv) -> None:
 def _scoped(env: SambaEnv, scope: list[str]) -> DirectoryConfig:
     """As the agent configures it: the whole domain searched, writes allowed in `scope`."""
     return DirectoryConfig(
-        **{**env.settings.model_dump(), "base_dns": [env.domain_dn]}, scope={"base_dns": scope}
+        **{**env.settings.model_dump(), "base_dns": [env.domain_dn]},
+        scope=ScopeSettings(base_dns=scope),
     )
 
 

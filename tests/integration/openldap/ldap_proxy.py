@@ -70,12 +70,13 @@ class LdapProxy:
                     with self._lock:
                         self.sent += chunk
                 dst.sendall(chunk)
-                if from_server and self.cut_after is not None:
-                    if protocol_op(chunk) == self.cut_after:
-                        with self._lock:
-                            self.cut_after = None
-                            self.cuts += 1
-                        break
+                if from_server and self.cut_after is not None and (
+                    protocol_op(chunk) == self.cut_after
+                ):
+                    with self._lock:
+                        self.cut_after = None
+                        self.cuts += 1
+                    break
         except OSError:
             pass
         finally:

@@ -6,7 +6,7 @@ Runs against the session's throwaway slapd (`slapd_env`, tests/servers/slapd.py)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -15,7 +15,6 @@ import pytest
 from ldap3.core import exceptions as lexc
 from pydantic import SecretStr
 
-from wire.status import PolicyReason, Status
 from connectors import _ppolicy as pp
 from connectors._ldap import open_connection, translate_errors
 from connectors.base import (
@@ -38,6 +37,7 @@ from tests.servers.certs import make_ca
 from tests.servers.slapd import PEOPLE as PEOPLE_DN
 from tests.servers.slapd import PROTECTED_GROUP, SlapdEnv
 from tests.servers.slapd import UNDELEGATED as UNDELEGATED_DN
+from wire.status import PolicyReason, Status
 
 pytestmark = pytest.mark.slapd
 
@@ -206,11 +206,12 @@ def test_disabled_is_not_unlocked(env: SlapdEnv, conn: OpenLdapConnector) -> Non
     user = _user(env, conn, disabled=True)
     assert user.disabled and not user.locked
     assert env.bind(user.login, INITIAL) is BindOutcome.DISABLED
-    for attempt in (
+    attempts: tuple[Callable[[], object], ...] = (
         lambda: conn.unlock(user),
         lambda: conn.reset_password(user, SecretStr(NEW), unlock=True),
         lambda: conn.change_password(user, SecretStr(INITIAL), SecretStr(NEW)),
-    ):
+    )
+    for attempt in attempts:
         with pytest.raises(AccountDisabled):
             attempt()
     assert env.first(user.login, "pwdAccountLockedTime") == pp.DISABLED_LOCK_TIME
@@ -331,6 +332,10 @@ def test_start_tls_on_the_plain_port_is_secure(env: SlapdEnv, conn: OpenLdapConn
     outcome = starttls.reset_password(user, SecretStr(NEW))
     assert outcome.dc == env.plain_url
     assert env.bind(user.login, NEW) is BindOutcome.OK
+    report = starttls.check()
+    assert report.ok, report.items
+    assert "certificate validated" in next(i for i in report.items if i.name == "connect").detail
+    starttls.close()
 
 
 def test_first_url_dead_second_answers(env: SlapdEnv, conn: OpenLdapConnector) -> None:
