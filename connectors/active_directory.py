@@ -29,6 +29,7 @@ Choices (verified against Samba 4.17; see DESIGN.md section 4):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
 from typing import Any
@@ -48,6 +49,7 @@ from connectors.base import (
     AccountDisabled,
     AccountLocked,
     AmbiguousUser,
+    DirectoryError,
     DirectorySettings,
     HealthReport,
     LookupKind,
@@ -58,7 +60,7 @@ from connectors.base import (
     UserRef,
     WriteOutcome,
 )
-from connectors.prevalidate import prevalidate
+from connectors.prevalidate import prevalidate_fresh
 from wire.status import PolicyReason
 
 POLICY_HINTS = ("1.2.840.113556.1.4.2239", "1.2.840.113556.1.4.2066")  # newest first
@@ -231,10 +233,25 @@ class ActiveDirectoryConnector:
 
     # ------------------------------------------------------------------ writes
 
-    def _policy_error(self, exc: PolicyViolation, policy: PasswordPolicy) -> PolicyViolation:
+    def _prevalidated(
+        self, user: UserRef, password: SecretStr, *, self_change: bool
+    ) -> PasswordPolicy:
+        return prevalidate_fresh(
+            password.get_secret_value(),
+            user,
+            lambda: self.password_policy(user),
+            self._policies.clear,
+            self_change=self_change,
+        )
+
+    def _policy_error(
+        self, exc: PolicyViolation, user: UserRef, policy: PasswordPolicy
+    ) -> PolicyViolation:
         """A 52D after pre-validation passed: the rule pre-validation cannot see, history.
-        The cached policy may be what was out of date: the next request re-reads it."""
+        The cached policy may be what was out of date: it is read again for the answer."""
         self._policies.clear()
+        with contextlib.suppress(DirectoryError):
+            policy = self.password_policy(user)
         reason = exc.policy_reason
         if reason is PolicyReason.UNKNOWN:
             reason = PolicyReason.HISTORY
@@ -252,8 +269,7 @@ class ActiveDirectoryConnector:
             raise AccountDisabled(f"{user.dn} is disabled")
         if user.locked and not unlock:
             raise AccountLocked(f"{user.dn} is locked out and unlock was not requested")
-        policy = self.password_policy(user)
-        prevalidate(new_password.get_secret_value(), policy, user, self_change=False)
+        policy = self._prevalidated(user, new_password, self_change=False)
         changes: dict[str, Any] = {
             "unicodePwd": [(ldap3.MODIFY_REPLACE, [encode_password(new_password)])],
         }
@@ -267,7 +283,7 @@ class ActiveDirectoryConnector:
         try:
             dc = self._modify(user, changes, "write")
         except PolicyViolation as exc:
-            raise self._policy_error(exc, policy) from exc
+            raise self._policy_error(exc, user, policy) from exc
         return WriteOutcome(dc=dc, applied=tuple(applied))
 
     def change_password(
@@ -277,8 +293,7 @@ class ActiveDirectoryConnector:
             raise AccountDisabled(f"{user.dn} is disabled")
         if user.locked:
             raise AccountLocked(f"{user.dn} is locked out")
-        policy = self.password_policy(user)
-        prevalidate(new_password.get_secret_value(), policy, user, self_change=True)
+        policy = self._prevalidated(user, new_password, self_change=True)
         changes = {
             "unicodePwd": [
                 (ldap3.MODIFY_DELETE, [encode_password(old_password)]),
@@ -288,7 +303,7 @@ class ActiveDirectoryConnector:
         try:
             dc = self._modify(user, changes, "change")
         except PolicyViolation as exc:
-            raise self._policy_error(exc, policy) from exc
+            raise self._policy_error(exc, user, policy) from exc
         return WriteOutcome(dc=dc, applied=("password",))
 
     def unlock(self, user: UserRef) -> WriteOutcome:

@@ -69,11 +69,11 @@ class DirectorySettings(BaseModel):
     """How to reach one directory. Part of the agent's single settings object.
 
     `urls` are tried in order, the next when one does not answer (our own failover
-    loop in connectors/_ldap.py, not an ldap3 ServerPool). Certificate validation is always on; `ca_file` names the CA bundle
-    (None = the system store). Plain `ldap://` without StartTLS is refused before
-    the first bind (the bind carries the service account's password), for reads,
-    writes and `check` alike, unless `allow_insecure` is set, which exists for tests
-    only.
+    loop in connectors/_ldap.py, not an ldap3 ServerPool). Certificate validation is
+    always on; `ca_file` names the CA bundle (None = the system store). Plain
+    `ldap://` without StartTLS is refused before the first bind (the bind carries the
+    service account's password), for reads, writes and `check` alike, unless
+    `allow_insecure` is set, which exists for tests only.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

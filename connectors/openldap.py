@@ -32,6 +32,7 @@ on), the exop, the follow-up; the policy entry is cached (`policy_cache_seconds`
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 import uuid
@@ -65,7 +66,7 @@ from connectors.base import (
     UserRef,
     WriteOutcome,
 )
-from connectors.prevalidate import prevalidate
+from connectors.prevalidate import prevalidate_fresh
 
 Changes = dict[str, list[tuple[str, list[str]]]]
 
@@ -201,10 +202,24 @@ class OpenLdapConnector:
                 f"{user.dn} is disabled (pwdAccountLockedTime {pp.DISABLED_LOCK_TIME})"
             )
 
-    def _refused(self, exc: PolicyViolation, policy: PasswordPolicy) -> PolicyViolation:
-        self._policies.clear()  # the cached policy may be what was out of date
+    def _prevalidated(
+        self, user: UserRef, password: SecretStr, *, self_change: bool
+    ) -> PasswordPolicy:
+        return prevalidate_fresh(
+            password.get_secret_value(),
+            user,
+            lambda: self.password_policy(user),
+            self._policies.clear,
+            self_change=self_change,
+        )
+
+    def _refused(self, exc: PolicyViolation, user: UserRef, policy: PasswordPolicy) -> None:
+        """slapd refused the password: the cached policy may be what was out of date,
+        so the answer carries the policy read again."""
+        self._policies.clear()
+        with contextlib.suppress(DirectoryError):
+            policy = self.password_policy(user)
         exc.policy = exc.policy or policy
-        return exc
 
     def reset_password(
         self,
@@ -217,8 +232,7 @@ class OpenLdapConnector:
         self._usable(user)
         if not unlock and user.locked:
             raise AccountLocked(f"{user.dn} is locked and unlock was not requested")
-        policy = self.password_policy(user)
-        prevalidate(new_password.get_secret_value(), policy, user, self_change=False)
+        policy = self._prevalidated(user, new_password, self_change=False)
         changed = user.pwd_last_set  # None when pwdReset is TRUE or it was never set
         young = changed is not None and dt.datetime.now(dt.UTC) < changed + policy.min_age
         dc = self._set_password(user, new_password, policy, young=young)
@@ -299,7 +313,7 @@ class OpenLdapConnector:
             if young:
                 self._undo_reset(user, exc)
             if isinstance(exc, PolicyViolation):
-                self._refused(exc, policy)
+                self._refused(exc, user, policy)
             raise
         return self._session.dc
 
@@ -327,11 +341,11 @@ class OpenLdapConnector:
         )
         dc = server_url(conn)
         try:
-            prevalidate(new_password.get_secret_value(), policy, user, self_change=True)
+            policy = self._prevalidated(user, new_password, self_change=True)
             with translate_errors("change", dc=dc, refine=pp.refine, conn=conn):
                 pp.password_modify(conn, user.dn, new_password, old_password)
         except PolicyViolation as exc:
-            self._refused(exc, policy)
+            self._refused(exc, user, policy)
             raise
         finally:
             pp.forget_secrets(conn)

@@ -35,6 +35,7 @@ from tests.servers._process import free_port
 from tests.servers.base import BindOutcome, unique_login
 from tests.servers.certs import make_ca
 from tests.servers.slapd import PEOPLE as PEOPLE_DN
+from tests.servers.slapd import POLICIES as POLICIES_DN
 from tests.servers.slapd import PROTECTED_GROUP, SlapdEnv
 from tests.servers.slapd import UNDELEGATED as UNDELEGATED_DN
 from wire.status import PolicyReason, Status
@@ -160,6 +161,48 @@ def test_failed_young_reset_leaves_pwd_reset_alone(env: SlapdEnv, conn: OpenLdap
         conn.reset_password(user, SecretStr(INITIAL))  # in history
     assert info.value.reason == PolicyReason.HISTORY
     assert env.first(user.login, "pwdReset") is None
+
+
+# --------------------------------------------------------------------------- policy cache
+
+
+def test_policy_is_cached_and_read_again_when_it_refuses(
+    env: SlapdEnv, conn: OpenLdapConnector
+) -> None:
+    """The policy entry is not read for every request, yet a change to it is never
+    enforced stale: a refusal (slapd's or pre-validation's) reads it again."""
+    name = unique_login("p")
+    policy_dn = f"cn={name},{POLICIES_DN}"
+    login = unique_login("o")
+    dn = env.create_user(login, INITIAL)
+    with env.admin() as admin:
+        admin.add(policy_dn, ["device", "pwdPolicy"], {
+            "cn": name, "pwdAttribute": "userPassword", "pwdMinLength": "8",
+            "pwdCheckQuality": "2", "pwdInHistory": "3",
+        })
+        admin.modify(dn, {"pwdPolicySubentry": [(ldap3.MODIFY_REPLACE, [policy_dn])]})
+
+    def min_length(value: str) -> None:
+        with env.admin() as admin:
+            admin.modify(policy_dn, {"pwdMinLength": [(ldap3.MODIFY_REPLACE, [value])]})
+
+    user = conn.find_user(UserQuery(LookupKind.LOGIN, login))
+    assert user.policy_dn == policy_dn
+    assert conn.password_policy(user).min_length == 8
+    min_length("12")
+    assert conn.password_policy(user).min_length == 8  # cached
+    with closing(OpenLdapConnector(
+        env.settings.model_copy(update={"policy_cache_seconds": 0})
+    )) as uncached:
+        assert uncached.password_policy(user).min_length == 12
+    with pytest.raises(PolicyViolation) as info:
+        conn.reset_password(user, SecretStr("Fresh-Pass9"))  # 11: passes the cached rule
+    assert info.value.reason == PolicyReason.TOO_SHORT  # slapd's refusal
+    assert info.value.policy is not None and info.value.policy.min_length == 12
+    assert conn.password_policy(user).min_length == 12
+    min_length("8")  # relaxed: the cached 12 would refuse 10 characters
+    assert conn.reset_password(user, SecretStr("Abcdef-1x9")).applied == ("password",)
+    assert env.bind(login, "Abcdef-1x9") is BindOutcome.OK
 
 
 # --------------------------------------------------------------------------- pwdReset
