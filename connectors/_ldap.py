@@ -364,6 +364,7 @@ def translate_errors(
         refined = refine(exc, context, result) if refine is not None else None
         error = refined or _classify_result(exc, context, dc)
         error.dc = error.dc or dc
+        error.write_sent = True  # the directory answered: it got the request (and refused)
         raise error from exc
     except lexc.LDAPException as exc:
         raise DirectoryError(f"{type(exc).__name__}: {exc}", dc=dc) from exc

@@ -48,6 +48,7 @@ from connectors._cache import TtlCache
 from connectors._checks import run_check
 from connectors._ldap import close_quietly, open_connection, server_url, translate_errors
 from connectors._openldap_check import probe_rights
+from connectors._openldap_groups import nested_groups
 from connectors._session import LdapSession
 from connectors.base import (
     AccountDisabled,
@@ -70,9 +71,7 @@ from connectors.prevalidate import prevalidate_fresh
 
 Changes = dict[str, list[tuple[str, list[str]]]]
 
-_MAX_GROUP_DEPTH = 16
 _PERSON = "(|(objectClass=person)(objectClass=posixAccount))"
-_GROUP = "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))"
 # REPLACE with no value deletes the attribute and is a no-op when it is absent.
 _RESET_TRUE: Changes = {"pwdReset": [(ldap3.MODIFY_REPLACE, ["TRUE"])]}
 _RESET_NONE: Changes = {"pwdReset": [(ldap3.MODIFY_REPLACE, [])]}
@@ -365,35 +364,8 @@ class OpenLdapConnector:
 
     # ----------------------------------------------------------------- groups
 
-    def _group_bases(self) -> list[str]:
-        """The naming contexts holding our base DNs: groups usually live outside them."""
-        root = self._session.entry("", ["namingContexts"])
-        attrs = root["attributes"] if root else {}
-        contexts = [str(v) for v in pp.values(attrs, "namingContexts")]
-        bases = [b.lower() for b in self.settings.base_dns]
-        useful = [c for c in contexts if any(b.endswith(c.lower()) for b in bases)]
-        return useful or list(self.settings.base_dns)
-
     def group_dns(self, user: UserRef) -> frozenset[str]:
-        """Static groups, nested: member-of-member to a fixed point, depth capped."""
-        seen: set[str] = set()
-        frontier = {user.dn}
-        bases = self._group_bases()
-        for _ in range(_MAX_GROUP_DEPTH):
-            if not frontier:
-                break
-            members = "".join(
-                f"(member={escape_filter_chars(dn)})(uniqueMember={escape_filter_chars(dn)})"
-                for dn in sorted(frontier)
-            )
-            found = {
-                str(e["dn"])
-                for base in bases
-                for e in self._session.search(base, f"(&{_GROUP}(|{members}))", ["1.1"])
-            }
-            frontier = {dn for dn in found if dn.lower() not in seen}
-            seen.update(dn.lower() for dn in found)
-        return frozenset(seen)
+        return nested_groups(self._session, self.settings.base_dns, user.dn)
 
     # ----------------------------------------------------------------- health
 
