@@ -271,7 +271,7 @@ class Pipeline:
             )
             return Outcome(exc.status, exc.reason, exc.detail, exc.dc, described, directory.name)
         except DirectoryUnavailable as exc:
-            if written:
+            if written and exc.write_sent is not False:  # sent, answer lost
                 return Outcome(
                     Status.IN_DOUBT, "directory_fault", exc.detail, exc.dc, directory=directory.name
                 )

@@ -118,12 +118,13 @@ class LdapSession:
             conn.request = None  # ldap3 keeps the last request (a password) around
 
     def read(self, fn: Callable[[ldap3.Connection], T]) -> T:
-        """A read; retried once on a fresh connection if a reused one turns out dead."""
-        reused = self._conn is not None
+        """A read; retried once on a fresh connection if a kept one that looked alive
+        turns out dead (a silent death). A failed fresh connect is not tried twice."""
+        kept = self._conn is not None and _alive(self._conn)
         try:
             return self._once("search", fn)
         except DirectoryUnavailable:
-            if not reused:
+            if not kept:
                 raise
             return self._once("search", fn)
 
