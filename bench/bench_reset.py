@@ -16,7 +16,10 @@ process against the same server and service account:
 Times are wall clock with nothing else instrumented; the raw and connector passes
 alternate `--runs` times and the medians are printed, with the ratio and the
 overhead per reset. Peak Python memory (tracemalloc, which slows code it traces
-~3x) is measured in a separate pass afterwards, never during a timed one.
+~3x) and the LDAP requests per reset (counted at ldap3's strategy `send`; binds,
+StartTLS and unbinds excluded) are measured in a separate pass afterwards, never
+during a timed one. On a loaded machine the times vary run to run; the request
+count does not.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -42,6 +47,7 @@ from connectors.base import LookupKind, UserQuery  # noqa: E402
 from tests.servers.base import DirectoryEnv  # noqa: E402
 
 INITIAL = "Initial-Pass-1"
+_START_TLS = "1.3.6.1.4.1.1466.20037"
 
 
 @contextlib.contextmanager
@@ -71,13 +77,28 @@ def _timed(run: Callable[[], None]) -> float:
     return time.perf_counter() - started
 
 
-def _peak_memory(run: Callable[[], None]) -> int:
+def _untimed(run: Callable[[], None]) -> tuple[int, Counter[str]]:
+    """Peak traced memory and the LDAP requests sent, by type."""
+    from ldap3.strategy.base import BaseStrategy
+
+    sent: Counter[str] = Counter()
+    original = BaseStrategy.send
+
+    def counting(self: Any, message_type: str, request: Any, controls: Any = None) -> Any:
+        if message_type not in ("bindRequest", "unbindRequest") and (
+            message_type != "extendedReq" or request.get("name") != _START_TLS
+        ):
+            sent[message_type] += 1
+        return original(self, message_type, request, controls)
+
+    BaseStrategy.send = counting
     tracemalloc.start()
     try:
         run()
-        return tracemalloc.get_traced_memory()[1]
+        return tracemalloc.get_traced_memory()[1], sent
     finally:
         tracemalloc.stop()
+        BaseStrategy.send = original
 
 
 class _Passes:
@@ -133,8 +154,8 @@ def bench(kind: str, users: int, runs: int) -> None:
         for _ in range(runs):
             raw_times.append(_timed(passes.raw) / users * 1000)
             conn_times.append(_timed(passes.connector) / users * 1000)
-        raw_mem = _peak_memory(passes.raw)
-        conn_mem = _peak_memory(passes.connector)
+        raw_mem, raw_sent = _untimed(passes.raw)
+        conn_mem, conn_sent = _untimed(passes.connector)
 
         raw_ms, conn_ms = statistics.median(raw_times), statistics.median(conn_times)
         print(f"{kind}: {users} resets x {runs} runs (median; per run in brackets)")
@@ -143,6 +164,9 @@ def bench(kind: str, users: int, runs: int) -> None:
             f"  connector  {conn_ms:7.2f} ms/reset  [{', '.join(f'{t:.2f}' for t in conn_times)}]"
         )
         print(f"  ratio      {conn_ms / raw_ms:7.2f}x   overhead {conn_ms - raw_ms:+.2f} ms/reset")
+        for name, sent in (("raw ldap3", raw_sent), ("connector", conn_sent)):
+            kinds = ", ".join(f"{k} {v / users:g}" for k, v in sorted(sent.items()))
+            print(f"  {name:<10} {sum(sent.values()) / users:5.2f} LDAP requests/reset ({kinds})")
         print(
             f"  memory (separate pass, tracemalloc peak)  raw {raw_mem / 1024:.1f} KiB, "
             f"connector {conn_mem / 1024:.1f} KiB ({conn_mem / max(raw_mem, 1):.2f}x)"
