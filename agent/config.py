@@ -140,6 +140,10 @@ class DirectoryConfig(DirectorySettings):
                 "or set start_tls = true"
             )
         return self
+    @property
+    def write_scope(self) -> list[str]:
+        """Where writes are allowed, so where `check` verifies the delegated rights."""
+        return list(self.scope.base_dns or self.base_dns)
 
     @model_validator(mode="before")
     @classmethod

@@ -14,9 +14,10 @@ otherwise print local variables, which is where passwords live).
 
 ldap3 logging is capped at BASIC: at PROTOCOL and above ldap3 dumps modify requests,
 and it does not strip ``unicodePwd`` values there (its sensitive-attribute list only
-applies to some messages). `configure_logging` lowers ldap3's detail level to BASIC if
-anything raised it, turns on its own hiding of sensitive data, and the handler drops any
-ldap3 record tagged PROTOCOL/NETWORK/EXTENDED that slips through anyway.
+applies to some messages). `configure_logging` calls connectors.ldap_logging, which
+lowers ldap3's detail level to BASIC if anything raised it and turns on its own hiding
+of sensitive data, and the handler drops any ldap3 record tagged PROTOCOL/NETWORK/
+EXTENDED that slips through anyway (the agent itself never imports ldap3).
 
 Operator events (stable names; callers choose them, this table is the contract)::
 
@@ -54,9 +55,10 @@ from collections.abc import Mapping
 from typing import Any, Literal, TextIO
 
 import structlog
-from ldap3.utils import log as ldap3_log
 from pydantic import SecretBytes, SecretStr
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+from connectors.ldap_logging import Ldap3DetailCap, cap_ldap3_logging
 
 __all__ = [
     "REDACTED",
@@ -192,26 +194,6 @@ def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) 
     }
 
 
-class _Ldap3DetailCap(logging.Filter):
-    """Drop ldap3 records above BASIC even if someone raised ldap3's detail level.
-
-    ldap3 prefixes every message with its detail level name, so this needs no state.
-    """
-
-    _TOO_DETAILED = ("PROTOCOL:", "NETWORK:", "EXTENDED:")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.name != "ldap3" and not record.name.startswith("ldap3."):
-            return True
-        return not str(record.msg).startswith(self._TOO_DETAILED)
-
-
-def _cap_ldap3_logging() -> None:
-    ldap3_log.set_library_log_hide_sensitive_data(True)
-    if ldap3_log.get_library_log_detail_level() > ldap3_log.BASIC:
-        ldap3_log.set_library_log_detail_level(ldap3_log.BASIC)
-
-
 # Libraries that log every request or job run at INFO; at info level that drowns the
 # events operators look for (a heartbeat every 30 s would log four lines).
 _CHATTY_LIBRARIES = ("httpx", "httpcore", "apscheduler")
@@ -287,7 +269,7 @@ def configure_logging(
     )
     handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
-    handler.addFilter(_Ldap3DetailCap())
+    handler.addFilter(Ldap3DetailCap())
     handler._writeback_agent = True  # type: ignore[attr-defined]  # marks ours for replacement
 
     root = logging.getLogger()
@@ -300,7 +282,7 @@ def configure_logging(
         # At debug an operator wants every request and job run; otherwise warnings only.
         quiet = logging.NOTSET if numeric_level <= logging.DEBUG else logging.WARNING
         logging.getLogger(name).setLevel(max(quiet, numeric_level))
-    _cap_ldap3_logging()
+    cap_ldap3_logging()
 
     structlog.configure(
         processors=[

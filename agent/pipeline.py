@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ldap3.core import exceptions as lexc
 from pydantic import SecretStr
 
 from agent.config import DirectoryConfig, Settings
@@ -51,9 +50,6 @@ from wire.status import EVENT_IDS, NotManagedReason, RejectReason, Status
 from wire.verify import RequestVerifier
 
 T = TypeVar("T")
-
-# Socket faults that prove the write never left this machine: safe to retry.
-_NOT_SENT = (lexc.LDAPSocketOpenError, lexc.LDAPServerPoolExhaustedError, lexc.LDAPStartTLSError)
 
 
 def _required(secret: SecretStr | None) -> SecretStr:
@@ -275,7 +271,7 @@ class Pipeline:
             )
             return Outcome(exc.status, exc.reason, exc.detail, exc.dc, described, directory.name)
         except DirectoryUnavailable as exc:
-            if written:
+            if written and exc.write_sent is not False:  # sent, answer lost
                 return Outcome(
                     Status.IN_DOUBT, "directory_fault", exc.detail, exc.dc, directory=directory.name
                 )
@@ -360,7 +356,7 @@ class Pipeline:
             try:
                 return call()
             except DirectoryUnavailable as exc:
-                if not isinstance(exc.__cause__, _NOT_SENT) or time.time() + delay >= deadline:
+                if exc.write_sent is not False or time.time() + delay >= deadline:
                     raise
                 self._sleep(delay)
                 delay = min(delay * 2, 4.0)

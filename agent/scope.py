@@ -14,21 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from ldap3.core.exceptions import LDAPInvalidDnError
-from ldap3.utils.dn import parse_dn
-
 from agent.config import DirectoryConfig
 from connectors.base import UserRef
+from connectors.dn import normalize_dn
 from wire.status import NotManagedReason
 
-
-def normalize_dn(dn: str) -> tuple[tuple[str, str], ...]:
-    """Case- and spacing-insensitive DN components, for comparisons."""
-    try:
-        parts = parse_dn(dn, escape=False, strip=True)
-    except LDAPInvalidDnError:
-        return (("", dn.strip().lower()),)
-    return tuple((attr.strip().lower(), value.strip().lower()) for attr, value, _sep in parts)
+__all__ = ["dn_within", "normalize_dn", "not_managed_reason"]
 
 
 def dn_within(dn: str, base: str) -> bool:

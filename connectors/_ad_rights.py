@@ -21,13 +21,17 @@ import uuid
 from dataclasses import dataclass
 
 RESET_PASSWORD = uuid.UUID("00299570-246d-11d0-a768-00aa006e0529")
+USER_CLASS = uuid.UUID("bf967aba-0de6-11d0-a285-00aa003049e2")
 
 _ALLOWED, _DENIED, _ALLOWED_OBJECT, _DENIED_OBJECT = 0x00, 0x01, 0x05, 0x06
+_CONTAINER_INHERIT = 0x02
 _INHERIT_ONLY = 0x08
 _OBJECT_TYPE_PRESENT = 0x1
 _INHERITED_OBJECT_TYPE_PRESENT = 0x2
 CONTROL_ACCESS = 0x100
 GENERIC_ALL = 0x10000000
+GENERIC_WRITE = 0x40000000
+WRITE_PROPERTY = 0x20
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class Ace:
     mask: int
     sid: str
     object_type: uuid.UUID | None
+    inherited_object_type: uuid.UUID | None = None
 
 
 def sid_to_str(data: bytes) -> str:
@@ -81,11 +86,12 @@ def parse_dacl(sd: bytes) -> list[Ace]:
         elif ace_type in (_ALLOWED_OBJECT, _DENIED_OBJECT):
             mask, obj_flags = struct.unpack_from("<II", sd, body)
             cursor = body + 8
-            object_type = None
+            object_type = inherited = None
             if obj_flags & _OBJECT_TYPE_PRESENT:
                 object_type = uuid.UUID(bytes_le=sd[cursor : cursor + 16])
                 cursor += 16
             if obj_flags & _INHERITED_OBJECT_TYPE_PRESENT:
+                inherited = uuid.UUID(bytes_le=sd[cursor : cursor + 16])
                 cursor += 16
             aces.append(
                 Ace(
@@ -94,6 +100,7 @@ def parse_dacl(sd: bytes) -> list[Ace]:
                     mask,
                     sid_to_str(sd[cursor : cursor + _sid_len(sd, cursor)]),
                     object_type,
+                    inherited,
                 )
             )
         # other ACE types (audit, callback, ...) do not grant DS rights: skipped
@@ -109,6 +116,37 @@ def has_extended_right(sd: bytes, token_sids: set[str], right: uuid.UUID) -> boo
         if not ace.mask & (CONTROL_ACCESS | GENERIC_ALL):
             continue
         if ace.object_type is not None and ace.object_type != right:
+            continue
+        return ace.allow
+    return False
+
+
+def grants_to_children(
+    sd: bytes,
+    token_sids: set[str],
+    *,
+    access: int,
+    object_types: set[uuid.UUID],
+    child_class: uuid.UUID = USER_CLASS,
+) -> bool:
+    """Would the ACEs a container passes down to its `child_class` objects grant
+    `access` (CONTROL_ACCESS for an extended right, WRITE_PROPERTY for an attribute)
+    on one of `object_types` (the right, or the attribute and its property set)?
+
+    This is what "delegated on the OU" means: the verdict for every user below the
+    container, not for whichever user a search returns first. Inheritable ACEs only
+    (container-inherit), for that class or for all classes; the first ACE that matches
+    decides, as the DC evaluates the child's DACL (the container's order is kept).
+    """
+    generic = GENERIC_ALL | (GENERIC_WRITE if access == WRITE_PROPERTY else 0)
+    for ace in parse_dacl(sd):
+        if not ace.flags & _CONTAINER_INHERIT or ace.sid not in token_sids:
+            continue
+        if ace.inherited_object_type not in (None, child_class):
+            continue
+        if not ace.mask & (access | generic):
+            continue
+        if ace.object_type is not None and ace.object_type not in object_types:
             continue
         return ace.allow
     return False

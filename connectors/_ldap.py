@@ -1,21 +1,27 @@
-"""ldap3 plumbing shared by both connectors: TLS, server pools, binds, and the ONE
-place where ldap3 exceptions become our `DirectoryError`s.
+"""ldap3 plumbing shared by both connectors: TLS, binds, failover, and the ONE place
+where ldap3 exceptions become our `DirectoryError`s (`translate_errors`, driven by the
+tables below, in the style of httpx's `map_httpcore_exceptions`).
 
-ldap3 splits server answers (`LDAPOperationResult`, permanent) from socket faults
-(`LDAPCommunicationError` and friends, retryable); that split is our
-permanent-vs-`DirectoryUnavailable` line. Active Directory puts an 8-hex-digit
-extended error at the start of its diagnostic message (`0000052D: ...`); we parse
-that prefix, never the prose.
+ldap3 splits server answers (`LDAPOperationResult`: the directory got the request and
+said no) from socket faults (`LDAPCommunicationError` and friends: no answer). A
+socket fault becomes `WriteNotSent` while connecting, binding or reading (no write
+has gone out) and `WriteOutcomeUnknown` during a write (it may have been applied);
+the pipeline reads `write_sent` and never looks at ldap3. Active Directory puts an
+8-hex-digit extended error at the start of its diagnostic message (`0000052D: ...`);
+we parse that prefix, never the prose.
 
-Never shared across threads: each call to `open_connection` builds fresh Server and
-ServerPool objects (ldap3 keeps per-server state that is not thread-safe).
+Plain `ldap://` without StartTLS is refused in `open_connection` before any socket is
+opened: the first thing on the wire would be a bind carrying a password.
+
+Never shared across threads: each call to `open_connection` builds fresh Server
+objects (ldap3 keeps per-server state that is not thread-safe).
 """
 
 from __future__ import annotations
 
 import re
 import ssl
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -34,11 +40,15 @@ from connectors.base import (
     InsecureTransport,
     PolicyViolation,
     UserNotFound,
+    WriteNotSent,
+    WriteOutcomeUnknown,
     WrongOldPassword,
 )
 from wire.status import PolicyReason
 
 Context = Literal["service_bind", "user_bind", "search", "write", "change"]
+# Contexts in which a socket fault may have cut a write off after it was sent.
+_WRITES: frozenset[str] = frozenset({"write", "change"})
 # A connector-specific refinement of a server answer, tried before the generic mapping:
 # e.g. OpenLDAP decodes its ppolicy response control to name the rule that failed.
 # It gets the failed operation's result dict (`conn.result`, with its response controls)
@@ -73,17 +83,18 @@ def is_secure(settings: DirectorySettings, url: str) -> bool:
     return urlsplit(url).scheme.lower() == "ldaps" or settings.start_tls
 
 
-def require_secure_for_writes(settings: DirectorySettings) -> None:
-    """AD rejects password writes in clear on Windows and Samba >= 4.19, but Samba 4.17
-    with relaxed settings and any OpenLDAP would take them: refuse here, before any
-    byte leaves the machine, unless a test explicitly allowed it."""
+def require_secure_transport(settings: DirectorySettings) -> None:
+    """Refuse plain LDAP before anything is sent: the bind that opens every session
+    carries the service account's (or a user's) password, and AD and OpenLDAP alike
+    would take a password write in clear when misconfigured. `allow_insecure` exists
+    for tests only."""
     if settings.allow_insecure:
         return
     insecure = [u for u in settings.urls if not is_secure(settings, u)]
     if insecure:
         raise InsecureTransport(
-            f"refusing to write a password over plain LDAP ({', '.join(insecure)}); "
-            "use ldaps:// or start_tls = true"
+            f"refusing to bind over plain LDAP ({', '.join(insecure)}): the bind would "
+            "send the password in clear; use ldaps:// or start_tls = true"
         )
 
 
@@ -113,10 +124,15 @@ def _server(settings: DirectorySettings, url: str) -> ldap3.Server:
 
 
 def server_url(conn: ldap3.Connection) -> str:
-    """The URL of the server a (pooled) connection actually talks to."""
+    """The URL of the server a connection actually talks to."""
     server = conn.server
     scheme = "ldaps" if server.ssl else "ldap"
     return f"{scheme}://{server.host}:{server.port}"
+
+
+def is_encrypted(conn: ldap3.Connection) -> bool:
+    """True when the connection runs over TLS (ldaps, or after StartTLS)."""
+    return bool(conn.server.ssl or getattr(conn, "tls_started", False))
 
 
 def open_connection(
@@ -135,8 +151,10 @@ def open_connection(
     to wrong_old_password / account_locked rather than access_denied.
     `bind_controls` go on the bind request (OpenLDAP: the ppolicy request control, so
     a locked account is told apart from a wrong password); `refine` is passed to
-    `translate_errors`.
+    `translate_errors`. Raises InsecureTransport before any socket is opened when a
+    URL is plain LDAP, and WriteNotSent when no server answered.
     """
+    require_secure_transport(settings)
     # Failover is our own loop, not an ldap3 ServerPool: the pool sleeps
     # POOLING_LOOP_TIMEOUT (10 s, a process-wide setting) after a failed cycle even
     # with active=1, so a dead DC set would cost 10 s per attempt. Here a dead server
@@ -145,7 +163,6 @@ def open_connection(
     bind_user = user if user is not None else settings.bind_dn
     secret = password if password is not None else settings.bind_password
     failures: list[str] = []
-    last_cause: BaseException | None = None
     for url in settings.urls:
         conn = ldap3.Connection(
             _server(settings, url),
@@ -169,16 +186,12 @@ def open_connection(
         except DirectoryUnavailable as exc:
             close_quietly(conn)
             failures.append(f"{url}: {exc.detail}")
-            last_cause = exc.__cause__
             continue
         except BaseException:
             close_quietly(conn)  # a failed bind (wrong old password) must not leak the socket
             raise
         return conn
-    # `from` the last socket fault: it tells the pipeline nothing was sent (safe retry).
-    raise DirectoryUnavailable(
-        "no directory server answered: " + "; ".join(failures)
-    ) from last_cause
+    raise WriteNotSent("no directory server answered: " + "; ".join(failures))
 
 
 def close_quietly(conn: ldap3.Connection | None) -> None:
@@ -197,20 +210,75 @@ def close_quietly(conn: ldap3.Connection | None) -> None:
 
 
 # --------------------------------------------------------------------------- errors
+#
+# The translation table. Order of precedence for a server answer:
+#   1. the connector's `refine` (OpenLDAP's ppolicy response control),
+#   2. the AD extended code in the diagnostic text (_AD_CODES),
+#   3. a failed bind (result 49): by context and AD's bind "data" code (_BIND_DATA),
+#   4. the LDAP result code (_RESULT_CODES),
+#   5. DirectoryError (internal_error).
+# Faults without an answer (_NO_ANSWER) become WriteNotSent / WriteOutcomeUnknown.
 
-_UNAVAILABLE: tuple[type[BaseException], ...] = (
+Make = Callable[[str, str | None], DirectoryError]
+
+
+def _policy(reason: PolicyReason) -> Make:
+    return lambda detail, dc: PolicyViolation(reason, detail, dc=dc)
+
+
+def _samba_policy(detail: str, dc: str | None) -> DirectoryError:
+    return PolicyViolation(samba_policy_reason(detail), detail, dc=dc)
+
+
+def _make(cls: type[DirectoryError]) -> Make:
+    return lambda detail, dc: cls(detail, dc=dc)
+
+
+# ldap3 exception classes that mean "no answer" (socket, TLS, timeouts), and server
+# answers that mean "try another time" (busy, unavailable).
+_NO_ANSWER: tuple[type[BaseException], ...] = (
     lexc.LDAPCommunicationError,  # socket open/send/receive, session terminated
     lexc.LDAPServerPoolError,
-    lexc.LDAPServerPoolExhaustedError,  # every server of the pool refused the connection
+    lexc.LDAPServerPoolExhaustedError,
     lexc.LDAPResponseTimeoutError,
     lexc.LDAPStartTLSError,
     lexc.LDAPSSLConfigurationError,
-    lexc.LDAPBusyResult,
-    lexc.LDAPUnavailableResult,
-    lexc.LDAPTimeLimitExceededResult,
+    lexc.LDAPBusyResult,  # 51
+    lexc.LDAPUnavailableResult,  # 52
+    lexc.LDAPTimeLimitExceededResult,  # 3
     ssl.SSLError,
     OSError,
 )
+
+# AD extended error codes (the 8 hex digits before the colon).
+_AD_CODES: Mapping[int, Make] = {
+    0x52D: _samba_policy,  # password policy; Samba's text names the rule, Windows' not
+    0x775: _make(AccountLocked),  # a change on a locked-out account
+    0x56: _make(WrongOldPassword),
+    0x208D: _make(UserNotFound),  # no such object
+    0x2030: _make(UserNotFound),
+    0x2077: _make(InsecureTransport),  # password write over an unencrypted connection
+    0x1F: _make(InsecureTransport),
+    0x5: _make(AccessDenied),
+}
+
+# AD bind "data" sub-codes of a failed user bind (result 49); anything else there is
+# a wrong password.
+_BIND_DATA: Mapping[int, Make] = {
+    0x775: _make(AccountLocked),
+    0x533: _make(AccountDisabled),  # disabled
+    0x701: _make(AccountDisabled),  # account expired
+    0x532: _make(AccountDisabled),  # password expired
+}
+
+# LDAP result codes (RFC 4511).
+_RESULT_CODES: Mapping[int, Make] = {
+    8: _make(InsecureTransport),  # strongerAuthRequired
+    13: _make(InsecureTransport),  # confidentialityRequired
+    19: _policy(PolicyReason.UNKNOWN),  # constraintViolation
+    32: _make(UserNotFound),  # noSuchObject
+    50: _make(AccessDenied),  # insufficientAccessRights
+}
 
 
 def _message(exc: BaseException) -> str:
@@ -242,44 +310,27 @@ def _classify_result(
     exc: lexc.LDAPOperationResult, context: Context, dc: str | None
 ) -> DirectoryError:
     message = _message(exc)
-    code = ad_extended_code(message)
     description = getattr(exc, "description", "") or type(exc).__name__
     detail = f"{description}: {message}".strip()
-
-    # Active Directory extended errors first: they are the most specific.
-    if code == 0x52D:
-        return PolicyViolation(samba_policy_reason(message), detail, dc=dc)
-    if code == 0x775:  # a change on a locked-out account (Samba: "account locked out")
-        return AccountLocked(detail, dc=dc)
-    if code == 0x56:
-        return WrongOldPassword(detail, dc=dc)
-    if code in (0x208D, 0x2030):
-        return UserNotFound(detail, dc=dc)
-    if code in (0x2077, 0x1F):
-        return InsecureTransport(detail, dc=dc)
-    if code == 0x5:
-        return AccessDenied(detail, dc=dc)
-
-    if isinstance(exc, lexc.LDAPInvalidCredentialsResult):
+    code = ad_extended_code(message)
+    if code is not None and code in _AD_CODES:
+        return _AD_CODES[code](detail, dc)
+    result = getattr(exc, "result", None)
+    if result == 49:  # invalidCredentials
         if context == "service_bind":
             return AccessDenied(f"service account bind failed: {detail}", dc=dc)
-        data = ad_bind_data(message)
-        if data == 0x775:
-            return AccountLocked(detail, dc=dc)
-        if data in (0x533, 0x701, 0x532):  # disabled, account expired, password expired
-            return AccountDisabled(detail, dc=dc)
-        return WrongOldPassword(detail, dc=dc)
-    if isinstance(exc, lexc.LDAPInsufficientAccessRightsResult):
-        return AccessDenied(detail, dc=dc)
-    if isinstance(exc, lexc.LDAPNoSuchObjectResult):
-        return UserNotFound(detail, dc=dc)
-    if isinstance(
-        exc, lexc.LDAPStrongerAuthRequiredResult | lexc.LDAPConfidentialityRequiredResult
-    ):
-        return InsecureTransport(detail, dc=dc)
-    if isinstance(exc, lexc.LDAPConstraintViolationResult):
-        return PolicyViolation(PolicyReason.UNKNOWN, detail, dc=dc)
+        make = _BIND_DATA.get(ad_bind_data(message) or 0, _make(WrongOldPassword))
+        return make(detail, dc)
+    if isinstance(result, int) and result in _RESULT_CODES:
+        return _RESULT_CODES[result](detail, dc)
     return DirectoryError(detail, dc=dc)
+
+
+def _no_answer(exc: BaseException, context: Context, dc: str | None) -> DirectoryUnavailable:
+    detail = f"{type(exc).__name__}: {_message(exc)}"
+    if context in _WRITES:
+        return WriteOutcomeUnknown(detail, dc=dc)
+    return WriteNotSent(detail, dc=dc)
 
 
 @contextmanager
@@ -290,7 +341,9 @@ def translate_errors(
     refine: Refine | None = None,
     conn: ldap3.Connection | None = None,
 ) -> Iterator[None]:
-    """Map ldap3 (and socket/TLS) exceptions to the most specific DirectoryError.
+    """Map ldap3 (and socket/TLS) exceptions to the most specific DirectoryError,
+    `raise ... from exc`. `context` says what was running: a bind or a read cannot
+    have sent a write; a fault during a write leaves its outcome unknown.
 
     `refine` lets a connector name a server answer more precisely from what only it
     understands (the response controls in `conn.result`); it is consulted for server
@@ -304,14 +357,15 @@ def translate_errors(
         if context == "service_bind":
             raise AccessDenied(f"service account bind failed: {exc}", dc=dc) from exc
         raise WrongOldPassword(f"bind failed: {exc}", dc=dc) from exc
+    except _NO_ANSWER as exc:
+        raise _no_answer(exc, context, dc) from exc
     except lexc.LDAPOperationResult as exc:
-        if isinstance(exc, _UNAVAILABLE):
-            raise DirectoryUnavailable(f"{type(exc).__name__}: {_message(exc)}", dc=dc) from exc
         result = conn.result if conn is not None else None
         refined = refine(exc, context, result) if refine is not None else None
-        raise (refined or _classify_result(exc, context, dc)) from exc
-    except _UNAVAILABLE as exc:
-        raise DirectoryUnavailable(f"{type(exc).__name__}: {exc}", dc=dc) from exc
+        error = refined or _classify_result(exc, context, dc)
+        error.dc = error.dc or dc
+        error.write_sent = True  # the directory answered: it got the request (and refused)
+        raise error from exc
     except lexc.LDAPException as exc:
         raise DirectoryError(f"{type(exc).__name__}: {exc}", dc=dc) from exc
 

@@ -17,44 +17,40 @@ Choices (verified against Samba 4.17; see DESIGN.md section 4):
 - AD answers every policy failure with 0000052D without naming the rule, so we
   pre-validate (length, complexity, name tokens, minimum age); a 52D after that is
   the history (Samba's diagnostic text, when it names the rule, wins).
-- One connection per connector (each worker thread owns its connector). Reads retry
-  once on a fresh connection after DirectoryUnavailable; writes never retry (a write
-  whose answer was lost is in doubt, the pipeline decides). Every write follows a read
-  in the same call, so a stale connection is replaced before the write.
+- One kept service connection per connector (connectors/_session.py; each worker
+  thread owns its connector): a dead one is replaced before a write is sent, reads
+  retry once, writes never (a write whose answer was lost is in doubt).
+- The effective policy comes from msDS-ResultantPSO, read with the user in find_user,
+  and the PSO / domain head, cached for `policy_cache_seconds` (re-read after any
+  policy refusal): a reset is one search and one modify.
+- `check` verifies the rights on every DN of the write scope by evaluating what that
+  container's DACL passes down to user objects (connectors/_ad_rights.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import ldap3
-from ldap3.protocol.microsoft import security_descriptor_control
 from ldap3.utils.conv import escape_bytes, escape_filter_chars
 from pydantic import SecretStr
 
 from connectors import _ad_policy as pol
-from connectors._ad_rights import RESET_PASSWORD, has_extended_right, sid_to_str
-from connectors._ldap import (
-    Context,
-    close_quietly,
-    first_value,
-    open_connection,
-    require_secure_for_writes,
-    server_url,
-    translate_errors,
-)
+from connectors._ad_check import ScopeRights
+from connectors._cache import TtlCache
+from connectors._checks import run_check
+from connectors._ldap import Context, first_value
+from connectors._session import LdapSession
 from connectors.base import (
     AccessDenied,
     AccountDisabled,
     AccountLocked,
     AmbiguousUser,
-    CheckItem,
     DirectoryError,
     DirectorySettings,
-    DirectoryUnavailable,
     HealthReport,
     LookupKind,
     PasswordPolicy,
@@ -64,7 +60,7 @@ from connectors.base import (
     UserRef,
     WriteOutcome,
 )
-from connectors.prevalidate import prevalidate
+from connectors.prevalidate import prevalidate_fresh
 from wire.status import PolicyReason
 
 POLICY_HINTS = ("1.2.840.113556.1.4.2239", "1.2.840.113556.1.4.2066")  # newest first
@@ -80,13 +76,12 @@ _USER_ATTRS = [
     "displayName",
     "userAccountControl",
     "msDS-User-Account-Control-Computed",
+    "msDS-ResultantPSO",
     "lockoutTime",
     "adminCount",
     "pwdLastSet",
     "objectGUID",
 ]
-
-T = TypeVar("T")
 
 
 def encode_password(password: SecretStr) -> bytes:
@@ -94,73 +89,39 @@ def encode_password(password: SecretStr) -> bytes:
     return f'"{password.get_secret_value()}"'.encode("utf-16-le")
 
 
+def _no_referrals(conn: ldap3.Connection) -> None:
+    # Subtree searches from a Windows domain head return continuation references
+    # (DomainDnsZones, ...); chasing them opens connections to other hosts. We only
+    # want entries of this naming context.
+    conn.auto_referrals = False
+
+
 class ActiveDirectoryConnector:
     """DirectoryConnector for AD / Samba AD. Not thread-safe: one per worker thread."""
 
     def __init__(self, settings: DirectorySettings) -> None:
         self.settings = settings
-        self._conn: ldap3.Connection | None = None
+        self._session = LdapSession(settings, prepare=_no_referrals)
         self._root: dict[str, Any] | None = None  # rootDSE, read once per instance
+        self._policies: TtlCache[dict[str, Any]] = TtlCache(settings.policy_cache_seconds)
 
     def __repr__(self) -> str:  # never the bind password
         return f"ActiveDirectoryConnector(name={self.settings.name!r}, urls={self.settings.urls!r})"
 
+    def close(self) -> None:
+        self._session.close()
+
     # ------------------------------------------------------------------ plumbing
 
-    def _connection(self) -> ldap3.Connection:
-        if self._conn is None or self._conn.closed:
-            conn = open_connection(self.settings)
-            # Subtree searches from a Windows domain head return continuation references
-            # (DomainDnsZones, ...); chasing them opens connections to other hosts. We
-            # only want entries of this naming context.
-            conn.auto_referrals = False
-            self._conn = conn
-        return self._conn
-
-    def _drop(self) -> None:
-        close_quietly(self._conn)
-        self._conn = None
-
-    def _read(self, operation: Callable[[ldap3.Connection], T]) -> T:
-        """Run a read; on a dead connection retry once on a fresh one (failover)."""
-        for attempt in (1, 2):
-            conn = self._connection()
-            try:
-                with translate_errors("search", dc=server_url(conn)):
-                    return operation(conn)
-            except DirectoryUnavailable:
-                self._drop()
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _search(
-        self,
-        base: str,
-        filt: str,
-        attrs: list[str],
-        *,
-        scope: str = ldap3.SUBTREE,
-        controls: Any = None,
-        size_limit: int = 0,
-    ) -> list[dict[str, Any]]:
-        def run(conn: ldap3.Connection) -> list[dict[str, Any]]:
-            conn.search(
-                base, filt, scope, attributes=attrs, controls=controls, size_limit=size_limit
-            )
-            return [r for r in conn.response or [] if r.get("type") == "searchResEntry"]
-
-        return self._read(run)
-
     def _entry(self, dn: str, attrs: list[str], *, controls: Any = None) -> dict[str, Any]:
-        entries = self._search(dn, "(objectClass=*)", attrs, scope=ldap3.BASE, controls=controls)
-        if not entries:
+        entry = self._session.entry(dn, attrs, controls=controls)
+        if entry is None:
             raise UserNotFound(f"{dn} not found or not readable")
-        return entries[0]
+        return entry
 
     def _root_dse(self) -> dict[str, Any]:
         if self._root is None:
-            attrs = ["defaultNamingContext", "supportedControl"]
+            attrs = ["defaultNamingContext", "schemaNamingContext", "supportedControl"]
             self._root = self._entry("", attrs)["attributes"]
         return self._root
 
@@ -176,15 +137,8 @@ class ActiveDirectoryConnector:
 
     def _modify(self, user: UserRef, changes: dict[str, Any], context: Context) -> str:
         """One modify request; returns the URL of the DC that took it."""
-        conn = self._connection()
-        dc = server_url(conn)
         controls = self._write_controls()
-        try:
-            with translate_errors(context, dc=dc):
-                conn.modify(user.dn, changes, controls=controls)
-        finally:
-            conn.request = None  # ldap3 keeps the last request (with unicodePwd) around
-        return dc
+        return self._session.modify(user.dn, changes, controls=controls, context=context)
 
     # ------------------------------------------------------------------ lookups
 
@@ -205,7 +159,7 @@ class ActiveDirectoryConnector:
             clause = f"(objectGUID={escape_bytes(guid.bytes_le)})"
         found: dict[str, dict[str, Any]] = {}
         for base in self.settings.base_dns:
-            for entry in self._search(base, _USER_FILTER.format(clause), _USER_ATTRS):
+            for entry in self._session.search(base, _USER_FILTER.format(clause), _USER_ATTRS):
                 found[str(entry["dn"]).lower()] = entry
         if not found:
             raise UserNotFound(f"no user for {query.kind.value} lookup")
@@ -223,6 +177,7 @@ class ActiveDirectoryConnector:
         else:  # DCs that do not compute it: lockoutTime within the lockout duration
             locked_at = pol.filetime_to_datetime(first_value(attrs, "lockoutTime"))
             locked = self._locked_by_time(locked_at)
+        pso = first_value(attrs, "msDS-ResultantPSO")
         return UserRef(
             dn=str(entry["dn"]),
             id=str(uuid.UUID(bytes_le=raw_guid)) if len(raw_guid) == 16 else "",
@@ -234,41 +189,69 @@ class ActiveDirectoryConnector:
             locked=locked,
             protected=str(first_value(attrs, "adminCount") or "0") == "1",
             pwd_last_set=pol.filetime_to_datetime(first_value(attrs, "pwdLastSet")),
+            policy_dn=str(pso) if pso else None,
         )
 
     def _locked_by_time(self, locked_at: dt.datetime | None) -> bool:
         if locked_at is None:
             return False
-        domain = self._entry(self._domain_dn(), ["lockoutDuration"])["attributes"]
-        duration = pol.lockout_duration(domain, pso=False)
+        duration = pol.lockout_duration(self._domain_policy_attrs(), pso=False)
         return duration is None or dt.datetime.now(dt.UTC) < locked_at + duration
 
     def group_dns(self, user: UserRef) -> frozenset[str]:
         in_chain = f"(member:1.2.840.113556.1.4.1941:={escape_filter_chars(user.dn)})"
         filt = f"(&(objectClass=group){in_chain})"
-        entries = self._search(self._domain_dn(), filt, ["1.1"])
+        entries = self._session.search(self._domain_dn(), filt, ["1.1"])
         return frozenset(str(e["dn"]).lower() for e in entries)
 
-    def password_policy(self, user: UserRef) -> PasswordPolicy:
-        attrs = self._entry(user.dn, ["msDS-ResultantPSO"])["attributes"]
-        pso_dn = first_value(attrs, "msDS-ResultantPSO")
-        if pso_dn:
+    # ------------------------------------------------------------------ policy
+
+    def _domain_policy_attrs(self) -> dict[str, Any]:
+        def load() -> dict[str, Any]:
+            return dict(self._entry(self._domain_dn(), pol.DOMAIN_POLICY_ATTRS)["attributes"])
+
+        return self._policies.get("", load)
+
+    def _pso_attrs(self, pso_dn: str) -> dict[str, Any]:
+        def load() -> dict[str, Any]:
             try:
-                pso = self._entry(str(pso_dn), pol.PSO_POLICY_ATTRS)["attributes"]
+                return dict(self._entry(pso_dn, pol.PSO_POLICY_ATTRS)["attributes"])
             except UserNotFound as exc:
                 raise AccessDenied(
                     f"cannot read the password settings object {pso_dn}: grant the service "
                     "account read access to the Password Settings Container",
                     dc=exc.dc,
                 ) from exc
-            return pol.policy_from_pso(str(pso_dn), pso)
-        domain = self._entry(self._domain_dn(), pol.DOMAIN_POLICY_ATTRS)["attributes"]
-        return pol.policy_from_domain(domain)
+
+        return self._policies.get(pso_dn.lower(), load)
+
+    def password_policy(self, user: UserRef) -> PasswordPolicy:
+        """The user's PSO (msDS-ResultantPSO, read by find_user) or the domain policy."""
+        if user.policy_dn:
+            return pol.policy_from_pso(user.policy_dn, self._pso_attrs(user.policy_dn))
+        return pol.policy_from_domain(self._domain_policy_attrs())
 
     # ------------------------------------------------------------------ writes
 
-    def _policy_error(self, exc: PolicyViolation, policy: PasswordPolicy) -> PolicyViolation:
-        """A 52D after pre-validation passed: the rule pre-validation cannot see, history."""
+    def _prevalidated(
+        self, user: UserRef, password: SecretStr, *, self_change: bool
+    ) -> PasswordPolicy:
+        return prevalidate_fresh(
+            password.get_secret_value(),
+            user,
+            lambda: self.password_policy(user),
+            self._policies.clear,
+            self_change=self_change,
+        )
+
+    def _policy_error(
+        self, exc: PolicyViolation, user: UserRef, policy: PasswordPolicy
+    ) -> PolicyViolation:
+        """A 52D after pre-validation passed: the rule pre-validation cannot see, history.
+        The cached policy may be what was out of date: it is read again for the answer."""
+        self._policies.clear()
+        with contextlib.suppress(DirectoryError):
+            policy = self.password_policy(user)
         reason = exc.policy_reason
         if reason is PolicyReason.UNKNOWN:
             reason = PolicyReason.HISTORY
@@ -282,13 +265,11 @@ class ActiveDirectoryConnector:
         unlock: bool = False,
         must_change: bool = False,
     ) -> WriteOutcome:
-        require_secure_for_writes(self.settings)
         if user.disabled:
             raise AccountDisabled(f"{user.dn} is disabled")
         if user.locked and not unlock:
             raise AccountLocked(f"{user.dn} is locked out and unlock was not requested")
-        policy = self.password_policy(user)
-        prevalidate(new_password.get_secret_value(), policy, user, self_change=False)
+        policy = self._prevalidated(user, new_password, self_change=False)
         changes: dict[str, Any] = {
             "unicodePwd": [(ldap3.MODIFY_REPLACE, [encode_password(new_password)])],
         }
@@ -302,19 +283,17 @@ class ActiveDirectoryConnector:
         try:
             dc = self._modify(user, changes, "write")
         except PolicyViolation as exc:
-            raise self._policy_error(exc, policy) from exc
+            raise self._policy_error(exc, user, policy) from exc
         return WriteOutcome(dc=dc, applied=tuple(applied))
 
     def change_password(
         self, user: UserRef, old_password: SecretStr, new_password: SecretStr
     ) -> WriteOutcome:
-        require_secure_for_writes(self.settings)
         if user.disabled:
             raise AccountDisabled(f"{user.dn} is disabled")
         if user.locked:
             raise AccountLocked(f"{user.dn} is locked out")
-        policy = self.password_policy(user)
-        prevalidate(new_password.get_secret_value(), policy, user, self_change=True)
+        policy = self._prevalidated(user, new_password, self_change=True)
         changes = {
             "unicodePwd": [
                 (ldap3.MODIFY_DELETE, [encode_password(old_password)]),
@@ -324,82 +303,22 @@ class ActiveDirectoryConnector:
         try:
             dc = self._modify(user, changes, "change")
         except PolicyViolation as exc:
-            raise self._policy_error(exc, policy) from exc
+            raise self._policy_error(exc, user, policy) from exc
         return WriteOutcome(dc=dc, applied=("password",))
 
     def unlock(self, user: UserRef) -> WriteOutcome:
-        require_secure_for_writes(self.settings)
-        self._entry(user.dn, ["lockoutTime"])  # a real read first: replaces a dead connection
         dc = self._modify(user, {"lockoutTime": [(ldap3.MODIFY_REPLACE, ["0"])]}, "write")
         return WriteOutcome(dc=dc, applied=("unlock",))
 
     # ------------------------------------------------------------------ health
 
     def check(self) -> HealthReport:
-        """TLS + service bind, each base readable, and the delegated rights, verified by
-        reading (allowedAttributesEffective for lockoutTime/pwdLastSet; the DACL of a
-        user evaluated against our tokenGroups for Reset Password), never by writing."""
-        items: list[CheckItem] = []
-        name = self.settings.name
-        try:
-            conn = self._connection()
-        except DirectoryUnavailable as exc:
-            items.append(CheckItem("tls_connect", False, exc.detail))
-            return HealthReport(name, tuple(items))
-        except DirectoryError as exc:
-            items.append(CheckItem("tls_connect", True, "certificate validated"))
-            items.append(CheckItem("service_bind", False, exc.detail))
-            return HealthReport(name, tuple(items))
-        items.append(CheckItem("tls_connect", True, f"{server_url(conn)}: certificate validated"))
-        items.append(CheckItem("service_bind", True, f"bound as {self.settings.bind_dn}"))
-        for base in self.settings.base_dns:
-            try:
-                self._entry(base, ["1.1"])
-                items.append(CheckItem(f"search_base {base}", True, "readable"))
-                items.append(self._check_rights(base))
-            except DirectoryError as exc:
-                items.append(CheckItem(f"search_base {base}", False, exc.detail))
-        return HealthReport(name, tuple(items))
+        """Transport, bind, bases, the domain policy, and the delegated rights on every
+        DN of the write scope, verified by reading, never by writing."""
 
-    def _check_rights(self, base: str) -> CheckItem:
-        label = f"rights {base}"
-        try:
-            sample = self._search(
-                base,
-                _USER_FILTER.format("(!(adminCount=1))"),
-                ["allowedAttributesEffective", "sAMAccountName"],
-                size_limit=1,
-            )
-            if not sample:
-                return CheckItem(label, True, "not verified: no user under this base yet")
-            entry = sample[0]
-            effective = entry["attributes"].get("allowedAttributesEffective") or []
-            writable = {a.lower() for a in effective}
-            missing = [a for a in ("lockoutTime", "pwdLastSet") if a.lower() not in writable]
-            sd_entry = self._entry(
-                str(entry["dn"]),
-                ["nTSecurityDescriptor"],
-                controls=security_descriptor_control(sdflags=0x04),
-            )
-            sd = (sd_entry["raw_attributes"].get("nTSecurityDescriptor") or [b""])[0]
-            token = self._entry("", ["tokenGroups"])["raw_attributes"].get("tokenGroups") or []
-            sids = {sid_to_str(s) for s in token}
-            if not has_extended_right(sd, sids, RESET_PASSWORD):
-                missing.insert(0, "Reset Password")
-        except DirectoryError as exc:
-            return CheckItem(label, False, exc.detail)
-        who = first_value(entry["attributes"], "sAMAccountName")
-        if missing:
-            return CheckItem(label, False, f"missing on {who}: {', '.join(missing)}")
-        return CheckItem(label, True, f"Reset Password, write lockoutTime and pwdLastSet on {who}")
+        def policy() -> str:
+            described = pol.policy_from_domain(self._domain_policy_attrs()).describe()
+            return "domain: " + ", ".join(f"{k}={v}" for k, v in described.items())
 
-    def close(self) -> None:
-        self._drop()
-
-    def __del__(self) -> None:
-        # A connector dropped without close() must not leak its socket. At interpreter
-        # exit anything may already be torn down: never let that surface.
-        try:
-            self._drop()
-        except Exception:  # noqa: BLE001, S110
-            pass
+        rights = ScopeRights(self._session, self._root_dse)
+        return run_check(self.settings, self._session, policy=policy, rights=rights.check)

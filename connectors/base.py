@@ -2,13 +2,14 @@
 
 Everything above the connectors (scope rules, the pipeline, `writeback-agent check`)
 talks to a `DirectoryConnector` and catches `DirectoryError`. Each error carries the
-result status (and, for policy refusals, the reason) of DESIGN.md section 3, so the
-pipeline never has to inspect LDAP result codes. ldap3 exceptions are translated to
-these exactly once, in `connectors/_ldap.py`.
+result status (and, for policy refusals, the reason) of DESIGN.md section 3, and
+`write_sent`, so the pipeline never has to inspect LDAP result codes or ldap3
+exceptions. ldap3 exceptions are translated to these exactly once, by the table in
+`connectors/_ldap.py`; nothing above connectors/ imports ldap3.
 
 Exception tree::
 
-    DirectoryError                    status internal_error (anything unclassified)
+    DirectoryError                    internal_error (anything unclassified)
     ├── UserNotFound                  user_not_found
     ├── AmbiguousUser                 ambiguous_user
     ├── PolicyViolation               policy_violation (+ .reason: PolicyReason)
@@ -16,14 +17,36 @@ Exception tree::
     ├── AccountDisabled               account_disabled
     ├── AccountLocked                 account_locked
     ├── AccessDenied                  access_denied (service account lacks a right)
-    ├── InsecureTransport             internal_error (plain ldap:// refused for writes)
-    ├── PartiallyApplied              internal_error (+ .applied: what did get written)
+    ├── InsecureTransport             internal_error (plain ldap:// refused before any bind)
+    ├── PartiallyApplied              partially_applied (the password WAS set; .applied
+    │                                 and .not_applied say what else was and was not)
     └── DirectoryUnavailable          directory_unavailable (retryable: socket faults,
-                                      timeouts, every server of the pool down)
+        │                             timeouts, every server of the pool down)
+        ├── WriteNotSent              nothing of the write left this machine (the connect,
+        │                             TLS handshake, bind or a preceding read failed):
+        │                             safe to retry
+        └── WriteOutcomeUnknown       the write was sent and its answer lost: it may or
+                                      may not have been applied (in_doubt), never retried
+
+`write_sent` on every error: False = the directory never got (or never performed) the
+write, so retrying is safe; True = the directory answered the write (refused it, or
+applied part of it); None = unknown.
 
 Messages and details are for operators; they never contain a password. The
 `detail` may quote the directory's diagnostic text (Samba's is useful), which never
 echoes the password.
+
+`check()` items, the same names for every back end (agent/checks.py prints them as
+``directory <name>: <item>``)::
+
+    transport            every URL is ldaps:// or StartTLS (plain LDAP is refused
+                         before any bind unless the test-only allow_insecure is set)
+    connect              a server answered; the TLS certificate was validated
+    service_bind         the service account's bind
+    search_base <dn>     each search base (base_dns) is readable
+    password_policy      the default / domain password policy is readable
+    rights <dn>          each DN of the write scope (`DirectorySettings.write_scope`):
+                         the rights a reset needs there, or which ones are missing
 """
 
 from __future__ import annotations
@@ -45,10 +68,12 @@ from wire.status import PolicyReason, Status
 class DirectorySettings(BaseModel):
     """How to reach one directory. Part of the agent's single settings object.
 
-    `urls` are tried in order (an ldap3 ServerPool with FIRST strategy, active
-    failover). Certificate validation is always on; `ca_file` names the CA bundle
-    (None = the system store). Plain `ldap://` without StartTLS is refused for any
-    write unless `allow_insecure` is set, which exists for tests only.
+    `urls` are tried in order, the next when one does not answer (our own failover
+    loop in connectors/_ldap.py, not an ldap3 ServerPool). Certificate validation is
+    always on; `ca_file` names the CA bundle (None = the system store). Plain
+    `ldap://` without StartTLS is refused before the first bind (the bind carries the
+    service account's password), for reads, writes and `check` alike, unless
+    `allow_insecure` is set, which exists for tests only.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -74,6 +99,16 @@ class DirectorySettings(BaseModel):
     # Debian ships no quality-check module (ppm / check_password). Reported as
     # PasswordPolicy.complexity. AD reads complexity from the domain or PSO instead.
     require_complexity: bool = False
+    # Password policies (AD domain policy and PSOs, OpenLDAP pwdPolicy entries) are
+    # kept this long per connector instead of being read for every request; any
+    # policy refusal from the directory re-reads them. 0 = read every time.
+    policy_cache_seconds: float = Field(default=60.0, ge=0)
+
+    @property
+    def write_scope(self) -> list[str]:
+        """DNs under which writes are allowed; `check` verifies the rights there. The
+        agent's DirectoryConfig narrows it to its scope.base_dns."""
+        return list(self.base_dns)
 
 
 # --------------------------------------------------------------------------- values
@@ -105,6 +140,9 @@ class UserRef:
     locked: bool = False
     protected: bool = False  # AD adminCount=1 (or an operator-protected entry)
     pwd_last_set: dt.datetime | None = None  # None: never set / must change
+    # The policy that applies to this user, as found (AD msDS-ResultantPSO, OpenLDAP
+    # pwdPolicySubentry); None = the domain / default policy.
+    policy_dn: str | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +203,8 @@ class HealthReport:
 
 class DirectoryError(Exception):
     status: Status = Status.INTERNAL_ERROR
+    # A server answer (the default): the directory got the request and refused it.
+    write_sent: bool | None = True
 
     def __init__(self, detail: str, *, dc: str | None = None) -> None:
         super().__init__(detail)
@@ -222,22 +262,48 @@ class AccessDenied(DirectoryError):
 
 class InsecureTransport(DirectoryError):
     status = Status.INTERNAL_ERROR
+    write_sent: bool | None = False  # refused here, before a byte left
 
 
 class PartiallyApplied(DirectoryError):
-    """A write the directory would not take in one modify stopped half-way."""
+    """The password was set, but a companion write the directory would not take in
+    the same operation (OpenLDAP: pwdReset / unlock after the Password Modify exop)
+    failed even after retries. Reported as partially_applied, never as a failure the
+    user would retry with a password that already works."""
 
-    status = Status.INTERNAL_ERROR
+    status = Status.PARTIALLY_APPLIED
 
-    def __init__(self, detail: str, *, applied: Sequence[str], dc: str | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        applied: Sequence[str],
+        not_applied: Sequence[str] = (),
+        dc: str | None = None,
+    ) -> None:
         super().__init__(detail, dc=dc)
         self.applied = tuple(applied)
+        self.not_applied = tuple(not_applied)
 
 
 class DirectoryUnavailable(DirectoryError):
-    """Retryable: no server answered (socket fault, timeout, TLS handshake failure)."""
+    """Retryable: no server answered (socket fault, timeout, TLS handshake failure).
+    Raised as one of the two subclasses, which say whether a write went out."""
 
     status = Status.DIRECTORY_UNAVAILABLE
+    write_sent: bool | None = None
+
+
+class WriteNotSent(DirectoryUnavailable):
+    """Nothing of the write left this machine: safe to retry, on this or another DC."""
+
+    write_sent = False
+
+
+class WriteOutcomeUnknown(DirectoryUnavailable):
+    """The write was sent and no answer came back: it may have been applied."""
+
+    write_sent = None
 
 
 # --------------------------------------------------------------------------- protocol
@@ -284,7 +350,8 @@ class DirectoryConnector(Protocol):
     def unlock(self, user: UserRef) -> WriteOutcome: ...
 
     def check(self) -> HealthReport:
-        """TLS, bind, search base readable, rights to write the password attributes."""
+        """TLS, bind, search bases readable, policy readable, and the rights a reset
+        needs on every DN of `settings.write_scope`; item names in the module docstring."""
         ...
 
     def close(self) -> None: ...

@@ -19,35 +19,41 @@ pre-validates AD-style complexity itself (connectors/prevalidate.py).
 
 What slapd 2.5 enforces on a `write` (non-manage) identity's reset: length/quality,
 history AND pwdMinAge (the latter is skipped only when pwdReset is already TRUE).
+
+A reset is the exop and then one modify for pwdReset / pwdAccountLockedTime: the exop
+carries the password only, and a plain modify of userPassword would store it in clear
+on a server without `ppolicy_hash_cleartext`. The follow-up modify is idempotent, so
+it is retried (reconnecting) until done; if it still fails the reset raises
+PartiallyApplied, which says the password WAS set and what was not applied.
+
+Round trips per reset: the lookup (which reads the account state the write decides
+on), the exop, the follow-up; the policy entry is cached (`policy_cache_seconds`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import time
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import ldap3
-from ldap3.core import exceptions as lexc
 from ldap3.utils.conv import escape_filter_chars
 from pydantic import SecretStr
 
 from connectors import _ppolicy as pp
-from connectors._ldap import (
-    Context,
-    close_quietly,
-    open_connection,
-    require_secure_for_writes,
-    server_url,
-    translate_errors,
-)
+from connectors._cache import TtlCache
+from connectors._checks import run_check
+from connectors._ldap import close_quietly, open_connection, server_url, translate_errors
+from connectors._openldap_check import probe_rights
+from connectors._openldap_groups import nested_groups
+from connectors._session import LdapSession
 from connectors.base import (
-    AccessDenied,
     AccountDisabled,
     AccountLocked,
     AmbiguousUser,
-    CheckItem,
     DirectoryError,
     DirectorySettings,
     DirectoryUnavailable,
@@ -61,14 +67,11 @@ from connectors.base import (
     UserRef,
     WriteOutcome,
 )
-from connectors.prevalidate import prevalidate
+from connectors.prevalidate import prevalidate_fresh
 
-T = TypeVar("T")
 Changes = dict[str, list[tuple[str, list[str]]]]
 
-_MAX_GROUP_DEPTH = 16
 _PERSON = "(|(objectClass=person)(objectClass=posixAccount))"
-_GROUP = "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))"
 # REPLACE with no value deletes the attribute and is a no-op when it is absent.
 _RESET_TRUE: Changes = {"pwdReset": [(ldap3.MODIFY_REPLACE, ["TRUE"])]}
 _RESET_NONE: Changes = {"pwdReset": [(ldap3.MODIFY_REPLACE, [])]}
@@ -77,89 +80,30 @@ _UNLOCK: Changes = {"pwdAccountLockedTime": [(ldap3.MODIFY_REPLACE, [])]}
 # and `manage` on that attribute alone (which does not bypass any password check).
 _CLEAR_FAILURES: Changes = {"pwdFailureTime": [(ldap3.MODIFY_REPLACE, [])]}
 _RELAX = ("1.3.6.1.4.1.4203.666.5.12", True, None)
+# Pauses before the follow-up modify's attempts after the exop (idempotent: REPLACE).
+FOLLOW_UP_DELAYS = (0.0, 0.25, 0.5, 1.0)
 
 
 class OpenLdapConnector:
-    """`DirectoryConnector` for slapd + ppolicy. One per worker thread.
+    """`DirectoryConnector` for slapd + ppolicy. One per worker thread; its service
+    connection is kept (connectors/_session.py)."""
 
-    The service connection is opened on first use and kept: a TLS handshake and a
-    bind per call made a reset ~70x slower than the bare write (bench/). A connection
-    that went stale while idle is replaced: a read that fails on a reused connection is
-    retried once on a fresh one, and every write follows such a read, so a write never
-    goes out on a dead socket. Failover across `settings.urls` is `open_connection`'s.
-    """
-
-    def __init__(self, settings: DirectorySettings) -> None:
+    def __init__(
+        self, settings: DirectorySettings, *, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self.settings = settings
-        self._conn: ldap3.Connection | None = None
+        self._session = LdapSession(settings, refine=pp.refine)
+        self._policies: TtlCache[dict[str, Any]] = TtlCache(settings.policy_cache_seconds)
+        self._sleep = sleep
 
     def __repr__(self) -> str:
         return f"OpenLdapConnector(name={self.settings.name!r}, urls={self.settings.urls!r})"
 
-    # ----------------------------------------------------------------- connections
-
     def close(self) -> None:
-        close_quietly(self._conn)
-        self._conn = None
+        self._session.close()
 
-    def __del__(self) -> None:
-        # A connector dropped without close() must not leak its socket. At interpreter
-        # exit anything may already be torn down: never let that surface.
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001, S110
-            pass
-
-    def _service(self) -> ldap3.Connection:
-        if self._conn is None or self._conn.closed:
-            self._conn = open_connection(self.settings, context="service_bind", refine=pp.refine)
-        return self._conn
-
-    def _dc(self) -> str:
-        return server_url(self._conn) if self._conn is not None else ""
-
-    def _run(self, context: Context, fn: Callable[[ldap3.Connection], T]) -> T:
-        """`fn(conn)` on the service connection, ldap3 errors translated (with ppolicy).
-        A read on a reused connection that turns out dead is retried once, fresh."""
-        reused = self._conn is not None and not self._conn.closed
-        try:
-            return self._run_once(context, fn)
-        except DirectoryUnavailable:
-            if not (reused and context == "search"):
-                raise
-            return self._run_once(context, fn)
-
-    def _run_once(self, context: Context, fn: Callable[[ldap3.Connection], T]) -> T:
-        conn = self._service()
-        dc = server_url(conn)
-        try:
-            with translate_errors(context, dc=dc, refine=pp.refine, conn=conn):
-                return fn(conn)
-        except DirectoryUnavailable:
-            self.close()
-            raise
-        except DirectoryError as exc:
-            exc.dc = exc.dc or dc
-            raise
-
-    def _search(
-        self,
-        base: str,
-        flt: str,
-        attrs: list[str],
-        *,
-        scope: str = ldap3.SUBTREE,
-        size_limit: int = 0,
-    ) -> list[dict[str, Any]]:
-        def search(conn: ldap3.Connection) -> list[dict[str, Any]]:
-            conn.search(base, flt, search_scope=scope, attributes=attrs, size_limit=size_limit)
-            return [e for e in conn.response or [] if e.get("type") == "searchResEntry"]
-
-        return self._run("search", search)
-
-    def _modify(self, dn: str, changes: Changes, *, relax: bool = False) -> None:
-        controls = [_RELAX] if relax else None
-        self._run("write", lambda conn: conn.modify(dn, changes, controls=controls))
+    def _modify(self, dn: str, changes: Changes, *, relax: bool = False) -> str:
+        return self._session.modify(dn, changes, controls=[_RELAX] if relax else None)
 
     # ----------------------------------------------------------------- lookups
 
@@ -177,6 +121,8 @@ class OpenLdapConnector:
         return f"(&{_PERSON}({attr}={escape_filter_chars(value)}))"
 
     def find_user(self, query: UserQuery) -> UserRef:
+        """The user with the account state a write decides on (lock, pwdReset, policy),
+        so the write does not read it again."""
         s = self.settings
         flt = self._user_filter(query)
         attrs = [
@@ -189,7 +135,7 @@ class OpenLdapConnector:
         ]
         found: dict[str, dict[str, Any]] = {}
         for base in s.base_dns:
-            for entry in self._search(base, flt, attrs, size_limit=2):
+            for entry in self._session.search(base, flt, attrs, size_limit=2):
                 found.setdefault(str(entry["dn"]).lower(), entry)
         if not found:
             raise UserNotFound(f"no {query.kind.value} match under {'; '.join(s.base_dns)}")
@@ -198,7 +144,6 @@ class OpenLdapConnector:
         (entry,) = found.values()
         a = entry["attributes"]
         state = pp.AccountState.from_attrs(a)
-        locked = self._locked(state)
         mail = pp.first(a, s.mail_attribute)
         return UserRef(
             dn=str(entry["dn"]),
@@ -208,15 +153,10 @@ class OpenLdapConnector:
             mail=mail,
             display_name=pp.first(a, "displayName") or pp.first(a, "cn"),
             disabled=state.disabled,
-            locked=locked,
+            locked=self._locked(state),
             pwd_last_set=None if state.pwd_reset else state.changed,
+            policy_dn=state.policy_dn,
         )
-
-    def _read_state(self, user: UserRef) -> pp.AccountState:
-        entries = self._search(user.dn, "(objectClass=*)", pp.STATE_ATTRS, scope=ldap3.BASE)
-        if not entries:
-            raise UserNotFound(f"{user.dn} is gone")
-        return pp.AccountState.from_attrs(entries[0]["attributes"])
 
     def _locked(self, state: pp.AccountState) -> bool:
         """Locked out (not disabled); honours pwdLockoutDuration when the policy sets one."""
@@ -234,30 +174,51 @@ class OpenLdapConnector:
         dn = policy_dn or self.settings.default_policy_dn
         if not dn:
             return {}
-        try:
-            entries = self._search(dn, "(objectClass=pwdPolicy)", pp.POLICY_ATTRS, scope=ldap3.BASE)
-        except UserNotFound as exc:  # noSuchObject: the policy entry, not a user, is missing
-            raise DirectoryError(f"password policy entry {dn} not found", dc=exc.dc) from exc
-        if not entries:
-            raise DirectoryError(f"{dn} is not a pwdPolicy entry")
-        return {"dn": dn, **entries[0]["attributes"]}
 
-    def _policy_for(self, state: pp.AccountState) -> PasswordPolicy:
-        attrs = self._policy_attrs(state.policy_dn)
-        return pp.policy_from_attrs(attrs, complexity=self.settings.require_complexity)
+        def load() -> dict[str, Any]:
+            try:
+                entries = self._session.search(
+                    dn, "(objectClass=pwdPolicy)", pp.POLICY_ATTRS, scope=ldap3.BASE
+                )
+            except UserNotFound as exc:  # noSuchObject: the policy entry is missing
+                raise DirectoryError(f"password policy entry {dn} not found", dc=exc.dc) from exc
+            if not entries:
+                raise DirectoryError(f"{dn} is not a pwdPolicy entry")
+            return {"dn": dn, **entries[0]["attributes"]}
+
+        return self._policies.get(dn.lower(), load)
 
     def password_policy(self, user: UserRef) -> PasswordPolicy:
-        return self._policy_for(self._read_state(user))
+        attrs = self._policy_attrs(user.policy_dn)
+        return pp.policy_from_attrs(attrs, complexity=self.settings.require_complexity)
 
     # ----------------------------------------------------------------- writes
 
-    def _usable_state(self, user: UserRef) -> pp.AccountState:
-        state = self._read_state(user)
-        if state.disabled:
+    @staticmethod
+    def _usable(user: UserRef) -> None:
+        if user.disabled:
             raise AccountDisabled(
                 f"{user.dn} is disabled (pwdAccountLockedTime {pp.DISABLED_LOCK_TIME})"
             )
-        return state
+
+    def _prevalidated(
+        self, user: UserRef, password: SecretStr, *, self_change: bool
+    ) -> PasswordPolicy:
+        return prevalidate_fresh(
+            password.get_secret_value(),
+            user,
+            lambda: self.password_policy(user),
+            self._policies.clear,
+            self_change=self_change,
+        )
+
+    def _refused(self, exc: PolicyViolation, user: UserRef, policy: PasswordPolicy) -> None:
+        """slapd refused the password: the cached policy may be what was out of date,
+        so the answer carries the policy read again."""
+        self._policies.clear()
+        with contextlib.suppress(DirectoryError):
+            policy = self.password_policy(user)
+        exc.policy = exc.policy or policy
 
     def reset_password(
         self,
@@ -267,28 +228,19 @@ class OpenLdapConnector:
         unlock: bool = False,
         must_change: bool = False,
     ) -> WriteOutcome:
-        require_secure_for_writes(self.settings)
-        state = self._usable_state(user)
-        if not unlock and self._locked(state):
+        self._usable(user)
+        if not unlock and user.locked:
             raise AccountLocked(f"{user.dn} is locked and unlock was not requested")
-        policy = self._policy_for(state)
-        prevalidate(new_password.get_secret_value(), policy, user, self_change=False)
-        self._set_password(user, new_password, policy, young=state.too_young(policy.min_age))
-        dc = self._dc()
-        # The exop carries the password only, so the companions need a second modify.
+        policy = self._prevalidated(user, new_password, self_change=False)
+        changed = user.pwd_last_set  # None when pwdReset is TRUE or it was never set
+        young = changed is not None and dt.datetime.now(dt.UTC) < changed + policy.min_age
+        dc = self._set_password(user, new_password, policy, young=young)
         # pwdReset is always stated: ppolicy may set it on an administrator's change.
         changes = {
             **(_RESET_TRUE if must_change else _RESET_NONE),
             **(_UNLOCK if unlock else {}),
         }
-        try:
-            self._modify(user.dn, changes)
-        except DirectoryError as exc:
-            raise PartiallyApplied(
-                f"password set, but writing {', '.join(changes)} failed: {exc.detail}",
-                applied=["password"],
-                dc=dc,
-            ) from exc
+        self._follow_up(user, changes, dc=dc, unlock=unlock, must_change=must_change)
         applied = (
             "password",
             *(("unlock",) if unlock else ()),
@@ -296,10 +248,57 @@ class OpenLdapConnector:
         )
         return WriteOutcome(dc=dc, applied=applied)
 
+    def _follow_up(
+        self, user: UserRef, changes: Changes, *, dc: str, unlock: bool, must_change: bool
+    ) -> None:
+        """The companion modify after the exop, retried while the directory is not
+        reachable (it is idempotent). If it cannot be done, the entry is read back:
+        when it already is as wanted (an administrator's reset clears the lock by
+        itself) the reset is complete; otherwise PartiallyApplied names what is not."""
+        failure = DirectoryError("the follow-up modify was not attempted")
+        for delay in FOLLOW_UP_DELAYS:
+            if delay:
+                self._sleep(delay)
+            try:
+                self._modify(user.dn, changes)
+                return
+            except DirectoryUnavailable as exc:
+                failure = exc
+            except DirectoryError as exc:  # a server answer: asking again changes nothing
+                failure = exc
+                break
+        not_applied = self._not_applied(user, unlock=unlock, must_change=must_change)
+        if not not_applied:
+            return
+        raise PartiallyApplied(
+            f"the new password WAS set on {dc}, but {', '.join(not_applied)} was not "
+            f"applied: {type(failure).__name__}: {failure.detail}",
+            applied=["password"],
+            not_applied=not_applied,
+            dc=dc,
+        ) from failure
+
+    def _not_applied(self, user: UserRef, *, unlock: bool, must_change: bool) -> list[str]:
+        """What of the follow-up the entry does not show (all of it when unreadable)."""
+        wanted = [
+            "must_change" if must_change else "clear must_change (pwdReset)",
+            *(("unlock",) if unlock else ()),
+        ]
+        try:
+            entry = self._session.entry(user.dn, ["pwdReset", "pwdAccountLockedTime"])
+        except DirectoryError:
+            return [f"{item} (unverified)" for item in wanted]
+        attrs = entry["attributes"] if entry else {}
+        reset = (pp.first(attrs, "pwdReset") or "").upper() == "TRUE"
+        missing = [] if reset == must_change else [wanted[0]]
+        if unlock and pp.first(attrs, "pwdAccountLockedTime"):
+            missing.append("unlock")
+        return missing
+
     def _set_password(
         self, user: UserRef, new_password: SecretStr, policy: PasswordPolicy, *, young: bool
-    ) -> None:
-        """The Password Modify exop as the service account.
+    ) -> str:
+        """The Password Modify exop as the service account; the DC that took it.
 
         slapd 2.5 applies pwdMinAge to an administrator's change too, unless pwdReset
         is already TRUE. A forgotten password must be resettable the day after a change
@@ -307,31 +306,28 @@ class OpenLdapConnector:
         """
         if young:
             self._modify(user.dn, _RESET_TRUE)
-
         try:
-            self._run("write", lambda conn: pp.password_modify(conn, user.dn, new_password))
+            self._session.write(lambda conn: pp.password_modify(conn, user.dn, new_password))
         except DirectoryError as exc:
-            if isinstance(exc, PolicyViolation):
-                exc.policy = exc.policy or policy
             if young:
                 self._undo_reset(user, exc)
+            if isinstance(exc, PolicyViolation):
+                self._refused(exc, user, policy)
             raise
+        return self._session.dc
 
     def _undo_reset(self, user: UserRef, failure: DirectoryError) -> None:
+        """The password was NOT set: report the failure, noting a pwdReset left TRUE."""
         try:
             self._modify(user.dn, _RESET_NONE)
         except DirectoryError as exc:
-            raise PartiallyApplied(
-                f"password not set ({failure.detail}); pwdReset left TRUE: {exc.detail}",
-                applied=["must_change"],
-                dc=failure.dc,
-            ) from failure
+            failure.detail += f" (and pwdReset was left TRUE: {exc.detail})"
 
     def change_password(
         self, user: UserRef, old_password: SecretStr, new_password: SecretStr
     ) -> WriteOutcome:
-        require_secure_for_writes(self.settings)
-        policy = self._policy_for(self._usable_state(user))
+        self._usable(user)
+        policy = self.password_policy(user)
         # Bound as the user, with the ppolicy control: a wrong old password is
         # wrong_old_password, a locked account says accountLocked.
         conn = open_connection(
@@ -344,11 +340,11 @@ class OpenLdapConnector:
         )
         dc = server_url(conn)
         try:
-            prevalidate(new_password.get_secret_value(), policy, user, self_change=True)
+            policy = self._prevalidated(user, new_password, self_change=True)
             with translate_errors("change", dc=dc, refine=pp.refine, conn=conn):
                 pp.password_modify(conn, user.dn, new_password, old_password)
         except PolicyViolation as exc:
-            exc.policy = exc.policy or policy
+            self._refused(exc, user, policy)
             raise
         finally:
             pp.forget_secrets(conn)
@@ -362,122 +358,28 @@ class OpenLdapConnector:
         slapd 2.5 locks the account again at the very next wrong password. (A
         password change clears them itself, so reset(unlock=True) needs no relax.)
         """
-        require_secure_for_writes(self.settings)
-        self._usable_state(user)
-        self._modify(user.dn, {**_UNLOCK, **_CLEAR_FAILURES}, relax=True)
-        return WriteOutcome(dc=self._dc(), applied=("unlock",))
+        self._usable(user)
+        dc = self._modify(user.dn, {**_UNLOCK, **_CLEAR_FAILURES}, relax=True)
+        return WriteOutcome(dc=dc, applied=("unlock",))
 
     # ----------------------------------------------------------------- groups
 
-    def _group_bases(self) -> list[str]:
-        """The naming contexts holding our base DNs: groups usually live outside them."""
-        root = self._search("", "(objectClass=*)", ["namingContexts"], scope=ldap3.BASE)
-        attrs = root[0]["attributes"] if root else {}
-        contexts = [str(v) for v in pp.values(attrs, "namingContexts")]
-        bases = [b.lower() for b in self.settings.base_dns]
-        useful = [c for c in contexts if any(b.endswith(c.lower()) for b in bases)]
-        return useful or list(self.settings.base_dns)
-
     def group_dns(self, user: UserRef) -> frozenset[str]:
-        """Static groups, nested: member-of-member to a fixed point, depth capped."""
-        seen: set[str] = set()
-        frontier = {user.dn}
-        bases = self._group_bases()
-        for _ in range(_MAX_GROUP_DEPTH):
-            if not frontier:
-                break
-            members = "".join(
-                f"(member={escape_filter_chars(dn)})(uniqueMember={escape_filter_chars(dn)})"
-                for dn in sorted(frontier)
-            )
-            found = {
-                str(e["dn"])
-                for base in bases
-                for e in self._search(base, f"(&{_GROUP}(|{members}))", ["1.1"])
-            }
-            frontier = {dn for dn in found if dn.lower() not in seen}
-            seen.update(dn.lower() for dn in found)
-        return frozenset(seen)
+        return nested_groups(self._session, self.settings.base_dns, user.dn)
 
     # ----------------------------------------------------------------- health
 
     def check(self) -> HealthReport:
-        items = tuple(self._check_items())
-        return HealthReport(directory=self.settings.name, items=items)
+        def policy() -> str | None:
+            if not self.settings.default_policy_dn:
+                return None
+            self._policy_attrs(None)
+            return self.settings.default_policy_dn
 
-    def _check_items(self) -> Iterator[CheckItem]:
-        try:
-            require_secure_for_writes(self.settings)
-            yield CheckItem("transport", True, "ldaps or StartTLS on every URL")
-        except DirectoryError as exc:
-            yield CheckItem("transport", False, exc.detail)
-        try:
-            conn = self._service()
-        except DirectoryUnavailable as exc:
-            yield CheckItem("connect", False, exc.detail)
-            return
-        except DirectoryError as exc:
-            yield CheckItem("connect", True, "TLS handshake with certificate validation")
-            yield CheckItem("service_bind", False, exc.detail)
-            return
-        yield CheckItem("connect", True, f"{server_url(conn)} (certificate validated)")
-        yield CheckItem("service_bind", True, self.settings.bind_dn)
-        probe: str | None = None
-        for base in self.settings.base_dns:
-            try:
-                self._search(base, "(objectClass=*)", ["1.1"], scope=ldap3.BASE)
-                users = self._search(base, _PERSON, ["1.1"], size_limit=1)
-                probe = probe or (str(users[0]["dn"]) if users else None)
-                yield CheckItem(f"search_base:{base}", True, "readable")
-            except DirectoryError as exc:
-                yield CheckItem(f"search_base:{base}", False, exc.detail)
-        if self.settings.default_policy_dn:
-            try:
-                self._policy_attrs(None)
-                yield CheckItem("default_policy", True, self.settings.default_policy_dn)
-            except DirectoryError as exc:
-                yield CheckItem("default_policy", False, exc.detail)
-        yield from self._write_rights(probe)
-
-    def _write_rights(self, probe: str | None) -> Iterator[CheckItem]:
-        """Probe write access without changing data.
-
-        slapd checks the ACLs of every modification of a modify (acl_check_modlist)
-        before applying any, and a modify is atomic: deleting values that cannot
-        exist (a random userPassword, a pre-epoch pwdAccountLockedTime) fails with
-        noSuchAttribute when we may write, insufficientAccessRights when we may not,
-        and changes nothing either way. pwdReset has the same ACL in a sane setup
-        but no value that is safe to name, so it is not probed.
-        """
-        never = "19000101000000Z"
-        yield self._probe(
-            "write_rights",
-            probe,
-            {
-                "pwdAccountLockedTime": [(ldap3.MODIFY_DELETE, [never])],
-                "userPassword": [(ldap3.MODIFY_DELETE, ["{SSHA}" + uuid.uuid4().hex])],
-            },
-            relax=False,
-        )
-        yield self._probe(
-            "unlock_rights",
-            probe,
-            {
-                "pwdFailureTime": [(ldap3.MODIFY_DELETE, [never])],
-            },
-            relax=True,
+        return run_check(
+            self.settings,
+            self._session,
+            policy=policy,
+            rights=lambda dn: probe_rights(self._session, dn, person=_PERSON),
         )
 
-    def _probe(self, name: str, probe: str | None, changes: Changes, *, relax: bool) -> CheckItem:
-        what = ", ".join(changes) + (" (manage, with Relax Rules)" if relax else " (write)")
-        if probe is None:
-            return CheckItem(name, True, "not probed: no user under the search bases")
-        try:
-            self._modify(probe, changes, relax=relax)
-        except AccessDenied as exc:
-            return CheckItem(name, False, f"cannot change {what}: {exc.detail}")
-        except DirectoryError as exc:
-            if isinstance(exc.__cause__, lexc.LDAPNoSuchAttributeResult):
-                return CheckItem(name, True, f"may change {what}")
-            return CheckItem(name, False, exc.detail)
-        return CheckItem(name, False, "probe modify unexpectedly succeeded")

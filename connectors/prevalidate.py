@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import unicodedata
+from collections.abc import Callable
 
 from connectors.base import PasswordPolicy, PolicyViolation, UserRef
 from wire.status import PolicyReason
@@ -101,3 +102,28 @@ def prevalidate(
                 f"policy allows a change from {allowed_at.isoformat()}",
                 policy=policy,
             )
+
+
+def prevalidate_fresh(
+    password: str,
+    user: UserRef,
+    policy_of: Callable[[], PasswordPolicy],
+    forget: Callable[[], None],
+    *,
+    self_change: bool,
+) -> PasswordPolicy:
+    """`prevalidate` against a possibly cached policy (`policy_of`). A refusal is only
+    reported if the policy read again (after `forget`) refuses too: an administrator
+    who relaxed the policy a minute ago must not see the old rule enforced. Returns
+    the policy the password was checked against."""
+    policy = policy_of()
+    try:
+        prevalidate(password, policy, user, self_change=self_change)
+    except PolicyViolation:
+        forget()
+        fresh = policy_of()
+        if fresh == policy:
+            raise
+        prevalidate(password, fresh, user, self_change=self_change)
+        return fresh
+    return policy

@@ -13,6 +13,9 @@ from enum import StrEnum
 
 class Status(StrEnum):
     SUCCEEDED = "succeeded"
+    # The new password WAS set, but a companion change (unlock, must-change) that the
+    # directory could not take in the same write was not applied; `detail` says which.
+    PARTIALLY_APPLIED = "partially_applied"
     NOT_MANAGED = "not_managed"
     USER_NOT_FOUND = "user_not_found"
     AMBIGUOUS_USER = "ambiguous_user"
@@ -89,6 +92,10 @@ class RejectReason(StrEnum):
 # offers. Never includes anything from the directory's own error text.
 USER_MESSAGES: dict[Status, str] = {
     Status.SUCCEEDED: "Your password has been updated.",
+    Status.PARTIALLY_APPLIED: (
+        "Your new password is set, but your account could not be fully updated. "
+        "Contact your IT help desk if you cannot sign in."
+    ),
     Status.NOT_MANAGED: (
         "Your password is managed by your administrator and can't be reset here. "
         "Contact your IT help desk."
@@ -136,6 +143,7 @@ POLICY_MESSAGES: dict[PolicyReason, str] = {
 # with what to do for each in docs/errors.md. Stable: never renumbered.
 EVENT_IDS: dict[Status, int] = {
     Status.SUCCEEDED: 4100,
+    Status.PARTIALLY_APPLIED: 4101,
     Status.NOT_MANAGED: 4110,
     Status.USER_NOT_FOUND: 4120,
     Status.AMBIGUOUS_USER: 4121,

@@ -7,12 +7,12 @@ new password; a refusal names the rule; a lookup with a hostile name finds nobod
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import closing
 
 import pytest
 from pydantic import SecretStr
 
-from wire.status import PolicyReason, Status
 from connectors.base import (
     AccountDisabled,
     AccountLocked,
@@ -23,10 +23,12 @@ from connectors.base import (
     PolicyViolation,
     UserNotFound,
     UserQuery,
+    UserRef,
     WrongOldPassword,
 )
 from tests.servers._process import free_port
 from tests.servers.base import BindOutcome, DirectoryEnv, unique_login
+from wire.status import PolicyReason, Status
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +42,7 @@ def secret(value: str) -> SecretStr:
 
 
 @pytest.fixture
-def connector(directory: DirectoryEnv) -> DirectoryConnector:
+def connector(directory: DirectoryEnv) -> Iterator[DirectoryConnector]:
     conn = directory.connector()
     yield conn
     conn.close()
@@ -52,7 +54,7 @@ def _new_user(directory: DirectoryEnv, **kwargs: object) -> str:
     return login
 
 
-def _find(connector: DirectoryConnector, login: str):
+def _find(connector: DirectoryConnector, login: str) -> UserRef:
     return connector.find_user(UserQuery(LookupKind.LOGIN, login))
 
 
@@ -114,7 +116,9 @@ def test_reset_then_user_binds_with_new_password(
     assert directory.bind(login, INITIAL) is BindOutcome.INVALID_CREDENTIALS
 
 
-def test_non_ascii_and_non_bmp_password(directory: DirectoryEnv, connector: DirectoryConnector) -> None:
+def test_non_ascii_and_non_bmp_password(
+    directory: DirectoryEnv, connector: DirectoryConnector
+) -> None:
     login = _new_user(directory)
     connector.reset_password(_find(connector, login), secret(NON_BMP))
     assert directory.bind(login, NON_BMP) is BindOutcome.OK
@@ -140,7 +144,9 @@ def test_reset_complexity(directory: DirectoryEnv, connector: DirectoryConnector
     assert directory.bind(login, INITIAL) is BindOutcome.OK
 
 
-def test_reset_contains_account_name(directory: DirectoryEnv, connector: DirectoryConnector) -> None:
+def test_reset_contains_account_name(
+    directory: DirectoryEnv, connector: DirectoryConnector
+) -> None:
     login = _new_user(directory)
     with pytest.raises(PolicyViolation) as info:
         connector.reset_password(_find(connector, login), secret(f"X-{login.upper()}-9z"))
@@ -177,14 +183,18 @@ def test_policy_is_reported(directory: DirectoryEnv, connector: DirectoryConnect
 # --------------------------------------------------------------------------- change
 
 
-def test_change_with_right_old_password(directory: DirectoryEnv, connector: DirectoryConnector) -> None:
+def test_change_with_right_old_password(
+    directory: DirectoryEnv, connector: DirectoryConnector
+) -> None:
     login = _new_user(directory)
     outcome = connector.change_password(_find(connector, login), secret(INITIAL), secret(NEW))
     assert "password" in outcome.applied
     assert directory.bind(login, NEW) is BindOutcome.OK
 
 
-def test_change_with_wrong_old_password(directory: DirectoryEnv, connector: DirectoryConnector) -> None:
+def test_change_with_wrong_old_password(
+    directory: DirectoryEnv, connector: DirectoryConnector
+) -> None:
     login = _new_user(directory)
     with pytest.raises(WrongOldPassword) as info:
         connector.change_password(_find(connector, login), secret("Not-The-Old-1"), secret(NEW))
@@ -225,7 +235,9 @@ def test_reset_with_unlock(directory: DirectoryEnv, connector: DirectoryConnecto
     assert directory.bind(login, NEW) is BindOutcome.OK
 
 
-def test_must_change_seen_at_next_bind(directory: DirectoryEnv, connector: DirectoryConnector) -> None:
+def test_must_change_seen_at_next_bind(
+    directory: DirectoryEnv, connector: DirectoryConnector
+) -> None:
     login = _new_user(directory)
     outcome = connector.reset_password(_find(connector, login), secret(NEW), must_change=True)
     assert "must_change" in outcome.applied
@@ -244,14 +256,23 @@ def test_reset_without_must_change_is_a_normal_login(
 # --------------------------------------------------------------------------- transport
 
 
-def test_plain_ldap_refused_for_writes(directory: DirectoryEnv) -> None:
+def test_plain_ldap_refused_before_the_first_bind(directory: DirectoryEnv) -> None:
+    """Reads, writes and check alike: the bind would carry the service password."""
     login = _new_user(directory)
     with closing(directory.connector()) as reader:
         user = _find(reader, login)
     with closing(directory.connector(urls=[directory.plain_url], ca_file=None)) as plain:
-        with pytest.raises(InsecureTransport) as info:
-            plain.reset_password(user, secret(NEW))
-    assert "ldaps" in str(info.value)
+        for attempt in (
+            lambda: _find(plain, login),
+            lambda: plain.reset_password(user, secret(NEW)),
+            lambda: plain.unlock(user),
+        ):
+            with pytest.raises(InsecureTransport) as info:
+                attempt()
+            assert "ldaps" in str(info.value)
+            assert info.value.write_sent is False
+        report = plain.check()
+    assert [(item.name, item.ok) for item in report.items] == [("transport", False)]
     assert directory.bind(login, INITIAL) is BindOutcome.OK
 
 
@@ -269,18 +290,24 @@ def test_limited_service_account_is_denied(directory: DirectoryEnv) -> None:
     from connectors.base import AccessDenied, make_connector
 
     login = _new_user(directory)
-    with closing(make_connector(directory.limited_settings)) as limited:
-        with pytest.raises(AccessDenied) as info:
-            limited.reset_password(_find(limited, login), secret(NEW))
+    with (
+        closing(make_connector(directory.limited_settings)) as limited,
+        pytest.raises(AccessDenied) as info,
+    ):
+        limited.reset_password(_find(limited, login), secret(NEW))
     assert info.value.status is Status.ACCESS_DENIED
     assert directory.bind(login, INITIAL) is BindOutcome.OK
 
 
-def test_errors_never_contain_the_password(directory: DirectoryEnv, connector: DirectoryConnector) -> None:
+def test_errors_never_contain_the_password(
+    directory: DirectoryEnv, connector: DirectoryConnector
+) -> None:
     login = _new_user(directory)
-    attempts = [
+    attempts: list[Callable[[], object]] = [
         lambda: connector.reset_password(_find(connector, login), secret("shrt-Ü1")),
-        lambda: connector.change_password(_find(connector, login), secret("Wrong-Old-77"), secret(NEW)),
+        lambda: connector.change_password(
+            _find(connector, login), secret("Wrong-Old-77"), secret(NEW)
+        ),
     ]
     for attempt in attempts:
         with pytest.raises(Exception) as info:

@@ -13,12 +13,15 @@ What the tree looks like, and why:
       ou=groups     groupOfNames; cn=protected marks protected accounts
       ou=policies   pwdPolicy entries (default, young, services)
       ou=services   the two service accounts
+      ou=undelegated  an OU where the service account has no password rights
 
 The full service account has `write` (not `manage`) on userPassword, pwdReset and
 pwdAccountLockedTime of the users, so ppolicy quality checks apply to its writes
 as they would to the agent's in production; and `manage` on pwdFailureTime only, so
 an unlock can clear the recorded failures (NO-USER-MODIFICATION, Relax Rules).
-Service accounts get a policy without lockout, so a test that binds with a wrong
+Users whose uid starts with `nofollow` deny the service account pwdReset and
+pwdAccountLockedTime (a fault between a reset's two writes, for the truthfulness
+test). Service accounts get a policy without lockout, so a test that binds with a wrong
 service password cannot lock them out for the rest of the session.
 """
 
@@ -56,6 +59,7 @@ OUTSIDE = f"ou=outside,{SUFFIX}"
 GROUPS = f"ou=groups,{SUFFIX}"
 POLICIES = f"ou=policies,{SUFFIX}"
 SERVICES = f"ou=services,{SUFFIX}"
+UNDELEGATED = f"ou=undelegated,{SUFFIX}"
 SERVICE_DN = f"cn=svc-writeback,{SERVICES}"
 LIMITED_DN = f"cn=svc-readonly,{SERVICES}"
 DEFAULT_POLICY = f"cn=default,{POLICIES}"
@@ -104,6 +108,12 @@ access to attrs=pwdFailureTime
   by dn.exact="{service}" manage
   by users read
   by * none
+access to dn.subtree="{undelegated}" attrs=userPassword,pwdReset,pwdAccountLockedTime,pwdFailureTime
+  by users read
+  by * none
+access to dn.regex="^uid=nofollow[^,]*,ou=people,{suffix}$" attrs=pwdReset,pwdAccountLockedTime
+  by users read
+  by * none
 access to attrs=pwdReset,pwdAccountLockedTime
   by dn.exact="{service}" write
   by users read
@@ -143,7 +153,7 @@ def _base_ldif(service_pw: str, limited_pw: str) -> str:
               "pwdMaxFailure": 3, "pwdMustChange": "TRUE", "pwdAllowUserChange": "TRUE"}
     entries = [
         f"dn: {SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\ndc: wb\no: wb test\n",
-        *(ou(dn) for dn in (PEOPLE, OUTSIDE, GROUPS, POLICIES, SERVICES)),
+        *(ou(dn) for dn in (PEOPLE, OUTSIDE, GROUPS, POLICIES, SERVICES, UNDELEGATED)),
         _policy_ldif(DEFAULT_POLICY, "default", pwdMinAge=0, **common),
         _policy_ldif(YOUNG_POLICY, "young", pwdMinAge=86400, **common),
         _policy_ldif(SERVICE_POLICY, "services", pwdLockout="FALSE"),
@@ -319,6 +329,7 @@ def _start(tmp: Path) -> tuple[SlapdEnv, subprocess.Popen[bytes]]:
     conf.write_text(_CONF.format(
         run=run, ca=cert.ca_file, cert=cert.cert_file, key=cert.key_file, suffix=SUFFIX,
         root_dn=ROOT_DN, root_pw=root_pw, default_policy=DEFAULT_POLICY, service=SERVICE_DN,
+        undelegated=UNDELEGATED,
     ))
     ldif = tmp / "base.ldif"
     ldif.write_text(_base_ldif(service_pw, limited_pw))

@@ -54,3 +54,23 @@ def test_importing_a_status_loads_no_cryptography() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert out.stdout.strip() == "False"
+
+
+def test_connectors_import_no_ldap3_above_them() -> None:
+    """Only connectors/ speaks ldap3; the agent and cloud see our own exceptions."""
+    offenders = [
+        str(path.relative_to(ROOT))
+        for package in ("agent", "cloud", "wire")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if "ldap3" in {
+            n.split(".")[0]
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            for n in (
+                [a.name for a in node.names] if isinstance(node, ast.Import)
+                else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            )
+        }
+    ]
+    assert offenders == []
+
+

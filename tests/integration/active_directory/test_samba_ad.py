@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from wire.status import PolicyReason, Status
+from agent.config import DirectoryConfig, ScopeSettings
 from connectors.active_directory import POLICY_HINTS, ActiveDirectoryConnector
 from connectors.base import (
     AccessDenied,
@@ -34,6 +34,7 @@ from tests.servers._process import free_port
 from tests.servers.base import BindOutcome, unique_login
 from tests.servers.certs import make_ca
 from tests.servers.samba import SambaEnv
+from wire.status import PolicyReason, Status
 
 pytestmark = [pytest.mark.samba, pytest.mark.slow]
 
@@ -194,6 +195,41 @@ def test_limited_account_denied_and_check_says_why(samba_env: SambaEnv) -> None:
         assert "lockoutTime" in rights.detail and "pwdLastSet" in rights.detail
 
 
+def _scoped(env: SambaEnv, scope: list[str]) -> DirectoryConfig:
+    """As the agent configures it: the whole domain searched, writes allowed in `scope`."""
+    return DirectoryConfig(
+        **{**env.settings.model_dump(), "base_dns": [env.domain_dn]},
+        scope=ScopeSettings(base_dns=scope),
+    )
+
+
+def test_check_verifies_the_rights_on_the_scope_not_on_a_sampled_user(
+    samba_env: SambaEnv,
+) -> None:
+    """Rights delegated on the scope's OU only, the whole domain as search base, and a
+    service account in CN=Users (like the DNS one that made it flaky): check passes,
+    and a scope OU without the delegation is named with what it lacks."""
+    login = unique_login("dns")
+    samba_env.admin().add(
+        f"CN={login},CN=Users,{samba_env.domain_dn}",
+        ["top", "person", "organizationalPerson", "user"],
+        {"sAMAccountName": login, "userAccountControl": "514"},
+    )
+    with closing(ActiveDirectoryConnector(_scoped(samba_env, [samba_env.base_dn]))) as conn:
+        report = conn.check()
+    assert report.ok, report.items
+    assert [i.name for i in report.items if i.name.startswith("rights")] == [
+        f"rights {samba_env.base_dn}"
+    ]
+    both = _scoped(samba_env, [samba_env.base_dn, samba_env.outside_base_dn])
+    with closing(ActiveDirectoryConnector(both)) as conn:
+        report = conn.check()
+    (failed,) = [i for i in report.items if not i.ok]
+    assert failed.name == f"rights {samba_env.outside_base_dn}"
+    for right in ("Reset Password", "lockoutTime", "pwdLastSet"):
+        assert right in failed.detail
+
+
 def test_wrong_service_password_is_access_denied(samba_env: SambaEnv) -> None:
     # the limited account: wrong binds count towards lockout, keep svc-writeback clean
     bad = samba_env.limited_settings.model_copy(update={"bind_password": SecretStr("Wrong-Svc-1")})
@@ -246,8 +282,7 @@ def test_tls_validates_against_the_configured_ca(samba_env: SambaEnv, tmp_path: 
     settings = samba_env.settings.model_copy(update={"ca_file": other_ca})
     with closing(ActiveDirectoryConnector(settings)) as conn:
         report = conn.check()
-        assert [i.name for i in report.items] == ["tls_connect"]
-        assert not report.ok
+        assert [(i.name, i.ok) for i in report.items] == [("transport", True), ("connect", False)]
 
 
 # --------------------------------------------------------------------------- lookups
@@ -276,12 +311,15 @@ def test_guid_lookup_rejects_garbage(connector: ActiveDirectoryConnector) -> Non
 def test_dead_connection_is_replaced_before_a_write(
     samba_env: SambaEnv, connector: ActiveDirectoryConnector
 ) -> None:
-    """A kept connection that died (DC restart, idle timeout) costs one retried read,
-    not a failed request: every write starts with a read on the same connection."""
+    """A kept connection that died (DC restart, idle timeout) is replaced before the
+    write is sent, without an extra round trip (the socket is polled)."""
     user = _user(samba_env, connector)
-    assert connector._conn is not None
-    connector._conn.socket.shutdown(socket.SHUT_RDWR)  # the server "went away"
+    connector.password_policy(user)  # the policy is cached: the write is the next op
+    kept = connector._session.connection()
+    kept.socket.shutdown(socket.SHUT_RDWR)  # the server "went away"
     outcome = connector.reset_password(user, SecretStr(NEW))
     assert outcome.applied == ("password",)
     assert samba_env.bind(user.login, NEW) is BindOutcome.OK
-    assert connector._conn.request is None  # no unicodePwd left behind in ldap3
+    fresh = connector._session.connection()
+    assert fresh is not kept
+    assert fresh.request is None  # no unicodePwd left behind in ldap3

@@ -6,7 +6,8 @@ Runs against the session's throwaway slapd (`slapd_env`, tests/servers/slapd.py)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import ldap3
@@ -14,7 +15,6 @@ import pytest
 from ldap3.core import exceptions as lexc
 from pydantic import SecretStr
 
-from wire.status import PolicyReason
 from connectors import _ppolicy as pp
 from connectors._ldap import open_connection, translate_errors
 from connectors.base import (
@@ -24,15 +24,21 @@ from connectors.base import (
     DirectoryUnavailable,
     InsecureTransport,
     LookupKind,
+    PartiallyApplied,
     PolicyViolation,
     UserQuery,
     UserRef,
 )
 from connectors.openldap import OpenLdapConnector
+from tests.integration.openldap.ldap_proxy import EXTENDED_RESPONSE, LdapProxy
 from tests.servers._process import free_port
 from tests.servers.base import BindOutcome, unique_login
 from tests.servers.certs import make_ca
+from tests.servers.slapd import PEOPLE as PEOPLE_DN
+from tests.servers.slapd import POLICIES as POLICIES_DN
 from tests.servers.slapd import PROTECTED_GROUP, SlapdEnv
+from tests.servers.slapd import UNDELEGATED as UNDELEGATED_DN
+from wire.status import PolicyReason, Status
 
 pytestmark = pytest.mark.slapd
 
@@ -157,6 +163,48 @@ def test_failed_young_reset_leaves_pwd_reset_alone(env: SlapdEnv, conn: OpenLdap
     assert env.first(user.login, "pwdReset") is None
 
 
+# --------------------------------------------------------------------------- policy cache
+
+
+def test_policy_is_cached_and_read_again_when_it_refuses(
+    env: SlapdEnv, conn: OpenLdapConnector
+) -> None:
+    """The policy entry is not read for every request, yet a change to it is never
+    enforced stale: a refusal (slapd's or pre-validation's) reads it again."""
+    name = unique_login("p")
+    policy_dn = f"cn={name},{POLICIES_DN}"
+    login = unique_login("o")
+    dn = env.create_user(login, INITIAL)
+    with env.admin() as admin:
+        admin.add(policy_dn, ["device", "pwdPolicy"], {
+            "cn": name, "pwdAttribute": "userPassword", "pwdMinLength": "8",
+            "pwdCheckQuality": "2", "pwdInHistory": "3",
+        })
+        admin.modify(dn, {"pwdPolicySubentry": [(ldap3.MODIFY_REPLACE, [policy_dn])]})
+
+    def min_length(value: str) -> None:
+        with env.admin() as admin:
+            admin.modify(policy_dn, {"pwdMinLength": [(ldap3.MODIFY_REPLACE, [value])]})
+
+    user = conn.find_user(UserQuery(LookupKind.LOGIN, login))
+    assert user.policy_dn == policy_dn
+    assert conn.password_policy(user).min_length == 8
+    min_length("12")
+    assert conn.password_policy(user).min_length == 8  # cached
+    with closing(OpenLdapConnector(
+        env.settings.model_copy(update={"policy_cache_seconds": 0})
+    )) as uncached:
+        assert uncached.password_policy(user).min_length == 12
+    with pytest.raises(PolicyViolation) as info:
+        conn.reset_password(user, SecretStr("Fresh-Pass9"))  # 11: passes the cached rule
+    assert info.value.reason == PolicyReason.TOO_SHORT  # slapd's refusal
+    assert info.value.policy is not None and info.value.policy.min_length == 12
+    assert conn.password_policy(user).min_length == 12
+    min_length("8")  # relaxed: the cached 12 would refuse 10 characters
+    assert conn.reset_password(user, SecretStr("Abcdef-1x9")).applied == ("password",)
+    assert env.bind(login, "Abcdef-1x9") is BindOutcome.OK
+
+
 # --------------------------------------------------------------------------- pwdReset
 
 
@@ -201,11 +249,12 @@ def test_disabled_is_not_unlocked(env: SlapdEnv, conn: OpenLdapConnector) -> Non
     user = _user(env, conn, disabled=True)
     assert user.disabled and not user.locked
     assert env.bind(user.login, INITIAL) is BindOutcome.DISABLED
-    for attempt in (
+    attempts: tuple[Callable[[], object], ...] = (
         lambda: conn.unlock(user),
         lambda: conn.reset_password(user, SecretStr(NEW), unlock=True),
         lambda: conn.change_password(user, SecretStr(INITIAL), SecretStr(NEW)),
-    ):
+    )
+    for attempt in attempts:
         with pytest.raises(AccountDisabled):
             attempt()
     assert env.first(user.login, "pwdAccountLockedTime") == pp.DISABLED_LOCK_TIME
@@ -225,7 +274,9 @@ def test_limited_account_reads_but_cannot_write(env: SlapdEnv) -> None:
         limited.unlock(user)
     report = limited.check()
     assert not report.ok
-    assert [i.name for i in report.items if not i.ok] == ["write_rights", "unlock_rights"]
+    (failed,) = [i for i in report.items if not i.ok]
+    assert failed.name == f"rights {env.base_dn}"
+    assert "userPassword" in failed.detail and "pwdFailureTime" in failed.detail
 
 
 def test_check_of_the_full_account(env: SlapdEnv, conn: OpenLdapConnector) -> None:
@@ -233,7 +284,31 @@ def test_check_of_the_full_account(env: SlapdEnv, conn: OpenLdapConnector) -> No
     report = conn.check()
     assert report.ok, report.items
     names = [item.name for item in report.items]
-    assert {"transport", "connect", "service_bind", "default_policy", "write_rights"} <= set(names)
+    assert names == [
+        "transport",
+        "connect",
+        "service_bind",
+        f"search_base {env.base_dn}",
+        "password_policy",
+        f"rights {env.base_dn}",
+    ]
+    assert "certificate validated" in report.items[1].detail
+
+
+def test_check_says_which_scope_dn_lacks_the_rights(env: SlapdEnv) -> None:
+    """The rights are verified where writes are allowed (write_scope), per DN."""
+
+    class Scoped(type(env.settings)):  # type: ignore[misc]
+        @property
+        def write_scope(self) -> list[str]:
+            return [PEOPLE_DN, UNDELEGATED_DN]
+
+    settings = Scoped(**env.settings.model_dump())
+    with closing(OpenLdapConnector(settings)) as scoped:
+        report = scoped.check()
+    failed = [i for i in report.items if not i.ok]
+    assert [i.name for i in failed] == [f"rights {UNDELEGATED_DN}"]
+    assert "userPassword" in failed[0].detail
 
 
 def test_wrong_service_password_is_access_denied(env: SlapdEnv) -> None:
@@ -246,19 +321,50 @@ def test_wrong_service_password_is_access_denied(env: SlapdEnv) -> None:
 # --------------------------------------------------------------------------- transport
 
 
-def test_plain_ldap_refused_for_every_write(env: SlapdEnv, conn: OpenLdapConnector) -> None:
+@pytest.fixture
+def plain_proxy(env: SlapdEnv) -> Iterator[LdapProxy]:
+    """slapd's plain LDAP port behind a proxy that records every byte clients send."""
+    host, port = env.plain_url.removeprefix("ldap://").rsplit(":", 1)
+    proxy = LdapProxy((host, int(port)))
+    yield proxy
+    proxy.close()
+
+
+def test_plain_ldap_refused_before_the_first_bind(
+    env: SlapdEnv, conn: OpenLdapConnector, plain_proxy: LdapProxy
+) -> None:
+    """Every op and `check` refuse plain ldap:// before a byte is sent: the service
+    password never crosses the wire. (The same proxy sees it when allow_insecure is on.)"""
     user = _user(env, conn)
-    plain = OpenLdapConnector(env.settings.model_copy(update={"urls": [env.plain_url]}))
-    assert plain.find_user(UserQuery(LookupKind.LOGIN, user.login)).dn == user.dn  # reads ok
-    for attempt in (
-        lambda: plain.reset_password(user, SecretStr(NEW)),
-        lambda: plain.change_password(user, SecretStr(INITIAL), SecretStr(NEW)),
-        lambda: plain.unlock(user),
-    ):
-        with pytest.raises(InsecureTransport):
-            attempt()
-    assert not plain.check().ok
+    service_pw = env.settings.bind_password.get_secret_value().encode()
+    plain_settings = env.settings.model_copy(update={"urls": [plain_proxy.url]})
+    with closing(OpenLdapConnector(plain_settings)) as plain:
+        for attempt in (
+            lambda: plain.find_user(UserQuery(LookupKind.LOGIN, user.login)),
+            lambda: plain.password_policy(user),
+            lambda: plain.group_dns(user),
+            lambda: plain.reset_password(user, SecretStr(NEW)),
+            lambda: plain.change_password(user, SecretStr(INITIAL), SecretStr(NEW)),
+            lambda: plain.unlock(user),
+        ):
+            with pytest.raises(InsecureTransport) as info:
+                attempt()
+            assert info.value.write_sent is False
+            assert "plain LDAP" in info.value.detail
+        report = plain.check()
+    assert [(i.name, i.ok) for i in report.items] == [("transport", False)]
+    assert "certificate validated" not in repr(report)
+    assert plain_proxy.connections == 0 and service_pw not in plain_proxy.sent
     assert env.bind(user.login, INITIAL) is BindOutcome.OK
+
+    insecure = plain_settings.model_copy(update={"allow_insecure": True})
+    with closing(OpenLdapConnector(insecure)) as allowed:
+        assert allowed.find_user(UserQuery(LookupKind.LOGIN, user.login)).dn == user.dn
+        report = allowed.check()
+    assert report.ok, report.items
+    connect = next(i for i in report.items if i.name == "connect")
+    assert "certificate validated" not in connect.detail and "PLAIN" in connect.detail
+    assert service_pw in plain_proxy.sent  # what the refusal above kept off the wire
 
 
 def test_start_tls_on_the_plain_port_is_secure(env: SlapdEnv, conn: OpenLdapConnector) -> None:
@@ -269,6 +375,10 @@ def test_start_tls_on_the_plain_port_is_secure(env: SlapdEnv, conn: OpenLdapConn
     outcome = starttls.reset_password(user, SecretStr(NEW))
     assert outcome.dc == env.plain_url
     assert env.bind(user.login, NEW) is BindOutcome.OK
+    report = starttls.check()
+    assert report.ok, report.items
+    assert "certificate validated" in next(i for i in report.items if i.name == "connect").detail
+    starttls.close()
 
 
 def test_first_url_dead_second_answers(env: SlapdEnv, conn: OpenLdapConnector) -> None:
@@ -294,6 +404,75 @@ def test_wrong_ca_is_unavailable_not_silently_trusted(env: SlapdEnv, tmp_path: P
     untrusting = OpenLdapConnector(env.settings.model_copy(update={"ca_file": other_ca}))
     with pytest.raises(DirectoryUnavailable):
         untrusting.find_user(UserQuery(LookupKind.LOGIN, "anyone"))
+
+
+# --------------------------------------------------------------------------- two writes
+
+
+def test_follow_up_refused_after_the_password_is_set_says_so(
+    env: SlapdEnv, conn: OpenLdapConnector
+) -> None:
+    """A real fault between the exop and the pwdReset/unlock modify: an ACL refuses
+    the modify for this user. The error says the password WAS set and what was not."""
+    login = unique_login("nofollow")
+    env.create_user(login, INITIAL)
+    env.lock(login)
+    user = conn.find_user(UserQuery(LookupKind.LOGIN, login))
+    with pytest.raises(PartiallyApplied) as info:
+        conn.reset_password(user, SecretStr(NEW), unlock=True, must_change=True)
+    error = info.value
+    assert error.status is Status.PARTIALLY_APPLIED and error.write_sent is True
+    assert error.applied == ("password",)
+    # slapd's reset lifted the lock by itself (read back); pwdReset was not set
+    assert error.not_applied == ("must_change",)
+    assert "WAS set" in error.detail and NEW not in error.detail
+    # What the user sees matches the answer: the new password works, and nobody
+    # asks for a change at the next sign-in.
+    assert env.bind(login, NEW) is BindOutcome.OK
+    assert env.bind(login, INITIAL) is BindOutcome.INVALID_CREDENTIALS
+
+
+def test_refused_follow_up_that_is_not_needed_is_a_complete_reset(
+    env: SlapdEnv, conn: OpenLdapConnector
+) -> None:
+    """The same refusal when the entry already is as wanted: nothing is missing."""
+    login = unique_login("nofollow")
+    env.create_user(login, INITIAL)
+    outcome = conn.reset_password(conn.find_user(UserQuery(LookupKind.LOGIN, login)),
+                                  SecretStr(NEW))
+    assert outcome.applied == ("password",)
+    assert env.bind(login, NEW) is BindOutcome.OK
+
+
+def test_connection_killed_between_the_two_writes_is_retried(env: SlapdEnv) -> None:
+    """slapd answers the exop, the connection dies, the first reconnects are refused:
+    the follow-up is retried until it is done and the reset is complete."""
+    login = unique_login("o")
+    env.create_user(login, INITIAL)
+    host, port = env.plain_url.removeprefix("ldap://").rsplit(":", 1)
+    proxy = LdapProxy((host, int(port)))
+    settings = env.settings.model_copy(update={"urls": [proxy.url], "allow_insecure": True})
+    try:
+        with closing(OpenLdapConnector(settings)) as flaky:
+            user = flaky.find_user(UserQuery(LookupKind.LOGIN, login))
+            proxy.cut_after, proxy.refuse_next = EXTENDED_RESPONSE, 2
+            outcome = flaky.reset_password(user, SecretStr(NEW), must_change=True)
+        assert proxy.cuts == 1 and proxy.refuse_next == 0
+        assert outcome.applied == ("password", "must_change")
+        assert env.first(login, "pwdReset") == "TRUE"
+        assert env.bind(login, NEW) is BindOutcome.MUST_CHANGE
+
+        env.create_user(login2 := unique_login("o"), INITIAL)
+        with closing(OpenLdapConnector(settings, sleep=lambda _s: None)) as dead:
+            user = dead.find_user(UserQuery(LookupKind.LOGIN, login2))
+            proxy.cut_after, proxy.refuse_next = EXTENDED_RESPONSE, 100
+            with pytest.raises(PartiallyApplied) as info:
+                dead.reset_password(user, SecretStr(NEW))
+        assert "WAS set" in info.value.detail and "WriteNotSent" in info.value.detail
+        assert info.value.not_applied == ("clear must_change (pwdReset) (unverified)",)
+        assert env.bind(login2, NEW) is BindOutcome.OK
+    finally:
+        proxy.close()
 
 
 # --------------------------------------------------------------------------- groups
