@@ -17,7 +17,7 @@ from pathlib import Path
 from bench.chaos.faults import FaultPlan
 from bench.chaos.run import Settings, run
 
-SHORT_REQUESTS = {"slapd": 150, "samba": 40}
+SHORT_REQUESTS = {"slapd": 120, "samba": 30}
 SHORT_FAULTS = FaultPlan(kill_every=(2.0, 4.0), restart_after=1.0, relay_restart_at=0.3,
                          directory_down_at=(0.45, 0.6), directory_down=4.0)
 
@@ -25,7 +25,8 @@ SHORT_FAULTS = FaultPlan(kill_every=(2.0, 4.0), restart_after=1.0, relay_restart
 def short_settings(directories: tuple[str, ...], **overrides: object) -> Settings:
     """The CI-sized run: every kind of fault, a few hundred requests, about a minute."""
     settings = Settings(directories=directories, requests=dict(SHORT_REQUESTS),
-                        faults=SHORT_FAULTS, cut_probability=0.1, max_load_seconds=120)
+                        faults=SHORT_FAULTS, cut_probability=0.1, lease_timeout=3.0,
+                        max_load_seconds=90)
     for key, value in overrides.items():
         setattr(settings, key, value)
     return settings

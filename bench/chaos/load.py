@@ -1,11 +1,15 @@
 """The portal side of the chaos run: threads that submit bursts of resets through
 cloud/sdk.py and the relay's PortalClient, and wait for every answer.
 
-A burst is one user's 1-3 resets submitted back to back, each issued in a later
-second than the one before (`iat` is whole seconds: the newer request must be
-recognisably newer), without waiting for the earlier answers. Every user gets exactly
-one burst, so the final state of the directory says what that burst did. Some resets
-ask for must_change, some for unlock.
+A burst is one user's 1-3 resets submitted back to back, without waiting for the
+earlier answers; each newer request has a later `iat` (whole seconds) than the one
+before, so which one is newer is never ambiguous. Half the bursts are *spaced*: the
+portal waits for the next second before building the newer request. The other half are
+*together*: built and submitted at once, the newer one stamped one second after the
+previous (the portal's clock then runs at most 2 s ahead, well within the allowed
+skew): two resets for one user arriving together, the case of issue 8's finding 2.
+Every user gets exactly one burst, so the final state of the directory says what that
+burst did. Some resets ask for must_change, the first of a burst also for unlock.
 
 A portal retries a submit or a result poll that failed because the relay was down (the
 relay restart); it gives up on a request at its expiry plus a grace period: that
@@ -52,6 +56,7 @@ class Sent:
     position: int  # 0 = the oldest of its burst
     password: str
     must_change: bool
+    together: bool = False  # submitted at once with the rest of its burst
     request_id: str = ""
     iat: int = 0
     status: str | None = None  # the verified final answer; None = lost
@@ -85,9 +90,10 @@ def make_plan(prefix: str, domain: str, requests: int, seed: int) -> Plan:
     while total < requests:
         size = min(rng.choices((1, 2, 3), weights=(40, 35, 25))[0], requests - total)
         user = f"{prefix}{len(bursts):05d}"
+        together = rng.random() < 0.5
         bursts.append([
             Sent(user, f"{domain}\\{user}", len(bursts), i, _password(rng),
-                 must_change=rng.random() < 0.2)
+                 must_change=rng.random() < 0.2, together=together)
             for i in range(size)
         ])
         total += size
@@ -137,13 +143,16 @@ class Load:
         signed: list[tuple[Sent, SignedRequest]] = []
         last_iat = 0
         for sent in burst:
-            while int(time.time()) <= last_iat:  # the newer request gets a later iat
+            now = None
+            if sent.together:
+                now = max(int(time.time()), last_iat + 1)
+            while now is None and int(time.time()) <= last_iat:  # spaced: the next second
                 time.sleep(0.05)
             request = build_request(
                 self.signer, tenant=self.tenant, agent_group=self.group, agents=self.agents,
                 op="reset", user_kind="login", user_value=sent.route,
                 new_password=sent.password, must_change=sent.must_change,
-                unlock=sent.position == 0, ttl=TTL,
+                unlock=sent.position == 0, ttl=TTL, now=now,
             )
             sent.request_id, sent.iat = request.id, request.header.iat
             last_iat = sent.iat

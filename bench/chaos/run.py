@@ -31,6 +31,7 @@ class Settings:
     workers: int = 2
     portal_threads: int = 8
     cut_probability: float = 0.05
+    lease_timeout: float = 5.0  # the relay's; a killed agent's leases come back after it
     clock_skew: float = 2.0
     faults: FaultPlan = field(default_factory=FaultPlan)
     max_load_seconds: float = 900.0
@@ -108,7 +109,7 @@ def run(settings: Settings, log: Any = print) -> Outcome:
             lambda agent_root: [_directory_entry(d, agent_root) for d in directories],
             agents=settings.agents, workers=settings.workers,
             cut_probability=settings.cut_probability, clock_skew=settings.clock_skew,
-            seed=settings.seed, on_cut=on_cut,
+            seed=settings.seed, on_cut=on_cut, lease_timeout=settings.lease_timeout,
         )
         stack.callback(system.close)
         system.wait_online()

@@ -3,10 +3,13 @@ directory itself (the bursts of one user are the only requests for that user).
 
 - lost: a request with no final answer.
 - written twice: the directory counts more password writes for a user than the
-  answers account for (succeeded + in_doubt + refused-but-written).
+  answers account for (succeeded, in_doubt and lost ones may each have written once).
 - lying: succeeded but the password is not live (and no newer request explains it),
-  succeeded with no write in the directory, or refused/failed/superseded but its
-  password is live.
+  succeeded with no write in the directory, or refused/failed/superseded (any answer
+  that says nothing was written, internal_error included) but its password is live or
+  the directory counted a write for it. Writes are counted per user, not per request:
+  an unexplained write in a burst that has such an answer is charged to that answer (a
+  lie); without one, it is a double write.
 - stale: an older request's password is live while a newer one was answered succeeded.
 - in_doubt: counted, and checked against the writers that really died mid-write (the
   killed agent's journal said `writing`) or saw the directory fail mid-write.
@@ -123,9 +126,15 @@ def _judge_burst(
         verdict.lying.append(f"{user}: {len(succeeded)} succeeded answer(s), only {writes} "
                              "write(s) in the directory")
     extra = writes - len(succeeded) - len(doubtful) - refused_but_live
-    for _ in range(max(0, extra)):
-        verdict.written_twice.append(f"{user}: {writes} write(s) for answers "
-                                     + ", ".join(_describe(s) for s in burst))
+    said_not_written = [s for s in burst if s.status not in (SUCCEEDED, IN_DOUBT, None)
+                        and s is not live_sent]
+    answers = ", ".join(_describe(s) for s in burst)
+    for n in range(max(0, extra)):
+        if n < len(said_not_written):
+            verdict.lying.append(f"{_describe(said_not_written[n])}: says not written, but the "
+                                 f"directory counted {writes} write(s) for {answers}")
+        else:
+            verdict.written_twice.append(f"{user}: {writes} write(s) for {answers}")
 
 
 def report(verdict: Verdict, *, directory: str, faults: Counter[str], seconds: float) -> str:
