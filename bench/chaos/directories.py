@@ -10,8 +10,9 @@ user FROM THE DIRECTORY ITSELF, never from the agents' own claims.
   (replPropertyMetaData); it is 1 after the add that set the first password and grows
   by one with every write.
 
-Both use their own servers (from tests/servers) so that stopping one hurts nobody, and
-a policy without lockout for the benchmark's users (the final check binds with each
+Both use their own servers (from tests/servers) so that stopping one hurts nobody (the
+CI test may lend a running Samba, which is then never stopped), and a policy without
+lockout for the benchmark's users (the final check binds with each
 candidate password of a user; wrong ones must not lock the account). History (3) and
 complexity stay as in every test env, so a second write of one password is refused on
 slapd the way issue 8 describes.
@@ -20,6 +21,8 @@ slapd the way issue 8 describes.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import os
 import re
 import struct
 import subprocess
@@ -28,17 +31,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-import ldap3
-
 from tests.servers._process import port_open, stop_process, wait_until
 from tests.servers.base import BindOutcome, DirectoryEnv
 from tests.servers.certs import make_server_cert
+from tests.servers.samba import DOMAIN_DN, YOUNG_PSO, SambaEnv, _SambaProcess
+
+_groups = itertools.count(1)
 
 INITIAL_PASSWORD = "Chaos-Initial-1x"  # noqa: S105 - a throwaway test account's first password
 
 
 class ChaosDirectory(Protocol):
     name: str  # "slapd" | "samba"
+    can_stop: bool  # the benchmark may stop it (its own server)
 
     @property
     def env(self) -> DirectoryEnv: ...
@@ -79,6 +84,7 @@ def count_passmods(log_text: str) -> Counter[str]:
 
 class SlapdDirectory:
     name = "slapd"
+    can_stop = True
 
     def __init__(self, root: Path) -> None:
         from tests.servers.slapd import POLICIES, _start
@@ -161,40 +167,57 @@ def unicode_pwd_version(blob: bytes) -> int | None:
 
 
 class SambaDirectory:
-    """A Samba AD DC on its own loopback address (as `running_samba`), kept as a
-    process the benchmark can stop and start again."""
+    """A Samba AD DC: its own (`own`, on its own loopback address as `running_samba`,
+    kept as a process the benchmark can stop and start again) or a running one
+    (`SambaDirectory(env)`, e.g. the test session's, which it never stops)."""
 
     name = "samba"
 
-    def __init__(self, stack: contextlib.ExitStack, root: Path) -> None:
+    def __init__(self, env: SambaEnv, process: _SambaProcess | None = None) -> None:
+        self.env = env
+        self._process = process
+        self.can_stop = process is not None
+        # No lockout for the benchmark's users (a PSO on their group, so a shared DC's
+        # domain policy stays as its other tests expect it).
+        tag = f"{os.getpid()}x{next(_groups)}"
+        self._group = env.create_group(f"chaos-{tag}", [])
+        pso = {**YOUNG_PSO, "msDS-PasswordSettingsPrecedence": "1",
+               "msDS-MinimumPasswordAge": "0", "msDS-LockoutThreshold": "0",
+               "msDS-PSOAppliesTo": self._group}
+        pso_dn = f"CN=chaos-pso-{tag},CN=Password Settings Container,CN=System,{DOMAIN_DN}"
+        env.admin().add(pso_dn, ["top", "msDS-PasswordSettings"], pso)
+
+    @classmethod
+    def own(cls, stack: contextlib.ExitStack, root: Path) -> SambaDirectory:
         from tests.servers import samba
 
         samba._preflight()
         root.mkdir(parents=True, exist_ok=True)
         ip = samba._claim_loopback_address()
         stack.callback(samba._release_loopback_address, ip)
-        self._process = samba._SambaProcess(root, ip)
-        stack.callback(self._process.stop)
+        process = samba._SambaProcess(root, ip)
+        stack.callback(process.stop)
         cert = make_server_cert(root / "tls", [ip])
-        self._process.provision(cert.cert_file, cert.key_file, cert.ca_file)
-        self.env = samba.SambaEnv(ip, cert.ca_file, self._process.passwords)
-        stack.callback(self.env.close)
-        self._process.start(self.env)
-        self._process.configure(self.env)
-        # No lockout: the final check binds with every candidate password of a user.
-        no_lockout = {"lockoutThreshold": [(ldap3.MODIFY_REPLACE, ["0"])]}
-        self.env.admin().modify(samba.DOMAIN_DN, no_lockout)
+        process.provision(cert.cert_file, cert.key_file, cert.ca_file)
+        env = samba.SambaEnv(ip, cert.ca_file, process.passwords)
+        stack.callback(env.close)
+        process.start(env)
+        process.configure(env)
+        return cls(env, process)
 
     def start(self) -> None:
-        self._process.start(self.env)
+        if self._process is not None:
+            self._process.start(self.env)
 
     def stop(self) -> None:
-        self.env.close()
-        self._process.stop()
+        if self._process is not None:
+            self.env.close()
+            self._process.stop()
 
     def create_users(self, logins: list[str]) -> None:
         for login in logins:
-            self.env.create_user(login, INITIAL_PASSWORD, given_name="Chaos", surname="User")
+            dn = self.env.create_user(login, INITIAL_PASSWORD, given_name="Chaos", surname="User")
+            self.env.add_member(self._group, dn)
 
     def write_counts(self, logins: list[str]) -> dict[str, int]:
         counts = {}
@@ -210,12 +233,18 @@ class SambaDirectory:
 
 
 @contextlib.contextmanager
-def open_directory(kind: str, root: Path) -> Iterator[ChaosDirectory]:
+def open_directory(
+    kind: str, root: Path, shared: SambaEnv | None = None
+) -> Iterator[ChaosDirectory]:
+    """The benchmark's own server of `kind`, stopped at exit; for samba, `shared` uses a
+    running DC instead (no outage then: `can_stop` is false)."""
     with contextlib.ExitStack() as stack:
         if kind == "slapd":
             slapd = SlapdDirectory(root)
             stack.callback(slapd.close)
             yield slapd
+        elif shared is not None:
+            yield SambaDirectory(shared)
         else:
-            yield SambaDirectory(stack, root)
+            yield SambaDirectory.own(stack, root)
 

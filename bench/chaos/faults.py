@@ -6,7 +6,8 @@
 - a kill -9 of the agent whose result post the CutProxy just swallowed (half of the
   `lost` cuts): issue 8's "result post lost, then the writer dies";
 - one relay restart, once a given share of the requests is answered;
-- each directory stopped for `directory_down` seconds, once, at its own point of progress.
+- each directory stopped for `directory_down` seconds, once, at its own point of progress
+  (a directory the benchmark only borrowed, `can_stop` false, is never stopped).
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ class Faults:
         rng = random.Random(self.seed)
         next_kill = time.monotonic() + rng.uniform(*self.plan.kill_every)
         relay_restarted = False
-        down = list(zip(self.plan.directory_down_at, self.directories, strict=False))
+        stoppable = [d for d in self.directories if d.can_stop]
+        down = list(zip(self.plan.directory_down_at, stoppable, strict=False))
         while not self.done.is_set():
             try:
                 target = self._kill_now.get(timeout=0.2)

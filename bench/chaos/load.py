@@ -12,8 +12,9 @@ Every user gets exactly one burst, so the final state of the directory says what
 burst did. Some resets ask for must_change, the first of a burst also for unlock.
 
 A portal retries a submit or a result poll that failed because the relay was down (the
-relay restart); it gives up on a request at its expiry plus a grace period: that
-request is *lost* (no final answer).
+relay restart), and a submit refused with no_agent_online (nothing was queued: the
+user is told "try again later" and does; counted in `no_agent_refusals`). It gives up
+on a request at its expiry plus a grace period: that request is *lost* (no final answer).
 """
 
 from __future__ import annotations
@@ -82,18 +83,22 @@ def _password(rng: random.Random) -> str:
     return f"Cz-{rng.getrandbits(40):010x}-{secrets.token_hex(3)}Q9"
 
 
-def make_plan(prefix: str, domain: str, requests: int, seed: int) -> Plan:
-    """Bursts of 1 (40 %), 2 (35 %) or 3 (25 %) resets, until `requests` are planned."""
+def make_plan(
+    prefix: str, domain: str, requests: int, seed: int, *,
+    sizes: tuple[int, int, int] = (40, 35, 25), together: float = 0.5,
+) -> Plan:
+    """Bursts of 1, 2 or 3 resets (weights `sizes`), a share `together` of them
+    submitted at once, until `requests` are planned."""
     rng = random.Random(seed)
     bursts: list[list[Sent]] = []
     total = 0
     while total < requests:
-        size = min(rng.choices((1, 2, 3), weights=(40, 35, 25))[0], requests - total)
+        size = min(rng.choices((1, 2, 3), weights=sizes)[0], requests - total)
         user = f"{prefix}{len(bursts):05d}"
-        together = rng.random() < 0.5
+        at_once = rng.random() < together
         bursts.append([
             Sent(user, f"{domain}\\{user}", len(bursts), i, _password(rng),
-                 must_change=rng.random() < 0.2, together=together)
+                 must_change=rng.random() < 0.2, together=at_once)
             for i in range(size)
         ])
         total += size
@@ -114,6 +119,7 @@ class Load:
     threads: int = 6
     submit_until: float = float("inf")  # time.time() after which no new burst starts
     answered: int = 0
+    no_agent_refusals: int = 0
     done: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _next: int = 0
@@ -170,8 +176,12 @@ class Load:
             except DuplicateRequest:
                 return True  # an earlier try got through before the relay went down
             except NoAgentOnline:
-                self._answer(sent, "no_agent_online", None, None)  # answered at once
-                return False
+                with self._lock:
+                    self.no_agent_refusals += 1
+                if time.time() > deadline:
+                    self._answer(sent, "no_agent_online", None, None)  # answered at once
+                    return False
+                time.sleep(0.5)
             except RelayUnavailable as exc:
                 if time.time() > deadline:
                     sent.problem = f"submit: {exc}"

@@ -17,6 +17,7 @@ from bench.chaos.faults import FaultPlan, Faults
 from bench.chaos.load import Load, Plan, make_plan
 from bench.chaos.system import GROUP, ChaosSystem
 from bench.chaos.verify import Verdict, judge, report
+from tests.servers.samba import SambaEnv
 from wire.keys import AgentPublicKeys
 
 # NetBIOS-style domain that routes a request to each directory (agent.toml `domains`).
@@ -30,6 +31,8 @@ class Settings:
     agents: int = 3
     workers: int = 2
     portal_threads: int = 8
+    burst_sizes: tuple[int, int, int] = (40, 35, 25)  # weights of bursts of 1, 2, 3 resets
+    together: float = 0.5  # share of bursts submitted at once (the rest a second apart)
     cut_probability: float = 0.05
     lease_timeout: float = 5.0  # the relay's; a killed agent's leases come back after it
     clock_skew: float = 2.0
@@ -37,6 +40,7 @@ class Settings:
     max_load_seconds: float = 900.0
     seed: int = 8
     keep: Path | None = None  # keep the run's files (logs, journals) here
+    shared_samba: SambaEnv | None = None  # a running DC to use (never stopped) instead of one's own
 
 
 @dataclass
@@ -46,6 +50,7 @@ class Outcome:
     faults: Counter[str]
     fault_errors: list[str]
     seconds: float
+    phases: dict[str, float]  # wall seconds of: directories, system, load, judge
 
     @property
     def failed(self) -> bool:
@@ -87,16 +92,19 @@ def run(settings: Settings, log: Any = print) -> Outcome:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wb-chaos-")))
         started = time.monotonic()
         directories: list[ChaosDirectory] = [
-            stack.enter_context(open_directory(name, root / name)) for name in settings.directories
+            stack.enter_context(open_directory(name, root / name, settings.shared_samba))
+            for name in settings.directories
         ]
         plans = {}
         for n, directory in enumerate(directories):
             plan = make_plan(f"c{directory.name[:2]}", DOMAINS[directory.name],
-                             settings.requests[directory.name], settings.seed + n)
+                             settings.requests[directory.name], settings.seed + n,
+                             sizes=settings.burst_sizes, together=settings.together)
             directory.create_users(plan.users)
             plans[directory.name] = plan
+        phases = {"directories": time.monotonic() - started}
         log(f"directories up with {sum(len(p.users) for p in plans.values())} users "
-            f"({time.monotonic() - started:.0f} s)")
+            f"({phases['directories']:.0f} s)")
 
         faults: Faults | None = None
 
@@ -113,6 +121,7 @@ def run(settings: Settings, log: Any = print) -> Outcome:
         )
         stack.callback(system.close)
         system.wait_online()
+        phases["system"] = time.monotonic() - started - phases["directories"]
         log(f"relay and {settings.agents} agents up ({time.monotonic() - started:.0f} s)")
 
         combined = _interleave(list(plans.values()), settings.seed)
@@ -128,7 +137,10 @@ def run(settings: Settings, log: Any = print) -> Outcome:
         faults.start()
         load.run()
         faults.join()
-        seconds = time.monotonic() - load_started
+        if load.no_agent_refusals:
+            faults.counts["submits refused no_agent_online (retried)"] = load.no_agent_refusals
+        seconds = phases["load"] = time.monotonic() - load_started
+        judging = time.monotonic()
         log(f"load done: {load.answered} of {total} answered ({seconds:.0f} s); judging")
 
         verdicts, reports = {}, {}
@@ -139,4 +151,7 @@ def run(settings: Settings, log: Any = print) -> Outcome:
             verdicts[directory.name] = verdict
             reports[directory.name] = report(verdict, directory=directory.name,
                                              faults=faults.counts, seconds=seconds)
-        return Outcome(verdicts, reports, faults.counts, faults.errors, seconds)
+        phases["judge"] = time.monotonic() - judging
+        timing = "  wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in phases.items())
+        reports = {name: f"{text}\n{timing}" for name, text in reports.items()}
+        return Outcome(verdicts, reports, faults.counts, faults.errors, seconds, phases)

@@ -55,11 +55,17 @@ def faketime_library() -> str:
                        "(apt-get install libfaketime) for the skewed agent's clock")
 
 
-def _cli(config: Path, *args: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "agent.cli", "-c", str(config), *args],
-                          capture_output=True, env=_env(), timeout=60, check=False)
+def _set_up_agent(config: Path, data_dir: Path, relay_url: str, code: str,
+                  document: dict[str, Any]) -> None:
+    """`writeback-agent init`, this agent.toml, `writeback-agent enroll` (one process)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.chaos._setup_agent", str(config), str(data_dir),
+         relay_url, code],
+        input=tomli_w.dumps(document).encode(), capture_output=True, env=_env(), timeout=120,
+        check=False,
+    )
     if done.returncode:
-        raise RuntimeError(f"writeback-agent {args[0]} failed: {done.stderr.decode()[-2000:]}")
+        raise RuntimeError(f"agent set-up failed: {done.stderr.decode()[-2000:]}")
 
 
 @dataclass
@@ -161,9 +167,6 @@ class ChaosSystem:
 
                 proxy = CutProxy(upstream, cut_probability=cut_probability, seed=seed * 100 + i,
                                  on_cut=cut)
-                config = agent_root / "agent.toml"
-                data_dir = str(agent_root / "data")
-                _cli(config, "init", "--data-dir", data_dir, "--relay-url", proxy.url)
                 document = {
                     "data_dir": str(agent_root / "data"),
                     "agent_name": f"chaos-{i}",
@@ -175,8 +178,9 @@ class ChaosSystem:
                     "schedule": {"heartbeat_seconds": 1.0, "health_probe_seconds": 30.0},
                     "directories": directory_entries(agent_root),
                 }
-                config.write_text(tomli_w.dumps(document))
-                _cli(config, "enroll", "--code", relay.enrollment_code(tenant, GROUP))
+                config = agent_root / "agent.toml"
+                _set_up_agent(config, agent_root / "data", proxy.url,
+                              relay.enrollment_code(tenant, GROUP), document)
                 skew = clock_skew if i == agents - 1 else 0.0
                 procs[i] = AgentProcess(i, agent_root, config, proxy, skew)
             # init + enroll are a few Python start-ups each: set the agents up side by side
