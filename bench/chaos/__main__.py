@@ -17,7 +17,7 @@ from pathlib import Path
 from bench.chaos.faults import FaultPlan
 from bench.chaos.run import Settings, run
 
-SHORT_REQUESTS = {"slapd": 100, "samba": 30}
+SHORT_REQUESTS = {"slapd": 80, "samba": 20}
 SHORT_FAULTS = FaultPlan(kill_every=(2.0, 4.0), restart_after=1.0, relay_restart_at=0.3,
                          directory_down_at=(0.45, 0.6), directory_down=4.0)
 
