@@ -11,6 +11,7 @@ older password live; 0 otherwise. Needs root for Samba (a loopback address, port
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         count = getattr(args, f"{name}_requests")
         if count is not None:
             settings.requests[name] = count
+    # SIGTERM unwinds like Ctrl+C, so every process the run started is stopped.
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(143))
     outcome = run(settings, log=lambda line: print(line, file=sys.stderr, flush=True))
     for text in outcome.reports.values():
         print(text)

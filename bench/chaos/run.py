@@ -131,6 +131,10 @@ def run(settings: Settings, log: Any = print) -> Outcome:
                     submit_until=time.time() + settings.max_load_seconds)
         faults = Faults(system, directories, lambda: load.answered / total, load.done,
                         settings.faults, seed=settings.seed)
+        # On the way out (also after an error or Ctrl+C): the faults stop first, so no
+        # agent is restarted behind system.close().
+        stack.callback(faults.join)
+        stack.callback(load.done.set)
         if settings.clock_skew:
             faults.counts[f"agent clock skewed {settings.clock_skew:+g} s"] = 1
         load_started = time.monotonic()
