@@ -37,8 +37,10 @@ def short_settings(directories: tuple[str, ...], **overrides: object) -> Setting
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.chaos",
-                                     description=__doc__.splitlines()[2])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.chaos", description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--directory", choices=["slapd", "samba", "both"], default="both")
     parser.add_argument("--short", action="store_true", help="the CI-sized run")
     parser.add_argument("--slapd-requests", type=int)
