@@ -1,7 +1,7 @@
 """The real system of the chaos run, as processes: `writeback-relay serve` on SQLite,
 and N `writeback-agent run` processes enrolled in one group, each talking to the
-relay through its own CutProxy. Agent i = `clock_skew_agent` runs under libfaketime
-(Debian `libfaketime`) with its wall clock ahead by `clock_skew` seconds.
+relay through its own CutProxy. The last agent runs with its wall clock ahead by
+`clock_skew` seconds (bench/chaos/_skewed_agent.py says how, and why not libfaketime).
 
 Agents are set up with the real CLI (`init`, then `enroll --code`) as an operator
 would; the portal side is cloud/sdk.py + cloud.relay.client.PortalClient.
@@ -33,26 +33,11 @@ from tests.servers.relay import RelayProcess, start_relay
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP = "chaos"
-FAKETIME_LIBS = (
-    "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
-    "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
-    "/usr/lib/faketime/libfaketimeMT.so.1",
-)
-
-
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.update(extra or {})
     return env
-
-
-def faketime_library() -> str:
-    for path in FAKETIME_LIBS:
-        if Path(path).exists():
-            return path
-    raise RuntimeError("libfaketime not found: install the Debian package 'libfaketime' "
-                       "(apt-get install libfaketime) for the skewed agent's clock")
 
 
 def _set_up_agent(config: Path, data_dir: Path, relay_url: str, code: str,
@@ -88,13 +73,12 @@ class AgentProcess:
         return self.root / "data" / "journal.sqlite3"
 
     def start(self) -> None:
-        extra: dict[str, str] = {}
+        module, extra = "agent.cli", {}
         if self.skew:
-            extra = {"LD_PRELOAD": faketime_library(), "FAKETIME": f"{self.skew:+g}s",
-                     "FAKETIME_DONT_FAKE_MONOTONIC": "1", "FAKETIME_NO_CACHE": "1"}
+            module, extra = "bench.chaos._skewed_agent", {"WB_CHAOS_SKEW": f"{self.skew:g}"}
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent.cli", "-c", str(self.config), "run"],
+                [sys.executable, "-m", module, "-c", str(self.config), "run"],
                 stdout=out, stderr=subprocess.STDOUT, env=_env(extra),
             )
         self.starts += 1
