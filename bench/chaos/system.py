@@ -105,7 +105,10 @@ class AgentProcess:
         if not self.journal.exists():
             return set()
         with contextlib.closing(sqlite3.connect(self.journal, timeout=10)) as conn:
-            rows = conn.execute("SELECT id FROM requests WHERE state = 'writing'").fetchall()
+            try:
+                rows = conn.execute("SELECT id FROM requests WHERE state = 'writing'").fetchall()
+            except sqlite3.OperationalError:  # killed while starting: no table yet
+                return set()
         return {str(row[0]) for row in rows}
 
 
