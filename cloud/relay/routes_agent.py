@@ -31,7 +31,7 @@ from cloud.relay.models import (
     ServerTime,
 )
 from cloud.relay.notify import group_key, request_key
-from cloud.relay.store import EnrollmentError, LeaseConflict
+from cloud.relay.store import EnrollmentError, LeaseLost
 
 log = structlog.get_logger("writeback.relay")
 router = APIRouter(prefix="/v1", tags=["agent"])
@@ -139,7 +139,7 @@ async def renew(lease_id: str, agent: SignedAgent, ctx: Ctx) -> LeaseRenewed:
         expires_at = await ctx.run(
             ctx.store.renew, lease_id, agent.agent_id, now, ctx.settings.lease_timeout
         )
-    except LeaseConflict as exc:
+    except LeaseLost as exc:
         raise _lease_lost() from exc
     await ctx.run(ctx.store.touch_agent, agent.agent_id, now)
     return LeaseRenewed(lease_id=lease_id, lease_expires_at=expires_at)
@@ -150,7 +150,7 @@ async def release(lease_id: str, agent: SignedAgent, ctx: Ctx) -> Ok:
     """Give a request back unprocessed (graceful shutdown): another agent gets it now."""
     try:
         request_id = await ctx.run(ctx.store.release, lease_id, agent.agent_id)
-    except LeaseConflict as exc:
+    except LeaseLost as exc:
         raise _lease_lost() from exc
     ctx.notifier.notify(group_key(agent.tenant, agent.agent_group))
     log.info(
@@ -181,7 +181,7 @@ async def post_result(body: ResultBody, agent: SignedAgent, ctx: Ctx) -> Ok:
         stored = await ctx.run(
             ctx.store.complete, body.lease_id, body.request_id, agent.agent_id, raw, ctx.clock()
         )
-    except LeaseConflict as exc:
+    except LeaseLost as exc:
         log.warning(
             "result.lease_lost",
             tenant=agent.tenant,
