@@ -25,7 +25,8 @@ from typing import Any
 from agent.config import Settings
 from agent.enrollment import keyring_path, portal_keys_from_relay
 from agent.journal import Journal
-from agent.pipeline import ConnectorPool, Identity, LeaseGone, Pipeline
+from agent.permits import Deferred, LeasePermits
+from agent.pipeline import ConnectorPool, Identity, Pipeline
 from agent.transports.base import (
     AuthenticationFailed,
     Lease,
@@ -175,29 +176,24 @@ class AgentService:
             transport.close()
 
     def _process(self, transport: Transport, lease: Lease) -> None:
-        def fence() -> None:
-            try:
-                transport.renew(lease)
-            except LeaseLost as exc:
-                raise LeaseGone(str(exc)) from exc
-            except TransportError as exc:
-                # Cannot prove we still hold it: do not write.
-                raise LeaseGone(f"lease renewal failed: {exc}") from exc
-
+        permits = LeasePermits(transport, lease, self._stop)
         with self._in_flight_lock:
             self._in_flight += 1
         try:
             result = self._pipeline.handle(
-                lease.envelope, request_id_hint=lease.request_id, fence=fence
+                lease.envelope, request_id_hint=lease.request_id, permits=permits
             )
-        except Exception:  # noqa: BLE001  # a bug must not kill the worker or lose other requests
+        except Exception:  # noqa: BLE001  # handle() answers everything; this is a last guard
             self._log.exception("request.crashed", request_id=lease.request_id)
-            result = None
+            result = Deferred.DROP
         finally:
             with self._in_flight_lock:
                 self._in_flight -= 1
-        if result is not None:
-            self._complete(transport, lease, result)
+        if result is Deferred.RELEASE:
+            self._release(transport, permits.lease)
+        elif isinstance(result, bytes):
+            # The permit call renewed the lease: post under its latest expiry.
+            self._complete(transport, permits.lease, result)
 
     def _complete(self, transport: Transport, lease: Lease, result: bytes) -> None:
         backoff = Backoff(threading.Event(), base=0.25, cap=5.0)  # finish even while stopping
