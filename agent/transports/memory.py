@@ -51,6 +51,7 @@ class _Item:
     permit_holder: str | None = None
     permit_until: float = 0.0
     permit_closed_at: float | None = None
+    result_lease: str | None = None
 
     def permit_open(self, now: float) -> bool:
         if self.permit_lease is None:
@@ -210,7 +211,10 @@ class MemoryQueue:
             else:
                 item = self._held(lease, agent_id)
                 holder = False
+                if item.result is not None and item.result_lease != lease.lease_id:
+                    raise LeaseLost(f"request {lease.request_id} is answered already", status=409)
             if item.result is None:
+                item.result_lease = lease.lease_id
                 now = self.clock()
                 item.result = bytes(result)
                 if holder:
