@@ -2,7 +2,7 @@
 with real agent processes killed -9, a real relay over HTTP, real slapd and Samba AD.
 
 How a write is counted, from the directory itself:
-- Samba AD: the version of unicodePwd in msDS-ReplAttributeMetaData (+1 per write,
+- Samba AD: the version of unicodePwd in its replication metadata (+1 per write,
   resets included: Samba 4.17 skips history on resets, so a second reset would succeed).
 - slapd: entryCSN (changes with every modification) read right after the first agent
   wrote and again at the end, plus the number of pwdHistory values.
@@ -11,8 +11,8 @@ How a write is counted, from the directory itself:
 from __future__ import annotations
 
 import os
-import re
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -40,14 +40,19 @@ LEASE_TIMEOUT = 3
 # ------------------------------------------------------------------ directory facts
 
 
+_UNICODE_PWD_ATTID = 0x9005A
+
+
 def _ad_password_version(env: Any, login: str) -> int:
-    meta = env.read(env.dn_of(login), ["msDS-ReplAttributeMetaData"])["msDS-ReplAttributeMetaData"]
-    for item in meta if isinstance(meta, list) else [meta]:
-        text = item.decode() if isinstance(item, bytes) else str(item)
-        if "<pszAttributeName>unicodePwd</pszAttributeName>" in text:
-            match = re.search(r"<dwVersion>(\d+)</dwVersion>", text)
-            assert match, text
-            return int(match.group(1))
+    """unicodePwd's version in replPropertyMetaData (what msDS-ReplAttributeMetaData
+    shows on Windows; Samba 4.17 serves only the NDR blob): 16-byte header, then
+    48-byte entries of attid, version, change time, invocation id, two USNs."""
+    (blob,) = env.read(env.dn_of(login), ["replPropertyMetaData"])["raw"]["replPropertyMetaData"]
+    _, _, count, _ = struct.unpack_from("<IIII", blob, 0)
+    for n in range(count):
+        attid, version = struct.unpack_from("<II", blob, 16 + 48 * n)
+        if attid == _UNICODE_PWD_ATTID:
+            return int(version)
     raise AssertionError(f"no unicodePwd metadata for {login}")
 
 
