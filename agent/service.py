@@ -2,9 +2,13 @@
 plus the scheduler (heartbeat, health probe, journal pruning, key expiry) and the
 localhost health/metrics endpoint.
 
-Shutdown (SIGTERM / SIGINT / `stop()`): workers stop leasing, finish the request in
-hand, post its result, and give back any lease taken after the stop began; then the
-scheduler and health server stop and connections close. Nothing is lost: a request
+Shutdown (SIGTERM / SIGINT / `stop()`) takes well under 2 s: workers stop leasing,
+finish the request in hand, post its result, and give back any lease taken after the
+stop began; `join` waits for the workers with a request in hand and not for idle ones
+blocked in a lease long-poll (daemon threads: the process exit closes their
+connections, and the relay takes no lease for a client that has gone; one that
+answers anyway gives the lease straight back). Then the scheduler and health server
+stop and connections close. Nothing is lost: a request
 not finished is either released (redelivered at once) or, if the process dies, its
 lease times out and the journal answers in_doubt for a write it interrupted.
 
@@ -41,6 +45,8 @@ from wire.results import sign_heartbeat
 from wire.verify import RequestVerifier
 
 VERSION = "0.1.0"
+# How long `join` gives a worker with no request in hand (it is in a lease long-poll).
+_IDLE_GRACE = 0.2
 
 
 class Backoff:
@@ -92,6 +98,7 @@ class AgentService:
         self._threads: list[threading.Thread] = []
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
+        self._working: set[threading.Thread] = set()  # workers with a request in hand
         self._relay_ok = False
         self._directory_health: dict[str, bool] = {}
         self._control_transport: Transport | None = None
@@ -131,7 +138,10 @@ class AgentService:
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            thread.join(remaining)
+            with self._in_flight_lock:
+                busy = thread in self._working
+            # An idle worker is in a long-poll: don't wait it out (up to 30 s).
+            thread.join(remaining if busy else min(_IDLE_GRACE, remaining or _IDLE_GRACE))
         self._connectors.close_all()
         if self._control_transport is not None:
             self._control_transport.close()
@@ -168,10 +178,16 @@ class AgentService:
                 backoff.reset()
                 if lease is None:
                     continue
-                if self._stop.is_set():
-                    self._release(transport, lease)
-                    break
-                self._process(transport, lease)
+                with self._in_flight_lock:
+                    self._working.add(threading.current_thread())  # join() waits for us now
+                try:
+                    if self._stop.is_set():
+                        self._release(transport, lease)
+                        break
+                    self._process(transport, lease)
+                finally:
+                    with self._in_flight_lock:
+                        self._working.discard(threading.current_thread())
         finally:
             transport.close()
 

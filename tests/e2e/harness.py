@@ -112,6 +112,7 @@ def enroll_agent_config(
     tenant: str,
     group: str,
     directories: list[dict[str, Any]],
+    /,
     *,
     relay_url: str | None = None,
     **top: Any,
@@ -122,6 +123,8 @@ def enroll_agent_config(
     config = root / "agent.toml"
     data_dir = root / "data"
     url = relay_url or relay.base_url
+    if "relay" in top:  # a [relay] table given whole: it names the URL itself
+        url = top["relay"]["url"]
     assert cli("-c", str(config), "init", "--data-dir", str(data_dir), "--relay-url", url) == 0
     document: dict[str, Any] = {
         "data_dir": str(data_dir),
@@ -155,6 +158,7 @@ class AgentSystem:
         root: Path,
         relay: RelayProcess,
         directories: list[dict[str, Any]],
+        /,
         *,
         group: str = "default",
         **top: Any,
