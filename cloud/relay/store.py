@@ -24,10 +24,16 @@ when it is constructed (TypeError), not on the first request that needs it
   callers hash them (`auth.hash_secret`). User keys arrive hashed by the agent.
 - Envelopes and results are opaque bytes: the store never parses them.
 
-The write permit (docs/protocol.md, "Write permits") is what keeps a result honest
-across agents. Every request gets a submit sequence number from the store when it is
-queued (`add_request`): one counter in one database, so "newer" never depends on a
-portal's or an agent's clock. Before it writes, the agent holding the lease asks
+The write permit is what keeps a result honest across agents. Every request gets a
+submit sequence number from the store when it is queued (`add_request`): one counter
+in one database (all replicas share it), so "newer" means "accepted later by the
+relay" and never depends on a clock. Why not the signed `iat`: it has one-second
+granularity (two resets in one second would be ordered by a tie-breaker such as the
+random id, so the older password would win half the time), and portal instances'
+clocks may differ by the allowed skew (a portal 3 s ahead would make its older
+request "newer" than one submitted after it by another instance). The sequence is
+not signed; a relay could reorder, but it can only choose which of the user's own
+requests wins, and every answer stays true to that order (the loser says superseded). Before it writes, the agent holding the lease asks
 `permit(lease, user_key)`; the answer is one of `PermitDecision`:
 
 - IN_DOUBT   this request was permitted before, under another lease (the agent that
