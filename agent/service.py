@@ -99,6 +99,7 @@ class AgentService:
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
         self._working: set[threading.Thread] = set()  # workers with a request in hand
+        self._keyring_lock = threading.Lock()  # one refresh (and keyring file write) at a time
         self._relay_ok = False
         self._directory_health: dict[str, bool] = {}
         self._control_transport: Transport | None = None
@@ -304,19 +305,23 @@ class AgentService:
         windows (a retiring key's not_after) applied; keys are never dropped here."""
         if self._verifier is None or self._control_transport is None:
             return
+        with self._keyring_lock:
+            self._refresh_portal_keys(self._verifier, self._control_transport)
+
+    def _refresh_portal_keys(self, verifier: RequestVerifier, transport: Transport) -> None:
         try:
-            items = self._control_transport.portal_keys()
+            items = transport.portal_keys()
             fresh = portal_keys_from_relay(items)
         except (TransportError, KeyError, ValueError) as exc:
             self._log.warning("portal_keys.refresh_failed", detail=str(exc))
             return
-        current = self._verifier.keyring
+        current = verifier.keyring
         merged = current
         for key in fresh:
             merged = merged.with_key(key)
         if {k.kid: k for k in merged.keys} != {k.kid: k for k in current.keys}:
             merged.save(keyring_path(self._settings.data_dir))
-            self._verifier.replace_keyring(merged)
+            verifier.replace_keyring(merged)
             self._log.info("portal_keys.updated", kids=sorted(k.kid for k in merged.keys))
 
     def check_key_expiry(self) -> None:

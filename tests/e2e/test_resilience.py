@@ -212,6 +212,13 @@ def test_relay_outage_is_survived(slapd_env: DirectoryEnv, tmp_path: Path) -> No
             relay.stop()
             time.sleep(3)  # the agent's polls fail; it backs off, it does not die
             restarted = _restart(relay, tmp_path / "relay-restarted.log")
+            # The agent is back once its next heartbeat lands (within a second); a
+            # submit before that is refused 503 when the outage outlasted the
+            # presence timeout, as it does on a loaded machine.
+            deadline = time.monotonic() + 15
+            while not any(a["online"] for a in system.portal.client.agents("default")):
+                assert time.monotonic() < deadline, "the agent did not come back"
+                time.sleep(0.1)
             result = system.portal.send("reset", login, new_password=OUTAGE, timeout=60)
             assert result.status == "succeeded", result
             assert slapd_env.bind(login, OUTAGE) is BindOutcome.OK
