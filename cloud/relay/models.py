@@ -94,6 +94,10 @@ class LeaseBody(BaseModel):
     envelope: str = Field(description="the request envelope: its exact JSON text")
 
 
+class LeaseBatch(BaseModel):
+    leases: list[LeaseBody]
+
+
 class LeaseRenewed(BaseModel):
     lease_id: str
     lease_expires_at: float
@@ -119,6 +123,19 @@ class ResultBody(BaseModel):
     result: dict[str, Any] | str = Field(
         description="the signed result: a JSON object, or a string holding its JSON text"
     )
+
+
+class ResultBatch(BaseModel):
+    results: list[ResultBody] = Field(min_length=1, max_length=32)
+
+
+class ResultOutcome(BaseModel):
+    request_id: str
+    outcome: str = Field(description="stored | lease_lost | malformed_result | too_large")
+
+
+class ResultOutcomes(BaseModel):
+    outcomes: list[ResultOutcome]
 
 
 class Ok(BaseModel):

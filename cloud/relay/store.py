@@ -33,7 +33,8 @@ random id, so the older password would win half the time), and portal instances'
 clocks may differ by the allowed skew (a portal 3 s ahead would make its older
 request "newer" than one submitted after it by another instance). The sequence is
 not signed; a relay could reorder, but it can only choose which of the user's own
-requests wins, and every answer stays true to that order (the loser says superseded). Before it writes, the agent holding the lease asks
+requests wins, and every answer stays true to that order (the loser says superseded).
+Before it writes, the agent holding the lease asks
 `permit(lease, user_key)`; the answer is one of `PermitDecision`:
 
 - IN_DOUBT   this request was permitted before, under another lease (the agent that
