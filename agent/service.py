@@ -20,6 +20,7 @@ journal keeps it, so a redelivery gets the same signed answer.
 from __future__ import annotations
 
 import contextlib
+import queue
 import random
 import threading
 import time
@@ -100,6 +101,9 @@ class AgentService:
         self._in_flight_lock = threading.Lock()
         self._working: set[threading.Thread] = set()  # workers with a request in hand
         self._keyring_lock = threading.Lock()  # one refresh (and keyring file write) at a time
+        # Batch mode (relay.lease_batch > 1): the dispatcher leases for idle workers.
+        self._handoff: queue.Queue[Lease] = queue.Queue()
+        self._free = threading.Semaphore(0)  # idle workers
         self._relay_ok = False
         self._directory_health: dict[str, bool] = {}
         self._control_transport: Transport | None = None
@@ -113,8 +117,18 @@ class AgentService:
                 "request.in_doubt", request_id=request_id, detail="interrupted by a restart"
             )
         self._control_transport = self._transport_factory()
+        batch = self._settings.relay.lease_batch if self._settings.relay else 1
+        worker: Callable[[], None] = self._worker
+        if batch > 1:
+            self._free = threading.Semaphore(self._settings.workers)
+            thread = threading.Thread(
+                target=self._dispatcher, args=(batch,), name="dispatcher", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+            worker = self._batch_worker
         for n in range(self._settings.workers):
-            thread = threading.Thread(target=self._worker, name=f"worker-{n}", daemon=True)
+            thread = threading.Thread(target=worker, name=f"worker-{n}", daemon=True)
             thread.start()
             self._threads.append(thread)
         self._log.info(
@@ -137,14 +151,23 @@ class AgentService:
 
     def join(self, timeout: float | None = None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
+        idle_until = time.monotonic() + _IDLE_GRACE  # one grace for all idle threads
         for thread in self._threads:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             with self._in_flight_lock:
                 busy = thread in self._working
-            # An idle worker is in a long-poll: don't wait it out (up to 30 s).
-            thread.join(remaining if busy else min(_IDLE_GRACE, remaining or _IDLE_GRACE))
+            if busy:
+                thread.join(remaining)
+            else:  # in a long-poll (up to 30 s) or waiting for work: don't wait it out
+                grace = max(0.0, idle_until - time.monotonic())
+                thread.join(grace if remaining is None else min(grace, remaining))
         self._connectors.close_all()
         if self._control_transport is not None:
+            while True:  # handed out by the dispatcher but never started: give back now
+                try:
+                    self._release(self._control_transport, self._handoff.get_nowait())
+                except queue.Empty:
+                    break
             self._control_transport.close()
         self._journal.close()
         self._log.info("agent.stopped")
@@ -189,6 +212,67 @@ class AgentService:
                 finally:
                     with self._in_flight_lock:
                         self._working.discard(threading.current_thread())
+        finally:
+            transport.close()
+
+    def _dispatcher(self, most: int) -> None:
+        """One long-poll for all idle workers: lease up to `most` (and no more than
+        are idle) in one call and hand them over."""
+        transport = self._transport_factory()
+        lease_many = getattr(transport, "lease_many", None)
+        backoff = Backoff(self._stop)
+        wait = self._settings.relay.lease_wait_seconds if self._settings.relay else 1.0
+        try:
+            while not self._stop.is_set():
+                if not self._free.acquire(timeout=0.5):
+                    continue
+                tickets = 1
+                while tickets < most and self._free.acquire(blocking=False):
+                    tickets += 1
+                try:
+                    if lease_many is not None:
+                        leases: list[Lease] = lease_many(wait, tickets)
+                    else:
+                        one = transport.lease(wait)
+                        leases = [] if one is None else [one]
+                except TransportError as exc:
+                    self._set_relay(False, str(exc))
+                    self._free.release(tickets)
+                    backoff.wait()
+                    continue
+                self._set_relay(True)
+                backoff.reset()
+                if tickets > len(leases):
+                    self._free.release(tickets - len(leases))
+                for lease in leases:
+                    if self._stop.is_set():
+                        self._release(transport, lease)
+                    else:
+                        self._handoff.put(lease)
+        finally:
+            transport.close()
+
+    def _batch_worker(self) -> None:
+        transport = self._transport_factory()
+        try:
+            while not (self._stop.is_set() and self._handoff.empty()):
+                if self._health is not None:
+                    self._health.beat()
+                try:
+                    lease = self._handoff.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                with self._in_flight_lock:
+                    self._working.add(threading.current_thread())
+                try:
+                    if self._stop.is_set():
+                        self._release(transport, lease)
+                    else:
+                        self._process(transport, lease)
+                finally:
+                    with self._in_flight_lock:
+                        self._working.discard(threading.current_thread())
+                    self._free.release()
         finally:
             transport.close()
 

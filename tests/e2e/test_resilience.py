@@ -145,12 +145,16 @@ def test_crash_mid_write_is_reported_in_doubt(
         system.close()
 
 
-def test_sigterm_stops_within_two_seconds(relay: RelayProcess, slapd_env: DirectoryEnv, tmp_path: Path) -> None:
+@pytest.mark.parametrize("lease_batch", [1, 4])
+def test_sigterm_stops_within_two_seconds(
+    relay: RelayProcess, slapd_env: DirectoryEnv, tmp_path: Path, lease_batch: int
+) -> None:
     """Idle workers sit in 20 s lease long-polls: SIGTERM does not wait them out; a
     request in hand is finished and answered first."""
     system = AgentSystem.create(
         tmp_path / "term", relay, [directory_entry(slapd_env.settings, tmp_path, name="main", default=True)],
-        workers=4, relay={"url": relay.base_url, "lease_wait_seconds": 20.0, "timeout_seconds": 10.0},
+        workers=4, relay={"url": relay.base_url, "lease_wait_seconds": 20.0, "timeout_seconds": 10.0,
+                          "lease_batch": lease_batch},
     )
     log = tmp_path / "agent.log"
     agent = _spawn_agent(system.config, log)
