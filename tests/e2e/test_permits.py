@@ -10,6 +10,9 @@ How a write is counted, from the directory itself:
 
 from __future__ import annotations
 
+import datetime as dt
+import glob
+import json
 import os
 import signal
 import struct
@@ -108,13 +111,26 @@ def _without_history(env: DirectoryEnv, login: str) -> None:
 # ------------------------------------------------------------------ processes
 
 
+def _libfaketime() -> str:
+    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+    if not found:
+        message = "libfaketime missing: apt-get install faketime"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return found[0]
+
+
 def _spawn(config: Path, log: Path, *, skew: str | None = None) -> subprocess.Popen[bytes]:
-    """`writeback-agent run` as its own process; `skew` ("+20s") runs it under faketime."""
+    """`writeback-agent run` as its own process; `skew` ("+20s") shifts its clocks with
+    libfaketime, preloaded into the agent itself (the `faketime` wrapper forks, so a
+    kill -9 of it would leave the agent running)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO), env.get("PYTHONPATH")]))
-    argv = [sys.executable, "-m", "agent.cli", "-c", str(config), "run"]
     if skew is not None:
-        argv = ["faketime", "-f", skew, *argv]
+        env["LD_PRELOAD"] = _libfaketime()
+        env["FAKETIME"] = skew
+    argv = [sys.executable, "-m", "agent.cli", "-c", str(config), "run"]
     with log.open("ab") as out:
         return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
 
@@ -203,6 +219,11 @@ def test_first_writer_dies_after_writing_and_the_request_is_never_written_again(
         assert _writes_between(env, before, after_a) == 1
         agent_a.send_signal(signal.SIGKILL)  # its answer never reached the relay
         agent_a.wait(10)
+        if variant == "skewed_clocks":  # the agent really ran 20 s ahead
+            started = next(json.loads(line) for line in log_a.read_text().splitlines()
+                           if '"agent.started"' in line)
+            ahead = dt.datetime.fromisoformat(started["timestamp"]).timestamp() - time.time()
+            assert 10 < ahead < 30, ahead
 
         agent_b = _spawn(p.config_b, log_b, skew="-20s" if variant == "skewed_clocks" else None)
         result = p.system.portal.wait(request, timeout=60)
