@@ -165,6 +165,8 @@ class RelaySettings(BaseModel):
     allow_insecure_http: bool = False
     lease_wait_seconds: float = Field(default=20.0, gt=0, le=30)
     timeout_seconds: float = Field(default=40.0, gt=0)
+    # >1: one long-poll leases up to this many requests for idle workers (batching).
+    lease_batch: int = Field(default=1, ge=1, le=16)
 
     @field_validator("url")
     @classmethod

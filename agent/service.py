@@ -2,9 +2,13 @@
 plus the scheduler (heartbeat, health probe, journal pruning, key expiry) and the
 localhost health/metrics endpoint.
 
-Shutdown (SIGTERM / SIGINT / `stop()`): workers stop leasing, finish the request in
-hand, post its result, and give back any lease taken after the stop began; then the
-scheduler and health server stop and connections close. Nothing is lost: a request
+Shutdown (SIGTERM / SIGINT / `stop()`) takes well under 2 s: workers stop leasing,
+finish the request in hand, post its result, and give back any lease taken after the
+stop began; `join` waits for the workers with a request in hand and not for idle ones
+blocked in a lease long-poll (daemon threads: the process exit closes their
+connections, and the relay takes no lease for a client that has gone; one that
+answers anyway gives the lease straight back). Then the scheduler and health server
+stop and connections close. Nothing is lost: a request
 not finished is either released (redelivered at once) or, if the process dies, its
 lease times out and the journal answers in_doubt for a write it interrupted.
 
@@ -16,6 +20,7 @@ journal keeps it, so a redelivery gets the same signed answer.
 from __future__ import annotations
 
 import contextlib
+import queue
 import random
 import threading
 import time
@@ -25,7 +30,8 @@ from typing import Any
 from agent.config import Settings
 from agent.enrollment import keyring_path, portal_keys_from_relay
 from agent.journal import Journal
-from agent.pipeline import ConnectorPool, Identity, LeaseGone, Pipeline
+from agent.permits import Deferred, LeasePermits
+from agent.pipeline import ConnectorPool, Identity, Pipeline
 from agent.transports.base import (
     AuthenticationFailed,
     Lease,
@@ -40,6 +46,8 @@ from wire.results import sign_heartbeat
 from wire.verify import RequestVerifier
 
 VERSION = "0.1.0"
+# How long `join` gives a worker with no request in hand (it is in a lease long-poll).
+_IDLE_GRACE = 0.2
 
 
 class Backoff:
@@ -91,6 +99,11 @@ class AgentService:
         self._threads: list[threading.Thread] = []
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
+        self._working: set[threading.Thread] = set()  # workers with a request in hand
+        self._keyring_lock = threading.Lock()  # one refresh (and keyring file write) at a time
+        # Batch mode (relay.lease_batch > 1): the dispatcher leases for idle workers.
+        self._handoff: queue.Queue[Lease] = queue.Queue()
+        self._free = threading.Semaphore(0)  # idle workers
         self._relay_ok = False
         self._directory_health: dict[str, bool] = {}
         self._control_transport: Transport | None = None
@@ -104,8 +117,18 @@ class AgentService:
                 "request.in_doubt", request_id=request_id, detail="interrupted by a restart"
             )
         self._control_transport = self._transport_factory()
+        batch = self._settings.relay.lease_batch if self._settings.relay else 1
+        worker: Callable[[], None] = self._worker
+        if batch > 1:
+            self._free = threading.Semaphore(self._settings.workers)
+            thread = threading.Thread(
+                target=self._dispatcher, args=(batch,), name="dispatcher", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+            worker = self._batch_worker
         for n in range(self._settings.workers):
-            thread = threading.Thread(target=self._worker, name=f"worker-{n}", daemon=True)
+            thread = threading.Thread(target=worker, name=f"worker-{n}", daemon=True)
             thread.start()
             self._threads.append(thread)
         self._log.info(
@@ -128,11 +151,23 @@ class AgentService:
 
     def join(self, timeout: float | None = None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
+        idle_until = time.monotonic() + _IDLE_GRACE  # one grace for all idle threads
         for thread in self._threads:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            thread.join(remaining)
+            with self._in_flight_lock:
+                busy = thread in self._working
+            if busy:
+                thread.join(remaining)
+            else:  # in a long-poll (up to 30 s) or waiting for work: don't wait it out
+                grace = max(0.0, idle_until - time.monotonic())
+                thread.join(grace if remaining is None else min(grace, remaining))
         self._connectors.close_all()
         if self._control_transport is not None:
+            while True:  # handed out by the dispatcher but never started: give back now
+                try:
+                    self._release(self._control_transport, self._handoff.get_nowait())
+                except queue.Empty:
+                    break
             self._control_transport.close()
         self._journal.close()
         self._log.info("agent.stopped")
@@ -167,37 +202,99 @@ class AgentService:
                 backoff.reset()
                 if lease is None:
                     continue
-                if self._stop.is_set():
-                    self._release(transport, lease)
-                    break
-                self._process(transport, lease)
+                with self._in_flight_lock:
+                    self._working.add(threading.current_thread())  # join() waits for us now
+                try:
+                    if self._stop.is_set():
+                        self._release(transport, lease)
+                        break
+                    self._process(transport, lease)
+                finally:
+                    with self._in_flight_lock:
+                        self._working.discard(threading.current_thread())
+        finally:
+            transport.close()
+
+    def _dispatcher(self, most: int) -> None:
+        """One long-poll for all idle workers: lease up to `most` (and no more than
+        are idle) in one call and hand them over."""
+        transport = self._transport_factory()
+        lease_many = getattr(transport, "lease_many", None)
+        backoff = Backoff(self._stop)
+        wait = self._settings.relay.lease_wait_seconds if self._settings.relay else 1.0
+        try:
+            while not self._stop.is_set():
+                if not self._free.acquire(timeout=0.5):
+                    continue
+                tickets = 1
+                while tickets < most and self._free.acquire(blocking=False):
+                    tickets += 1
+                try:
+                    if lease_many is not None:
+                        leases: list[Lease] = lease_many(wait, tickets)
+                    else:
+                        one = transport.lease(wait)
+                        leases = [] if one is None else [one]
+                except TransportError as exc:
+                    self._set_relay(False, str(exc))
+                    self._free.release(tickets)
+                    backoff.wait()
+                    continue
+                self._set_relay(True)
+                backoff.reset()
+                if tickets > len(leases):
+                    self._free.release(tickets - len(leases))
+                for lease in leases:
+                    if self._stop.is_set():
+                        self._release(transport, lease)
+                    else:
+                        self._handoff.put(lease)
+        finally:
+            transport.close()
+
+    def _batch_worker(self) -> None:
+        transport = self._transport_factory()
+        try:
+            while not (self._stop.is_set() and self._handoff.empty()):
+                if self._health is not None:
+                    self._health.beat()
+                try:
+                    lease = self._handoff.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                with self._in_flight_lock:
+                    self._working.add(threading.current_thread())
+                try:
+                    if self._stop.is_set():
+                        self._release(transport, lease)
+                    else:
+                        self._process(transport, lease)
+                finally:
+                    with self._in_flight_lock:
+                        self._working.discard(threading.current_thread())
+                    self._free.release()
         finally:
             transport.close()
 
     def _process(self, transport: Transport, lease: Lease) -> None:
-        def fence() -> None:
-            try:
-                transport.renew(lease)
-            except LeaseLost as exc:
-                raise LeaseGone(str(exc)) from exc
-            except TransportError as exc:
-                # Cannot prove we still hold it: do not write.
-                raise LeaseGone(f"lease renewal failed: {exc}") from exc
-
+        permits = LeasePermits(transport, lease, self._stop)
         with self._in_flight_lock:
             self._in_flight += 1
         try:
             result = self._pipeline.handle(
-                lease.envelope, request_id_hint=lease.request_id, fence=fence
+                lease.envelope, request_id_hint=lease.request_id, permits=permits
             )
-        except Exception:  # noqa: BLE001  # a bug must not kill the worker or lose other requests
+        except Exception:  # noqa: BLE001  # handle() answers everything; this is a last guard
             self._log.exception("request.crashed", request_id=lease.request_id)
-            result = None
+            result = Deferred.DROP
         finally:
             with self._in_flight_lock:
                 self._in_flight -= 1
-        if result is not None:
-            self._complete(transport, lease, result)
+        if result is Deferred.RELEASE:
+            self._release(transport, permits.lease)
+        elif isinstance(result, bytes):
+            # The permit call renewed the lease: post under its latest expiry.
+            self._complete(transport, permits.lease, result)
 
     def _complete(self, transport: Transport, lease: Lease, result: bytes) -> None:
         backoff = Backoff(threading.Event(), base=0.25, cap=5.0)  # finish even while stopping
@@ -292,19 +389,23 @@ class AgentService:
         windows (a retiring key's not_after) applied; keys are never dropped here."""
         if self._verifier is None or self._control_transport is None:
             return
+        with self._keyring_lock:
+            self._refresh_portal_keys(self._verifier, self._control_transport)
+
+    def _refresh_portal_keys(self, verifier: RequestVerifier, transport: Transport) -> None:
         try:
-            items = self._control_transport.portal_keys()
+            items = transport.portal_keys()
             fresh = portal_keys_from_relay(items)
         except (TransportError, KeyError, ValueError) as exc:
             self._log.warning("portal_keys.refresh_failed", detail=str(exc))
             return
-        current = self._verifier.keyring
+        current = verifier.keyring
         merged = current
         for key in fresh:
             merged = merged.with_key(key)
         if {k.kid: k for k in merged.keys} != {k.kid: k for k in current.keys}:
             merged.save(keyring_path(self._settings.data_dir))
-            self._verifier.replace_keyring(merged)
+            verifier.replace_keyring(merged)
             self._log.info("portal_keys.updated", kids=sorted(k.kid for k in merged.keys))
 
     def check_key_expiry(self) -> None:

@@ -35,6 +35,8 @@ from agent.transports.base import (
     EnrollmentFailed,
     Lease,
     LeaseLost,
+    Permit,
+    PermitDecision,
     TransportError,
     TransportUnavailable,
 )
@@ -124,6 +126,17 @@ def _check(response: httpx.Response, what: str) -> None:
     raise TransportError(text, code=code, status=status)
 
 
+def _lease_from(data: dict[str, Any]) -> Lease:
+    envelope = data["envelope"]
+    raw = envelope.encode("utf-8") if isinstance(envelope, str) else json.dumps(envelope).encode()
+    return Lease(
+        lease_id=data["lease_id"],
+        request_id=data["request_id"],
+        envelope=raw,
+        expires_at=float(data["lease_expires_at"]),
+    )
+
+
 class RelayTransport:
     """`Transport` over the relay's HTTP API (sync httpx client with keep-alive)."""
 
@@ -195,21 +208,52 @@ class RelayTransport:
         )
         if response.status_code == 204:
             return None
-        data = response.json()
-        envelope = data["envelope"]
-        raw = (
-            envelope.encode("utf-8") if isinstance(envelope, str) else json.dumps(envelope).encode()
+        return _lease_from(response.json())
+
+    def lease_many(self, wait: float, most: int) -> list[Lease]:
+        """Batch leasing: wait up to `wait` s for the first request, take up to `most`."""
+        wait = max(0.0, wait)
+        response = self._call(
+            "POST",
+            "/v1/agent/leases",
+            params={"wait": f"{wait:g}", "max": str(max(1, most))},
+            timeout=wait + _LONG_POLL_MARGIN + self._timeout,
         )
-        return Lease(
-            lease_id=data["lease_id"],
-            request_id=data["request_id"],
-            envelope=raw,
-            expires_at=float(data["lease_expires_at"]),
-        )
+        if response.status_code == 204:
+            return []
+        return [_lease_from(item) for item in response.json()["leases"]]
+
+    def complete_many(self, results: list[tuple[Lease, bytes]]) -> dict[str, str]:
+        """Post several results in one call: request id -> "stored", "lease_lost", ..."""
+        body = json.dumps(
+            {
+                "results": [
+                    {
+                        "lease_id": lease.lease_id,
+                        "request_id": lease.request_id,
+                        "result": result.decode("utf-8"),
+                    }
+                    for lease, result in results
+                ]
+            }
+        ).encode()
+        outcomes = self._call("POST", "/v1/agent/results/batch", body=body).json()["outcomes"]
+        return {str(o["request_id"]): str(o["outcome"]) for o in outcomes}
 
     def renew(self, lease: Lease) -> Lease:
         response = self._call("POST", f"/v1/agent/leases/{lease.lease_id}/renew")
         return replace(lease, expires_at=float(response.json()["lease_expires_at"]))
+
+    def permit(self, lease: Lease, user_key: str, *, ordered: bool) -> Permit:
+        body = json.dumps({"user_key": user_key, "ordered": ordered}).encode()
+        data = self._call("POST", f"/v1/agent/leases/{lease.lease_id}/permit", body=body).json()
+        try:
+            decision = PermitDecision(data["decision"])
+            renewed = replace(lease, expires_at=float(data["lease_expires_at"]))
+            valid_for = float(data["lease_seconds"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TransportError(f"permit: unexpected answer from the relay: {exc}") from exc
+        return Permit(decision, renewed, valid_for)
 
     def release(self, lease: Lease) -> None:
         self._call("POST", f"/v1/agent/leases/{lease.lease_id}/release")

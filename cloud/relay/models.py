@@ -94,9 +94,27 @@ class LeaseBody(BaseModel):
     envelope: str = Field(description="the request envelope: its exact JSON text")
 
 
+class LeaseBatch(BaseModel):
+    leases: list[LeaseBody]
+
+
 class LeaseRenewed(BaseModel):
     lease_id: str
     lease_expires_at: float
+
+
+class PermitAsk(BaseModel):
+    """What the agent is about to write: the user, as a hash of the directory's
+    immutable id (the relay never learns the id), and whether the op sets a password."""
+
+    user_key: str = Field(pattern=r"^[0-9a-f]{64}$")
+    ordered: bool = Field(True, description="reset/change: newer requests supersede older")
+
+
+class PermitAnswer(BaseModel):
+    decision: str = Field(description="granted | in_doubt | superseded | busy")
+    lease_expires_at: float
+    lease_seconds: float = Field(description="how long the lease (and the permit) still runs")
 
 
 class ResultBody(BaseModel):
@@ -105,6 +123,19 @@ class ResultBody(BaseModel):
     result: dict[str, Any] | str = Field(
         description="the signed result: a JSON object, or a string holding its JSON text"
     )
+
+
+class ResultBatch(BaseModel):
+    results: list[ResultBody] = Field(min_length=1, max_length=32)
+
+
+class ResultOutcome(BaseModel):
+    request_id: str
+    outcome: str = Field(description="stored | lease_lost | malformed_result | too_large")
+
+
+class ResultOutcomes(BaseModel):
+    outcomes: list[ResultOutcome]
 
 
 class Ok(BaseModel):

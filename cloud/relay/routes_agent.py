@@ -1,5 +1,10 @@
-"""Agent side of the relay: enroll once, then signed calls to lease, renew, release,
-post results, heartbeat and fetch portal keys.
+"""Agent side of the relay: enroll once, then signed calls to lease, ask for a write
+permit, renew, release, post results, heartbeat and fetch portal keys.
+
+The write permit (`POST /v1/agent/leases/{lease_id}/permit`) is the agent's fence
+before it writes: granted only to the lease holder, only when no other permit for the
+same directory user is open, and only when no newer request for that user was
+permitted (cloud/relay/store.py explains the rules and docs/protocol.md the wire).
 
 A lease poll doubles as presence: an agent waiting in a long-poll is online. The
 lease itself is the store's atomic compare-and-set; the wake-up only shortens the wait.
@@ -16,22 +21,28 @@ import structlog
 from fastapi import APIRouter, Query, Request, Response
 
 from cloud.relay.auth import RelayHTTPError, hash_secret, normalize_code, validate_sign_key
-from cloud.relay.deps import Ctx, SignedAgent
+from cloud.relay.deps import Ctx, RelayContext, SignedAgent
 from cloud.relay.models import (
     EnrollBody,
     Enrolled,
     ErrorBody,
+    LeaseBatch,
     LeaseBody,
     LeaseRenewed,
     Ok,
+    PermitAnswer,
+    PermitAsk,
     PortalKeyBody,
     PortalKeys,
     PublicKeysBody,
+    ResultBatch,
     ResultBody,
+    ResultOutcome,
+    ResultOutcomes,
     ServerTime,
 )
 from cloud.relay.notify import group_key, request_key
-from cloud.relay.store import EnrollmentError, LeaseConflict
+from cloud.relay.store import Agent, EnrollmentError, LeaseLost
 
 log = structlog.get_logger("writeback.relay")
 router = APIRouter(prefix="/v1", tags=["agent"])
@@ -76,6 +87,73 @@ async def enroll(body: EnrollBody, ctx: Ctx) -> Enrolled:
     )
 
 
+_MAX_BATCH = 16
+
+
+def _touch_due(request: Request, agent_id: str, now: float, every: float) -> bool:
+    """Presence is written at most every `every` seconds per agent and relay process
+    (a lease poll per request would otherwise write the agent row each time)."""
+    seen: dict[str, float] = request.app.state.__dict__.setdefault("presence_written", {})
+    if now - seen.get(agent_id, float("-inf")) < every:
+        return False
+    if len(seen) > 100_000:  # bounded: forget everyone, the next polls write again
+        seen.clear()
+    seen[agent_id] = now
+    return True
+
+
+async def _lease_up_to(
+    request: Request, agent: Agent, ctx: RelayContext, wait: float, most: int
+) -> list[LeaseBody]:
+    """Long-poll until at least one request is leasable, then take up to `most`."""
+    settings = ctx.settings
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(wait, settings.max_lease_wait)
+    every = min(5.0, settings.presence_timeout / 3)
+    key = group_key(agent.tenant, agent.agent_group)
+    while True:
+        now = ctx.clock()
+        if _touch_due(request, agent.agent_id, now, every):
+            await ctx.run(ctx.store.touch_agent, agent.agent_id, now)
+        leased: list[LeaseBody] = []
+        while len(leased) < most:
+            grant = await ctx.run(
+                ctx.store.lease,
+                agent.tenant,
+                agent.agent_group,
+                agent.agent_id,
+                "lse_" + secrets.token_urlsafe(16),
+                now=now,
+                lease_timeout=settings.lease_timeout,
+            )
+            if grant is None:
+                break
+            log.info(
+                "request.leased",
+                tenant=agent.tenant,
+                group=agent.agent_group,
+                agent_id=agent.agent_id,
+                request_id=grant.request_id,
+                lease_id=grant.lease_id,
+            )
+            leased.append(
+                LeaseBody(
+                    lease_id=grant.lease_id,
+                    request_id=grant.request_id,
+                    lease_expires_at=grant.expires_at,
+                    envelope=grant.envelope.decode("utf-8"),
+                )
+            )
+        if leased:
+            return leased
+        remaining = deadline - loop.time()
+        if remaining <= 0 or ctx.stopping:
+            return []
+        await ctx.notifier.wait(key, min(settings.poll_interval, remaining))
+        if await request.is_disconnected():
+            return []  # nobody would receive a lease now; don't take one
+
+
 @router.post(
     "/agent/lease",
     responses={200: {"model": LeaseBody}, 204: {"description": "nothing to do"}, **_ERRORS},
@@ -86,63 +164,71 @@ async def lease(
     ctx: Ctx,
     wait: float = Query(0.0, ge=0, description="long-poll up to this many seconds (max 30)"),
 ) -> Response:
-    settings = ctx.settings
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + min(wait, settings.max_lease_wait)
-    touched = ctx.clock()
-    await ctx.run(ctx.store.touch_agent, agent.agent_id, touched)
-    key = group_key(agent.tenant, agent.agent_group)
-    while True:
-        now = ctx.clock()
-        grant = await ctx.run(
-            ctx.store.lease,
-            agent.tenant,
-            agent.agent_group,
-            agent.agent_id,
-            "lse_" + secrets.token_urlsafe(16),
-            now=now,
-            lease_timeout=settings.lease_timeout,
-        )
-        if grant is not None:
-            log.info(
-                "request.leased",
-                tenant=agent.tenant,
-                group=agent.agent_group,
-                agent_id=agent.agent_id,
-                request_id=grant.request_id,
-                lease_id=grant.lease_id,
-            )
-            ctx.notifier.notify(request_key(agent.tenant, grant.request_id))
-            body = LeaseBody(
-                lease_id=grant.lease_id,
-                request_id=grant.request_id,
-                lease_expires_at=grant.expires_at,
-                envelope=grant.envelope.decode("utf-8"),
-            )
-            return Response(body.model_dump_json(), media_type="application/json")
-        remaining = deadline - loop.time()
-        if remaining <= 0 or ctx.stopping:
-            return Response(status_code=204)
-        if now - touched >= settings.presence_timeout / 3:
-            touched = now
-            await ctx.run(ctx.store.touch_agent, agent.agent_id, now)
-        await ctx.notifier.wait(key, min(settings.poll_interval, remaining))
-        if await request.is_disconnected():
-            # Nobody would receive a lease now; don't take one.
-            return Response(status_code=204)
+    leased = await _lease_up_to(request, agent, ctx, wait, 1)
+    if not leased:
+        return Response(status_code=204)
+    return Response(leased[0].model_dump_json(), media_type="application/json")
+
+
+@router.post(
+    "/agent/leases",
+    responses={200: {"model": LeaseBatch}, 204: {"description": "nothing to do"}, **_ERRORS},
+)
+async def lease_many(
+    request: Request,
+    agent: SignedAgent,
+    ctx: Ctx,
+    wait: float = Query(0.0, ge=0, description="long-poll up to this many seconds (max 30)"),
+    most: int = Query(1, alias="max", ge=1, le=_MAX_BATCH, description="lease up to this many"),
+) -> Response:
+    """Batch leasing: wait for the first leasable request, then take up to `max`."""
+    leased = await _lease_up_to(request, agent, ctx, wait, most)
+    if not leased:
+        return Response(status_code=204)
+    return Response(LeaseBatch(leases=leased).model_dump_json(), media_type="application/json")
 
 
 @router.post("/agent/leases/{lease_id}/renew", response_model=LeaseRenewed, responses=_ERRORS)
-async def renew(lease_id: str, agent: SignedAgent, ctx: Ctx) -> LeaseRenewed:
+async def renew(lease_id: str, request: Request, agent: SignedAgent, ctx: Ctx) -> LeaseRenewed:
     now = ctx.clock()
     try:
         expires_at = await ctx.run(
             ctx.store.renew, lease_id, agent.agent_id, now, ctx.settings.lease_timeout
         )
-    except LeaseConflict as exc:
+    except LeaseLost as exc:
         raise _lease_lost() from exc
-    await ctx.run(ctx.store.touch_agent, agent.agent_id, now)
+    if _touch_due(request, agent.agent_id, now, min(5.0, ctx.settings.presence_timeout / 3)):
+        await ctx.run(ctx.store.touch_agent, agent.agent_id, now)
     return LeaseRenewed(lease_id=lease_id, lease_expires_at=expires_at)
+
+
+@router.post("/agent/leases/{lease_id}/permit", response_model=PermitAnswer, responses=_ERRORS)
+async def permit(lease_id: str, body: PermitAsk, agent: SignedAgent, ctx: Ctx) -> PermitAnswer:
+    """May this lease write to this user now? Renews the lease whatever the answer."""
+    now = ctx.clock()
+    try:
+        answer = await ctx.run(
+            ctx.store.permit,
+            lease_id,
+            agent.agent_id,
+            body.user_key,
+            ordered=body.ordered,
+            now=now,
+            lease_timeout=ctx.settings.lease_timeout,
+        )
+    except LeaseLost as exc:
+        raise _lease_lost() from exc
+    log.info(
+        "permit." + answer.decision.value,
+        tenant=agent.tenant,
+        agent_id=agent.agent_id,
+        lease_id=lease_id,
+    )
+    return PermitAnswer(
+        decision=answer.decision.value,
+        lease_expires_at=answer.lease_expires_at,
+        lease_seconds=max(0.0, answer.lease_expires_at - now),
+    )
 
 
 @router.post("/agent/leases/{lease_id}/release", response_model=Ok, responses=_ERRORS)
@@ -150,7 +236,7 @@ async def release(lease_id: str, agent: SignedAgent, ctx: Ctx) -> Ok:
     """Give a request back unprocessed (graceful shutdown): another agent gets it now."""
     try:
         request_id = await ctx.run(ctx.store.release, lease_id, agent.agent_id)
-    except LeaseConflict as exc:
+    except LeaseLost as exc:
         raise _lease_lost() from exc
     ctx.notifier.notify(group_key(agent.tenant, agent.agent_group))
     log.info(
@@ -163,8 +249,7 @@ async def release(lease_id: str, agent: SignedAgent, ctx: Ctx) -> Ok:
     return Ok()
 
 
-@router.post("/agent/results", response_model=Ok, responses=_ERRORS)
-async def post_result(body: ResultBody, agent: SignedAgent, ctx: Ctx) -> Ok:
+def _result_bytes(body: ResultBody, max_bytes: int) -> bytes:
     if isinstance(body.result, str):
         raw = body.result.encode("utf-8")
         try:
@@ -175,13 +260,18 @@ async def post_result(body: ResultBody, agent: SignedAgent, ctx: Ctx) -> Ok:
             raise RelayHTTPError(422, "malformed_result", "result must be a JSON object")
     else:
         raw = json.dumps(body.result, separators=(",", ":")).encode("utf-8")
-    if len(raw) > ctx.settings.max_body_bytes:
-        raise RelayHTTPError(413, "too_large", f"result over {ctx.settings.max_body_bytes} bytes")
+    if len(raw) > max_bytes:
+        raise RelayHTTPError(413, "too_large", f"result over {max_bytes} bytes")
+    return raw
+
+
+async def _store_result(body: ResultBody, raw: bytes, agent: Agent, ctx: RelayContext) -> None:
+    """Raises LeaseLost; wakes the portal's long-poll on success."""
     try:
         stored = await ctx.run(
             ctx.store.complete, body.lease_id, body.request_id, agent.agent_id, raw, ctx.clock()
         )
-    except LeaseConflict as exc:
+    except LeaseLost:
         log.warning(
             "result.lease_lost",
             tenant=agent.tenant,
@@ -189,7 +279,7 @@ async def post_result(body: ResultBody, agent: SignedAgent, ctx: Ctx) -> Ok:
             request_id=body.request_id,
             lease_id=body.lease_id,
         )
-        raise _lease_lost() from exc
+        raise
     ctx.notifier.notify(request_key(agent.tenant, body.request_id))
     log.info(
         "result.stored" if stored else "result.repeated",
@@ -197,7 +287,33 @@ async def post_result(body: ResultBody, agent: SignedAgent, ctx: Ctx) -> Ok:
         agent_id=agent.agent_id,
         request_id=body.request_id,
     )
+
+
+@router.post("/agent/results", response_model=Ok, responses=_ERRORS)
+async def post_result(body: ResultBody, agent: SignedAgent, ctx: Ctx) -> Ok:
+    raw = _result_bytes(body, ctx.settings.max_body_bytes)
+    try:
+        await _store_result(body, raw, agent, ctx)
+    except LeaseLost as exc:
+        raise _lease_lost() from exc
     return Ok()
+
+
+@router.post("/agent/results/batch", response_model=ResultOutcomes, responses=_ERRORS)
+async def post_results(body: ResultBatch, agent: SignedAgent, ctx: Ctx) -> ResultOutcomes:
+    """Several results in one call; each is stored or refused on its own."""
+    outcomes: list[ResultOutcome] = []
+    for item in body.results:
+        try:
+            raw = _result_bytes(item, ctx.settings.max_body_bytes)
+            await _store_result(item, raw, agent, ctx)
+            outcome = "stored"
+        except LeaseLost:
+            outcome = "lease_lost"
+        except RelayHTTPError as exc:
+            outcome = exc.code
+        outcomes.append(ResultOutcome(request_id=item.request_id, outcome=outcome))
+    return ResultOutcomes(outcomes=outcomes)
 
 
 @router.post("/agent/heartbeat", response_model=ServerTime, responses=_ERRORS)
