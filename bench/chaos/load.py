@@ -32,6 +32,7 @@ from cloud.relay.client import (
     RelayError,
     RelayUnavailable,
     RequestExpired,
+    RequestInDoubt,
     ResultTimeout,
 )
 from cloud.sdk import (
@@ -208,6 +209,11 @@ class Load:
             except RequestExpired:
                 sent.problem = "relay: expired before any agent answered"
                 break
+            except RequestInDoubt:
+                # A write was permitted and its agent never answered: the relay itself
+                # says in doubt (an answer, not a lost request).
+                self._answer(sent, "in_doubt", "relay_in_doubt", None)
+                return
             except RelayError as exc:
                 sent.problem = f"result: {exc}"
                 break

@@ -27,8 +27,6 @@ class ChaosFound(AssertionError):
 @pytest.mark.slapd
 @pytest.mark.samba
 @pytest.mark.timeout(280)
-@pytest.mark.xfail(strict=True, raises=ChaosFound,
-                   reason="issue 8: write permits not merged yet")
 def test_short_chaos_run_loses_nothing_and_never_lies(tmp_path: Path, samba_env: SambaEnv) -> None:
     require_binary("slapd", "slapd")
     settings = short_settings(("slapd", "samba"), shared_samba=samba_env)
