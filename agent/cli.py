@@ -17,12 +17,13 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
-from importlib import metadata, resources
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
+from agent import version
 from agent.config import ConfigError, Settings, load_settings
 from agent.enrollment import (
     Enrollment,
@@ -40,13 +41,6 @@ DEFAULT_CONFIGS = (Path("agent.toml"), Path("/etc/writeback-agent/agent.toml"))
 
 class CliError(Exception):
     """A problem the operator can fix; printed as one line, exit 2."""
-
-
-def version() -> str:
-    try:
-        return metadata.version("writeback-agent")
-    except metadata.PackageNotFoundError:  # running from a checkout without install
-        return "0+unknown"
 
 
 def example_config() -> str:

@@ -5,8 +5,8 @@ agents in one test process (or a test run twice) would collide on metric names, 
 library collectors (process, GC) would mix with ours. Each `Metrics` is independent;
 `health.HealthServer` serves `render()` at /metrics.
 
-Label values must come from closed sets (op, status and reason strings of DESIGN.md
-section 3, configured directory names, key ids): never a user name or request id,
+Label values must come from closed sets (op, status and reason strings of docs/protocol.md
+section 8, configured directory names, key ids): never a user name or request id,
 which would make one time series per request.
 
 Series::

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agent import version
 from agent.config import Settings
 from agent.enrollment import keyring_path, portal_keys_from_relay
 from agent.journal import Journal
@@ -45,7 +46,6 @@ from wire.messages import HeartbeatBody
 from wire.results import sign_heartbeat
 from wire.verify import RequestVerifier
 
-VERSION = "0.1.0"
 # How long `join` gives a worker with no request in hand (it is in a lease long-poll).
 _IDLE_GRACE = 0.2
 
@@ -280,10 +280,13 @@ class AgentService:
         permits = LeasePermits(transport, lease, self._stop)
         with self._in_flight_lock:
             self._in_flight += 1
+        metrics = self._metrics
+        counted = metrics.in_flight() if metrics is not None else contextlib.nullcontext()
         try:
-            result = self._pipeline.handle(
-                lease.envelope, request_id_hint=lease.request_id, permits=permits
-            )
+            with counted:
+                result = self._pipeline.handle(
+                    lease.envelope, request_id_hint=lease.request_id, permits=permits
+                )
         except Exception:  # noqa: BLE001  # handle() answers everything; this is a last guard
             self._log.exception("request.crashed", request_id=lease.request_id)
             result = Deferred.DROP
@@ -337,7 +340,7 @@ class AgentService:
             v=1,
             type="heartbeat",
             agent_id=self._identity.agent_id,
-            version=VERSION,
+            version=version(),
             sent_at=int(time.time()),
             directories={name: ok for name, ok in sorted(self._directory_health.items())},
             in_flight=self._in_flight,
@@ -409,9 +412,11 @@ class AgentService:
             self._log.info("portal_keys.updated", kids=sorted(k.kid for k in merged.keys))
 
     def check_key_expiry(self) -> None:
-        """Warn ahead of a key's end, so nobody learns of it from rejected requests."""
+        """Warn ahead of a key's end, so nobody learns of it from rejected requests, and
+        delete a rotated-out private key once its overlap window has passed."""
         self.refresh_portal_keys()
         now = time.time()
+        self._prune_previous_key(now)
         warn = self._settings.schedule.key_expiry_warn_days * 86400
         windows: dict[str, int | None] = {}
         if self._verifier is not None:
@@ -424,9 +429,21 @@ class AgentService:
                 continue
             remaining = not_after - now
             if self._metrics is not None:
-                self._metrics.set_key_expiry(name, max(0.0, remaining))
+                self._metrics.set_key_expiry(name, remaining)  # negative once expired
             if 0 < remaining <= warn:
                 self._log.warning("key.expiring", key=name, seconds_left=int(remaining))
+
+    def _prune_previous_key(self, now: float) -> None:
+        """The previous HPKE key past its window leaves memory and the disk."""
+        keys = self._verifier.agent_keys if self._verifier is not None else self._keys
+        pruned = keys.pruned(int(now))
+        if pruned is keys or keys.previous_kem is None:
+            return
+        pruned.save(self._settings.keys_dir)
+        if self._verifier is not None:
+            self._verifier.replace_keys(pruned)
+        self._keys = pruned
+        self._log.info("keys.pruned", kid=keys.previous_kem.kid)
 
     # ------------------------------------------------------------------ state
 

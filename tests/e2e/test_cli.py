@@ -4,6 +4,7 @@ without losing a request in flight."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -119,6 +121,42 @@ def test_agent_key_rotation_keeps_queued_requests_working(
         assert after.status == "succeeded"
     assert slapd_env.bind(first, "Old-Key-Pass-21") is BindOutcome.OK
     assert slapd_env.bind(second, "New-Key-Pass-22") is BindOutcome.OK
+
+
+def test_a_rotated_out_key_leaves_memory_and_disk_after_its_overlap(
+    system: AgentSystem, slapd_env: DirectoryEnv
+) -> None:
+    login = unique_login("k")
+    slapd_env.create_user(login, "Initial-Pass-1")
+    assert cli("-c", str(system.config), "keys", "rotate", "--overlap", "1") == 0
+    previous = system.settings().keys_dir / "kem.previous.key"
+    assert previous.exists()
+    time.sleep(2.1)  # past the overlap window
+    with system.running():
+        assert system.agent is not None
+        service = system.agent.service
+        service.check_key_expiry()  # the periodic job, now
+        assert not previous.exists()
+        assert service._verifier is not None
+        assert service._verifier.agent_keys.previous_kem is None
+        metrics = system.agent.metrics
+        seen: list[str] = []
+        counting = metrics.in_flight
+
+        @contextlib.contextmanager
+        def spy() -> Iterator[None]:
+            with counting():
+                seen.append(metrics.render()[0].decode())
+                yield
+
+        metrics.in_flight = spy  # type: ignore[method-assign]
+        result = system.portal.send("reset", login, new_password="Pruned-Key-Pass-5")
+        after = metrics.render()[0].decode()
+    assert result.status == "succeeded", result
+    assert slapd_env.bind(login, "Pruned-Key-Pass-5") is BindOutcome.OK
+    # the request was counted in flight while it ran, and not after
+    assert len(seen) == 1 and "writeback_in_flight 1.0" in seen[0]
+    assert "writeback_in_flight 0.0" in after
 
 
 def test_portal_key_rotation_is_picked_up_from_the_relay(
