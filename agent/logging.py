@@ -19,31 +19,14 @@ lowers ldap3's detail level to BASIC if anything raised it and turns on its own 
 of sensitive data, and the handler drops any ldap3 record tagged PROTOCOL/NETWORK/
 EXTENDED that slips through anyway (the agent itself never imports ldap3).
 
-Operator events (stable names; callers choose them, this table is the contract)::
-
-    event              level    fields
-    -----------------  -------  -----------------------------------------------------
-    agent.started      info     agent_id, version, directories
-    agent.stopping     info     reason
-    request.received   info     request_id, op, user
-    request.succeeded  info     request_id, op, user, status, dc, duration_ms
-    request.failed     warning  request_id, op, user, status, reason, dc, duration_ms
-    request.rejected   warning  request_id (if parseable), status="rejected", reason
-    directory.down     error    dc (directory name), reason
-    directory.up       info     dc
-    relay.down         error    reason
-    relay.up           info     -
-    key.expiring       warning  key, expires_in_s
-    job.failed         error    job, error_type, error        (agent/scheduler.py)
-    health.listening   info     host, port                    (agent/health.py)
-    health.http        debug    client, request, http_status  (agent/health.py)
-    health.error       warning  client, exception             (agent/health.py)
+Operator events have stable names, levels and meanings; the one table of them is
+`agent/events.py` (docs/errors.md shows it, a test checks the code against it).
 
 Avoid field names that `is_secret_key` treats as secret (``code``, ``*_token``...) for
 values operators need: they render as "[redacted]".
 
 ``user`` is the directory reference the portal sent (sAMAccountName / uid), never a
-password, and ``reason`` is a stable string from the status table in DESIGN.md section 3.
+password, and ``reason`` is a stable string from docs/protocol.md section 8.
 """
 
 from __future__ import annotations
