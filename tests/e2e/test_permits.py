@@ -78,7 +78,7 @@ def _without_history(env: DirectoryEnv, login: str) -> None:
     """Give this user a password policy that keeps no history."""
     tag = unique_login("nh")
     if env.kind == "active_directory":
-        from tests.servers.samba import NEVER, _MINUTE
+        from tests.servers.samba_env import _MINUTE, NEVER
 
         dn = env.dn_of(login)  # type: ignore[attr-defined]
         pso = f"CN={tag},CN=Password Settings Container,CN=System,{env.domain_dn}"  # type: ignore[attr-defined]
@@ -243,7 +243,7 @@ def test_first_writer_dies_after_writing_and_the_request_is_never_written_again(
 def _forms(env: DirectoryEnv, login: str) -> list[tuple[str, str]]:
     """`alice`, `alice@corp` and `CORP\\alice`: one directory user."""
     if env.kind == "active_directory":
-        from tests.servers.samba import UPN_SUFFIX
+        from tests.servers.samba_env import UPN_SUFFIX
 
         upn = f"{login}@{UPN_SUFFIX}"
     else:

@@ -9,7 +9,7 @@ from pathlib import Path
 from tests.e2e.harness import AgentSystem, directory_entry
 from tests.servers.base import BindOutcome, DirectoryEnv, unique_login
 from tests.servers.relay import RelayProcess
-from tests.servers.samba import UPN_SUFFIX
+from tests.servers.samba_env import UPN_SUFFIX
 
 
 def test_one_agent_routes_to_ad_and_openldap(
