@@ -39,6 +39,7 @@ from wire.errors import Rejected, validation_detail
 from wire.keyring import TrustedPortalKey
 from wire.keys import AgentPublicKeys, key_id
 from wire.messages import (
+    OPS_WITH_SECRET,
     KemAlg,
     Op,
     Options,
@@ -241,7 +242,7 @@ def build_request(
         detail = validation_detail(exc) if isinstance(exc, ValidationError) else str(exc)
         raise SDKError(f"invalid request: {detail}") from None
     sealed: dict[str, str] = {}
-    if op in ("reset", "change"):
+    if op in OPS_WITH_SECRET:
         if not agents:
             raise SDKError(f"no enrolled agent in group {agent_group} to seal to")
         try:

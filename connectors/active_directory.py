@@ -37,6 +37,7 @@ from pydantic import SecretStr
 
 from connectors import _ad_policy as pol
 from connectors._ad_rights import RESET_PASSWORD, has_extended_right, sid_to_str
+from connectors._bind_as_user import bind_as_user
 from connectors._ldap import (
     Context,
     close_quietly,
@@ -326,6 +327,9 @@ class ActiveDirectoryConnector:
         except PolicyViolation as exc:
             raise self._policy_error(exc, policy) from exc
         return WriteOutcome(dc=dc, applied=("password",))
+
+    def authenticate(self, user: UserRef, password: SecretStr) -> None:
+        bind_as_user(self.settings, user, password)
 
     def unlock(self, user: UserRef) -> WriteOutcome:
         require_secure_for_writes(self.settings)

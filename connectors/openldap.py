@@ -34,6 +34,7 @@ from ldap3.utils.conv import escape_filter_chars
 from pydantic import SecretStr
 
 from connectors import _ppolicy as pp
+from connectors._bind_as_user import bind_as_user
 from connectors._ldap import (
     Context,
     close_quietly,
@@ -354,6 +355,9 @@ class OpenLdapConnector:
             pp.forget_secrets(conn)
             close_quietly(conn)
         return WriteOutcome(dc=dc, applied=("password",))
+
+    def authenticate(self, user: UserRef, password: SecretStr) -> None:
+        bind_as_user(self.settings, user, password)
 
     def unlock(self, user: UserRef) -> WriteOutcome:
         """Delete pwdAccountLockedTime and pwdFailureTime; a no-op when not locked.

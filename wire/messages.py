@@ -19,11 +19,14 @@ from wire.status import Status
 
 PROTOCOL_VERSION = 1
 
-Op = Literal["reset", "change", "unlock", "preflight"]
+Op = Literal["reset", "change", "unlock", "preflight", "authenticate"]
 UserKind = Literal["login", "upn", "id"]
 KemAlg = Literal["x25519", "mlkem768-x25519"]
 
-OPS_WITH_SECRET: frozenset[str] = frozenset({"reset", "change"})
+OPS_WITH_SECRET: frozenset[str] = frozenset({"reset", "change", "authenticate"})
+# Ops whose secret part carries the current password (authenticate: only that one).
+OPS_WITH_OLD_PASSWORD: frozenset[str] = frozenset({"change", "authenticate"})
+OPS_WITH_NEW_PASSWORD: frozenset[str] = frozenset({"reset", "change"})
 
 # Key ids: "<kind>_" + first 22 chars of base64url(sha256(raw public key)); see keys.py.
 KID_PATTERN = r"^(ed25519|x25519|mlkem768x25519)_[A-Za-z0-9_-]{22}$"
@@ -124,8 +127,8 @@ class SecretPart(_Strict):
 
     def check_op(self, op: str) -> None:
         """Raise ValueError when the secrets present do not fit ``op``."""
-        want_old = op == "change"
-        want_new = op in OPS_WITH_SECRET
+        want_old = op in OPS_WITH_OLD_PASSWORD
+        want_new = op in OPS_WITH_NEW_PASSWORD
         if (self.new_password is not None) != want_new or (
             self.old_password is not None
         ) != want_old:
