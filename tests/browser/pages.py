@@ -14,6 +14,7 @@ from typing import Any
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 SIZES = (("phone", 390, 844, True), ("desktop", 1280, 900, False))
@@ -65,7 +66,11 @@ class Browser:
         field.send_keys(value)
 
     def click(self, element_id: str) -> None:
+        """Click a button or link that loads a page, and wait until the old one is gone
+        (the next page may have the same heading, after a refusal)."""
+        old = self.driver.find_element(By.TAG_NAME, "html")
         self.el(element_id).click()
+        WebDriverWait(self.driver, 30).until(expected_conditions.staleness_of(old))
 
     def select(self, element_id: str, text: str | None = None, value: str | None = None) -> None:
         chooser = Select(self.el(element_id))
