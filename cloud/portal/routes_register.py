@@ -113,7 +113,7 @@ async def methods_page(request: Request, notice: str | None = None) -> Response:
         if method and kind == "questions":
             shown = f"{len(method.data['items'])} questions"
         if method and kind == "app":
-            shown = "Authenticator app"
+            shown = "Set up"
         rows.append((kind, shown, method is not None))
     count = sum(1 for _, _, ok in rows if ok)
     oldest = min((m.confirmed_at for m in registered.values()), default=time.time())

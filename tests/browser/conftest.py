@@ -32,6 +32,9 @@ from tests.servers.relay import start_relay
 ARTIFACTS = Path(__file__).parent / "artifacts"
 UPN = "wbtest.local"
 HELPDESK = "helpdesk@help.example"
+# The administrator set an office phone for this user (created by the phone test).
+OFFICE_LOGIN = "pofficephone1"
+OFFICE_PHONE = "+14255550123"
 # Reset needs two methods; registration then needs two as well.
 POLICY: dict[str, Any] = {
     "sspr": "selected",
@@ -43,6 +46,7 @@ POLICY: dict[str, Any] = {
     "reconfirm_days": 180,
     "allow_unlock": True,
     "helpdesk_email": HELPDESK,
+    "office_phones": {f"{OFFICE_LOGIN}@{UPN}": OFFICE_PHONE},
 }
 
 
@@ -68,6 +72,13 @@ class Stack:
     @property
     def url(self) -> str:
         return self.portal.url
+
+    def second_portal(self, **changes: Any) -> tuple[PortalServer, Services]:
+        """Another portal on the same files with some settings changed (e.g. an agent
+        group with no agent in it); the caller stops it."""
+        settings = self.services.settings.model_copy(update=changes)
+        services = build_services(settings)
+        return PortalServer(create_app(settings, services)).start(), services
 
 
 @pytest.fixture(scope="session")
