@@ -75,7 +75,8 @@ def build_services(settings: PortalSettings) -> Services:
                                   outbox)
     secrets_ = Secrets.from_file(settings.secret_key_file)
     verifier = Verifier(store, secrets_, mailer, phones, settings.organisation)
-    return Services(settings, store, gateway, verifier, mailer, Limits(), outbox, log)
+    return Services(settings, store, gateway, verifier, mailer, Limits(settings.rate_limits),
+                    outbox, log)
 
 
 def create_app(settings: PortalSettings, services: Services | None = None) -> FastAPI:

@@ -56,7 +56,7 @@ async def change_posted(request: Request) -> Response:
         error = "The two new passwords don't match."
     else:
         started = time.monotonic()
-        svc.limits.hit("signin", f"user:{user}", f"ip:{client_ip(request)}")
+        svc.limits.hit("signin", user=user, ip=client_ip(request))
         session.data["user"] = user
         answer = await in_thread(svc.gateway.send, "change", user,
                                  old_password=SecretStr(old), new_password=SecretStr(new))

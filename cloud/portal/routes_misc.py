@@ -3,6 +3,7 @@ and the voice provider's callback."""
 
 from __future__ import annotations
 
+import hmac
 import time
 
 from fastapi import APIRouter, Request
@@ -60,7 +61,7 @@ async def contact_admin(request: Request) -> Response:
     kind = field_text(form, "kind", 64)
     if not isinstance(user, str) or not helpdesk or kind not in PAGES:
         return redirect("/")
-    svc.limits.hit("contact", f"user:{user}", f"ip:{client_ip(request)}")
+    svc.limits.hit("contact", user=user, ip=client_ip(request))
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     await in_thread(
         svc.mailer.send, helpdesk, f"Password reset: {user} asked for help",
@@ -92,9 +93,15 @@ async def outbox(request: Request) -> Response:
 
 @router.post("/hooks/voice/{token}")
 async def voice_answered(token: str, request: Request) -> Response:
-    """The provider says the callee pressed a key. The token is single-purpose and
-    unguessable; only "#" confirms."""
+    """The provider says the callee pressed a key. The token in the URL is
+    single-purpose and unguessable, and the provider authenticates with the same
+    Bearer token the portal sends it; only "#" confirms."""
     svc = services_of(request)
+    expected = svc.settings.read_secret(svc.settings.sms.token_file)
+    if expected is not None:
+        sent = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(sent, f"Bearer {expected.get_secret_value()}"):
+            return JSONResponse({"error": "unauthorized"}, status_code=401)
     try:
         body = await request.json()
     except ValueError:

@@ -55,7 +55,7 @@ async def sign_in(request: Request, user: str, password: str) -> Response | None
     """None when signed in (session rotated); otherwise the page to show."""
     svc = services_of(request)
     started = time.monotonic()
-    svc.limits.hit("signin", f"user:{user}", f"ip:{client_ip(request)}")
+    svc.limits.hit("signin", user=user, ip=client_ip(request))
     answer = await in_thread(svc.gateway.send, "authenticate", user,
                              old_password=SecretStr(password))
     status = status_of(answer)
@@ -160,7 +160,7 @@ async def email_posted(request: Request) -> Response:
     if not local or "." not in domain or " " in address:
         return render(request, "register_email.html", 400, pending=None,
                       error="Enter an email address like name@example.com.")
-    svc.limits.hit("send", f"user:{user}", f"ip:{client_ip(request)}")
+    svc.limits.hit("send", user=user, ip=client_ip(request))
     flow_id = secrets.token_hex(16)
     session_of(request).data["register_pending"] = {"email": address, "flow_id": flow_id}
     await in_thread(svc.verifier.email_code, f"{flow_id}:reg-email", address)
@@ -184,7 +184,7 @@ async def phone_posted(request: Request) -> Response:
     except BadNumber as exc:
         return render(request, "register_phone.html", 400, pending=None, countries=COUNTRIES,
                       error=str(exc))
-    svc.limits.hit("send", f"user:{user}", f"ip:{client_ip(request)}")
+    svc.limits.hit("send", user=user, ip=client_ip(request))
     flow_id = secrets.token_hex(16)
     pending: dict[str, Any] = {"phone": number, "flow_id": flow_id, "channel": "text"}
     if field_text(form, "channel") == "call":
@@ -209,7 +209,7 @@ async def verify_code(request: Request) -> Response:
     kind = "email" if "email" in pending else "mobile_phone" if "phone" in pending else None
     if kind is None:
         return redirect("/register/methods")
-    svc.limits.hit("check", f"user:{user}", f"ip:{client_ip(request)}")
+    svc.limits.hit("check", user=user, ip=client_ip(request))
     template = "register_email.html" if kind == "email" else "register_phone.html"
     if pending.get("channel") == "call":
         record = svc.store.session_get(f"voice:{pending['voice_token']}", time.time())
@@ -258,7 +258,7 @@ async def app_posted(request: Request) -> Response:
     sealed = session.data.get("totp_pending")
     if not isinstance(sealed, str):
         return redirect("/register/app")
-    svc.limits.hit("check", f"user:{user}", f"ip:{client_ip(request)}")
+    svc.limits.hit("check", user=user, ip=client_ip(request))
     if not svc.verifier.totp_ok(sealed, user, field_text(form, "code")):
         return await app_page(request, "That code didn't work. Enter the 6-digit code your "
                               "app shows now.")

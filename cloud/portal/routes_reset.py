@@ -83,7 +83,7 @@ async def who_posted(request: Request) -> Response:
     session = session_of(request)
     mode = "unlock" if field_text(form, "mode") == "unlock" else "reset"
     user = field_text(form, "user").lower()
-    svc.limits.hit("captcha", f"ip:{client_ip(request)}")
+    svc.limits.hit("captcha", ip=client_ip(request))
     expected = session.data.pop("captcha", None)
     if not captchas.matches(expected, field_text(form, "captcha")):
         return _who_are_you(request, mode, "The characters you entered didn't match. "
@@ -91,7 +91,7 @@ async def who_posted(request: Request) -> Response:
     if not user or "@" not in user and svc.settings.user_id_kind == "upn":
         return _who_are_you(request, mode, "Enter your user ID, for example "
                             "name@example.com.", user)
-    svc.limits.hit("captcha", f"user:{user}")
+    svc.limits.hit("captcha", user=user)
     session.clear_flow()
     session.rotate()
     session.data["user"] = user
@@ -152,7 +152,7 @@ async def choose(request: Request) -> Response:
         return redirect("/reset/verify")
     pending: dict[str, Any] = {"kind": kind, "sent": False}
     if kind == "email":
-        svc.limits.hit("send", f"user:{user}", f"ip:{client_ip(request)}")
+        svc.limits.hit("send", user=user, ip=client_ip(request))
         await in_thread(svc.verifier.email_code, f"{flow['flow_id']}:email",
                         methods[kind].data["address"])
         pending["sent"] = True
@@ -176,7 +176,7 @@ async def send_phone(request: Request) -> Response:
     methods = _available(svc, user)
     if kind not in ("mobile_phone", "office_phone") or kind not in methods:
         return redirect("/reset/verify")
-    svc.limits.hit("send", f"user:{user}", f"ip:{client_ip(request)}")
+    svc.limits.hit("send", user=user, ip=client_ip(request))
     try:
         typed = parse_phone(field_text(form, "country"), field_text(form, "number", 40))
     except BadNumber:
@@ -207,7 +207,7 @@ async def check(request: Request) -> Response:
     methods = _available(svc, user)
     if kind not in methods:
         return redirect("/reset/verify")
-    svc.limits.hit("check", f"user:{user}", f"ip:{client_ip(request)}")
+    svc.limits.hit("check", user=user, ip=client_ip(request))
     ok, error = await in_thread(_check_method, svc, flow, user, kind, methods, pending, form)
     if not ok:
         return await verify_page(request, error)

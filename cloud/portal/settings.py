@@ -116,6 +116,8 @@ class PortalSettings(_Model):
     retry_window_minutes: int = Field(10, ge=1, le=60)  # choose again without re-verifying
     min_failure_seconds: float = 1.0  # every failed sign-in answers after this long
     agent_timeout_seconds: float = 30.0
+    # "what.user" / "what.ip" -> "N/period" (the `limits` notation); see web.DEFAULT_LIMITS.
+    rate_limits: dict[str, str] = Field(default_factory=dict)
     policy: TenantPolicy = Field(default_factory=TenantPolicy)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     sms: SmsSettings = Field(default_factory=SmsSettings)

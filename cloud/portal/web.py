@@ -138,26 +138,30 @@ def redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
+DEFAULT_LIMITS: dict[str, str] = {
+    # what.user / what.ip: a person gets a few tries; an address (an office behind one
+    # NAT) gets more. Override in portal.toml [rate_limits].
+    "signin.user": "10/15minutes", "signin.ip": "60/15minutes",
+    "captcha.user": "20/15minutes", "captcha.ip": "100/15minutes",
+    "send.user": "5/15minutes", "send.ip": "40/15minutes",
+    "check.user": "15/15minutes", "check.ip": "100/15minutes",
+    "contact.user": "3/hour", "contact.ip": "20/hour",
+}
+
+
 class Limits:
     """Per-user and per-IP budgets (the `limits` package, moving windows, in memory:
     one portal process; several replicas would point it at shared storage)."""
 
-    RULES: dict[str, str] = {
-        "signin": "10/15minutes",
-        "captcha": "30/15minutes",
-        "send": "5/15minutes",
-        "check": "20/15minutes",
-        "contact": "3/hour",
-    }
-
-    def __init__(self) -> None:
+    def __init__(self, overrides: dict[str, str] | None = None) -> None:
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
-        self._rules: dict[str, RateLimitItem] = {k: parse(v) for k, v in self.RULES.items()}
+        rules = {**DEFAULT_LIMITS, **(overrides or {})}
+        self._rules: dict[str, RateLimitItem] = {k: parse(v) for k, v in rules.items()}
 
-    def hit(self, what: str, *keys: str) -> None:
-        rule = self._rules[what]
-        for key in keys:
-            if key and not self._limiter.hit(rule, what, key.lower()):
+    def hit(self, what: str, *, user: str | None = None, ip: str | None = None) -> None:
+        for scope, key in (("user", user), ("ip", ip)):
+            if key and not self._limiter.hit(self._rules[f"{what}.{scope}"], what, scope,
+                                             key.lower()):
                 raise RateLimited(what)
 
 

@@ -8,6 +8,8 @@ tests/browser/artifacts/ (git-ignored; CI keeps it as an artifact).
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import shutil
 import time
@@ -24,6 +26,8 @@ from cloud.portal.crypto import generate_key_file
 from cloud.portal.settings import load_settings
 from tests.browser.pages import Browser
 from tests.browser.servers import PortalServer, SmsReceiver, SmtpServer
+from agent.logging import configure_logging
+from tests.e2e import harness
 from tests.e2e.harness import AgentSystem, directory_entry, parent_dn
 from tests.servers._process import free_port
 from tests.servers.base import DirectoryEnv
@@ -68,6 +72,8 @@ class Stack:
     portal: PortalServer
     smtp: SmtpServer
     sms: SmsReceiver
+    log: io.StringIO
+    relay_log: Any
 
     @property
     def url(self) -> str:
@@ -84,6 +90,9 @@ class Stack:
 @pytest.fixture(scope="session")
 def stack(samba_env: DirectoryEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     _need_browser()
+    log = io.StringIO()
+    configure_logging(level="debug", fmt="json", stream=log)  # portal and agent, one buffer
+    harness.LOG_STREAM = log  # the agent CLI repoints logging; the harness points it back
     root = tmp_path_factory.mktemp("portal")
     relay = start_relay(root / "relay", lease_timeout=5, presence_timeout=5)
     secrets_dir = root / "secrets"
@@ -94,6 +103,8 @@ def stack(samba_env: DirectoryEnv, tmp_path_factory: pytest.TempPathFactory) -> 
     )]
     system = AgentSystem.create(root / "agent", relay, directories)
     system.start_agent()
+    # aiosmtpd (the users' mailbox, not the system under test) logs each mail line.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     smtp, sms = SmtpServer().start(), SmsReceiver().start()
     # The portal's files, as an operator would lay them out.
     conf = root / "portal"
@@ -109,6 +120,9 @@ def stack(samba_env: DirectoryEnv, tmp_path_factory: pytest.TempPathFactory) -> 
         "signing_key_file": "portal.key", "secret_key_file": "at-rest.key",
         "data_dir": "data", "secure_cookies": False, "min_failure_seconds": 0.5,
         "policy": POLICY,
+        # Every test browses from 127.0.0.1: per-address budgets for a whole session.
+        "rate_limits": {f"{what}.ip": "10000/hour"
+                        for what in ("signin", "captcha", "send", "check", "contact")},
         "smtp": {"host": "127.0.0.1", "port": smtp.port, "sender": "no-reply@contoso.example"},
         "sms": {"webhook_url": sms.url, "token_file": str(conf / "sms.token")},
     }
@@ -118,7 +132,7 @@ def stack(samba_env: DirectoryEnv, tmp_path_factory: pytest.TempPathFactory) -> 
     settings = load_settings(conf / "portal.toml")
     services = build_services(settings)
     portal = PortalServer(create_app(settings, services), port).start()
-    yield Stack(samba_env, system, services, portal, smtp, sms)
+    yield Stack(samba_env, system, services, portal, smtp, sms, log, relay.log)
     portal.stop()
     services.close()
     sms.stop()
@@ -132,6 +146,10 @@ def browser(stack: Stack) -> Iterator[Browser]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    # selenium logs every keystroke it sends at debug level: that is the test's own
+    # keyboard, not the system under test, so keep it out of the log the secrets test reads.
+    logging.getLogger("selenium").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium") or "chromium"
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -71,7 +71,10 @@ def test_reset_with_mobile_text_and_office_call(stack: Stack, fresh: Browser) ->
     fresh.click("verify")  # not answered yet
     Verify(fresh, "call-not-answered")
     assert "pressed #" in fresh.error()
-    assert httpx.post(call["callback_url"], json={"digits": "#"}).status_code == 200
+    assert httpx.post(call["callback_url"], json={"digits": "#"}).status_code == 401  # no token
+    answered = httpx.post(call["callback_url"], json={"digits": "#"},
+                          headers={"Authorization": "Bearer sms-webhook-token"})
+    assert answered.status_code == 200
     fresh.click("verify")
     from tests.browser.pages import NewPassword
     NewPassword(fresh).choose("Phone-Reset-Pass-9")

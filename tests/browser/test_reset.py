@@ -142,3 +142,14 @@ def test_form_without_csrf_token_is_refused(stack: Stack, fresh: Browser) -> Non
     fresh.click("next")
     Message(fresh, "This form can't be accepted")
     assert "403" not in fresh.heading()
+
+
+def test_sending_codes_is_rate_limited_per_user(stack: Stack, fresh: Browser) -> None:
+    user = register(stack.services, make_user(stack.env), email=True, app=True)
+    verify = _start(fresh, user)
+    for _ in range(5):  # send.user = 5 per 15 minutes
+        verify = verify.choose("email")
+    stack.smtp.mailbox.wait_for(user.email, count=5)
+    fresh.click("method-email")
+    Message(fresh, "Too many attempts")
+    assert len(stack.smtp.mailbox.to(user.email)) == 5
