@@ -63,7 +63,8 @@ def build_services(settings: PortalSettings) -> Services:
     outbox = Outbox() if settings.dev_outbox else None
     store = SqliteStore(settings.data_dir / "portal.sqlite3")
     token = settings.read_secret(settings.relay_token_file)
-    assert token is not None
+    if token is None:
+        raise ValueError("relay_token_file is required")
     client = PortalClient(
         settings.relay_url, token.get_secret_value(),
         verify=str(settings.relay_ca_file) if settings.relay_ca_file else True,

@@ -8,6 +8,7 @@ Codes: 6 digits, single use, valid 10 minutes, 5 tries; stored as an HMAC.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,7 +131,7 @@ class Verifier:
         return bool(results) and all(results)
 
 
-def usable_methods(registered: dict[str, Method], allowed: list[str],
+def usable_methods(registered: dict[str, Method], allowed: Sequence[str],
                    office: str | None) -> dict[str, Method]:
     """Registered methods the policy allows (the office phone comes from the policy)."""
     found = dict(registered)

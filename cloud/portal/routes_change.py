@@ -67,9 +67,8 @@ async def change_posted(request: Request) -> Response:
         if status in _PAGES:
             return show(request, _PAGES[status])
         if status is Status.POLICY_VIOLATION:
-            assert isinstance(answer, Result)
-            error = answer.message
-            rules = requirements(answer.policy or {})
+            error = answer.message if isinstance(answer, Result) else ""
+            rules = requirements((answer.policy if isinstance(answer, Result) else None) or {})
         else:
             await asyncio.sleep(
                 max(0.0, svc.settings.min_failure_seconds - (time.monotonic() - started)))

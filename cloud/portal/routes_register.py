@@ -102,7 +102,7 @@ async def methods_page(request: Request, notice: str | None = None) -> Response:
     svc = services_of(request)
     policy = svc.settings.policy
     registered = svc.store.methods(user)
-    rows = []
+    rows: list[tuple[str, str, bool]] = []
     for kind in policy.methods:
         if kind == "office_phone":
             number = policy.office_phones.get(user)
@@ -213,10 +213,12 @@ async def verify_code(request: Request) -> Response:
     template = "register_email.html" if kind == "email" else "register_phone.html"
     if pending.get("channel") == "call":
         record = svc.store.session_get(f"voice:{pending['voice_token']}", time.time())
-        ok, error = bool(record and record.get("confirmed")), "We haven't heard that you pressed # yet."
+        ok = bool(record and record.get("confirmed"))
+        error = "We haven't heard that you pressed # yet."
     else:
         purpose = "reg-email" if kind == "email" else "reg-phone"
-        result = svc.verifier.check_code(f"{pending['flow_id']}:{purpose}", field_text(form, "code"))
+        result = svc.verifier.check_code(f"{pending['flow_id']}:{purpose}",
+                                         field_text(form, "code"))
         ok = result.ok
         error = ("That code can no longer be used. Send a new one."
                  if result.expired or result.tries_left <= 0

@@ -21,7 +21,7 @@ from pydantic import SecretStr
 from cloud.portal import captchas
 from cloud.portal.agents import status_of
 from cloud.portal.app import Services, in_thread, services_of
-from cloud.portal.methods import LABELS, COUNTRIES, BadNumber, masked, parse_phone, usable_methods
+from cloud.portal.methods import COUNTRIES, LABELS, BadNumber, masked, parse_phone, usable_methods
 from cloud.portal.pages import show
 from cloud.portal.passwords import requirements
 from cloud.portal.web import (
@@ -88,7 +88,7 @@ async def who_posted(request: Request) -> Response:
     if not captchas.matches(expected, field_text(form, "captcha")):
         return _who_are_you(request, mode, "The characters you entered didn't match. "
                             "Try the new picture.", user)
-    if not user or "@" not in user and svc.settings.user_id_kind == "upn":
+    if not user or ("@" not in user and svc.settings.user_id_kind == "upn"):
         return _who_are_you(request, mode, "Enter your user ID, for example "
                             "name@example.com.", user)
     svc.limits.hit("captcha", user=user)
@@ -107,14 +107,14 @@ async def who_posted(request: Request) -> Response:
     if status is not Status.SUCCEEDED:
         # Unknown, ambiguous or disabled users meet the same page as unregistered ones.
         return show(request, "could_not_verify")
-    assert isinstance(answer, Result)
+    preflight_policy = answer.policy if isinstance(answer, Result) else None
     registered = svc.store.methods(user)
     available = usable_methods(registered, policy.methods, policy.office_phones.get(user))
     if len(available) < policy.methods_to_reset:
         return show(request, "could_not_verify")
     session.data["reset"] = {
         "mode": mode, "needed": policy.methods_to_reset, "done": [], "pending": None,
-        "verified_at": None, "policy": answer.policy or {}, "flow_id": secrets.token_hex(16),
+        "verified_at": None, "policy": preflight_policy or {}, "flow_id": secrets.token_hex(16),
     }
     return redirect("/reset/verify")
 
@@ -208,7 +208,8 @@ async def check(request: Request) -> Response:
     if kind not in methods:
         return redirect("/reset/verify")
     svc.limits.hit("check", user=user, ip=client_ip(request))
-    ok, error = await in_thread(_check_method, svc, flow, user, kind, methods, pending, form)
+    ok, error = await in_thread(_check_method, svc, flow, user=user, kind=kind, methods=methods,
+                                pending=pending, form=form)
     if not ok:
         return await verify_page(request, error)
     flow["done"].append(kind)
@@ -221,7 +222,7 @@ async def check(request: Request) -> Response:
     return redirect("/reset/password")
 
 
-def _check_method(svc: Services, flow: dict[str, Any], user: str, kind: str,
+def _check_method(svc: Services, flow: dict[str, Any], *, user: str, kind: str,
                   methods: dict[str, Any], pending: dict[str, Any], form: Any) -> tuple[bool, str]:
     if kind == "app":
         ok = svc.verifier.totp_ok(methods[kind].data["secret"], user, field_text(form, "code"))
@@ -292,8 +293,8 @@ async def password_posted(request: Request) -> Response:
             return render(request, "done.html", kind="reset")
         if status is not Status.POLICY_VIOLATION:
             return show(request, _PAGE_FOR.get(status, "internal_error"))
-        assert isinstance(answer, Result)
-        flow["policy"] = answer.policy or flow["policy"]
-        error = answer.message
+        if isinstance(answer, Result):
+            flow["policy"] = answer.policy or flow["policy"]
+            error = answer.message
     return render(request, "reset_password.html", 400, rules=requirements(flow["policy"]),
                   policy=flow["policy"], error=error)

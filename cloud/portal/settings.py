@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 MethodName = Literal["email", "mobile_phone", "office_phone", "app", "questions"]
+ALL_METHODS: tuple[MethodName, ...] = ("email", "mobile_phone", "office_phone", "app", "questions")
 
 DEFAULT_QUESTIONS = [
     "In what city were you born?",
@@ -43,14 +44,12 @@ class TenantPolicy(_Model):
     # The portal sees no directory groups; the agent's allowed_groups restrict by
     # directory group and answer not_managed.
     selected_users: list[str] = Field(default_factory=list)
-    methods: list[MethodName] = Field(
-        default_factory=lambda: ["email", "mobile_phone", "office_phone", "app", "questions"]
-    )
+    methods: list[MethodName] = Field(default_factory=lambda: list(ALL_METHODS))
     methods_to_reset: Literal[1, 2] = 1
     questions: list[str] = Field(default_factory=lambda: list(DEFAULT_QUESTIONS))
-    questions_to_register: int = Field(3, ge=1, le=10)
-    questions_to_reset: int = Field(3, ge=1, le=10)
-    reconfirm_days: int = Field(180, ge=0)  # 0: never ask again
+    questions_to_register: int = Field(default=3, ge=1, le=10)
+    questions_to_reset: int = Field(default=3, ge=1, le=10)
+    reconfirm_days: int = Field(default=180, ge=0)  # 0: never ask again
     allow_unlock: bool = True
     helpdesk_email: str | None = None
     # Office phones are set by the administrator only (user ID -> number), shown read-only.
@@ -112,15 +111,15 @@ class PortalSettings(_Model):
     # "Secure" on cookies; false only for a loopback http demo.
     secure_cookies: bool = True
     dev_outbox: bool = False  # the development outbox page (/dev/outbox): off by default
-    session_minutes: int = Field(15, ge=1, le=240)
-    retry_window_minutes: int = Field(10, ge=1, le=60)  # choose again without re-verifying
+    session_minutes: int = Field(default=15, ge=1, le=240)
+    retry_window_minutes: int = Field(default=10, ge=1, le=60)  # choose again without re-verifying
     min_failure_seconds: float = 1.0  # every failed sign-in answers after this long
     agent_timeout_seconds: float = 30.0
     # "what.user" / "what.ip" -> "N/period" (the `limits` notation); see web.DEFAULT_LIMITS.
     rate_limits: dict[str, str] = Field(default_factory=dict)
-    policy: TenantPolicy = Field(default_factory=TenantPolicy)
-    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
-    sms: SmsSettings = Field(default_factory=SmsSettings)
+    policy: TenantPolicy = TenantPolicy()
+    smtp: SmtpSettings = SmtpSettings()
+    sms: SmsSettings = SmsSettings()
 
     def read_secret(self, path: Path | None) -> SecretStr | None:
         if path is None:

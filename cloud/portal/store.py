@@ -78,7 +78,8 @@ class Store(ABC):
 
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (sid TEXT PRIMARY KEY, data TEXT NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+  sid TEXT PRIMARY KEY, data TEXT NOT NULL, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS methods (
   user_key TEXT NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL, confirmed_at REAL NOT NULL,
   PRIMARY KEY (user_key, kind));

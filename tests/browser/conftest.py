@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 import tomli_w
 
+from agent.logging import configure_logging
 from cloud.portal.app import Services, build_services, create_app
 from cloud.portal.crypto import generate_key_file
 from cloud.portal.settings import load_settings
 from tests.browser.pages import Browser
 from tests.browser.servers import PortalServer, SmsReceiver, SmtpServer
-from agent.logging import configure_logging
 from tests.e2e import harness
 from tests.e2e.harness import AgentSystem, directory_entry, parent_dn
 from tests.servers._process import free_port

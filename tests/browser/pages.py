@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -49,7 +49,8 @@ class Browser:
             metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile}
             self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
             full = int(self.driver.execute_script(
-                "return Math.max(document.documentElement.scrollHeight, document.body.scrollHeight)"))
+                "return Math.max(document.documentElement.scrollHeight, "
+                "document.body.scrollHeight)"))
             metrics["height"] = max(height, full)
             self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
             shot = self.driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
@@ -102,7 +103,8 @@ class Page:
     def __init__(self, b: Browser, shot: str | None = None) -> None:
         self.b = b
         heading = b.heading()
-        assert self.HEADING in heading, f"expected {self.HEADING!r}, on {heading!r}: {b.text()[:300]}"
+        assert self.HEADING in heading, (
+            f"expected {self.HEADING!r}, on {heading!r}: {b.text()[:300]}")
         b.shot(shot or type(self).__name__)
 
 

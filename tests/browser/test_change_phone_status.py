@@ -25,7 +25,8 @@ def test_change_password(stack: Stack, fresh: Browser) -> None:
     _change(fresh, user.upn, INITIAL, "short")
     Change(fresh, "change-too-short")
     assert "too short" in fresh.error()
-    assert any("At least 8" in li.text for li in fresh.driver.find_elements("css selector", ".requirements li"))
+    rules = fresh.driver.find_elements("css selector", ".requirements li")
+    assert any("At least 8" in li.text for li in rules)
     _change(fresh, user.upn, INITIAL, NEW)
     Done(fresh, "changed")
     assert fresh.heading() == "Your password has been changed"

@@ -25,7 +25,9 @@ from tests.servers.base import BindOutcome
 pytestmark = pytest.mark.slow
 
 
-def test_register_email_app_questions_and_phone(stack: Stack, fresh: Browser) -> None:
+def test_register_email_app_questions_and_phone(  # noqa: PLR0915 (one user's whole registration)
+    stack: Stack, fresh: Browser
+) -> None:
     user = make_user(stack.env)
     before = fresh.driver.get_cookie("wbp_session")
     SignIn.open(fresh).sign_in(user.upn, INITIAL)

@@ -34,6 +34,7 @@ def test_authenticate_locked_after_threshold_and_scope_first(scenario: Scenario)
     locked = portal.send("authenticate", f"WB\\{login}", old_password=INITIAL)
     assert locked.status == "account_locked", locked
     outside = _user(scenario, outside_base=True)
-    assert portal.send("authenticate", f"WB\\{outside}", old_password=INITIAL).status == "not_managed"
+    outside_answer = portal.send("authenticate", f"WB\\{outside}", old_password=INITIAL)
+    assert outside_answer.status == "not_managed"
     missing = portal.send("authenticate", "WB\\nobody-" + login, old_password=INITIAL)
     assert missing.status == "user_not_found"  # the portal shows it as invalid_credentials
