@@ -76,7 +76,8 @@ class TenantPolicy(_Model):
 
 
 class SmtpSettings(_Model):
-    host: str = "127.0.0.1"
+    # None: no mail server (only for a demo with the development outbox on).
+    host: str | None = "127.0.0.1"
     port: int = 25
     starttls: bool = False
     tls: bool = False  # implicit TLS (port 465)

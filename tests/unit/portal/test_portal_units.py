@@ -4,16 +4,15 @@ answers no real directory gives on demand (in_doubt, superseded)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import structlog
-import asyncio
-
-import httpx
 
 from cloud.portal.app import Services, create_app
 from cloud.portal.crypto import Secrets, normalise_answer
@@ -71,7 +70,7 @@ def test_secrets_at_rest() -> None:
     assert secrets.check_answer(stored, "sir whiskers")
     assert not secrets.check_answer(stored, "sir whisker")
     assert normalise_answer("Göteborg,  SWEDEN") == "göteborg sweden"
-    assert "Secrets(<hidden>)" == repr(secrets)
+    assert repr(secrets) == "Secrets(<hidden>)"
 
 
 def test_masks_and_numbers() -> None:
@@ -137,7 +136,9 @@ class _Gateway:
         return None
 
 
-def _client(tmp_path: Path, answer: Status, *, secure: bool = False) -> tuple[PortalClient, Services]:
+def _client(
+    tmp_path: Path, answer: Status, *, secure: bool = False
+) -> tuple[PortalClient, Services]:
     settings = PortalSettings(
         tenant="t", relay_url="http://127.0.0.1:9", relay_token_file=tmp_path / "t",
         signing_key_file=tmp_path / "k", data_dir=tmp_path, secret_key_file=tmp_path / "s",
@@ -177,7 +178,7 @@ def test_answers_without_a_real_cause_have_their_pages(
 
 
 def test_cookie_flags_and_csrf(tmp_path: Path) -> None:
-    client, services = _client(tmp_path, Status.SUCCEEDED, secure=True)
+    client, _services = _client(tmp_path, Status.SUCCEEDED, secure=True)
     page = client.get("/reset")
     cookie = page.headers["set-cookie"]
     assert "HttpOnly" in cookie and "Secure" in cookie and "SameSite=strict" in cookie
