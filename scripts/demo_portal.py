@@ -30,7 +30,7 @@ from tests.servers._process import free_port, port_open  # noqa: E402
 from tests.servers.relay import start_relay  # noqa: E402
 from tests.servers.samba import DOMAIN_DN, UPN_SUFFIX, running_samba  # noqa: E402
 
-PASSWORD = "Demo-Pass-2024"
+PASSWORD = "Demo-Pass-2024"  # noqa: S105 (the throwaway demo users' password, printed)
 ANSWERS = {
     "In what city were you born?": "Springfield",
     "What was the name of your first pet?": "Rex",
@@ -42,7 +42,7 @@ def serve(port: int = 8080) -> int:
     work = Path(tempfile.mkdtemp(prefix="writeback-portal-demo-"))
     configure_logging(level="warning", fmt="console")
     with ExitStack() as stack:
-        print("Starting a throwaway Samba AD DC, the relay and an agent (about 30 s)...", flush=True)
+        print("Starting a throwaway Samba AD DC, the relay and an agent (~30 s)", flush=True)
         samba = stack.enter_context(
             running_samba(work / "samba", also_delegate=(f"CN=Users,{DOMAIN_DN}",)))
         relay = start_relay(work / "relay")
@@ -87,12 +87,14 @@ def serve(port: int = 8080) -> int:
         services.store.method_put(alice, "questions", {"items": [
             {"q": q, "h": vault.hash_answer(a)} for q, a in ANSWERS.items()]}, now)
 
+        hint = f".venv/bin/python -c \"import pyotp; print(pyotp.TOTP('{totp}').now())\""
         print(f"""
 The portal is running: {url}
   development outbox (mail and texts that would have been sent): {url}/dev/outbox
 
   alice@{UPN_SUFFIX} / {PASSWORD}   registered: email, authenticator app, questions
-      authenticator key: {totp}  (add it to an app, or: python -c "import pyotp; print(pyotp.TOTP('{totp}').now())")
+      authenticator key: {totp}
+        (add it to an app, or run: {hint})
       answers: {'; '.join(f'{q} {a}' for q, a in ANSWERS.items())}
   bob@{UPN_SUFFIX} / {PASSWORD}     not registered yet: sign in at {url}/register
   Administrator@{UPN_SUFFIX}           protected: the "contact your administrator" page
