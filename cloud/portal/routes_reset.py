@@ -9,7 +9,6 @@ again), and the policy the agent's preflight reported.
 
 from __future__ import annotations
 
-import random
 import secrets
 import time
 from typing import Any
@@ -159,7 +158,7 @@ async def choose(request: Request) -> Response:
     elif kind == "questions":
         items = methods[kind].data["items"]
         count = min(svc.settings.policy.questions_to_reset, len(items))
-        pending["questions"] = [i["q"] for i in random.sample(items, count)]
+        pending["questions"] = [i["q"] for i in secrets.SystemRandom().sample(items, count)]
     flow["pending"] = pending
     return redirect("/reset/verify")
 
