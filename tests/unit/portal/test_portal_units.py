@@ -192,3 +192,20 @@ def test_cookie_flags_and_csrf(tmp_path: Path) -> None:
     client.cookies = httpx.Cookies({COOKIE: "gone"})
     expired = client.post("/reset/password", data={"csrf": token.group(1)})
     assert expired.status_code == 410 and "Your session has expired" in expired.text
+
+
+def test_reconfirm_after_the_period_then_looks_good(tmp_path: Path) -> None:
+    client, services = _client(tmp_path, Status.SUCCEEDED)
+    client.get("/")
+    sid = client.cookies[COOKIE]
+    data = services.store.session_get(sid, time.time()) or {}
+    data.update(signed_in="u@x", user="u@x")
+    services.store.session_put(sid, data, time.time() + 600)
+    long_ago = time.time() - 181 * 86400  # the default period is 180 days
+    services.store.method_put("u@x", "email", {"address": "u@home.example"}, long_ago)
+    page = client.get("/register/methods")
+    assert "It's been a while" in page.text
+    done = client.post("/register/confirm", data={"csrf": data["csrf"]})
+    assert "Thanks!" in done.text
+    assert services.store.methods("u@x")["email"].confirmed_at > time.time() - 60
+    assert "It's been a while" not in client.get("/register/methods").text
