@@ -73,13 +73,13 @@ class AgentGateway:
                 new_password=new_password, old_password=old_password, unlock=unlock,
             )
         except (RelayError, SDKError) as exc:
-            self._log.warning("portal.agent_unreachable", op=op, error=type(exc).__name__,
-                              detail=str(exc)[:300])
+            self._log.warning("portal.agent_unreachable", op=op, user=user_id,
+                              error=type(exc).__name__, detail=str(exc)[:300])
             return Status.DIRECTORY_UNAVAILABLE
         try:
             self._client.submit(request.to_bytes())
         except (NoAgentOnline, RelayError) as exc:
-            self._log.warning("portal.submit_failed", op=op, request_id=request.id,
+            self._log.warning("portal.submit_failed", op=op, user=user_id, request_id=request.id,
                               error=type(exc).__name__)
             return Status.DIRECTORY_UNAVAILABLE
         try:
@@ -87,10 +87,10 @@ class AgentGateway:
             result = verify_result(raw, request=request, trusted_agents=agents)
         except (RequestExpired, ResultTimeout, RelayError, ResultRejected) as exc:
             # Once submitted, a write may have happened: say so rather than "failed".
-            self._log.warning("portal.no_result", op=op, request_id=request.id,
+            self._log.warning("portal.no_result", op=op, user=user_id, request_id=request.id,
                               error=type(exc).__name__)
             return Status.IN_DOUBT if writes else Status.DIRECTORY_UNAVAILABLE
-        self._log.info("portal.result", op=op, request_id=request.id,
+        self._log.info("portal.result", op=op, user=user_id, request_id=request.id,
                        status=result.status.value, reason=result.reason)
         return result
 

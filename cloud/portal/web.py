@@ -155,6 +155,9 @@ class Limits:
 
     def __init__(self, overrides: dict[str, str] | None = None) -> None:
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        unknown = sorted(set(overrides or {}) - set(DEFAULT_LIMITS))
+        if unknown:
+            raise ValueError(f"unknown rate limit(s) {unknown}; known: {sorted(DEFAULT_LIMITS)}")
         rules = {**DEFAULT_LIMITS, **(overrides or {})}
         self._rules: dict[str, RateLimitItem] = {k: parse(v) for k, v in rules.items()}
 
