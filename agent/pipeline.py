@@ -287,6 +287,8 @@ class Pipeline:
                 )
             if user.disabled:
                 raise AccountDisabled(f"{user.dn} is disabled")
+            if header.op == "authenticate":
+                return self._authenticate(connector, user, secrets, deadline, directory.name)
             if header.op == "preflight":
                 policy = self._retry(lambda: connector.password_policy(user), deadline)
                 detail = "account is locked" if user.locked else ""
@@ -397,6 +399,23 @@ class Pipeline:
         return Outcome(
             Status.SUCCEEDED, None, ", ".join(result.applied), result.dc, applied=result.applied
         )
+
+    def _authenticate(
+        self,
+        connector: DirectoryConnector,
+        user: UserRef,
+        secrets: SecretPart,
+        deadline: float,
+        directory: str,
+    ) -> Outcome:
+        """Op authenticate: bind as the user. No write permit, no journal "writing":
+        nothing is written. Retried only when the bind provably never left this
+        machine, so one attempt never counts twice toward the directory's lockout.
+        Answers succeeded or raises InvalidCredentials / AccountLocked /
+        AccountDisabled / PasswordExpired / DirectoryUnavailable (caught by _run)."""
+        password = _required(secrets.old_password)
+        self._retry_unsent(lambda: connector.authenticate(user, password), deadline)
+        return Outcome(Status.SUCCEEDED, None, f"{user.dn}: bind ok", directory=directory)
 
     @staticmethod
     def _describe_policy(

@@ -40,9 +40,13 @@ from pydantic import SecretStr
 
 from connectors import _ad_policy as pol
 from connectors._ad_check import ScopeRights
+from connectors._bind_as_user import bind_as_user
 from connectors._cache import TtlCache
 from connectors._checks import run_check
-from connectors._ldap import Context, first_value
+from connectors._ldap import (
+    Context,
+    first_value,
+)
 from connectors._session import LdapSession
 from connectors.base import (
     AccessDenied,
@@ -305,6 +309,9 @@ class ActiveDirectoryConnector:
         except PolicyViolation as exc:
             raise self._policy_error(exc, user, policy) from exc
         return WriteOutcome(dc=dc, applied=("password",))
+
+    def authenticate(self, user: UserRef, password: SecretStr) -> None:
+        bind_as_user(self.settings, user, password)
 
     def unlock(self, user: UserRef) -> WriteOutcome:
         dc = self._modify(user, {"lockoutTime": [(ldap3.MODIFY_REPLACE, ["0"])]}, "write")

@@ -16,6 +16,8 @@ Exception tree::
     ├── WrongOldPassword              wrong_old_password
     ├── AccountDisabled               account_disabled
     ├── AccountLocked                 account_locked
+    ├── InvalidCredentials            invalid_credentials (op authenticate: wrong password)
+    ├── PasswordExpired               password_expired (+ .reason: CredentialReason)
     ├── AccessDenied                  access_denied (service account lacks a right)
     ├── InsecureTransport             internal_error (plain ldap:// refused before any bind)
     ├── PartiallyApplied              partially_applied (the password WAS set; .applied
@@ -60,7 +62,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from wire.status import PolicyReason, Status
+from wire.status import CredentialReason, PolicyReason, Status
 
 # --------------------------------------------------------------------------- settings
 
@@ -256,6 +258,26 @@ class AccountLocked(DirectoryError):
     status = Status.ACCOUNT_LOCKED
 
 
+class InvalidCredentials(DirectoryError):
+    """Op authenticate: the bind as the user failed (wrong password, or no such user)."""
+
+    status = Status.INVALID_CREDENTIALS
+
+
+class PasswordExpired(DirectoryError):
+    """Op authenticate: the password is right but must be changed before a logon."""
+
+    status = Status.PASSWORD_EXPIRED
+
+    def __init__(self, reason: CredentialReason, detail: str, *, dc: str | None = None) -> None:
+        super().__init__(detail, dc=dc)
+        self.credential_reason = reason
+
+    @property
+    def reason(self) -> str | None:
+        return self.credential_reason.value
+
+
 class AccessDenied(DirectoryError):
     status = Status.ACCESS_DENIED
 
@@ -348,6 +370,12 @@ class DirectoryConnector(Protocol):
         ...
 
     def unlock(self, user: UserRef) -> WriteOutcome: ...
+
+    def authenticate(self, user: UserRef, password: SecretStr) -> None:
+        """A simple bind AS THE USER over TLS on its own connection (the directory counts
+        a failure toward lockout like any logon). Raises InvalidCredentials,
+        AccountLocked, AccountDisabled, PasswordExpired or DirectoryUnavailable."""
+        ...
 
     def check(self) -> HealthReport:
         """TLS, bind, search bases readable, policy readable, and the rights a reset

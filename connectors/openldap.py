@@ -44,9 +44,15 @@ from ldap3.utils.conv import escape_filter_chars
 from pydantic import SecretStr
 
 from connectors import _ppolicy as pp
+from connectors._bind_as_user import bind_as_user
 from connectors._cache import TtlCache
 from connectors._checks import run_check
-from connectors._ldap import close_quietly, open_connection, server_url, translate_errors
+from connectors._ldap import (
+    close_quietly,
+    open_connection,
+    server_url,
+    translate_errors,
+)
 from connectors._openldap_check import probe_rights
 from connectors._openldap_groups import nested_groups
 from connectors._session import LdapSession
@@ -350,6 +356,9 @@ class OpenLdapConnector:
             pp.forget_secrets(conn)
             close_quietly(conn)
         return WriteOutcome(dc=dc, applied=("password",))
+
+    def authenticate(self, user: UserRef, password: SecretStr) -> None:
+        bind_as_user(self.settings, user, password)
 
     def unlock(self, user: UserRef) -> WriteOutcome:
         """Delete pwdAccountLockedTime and pwdFailureTime; a no-op when not locked.

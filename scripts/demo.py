@@ -159,4 +159,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if "--serve" in sys.argv[1:]:  # leave everything running, with the portal (demo_portal.py)
+        from demo_portal import serve
+
+        raise SystemExit(serve())
     raise SystemExit(main())

@@ -71,6 +71,7 @@ class Portal:
     def __init__(self, relay: RelayProcess, tenant: str, token: str, group: str, signer: PortalSigner):
         self.relay = relay
         self.tenant = tenant
+        self.token = token
         self.group = group
         self.signer = signer
         self.api_token = token

@@ -1,0 +1,5 @@
+import sys
+
+from cloud.portal.cli import main
+
+sys.exit(main())

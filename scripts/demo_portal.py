@@ -1,0 +1,106 @@
+"""`./scripts/demo --serve`: the whole system left running for a person to click
+through every portal flow in a browser, until Ctrl+C.
+
+A throwaway Samba AD DC, the relay (SQLite), an enrolled agent, and the portal on
+http://127.0.0.1:8080 with the development outbox (/dev/outbox) standing in for mail
+and text messages. Prints the URL and the test users; Ctrl+C stops everything.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import pyotp  # noqa: E402
+import tomli_w  # noqa: E402
+import uvicorn  # noqa: E402
+
+from agent.logging import configure_logging  # noqa: E402
+from cloud.portal.app import build_services, create_app  # noqa: E402
+from cloud.portal.crypto import generate_key_file  # noqa: E402
+from cloud.portal.settings import load_settings  # noqa: E402
+from tests.e2e.harness import AgentSystem, directory_entry, parent_dn  # noqa: E402
+from tests.servers._process import free_port, port_open  # noqa: E402
+from tests.servers.relay import start_relay  # noqa: E402
+from tests.servers.samba import DOMAIN_DN, UPN_SUFFIX, running_samba  # noqa: E402
+
+PASSWORD = "Demo-Pass-2024"  # noqa: S105 (the throwaway demo users' password, printed)
+ANSWERS = {
+    "In what city were you born?": "Springfield",
+    "What was the name of your first pet?": "Rex",
+    "What was the make of your first car?": "Saab",
+}
+
+
+def serve(port: int = 8080) -> int:
+    work = Path(tempfile.mkdtemp(prefix="writeback-portal-demo-"))
+    configure_logging(level="warning", fmt="console")
+    with ExitStack() as stack:
+        print("Starting a throwaway Samba AD DC, the relay and an agent (~30 s)", flush=True)
+        samba = stack.enter_context(
+            running_samba(work / "samba", also_delegate=(f"CN=Users,{DOMAIN_DN}",)))
+        relay = start_relay(work / "relay")
+        stack.callback(relay.stop)
+        secrets_dir = work / "secrets"
+        secrets_dir.mkdir(mode=0o700)
+        entry = directory_entry(samba.settings, secrets_dir, name="contoso",
+                                base_dns=[parent_dn(samba.base_dn)], default=True)
+        system = AgentSystem.create(work / "agent", relay, [entry])
+        system.start_agent()
+        stack.callback(system.close)
+
+        conf = work / "portal"
+        conf.mkdir()
+        (conf / "relay.token").write_text(system.portal.token)
+        system.portal.signer.save(conf / "portal.key")
+        generate_key_file(conf / "at-rest.key")
+        if port_open("127.0.0.1", port):
+            port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        (conf / "portal.toml").write_text(tomli_w.dumps({
+            "organisation": "Contoso", "base_url": url,
+            "tenant": system.portal.tenant, "agent_group": system.portal.group,
+            "relay_url": relay.base_url, "relay_token_file": "relay.token",
+            "signing_key_file": "portal.key", "secret_key_file": "at-rest.key",
+            "data_dir": "data", "secure_cookies": False, "dev_outbox": True,
+            "policy": {"methods_to_reset": 2, "helpdesk_email": "helpdesk@contoso.example"},
+            "smtp": {"host": ""},
+        }))
+        settings = load_settings(conf / "portal.toml")
+        services = build_services(settings)
+        stack.callback(services.close)
+
+        for login, given in (("alice", "Alice"), ("bob", "Bob")):
+            samba.create_user(login, PASSWORD, given_name=given, surname="Demo")
+        alice = f"alice@{UPN_SUFFIX}"
+        totp = pyotp.random_base32()
+        now = time.time()
+        vault = services.verifier.secrets
+        services.store.method_put(alice, "email", {"address": "alice@home.example"}, now)
+        services.store.method_put(alice, "app", {"secret": vault.seal(totp, alice)}, now)
+        services.store.method_put(alice, "questions", {"items": [
+            {"q": q, "h": vault.hash_answer(a)} for q, a in ANSWERS.items()]}, now)
+
+        hint = f".venv/bin/python -c \"import pyotp; print(pyotp.TOTP('{totp}').now())\""
+        print(f"""
+The portal is running: {url}
+  development outbox (mail and texts that would have been sent): {url}/dev/outbox
+
+  alice@{UPN_SUFFIX} / {PASSWORD}   registered: email, authenticator app, questions
+      authenticator key: {totp}
+        (add it to an app, or run: {hint})
+      answers: {'; '.join(f'{q} {a}' for q, a in ANSWERS.items())}
+  bob@{UPN_SUFFIX} / {PASSWORD}     not registered yet: sign in at {url}/register
+  Administrator@{UPN_SUFFIX}           protected: the "contact your administrator" page
+
+Policy: {conf / 'portal.toml'}. Ctrl+C stops everything.
+""", flush=True)
+        uvicorn.run(create_app(settings, services), host="127.0.0.1", port=port,
+                    log_level="warning")
+    return 0
