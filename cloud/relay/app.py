@@ -12,21 +12,17 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import structlog
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cloud.relay.auth import RelayHTTPError
-from cloud.relay.deps import RelayContext
+from cloud.relay import errors
+from cloud.relay.deps import AppStore, RelayContext
 from cloud.relay.routes_admin import router as admin_router
 from cloud.relay.routes_agent import router as agent_router
 from cloud.relay.routes_portal import router as portal_router
 from cloud.relay.settings import RelaySettings
-from cloud.relay.store import RelayStore
 from cloud.relay.store_sqlite import SQLiteStore
 
 log = structlog.get_logger("writeback.relay")
@@ -104,7 +100,7 @@ async def _prune_forever(ctx: RelayContext) -> None:
             log.info("store.pruned", requests=deleted)
 
 
-def create_app(settings: RelaySettings, store: RelayStore | None = None) -> FastAPI:
+def create_app(settings: RelaySettings, store: AppStore | None = None) -> FastAPI:
     """Build the app. Without `store`, opens the SQLite file `settings.db` (and closes
     it at shutdown); with one, the caller owns it (tests, a PostgreSQL store)."""
     owned = store is None
@@ -135,19 +131,7 @@ def create_app(settings: RelaySettings, store: RelayStore | None = None) -> Fast
     app.include_router(agent_router)
     app.include_router(admin_router)
 
-    @app.exception_handler(RelayHTTPError)
-    async def relay_error(request: Request, exc: RelayHTTPError) -> JSONResponse:
-        body: dict[str, Any] = {"error": exc.code, "message": exc.message, **exc.extra}
-        headers = {"WWW-Authenticate": "WBA1"} if exc.status == 401 else None
-        return JSONResponse(body, status_code=exc.status, headers=headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = sorted({".".join(str(p) for p in e.get("loc", ())) for e in exc.errors()})
-        return JSONResponse(
-            {"error": "invalid_request", "message": f"bad or missing: {', '.join(fields)}"},
-            status_code=422,
-        )
+    errors.install(app)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

@@ -3,7 +3,7 @@
 Portal tokens and enrollment codes are random secrets shown once and stored only as
 SHA-256 hashes (they have 256 / 80 bits of entropy, so a fast hash is enough).
 Agents hold no bearer secret at all: each call is signed with the key they enrolled
-(see `agent.transports.relay.auth_message`, the one definition of the signed bytes).
+(see `wire.signed_call.auth_message`, the one definition of the signed bytes).
 Failures carry a stable `error` code in the JSON body so operators can tell a wrong
 clock from a removed agent.
 """
@@ -35,11 +35,20 @@ _AUTH_RE = re.compile(
 class RelayHTTPError(Exception):
     """An API error answered as JSON {"error": code, "message": ..., **extra}."""
 
-    def __init__(self, http_status: int, code: str, message: str = "", **extra: Any) -> None:
+    def __init__(
+        self,
+        http_status: int,
+        code: str,
+        message: str = "",
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(f"{http_status} {code}")
         self.status = http_status
         self.code = code
         self.message = message
+        self.headers = headers or {}
         self.extra = extra
 
 

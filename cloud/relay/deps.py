@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, TypeVar
+from typing import Annotated, Protocol, TypeVar
 
 import structlog
 from fastapi import Depends, Request
@@ -22,16 +22,28 @@ from cloud.relay.auth import (
 )
 from cloud.relay.notify import Notifier
 from cloud.relay.settings import RelaySettings
-from cloud.relay.store import Agent, RelayStore
+from cloud.relay.store import Agent, OpsStore, RelayStore
+from wire.canonical import b64url_decode, canonical_json
+from wire.errors import Rejected
+from wire.keys import AgentPublicKeys, key_id
+from wire.results import open_heartbeat
 
 log = structlog.get_logger("writeback.relay")
 T = TypeVar("T")
 
 
+class AppStore(RelayStore, OpsStore, Protocol):
+    """Everything the app calls on its store."""
+
+
+# A heartbeat is small: version, a few directory flags, a counter.
+MAX_HEARTBEAT_BYTES = 4096
+
+
 @dataclass
 class RelayContext:
     settings: RelaySettings
-    store: RelayStore
+    store: AppStore
     notifier: Notifier = field(default_factory=Notifier)
     clock: Callable[[], float] = time.time
     # Set when the server begins to stop: open long-polls answer "nothing yet" at
@@ -87,6 +99,24 @@ async def signed_agent(request: Request, ctx: Ctx) -> Agent:
         raise
 
 
+async def verified_heartbeat(request: Request, agent: SignedAgent) -> bytes:
+    """The heartbeat body, checked with the wire contract's `open_heartbeat` (size,
+    strict JSON, shape, signature by the enrolled key, agent id), as the canonical
+    bytes to store: what operators are shown was signed by the agent itself."""
+    raw = await request.body()
+    trusted = AgentPublicKeys.model_construct(  # only the signing half is needed here
+        agent_id=agent.agent_id,
+        sign_kid=key_id("ed25519", b64url_decode(agent.sign_key)),
+        sign_key=agent.sign_key,
+    )
+    try:
+        body, _ = open_heartbeat(raw, [trusted], max_bytes=MAX_HEARTBEAT_BYTES)
+    except Rejected as exc:
+        status = 413 if exc.reason == "too_large" else 422
+        raise RelayHTTPError(status, "invalid_heartbeat", exc.detail) from None
+    return canonical_json(body.model_dump(mode="json"))
+
+
 async def admin(request: Request, ctx: Ctx) -> None:
     token = ctx.settings.admin_token
     check_admin(
@@ -97,3 +127,4 @@ async def admin(request: Request, ctx: Ctx) -> None:
 PortalTenant = Annotated[str, Depends(portal_tenant)]
 SignedAgent = Annotated[Agent, Depends(signed_agent)]
 Admin = Depends(admin)
+VerifiedHeartbeat = Annotated[bytes, Depends(verified_heartbeat)]

@@ -139,3 +139,25 @@ class EnrollmentCodeCreated(BaseModel):
 
 class PortalKeyCreate(PortalKeyBody):
     tenant: str
+
+
+class AgentHealth(BaseModel):
+    """One agent as an operator sees it (`writeback-relay agent list`, GET /v1/admin/agents)."""
+
+    agent_id: str
+    name: str
+    agent_group: str
+    enrolled_at: float
+    online: bool = Field(description="seen (lease poll or heartbeat) within presence_timeout")
+    last_seen: float | None
+    version: str | None = Field(description="from the last verified heartbeat")
+    last_heartbeat: float | None = Field(description="sent_at of the last verified heartbeat")
+    directories: dict[str, Any] = Field(
+        default_factory=dict, description="directory name -> reachable, as the agent reported"
+    )
+    in_flight: int | None = None
+
+
+class AgentHealthList(BaseModel):
+    tenant: str
+    agents: list[AgentHealth]

@@ -16,7 +16,7 @@ import structlog
 from fastapi import APIRouter, Query, Request, Response
 
 from cloud.relay.auth import RelayHTTPError, hash_secret, normalize_code, validate_sign_key
-from cloud.relay.deps import Ctx, SignedAgent
+from cloud.relay.deps import Ctx, SignedAgent, VerifiedHeartbeat
 from cloud.relay.models import (
     EnrollBody,
     Enrolled,
@@ -201,18 +201,9 @@ async def post_result(body: ResultBody, agent: SignedAgent, ctx: Ctx) -> Ok:
 
 
 @router.post("/agent/heartbeat", response_model=ServerTime, responses=_ERRORS)
-async def heartbeat(request: Request, agent: SignedAgent, ctx: Ctx) -> ServerTime:
-    body = await request.body()
-    if len(body) > _MAX_STATUS_BYTES:
-        raise RelayHTTPError(413, "too_large", f"heartbeat over {_MAX_STATUS_BYTES} bytes")
-    try:
-        parsed = json.loads(body or b"{}")
-    except ValueError as exc:
-        raise RelayHTTPError(422, "malformed_heartbeat", "body is not JSON") from exc
-    if not isinstance(parsed, dict):
-        raise RelayHTTPError(422, "malformed_heartbeat", "body must be a JSON object")
+async def heartbeat(status: VerifiedHeartbeat, agent: SignedAgent, ctx: Ctx) -> ServerTime:
     now = ctx.clock()
-    await ctx.run(ctx.store.touch_agent, agent.agent_id, now, body or b"{}")
+    await ctx.run(ctx.store.touch_agent, agent.agent_id, now, status)
     return ServerTime(server_time=now)
 
 

@@ -16,12 +16,13 @@ from pydantic import ValidationError
 
 from cloud.relay.auth import RelayHTTPError
 from cloud.relay.deps import Ctx, PortalTenant
-from cloud.relay.models import AgentInfo, AgentList, ErrorBody, Pending, RequestEnvelope, Submitted
+from cloud.relay.errors import ERROR_RESPONSES
+from cloud.relay.models import AgentInfo, AgentList, Pending, RequestEnvelope, Submitted
 from cloud.relay.notify import group_key, request_key
-from cloud.relay.store import DuplicateError, RequestState
+from cloud.relay.store import RequestState
 
 log = structlog.get_logger("writeback.relay")
-router = APIRouter(prefix="/v1", tags=["portal"])
+router = APIRouter(prefix="/v1", tags=["portal"], responses=ERROR_RESPONSES)
 
 _ENVELOPE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -43,12 +44,9 @@ _ENVELOPE_SCHEMA: dict[str, Any] = {
         "sig": {"type": "object"},
     },
 }
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 422, 503)
-}
 
 
-@router.get("/groups/{agent_group}/agents", response_model=AgentList, responses=_ERRORS)
+@router.get("/groups/{agent_group}/agents", response_model=AgentList)
 async def list_agents(agent_group: str, tenant: PortalTenant, ctx: Ctx) -> AgentList:
     """The enrolled agents of the group and their public keys: seal to each of them."""
     agents = await ctx.run(ctx.store.list_agents, tenant, agent_group)
@@ -74,7 +72,6 @@ async def list_agents(agent_group: str, tenant: PortalTenant, ctx: Ctx) -> Agent
     "/requests",
     status_code=202,
     response_model=Submitted,
-    responses=_ERRORS,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -113,18 +110,9 @@ async def submit(request: Request, tenant: PortalTenant, ctx: Ctx) -> Submitted:
             f"no agent of group {header.agent_group!r} is online",
             status="no_agent_online",
         )
-    try:
-        await ctx.run(
-            ctx.store.add_request,
-            tenant,
-            header.id,
-            header.agent_group,
-            header.exp,
-            body,
-            now=now,
-        )
-    except DuplicateError as exc:
-        raise RelayHTTPError(409, "duplicate_id", "this request id was submitted before") from exc
+    await ctx.run(
+        ctx.store.add_request, tenant, header.id, header.agent_group, header.exp, body, now=now
+    )
     ctx.notifier.notify(group_key(tenant, header.agent_group))
     log.info("request.queued", tenant=tenant, group=header.agent_group, request_id=header.id)
     return Submitted(id=header.id)
@@ -139,7 +127,6 @@ async def submit(request: Request, tenant: PortalTenant, ctx: Ctx) -> Submitted:
         },
         202: {"model": Pending, "description": "still queued or leased at the end of the wait"},
         410: {"model": Pending, "description": "expired before any agent answered"},
-        **_ERRORS,
     },
 )
 async def result(

@@ -222,3 +222,49 @@ class RelayStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# --- relay operations (added for replay protection, agent status, /readyz, /metrics) ----
+# A separate block so it merges cleanly with the store split by role: these methods are
+# the "operations" role (cloud/relay/ops*, routes_ops.py, the admin agent listing).
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    """An agent as operators see it: presence plus its last verified heartbeat."""
+
+    agent_id: str
+    tenant: str
+    agent_group: str
+    name: str
+    enrolled_at: float
+    last_seen: float | None
+    heartbeat: bytes | None  # canonical JSON of the last verified HeartbeatBody
+
+
+class OpsStore(Protocol):
+    def use_nonce(self, agent_id: str, nonce: str, ts: float) -> bool:
+        """Record that a signed call with this nonce was accepted. False when the same
+        (agent, nonce) was recorded before: a replay. Atomic across relay processes."""
+        ...
+
+    def prune_nonces(self, before: float) -> int:
+        """Forget nonces of calls signed before `before` (the clock window refuses
+        those anyway). Returns how many were deleted."""
+        ...
+
+    def agent_statuses(self, tenant: str, agent_group: str | None = None) -> list[AgentStatus]:
+        """Non-removed agents of the tenant (one group, or all), oldest first."""
+        ...
+
+    def ping(self) -> None:
+        """A round trip to the database; raises when it cannot answer."""
+        ...
+
+    def request_counts(self, now: float) -> dict[str, int]:
+        """Requests in the store by RequestState value (queued, leased, done, expired)."""
+        ...
+
+    def online_counts(self, since: float) -> list[tuple[str, str, int]]:
+        """(tenant, agent_group, agents seen since `since`) for every group with agents."""
+        ...

@@ -35,6 +35,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from agent.transports.relay import RelayTransport, enroll
 from cloud.relay.client import PortalClient
 from wire.canonical import b64url_encode as b64url
+from wire.canonical import canonical_json
+from wire.signing import Domain, sign
 
 _REPO = Path(__file__).resolve().parents[2]
 _names = itertools.count(1)
@@ -63,6 +65,17 @@ class EnrolledAgent:
 
     def transport(self, **kwargs: Any) -> RelayTransport:
         return RelayTransport(self.base_url, self.agent_id, self.signing_key, **kwargs)
+
+    def heartbeat_body(self, **fields: Any) -> bytes:
+        """A heartbeat signed with this agent's key, as the agent's service sends it."""
+        return signed_heartbeat(self.signing_key, self.agent_id, **fields)
+
+
+def signed_heartbeat(key: Ed25519PrivateKey, agent_id: str, **fields: Any) -> bytes:
+    payload = {"v": 1, "type": "heartbeat", "agent_id": agent_id, "version": "0.1.0",
+               "sent_at": int(time.time()), "directories": {}, "in_flight": 0, **fields}
+    sig = sign(key, Domain.HEARTBEAT, payload)
+    return canonical_json({"heartbeat": payload, "sig": sig.model_dump(mode="json")})
 
 
 @dataclass
