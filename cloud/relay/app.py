@@ -18,7 +18,9 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloud.relay import errors
+from cloud.relay.authfirst import AuthenticateFirst
 from cloud.relay.deps import AppStore, RelayContext
+from cloud.relay.ratelimit import TenantLimits
 from cloud.relay.routes_admin import router as admin_router
 from cloud.relay.routes_agent import router as agent_router
 from cloud.relay.routes_portal import router as portal_router
@@ -29,38 +31,42 @@ log = structlog.get_logger("writeback.relay")
 
 
 class BodyLimit:
-    """Refuse bodies over `limit` bytes with 413 before they are buffered in full.
-    With Content-Length the header decides (the server enforces the framing);
-    chunked bodies are read here, counting, and replayed to the app."""
+    """Read the whole body before the app sees it: refuse more than `limit` bytes with
+    413 (by Content-Length at once, else while counting) and a body not delivered
+    within `timeout` seconds with 408, so a trickling client cannot hold a request
+    open. Bodies are small (envelopes), so buffering costs nothing worth saving."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, timeout: float) -> None:
         self.app = app
         self.limit = limit
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None:
-            if not length.isdigit() or int(length) > self.limit:
-                await _send_413(send)
-                return
-            await self.app(scope, receive, send)
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await _send_error(send, 413, b"too_large", b"request body too large")
             return
         chunks: list[bytes] = []
         seen = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # client went away
-            chunks.append(message.get("body", b""))
-            seen += len(chunks[-1])
-            if seen > self.limit:
-                await _send_413(send)
-                return
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return  # client went away
+                    chunks.append(message.get("body", b""))
+                    seen += len(chunks[-1])
+                    if seen > self.limit:
+                        await _send_error(send, 413, b"too_large", b"request body too large")
+                        return
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await _send_error(send, 408, b"body_timeout", b"request body not sent in time")
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -73,12 +79,12 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-async def _send_413(send: Send) -> None:
-    body = b'{"error":"too_large","message":"request body too large"}'
+async def _send_error(send: Send, status: int, code: bytes, message: bytes) -> None:
+    body = b'{"error":"' + code + b'","message":"' + message + b'"}'
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
@@ -92,7 +98,9 @@ async def _prune_forever(ctx: RelayContext) -> None:
     while True:
         await asyncio.sleep(ctx.settings.prune_interval)
         try:
-            deleted = await ctx.run(ctx.store.prune, ctx.clock(), ctx.settings.retention)
+            now = ctx.clock()
+            deleted = await ctx.run(ctx.store.prune, now, ctx.settings.retention)
+            await ctx.run(ctx.store.prune_nonces, now - ctx.settings.auth_skew - 1)
         except Exception as exc:  # noqa: BLE001 - a failed prune must not stop the next one
             log.error("store.prune_failed", error=type(exc).__name__)
             continue
@@ -104,7 +112,14 @@ def create_app(settings: RelaySettings, store: AppStore | None = None) -> FastAP
     """Build the app. Without `store`, opens the SQLite file `settings.db` (and closes
     it at shutdown); with one, the caller owns it (tests, a PostgreSQL store)."""
     owned = store is None
-    ctx = RelayContext(settings=settings, store=store or SQLiteStore(settings.db))
+    limits = TenantLimits(
+        submit_rate=settings.submit_rate,
+        long_poll_rate=settings.long_poll_rate,
+        enroll_rate_per_client=settings.enroll_rate_per_client,
+        enroll_rate_total=settings.enroll_rate_total,
+        max_long_polls_per_tenant=settings.max_long_polls_per_tenant,
+    )
+    ctx = RelayContext(settings=settings, store=store or SQLiteStore(settings.db), limits=limits)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -126,7 +141,12 @@ def create_app(settings: RelaySettings, store: AppStore | None = None) -> FastAP
         lifespan=lifespan,
     )
     app.state.relay = ctx
-    app.add_middleware(BodyLimit, limit=2 * settings.max_body_bytes + 4096)
+    # Outermost last: BodyLimit reads (bounded, with a deadline), then callers are
+    # authenticated, then FastAPI parses the body.
+    app.add_middleware(AuthenticateFirst, ctx=ctx)
+    app.add_middleware(
+        BodyLimit, limit=2 * settings.max_body_bytes + 4096, timeout=settings.body_timeout
+    )
     app.include_router(portal_router)
     app.include_router(agent_router)
     app.include_router(admin_router)

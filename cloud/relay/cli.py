@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -34,7 +32,7 @@ from cloud.relay.store import DuplicateError, NotFoundError, PortalKey
 from cloud.relay.store_sqlite import SQLiteStore
 
 if TYPE_CHECKING:
-    from cloud.relay.deps import RelayContext
+    pass
 
 _TUNABLES = (
     "presence_timeout",
@@ -48,7 +46,12 @@ _TUNABLES = (
     "max_lease_wait",
     "auth_skew",
     "graceful_shutdown",
+    "header_timeout",
+    "body_timeout",
+    "keep_alive_timeout",
 )
+_COUNTS = ("max_long_polls_per_tenant", "limit_concurrency")
+_RATES = ("submit_rate", "long_poll_rate", "enroll_rate_per_client", "enroll_rate_total")
 
 
 def _when(text: str) -> float:
@@ -79,6 +82,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     for name in _TUNABLES:
         serve.add_argument("--" + name.replace("_", "-"), type=float)
+    for name in _COUNTS:
+        serve.add_argument("--" + name.replace("_", "-"), type=int)
+    for name in _RATES:
+        serve.add_argument("--" + name.replace("_", "-"), help="e.g. 100/second, 10/minute")
     serve.add_argument("--log-level", default="info")
 
     tenant = sub.add_parser("tenant", help="manage tenants").add_subparsers(
@@ -129,7 +136,7 @@ def _admin_token(path: Path | None) -> SecretStr | None:
 
 def _settings(args: argparse.Namespace) -> RelaySettings:
     overrides: dict[str, Any] = {}
-    for name in ("db", "host", "port", *_TUNABLES):
+    for name in ("db", "host", "port", *_TUNABLES, *_COUNTS, *_RATES):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -152,31 +159,14 @@ def _configure_logging(level: str) -> None:
 
 def _serve(args: argparse.Namespace, settings: RelaySettings) -> int:
     # Imported here so the admin subcommands start without the web stack.
-    import uvicorn
-
     from cloud.relay.app import create_app
+    from cloud.relay.server import serve
 
     settings = settings.model_copy(update={"admin_token": _admin_token(args.admin_token_file)})
     _configure_logging(args.log_level)
     if settings.admin_token is None:
         structlog.get_logger("writeback.relay").warning("admin_api.disabled")
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=math.ceil(settings.graceful_shutdown),
-        server_header=False,
-    )
-    ctx: RelayContext = app.state.relay
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            ctx.stopping = True  # a plain flag: safe to set from a signal handler
-            super().handle_exit(sig, frame)
-
-    Server(config).run()
+    serve(create_app(settings), settings, args.log_level)
     return 0
 
 

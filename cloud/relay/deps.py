@@ -4,7 +4,7 @@ dependencies), so routes state who may call them in their signature."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Protocol, TypeVar
 
@@ -21,6 +21,7 @@ from cloud.relay.auth import (
     verify_agent_request,
 )
 from cloud.relay.notify import Notifier
+from cloud.relay.ratelimit import TenantLimits
 from cloud.relay.settings import RelaySettings
 from cloud.relay.store import Agent, OpsStore, RelayStore
 from wire.canonical import b64url_decode, canonical_json
@@ -44,6 +45,7 @@ MAX_HEARTBEAT_BYTES = 4096
 class RelayContext:
     settings: RelaySettings
     store: AppStore
+    limits: TenantLimits
     notifier: Notifier = field(default_factory=Notifier)
     clock: Callable[[], float] = time.time
     # Set when the server begins to stop: open long-polls answer "nothing yet" at
@@ -63,7 +65,34 @@ def get_ctx(request: Request) -> RelayContext:
 Ctx = Annotated[RelayContext, Depends(get_ctx)]
 
 
+# Where the identity established by `authfirst.AuthenticateFirst` is kept in the
+# request's state, so the dependencies below do not check (or burn a nonce) twice.
+IDENTITY = "relay_identity"
+
+
+def _established(request: Request) -> object:
+    return getattr(request.state, IDENTITY, None)
+
+
 async def portal_tenant(request: Request, ctx: Ctx) -> str:
+    known = _established(request)
+    if isinstance(known, str):
+        return known
+    return await authenticate_portal(request, ctx)
+
+
+async def signed_agent(request: Request, ctx: Ctx) -> Agent:
+    known = _established(request)
+    if isinstance(known, Agent):
+        return known
+    return await authenticate_agent(request, ctx)
+
+
+async def admin(request: Request, ctx: Ctx) -> None:
+    await authenticate_admin(request, ctx)
+
+
+async def authenticate_portal(request: Request, ctx: RelayContext) -> str:
     token = bearer_token(request.headers.get("authorization"))
     if token is None:
         raise RelayHTTPError(401, "missing_token", "Authorization: Bearer <tenant API token>")
@@ -79,13 +108,13 @@ def _path_with_query(request: Request) -> bytes:
     return bytes(raw_path) + (b"?" + bytes(query) if query else b"")
 
 
-async def signed_agent(request: Request, ctx: Ctx) -> Agent:
-    """Verify the WBA1 signature over method, path, timestamp and body."""
+async def authenticate_agent(request: Request, ctx: RelayContext) -> Agent:
+    """Verify the WBA1 signature over method, path, timestamp, nonce and body."""
     creds = parse_agent_authorization(request.headers.get("authorization"))
     body = await request.body()
     agent = await ctx.run(ctx.store.get_agent, creds.agent_id)
     try:
-        return verify_agent_request(
+        verified = verify_agent_request(
             creds,
             agent,
             method=request.method,
@@ -94,9 +123,15 @@ async def signed_agent(request: Request, ctx: Ctx) -> Agent:
             now=ctx.clock(),
             max_skew=ctx.settings.auth_skew,
         )
+        # Usable once: the nonce is recorded in the store, so a replay is refused by
+        # every relay process sharing the database, for as long as the clock window
+        # would accept its timestamp (older nonces are pruned: the window refuses them).
+        if not await ctx.run(ctx.store.use_nonce, verified.agent_id, creds.nonce, int(creds.ts)):
+            raise RelayHTTPError(401, "replayed", "this signed call was used before")
     except RelayHTTPError as exc:
         log.warning("agent.auth_failed", agent_id=creds.agent_id, error=exc.code)
         raise
+    return verified
 
 
 async def verified_heartbeat(request: Request, agent: SignedAgent) -> bytes:
@@ -117,7 +152,19 @@ async def verified_heartbeat(request: Request, agent: SignedAgent) -> bytes:
     return canonical_json(body.model_dump(mode="json"))
 
 
-async def admin(request: Request, ctx: Ctx) -> None:
+async def enroll_gate(request: Request, ctx: Ctx) -> None:
+    """Enrollment codes cannot be guessed at any useful rate: per client and in total."""
+    client = request.client.host if request.client else "unknown"
+    ctx.limits.enroll_attempt(client)
+
+
+async def long_poll_slot(agent: SignedAgent, ctx: Ctx) -> AsyncIterator[None]:
+    """An agent's lease poll holds one of its tenant's long-poll slots while open."""
+    with ctx.limits.long_poll(agent.tenant):
+        yield
+
+
+async def authenticate_admin(request: Request, ctx: RelayContext) -> None:
     token = ctx.settings.admin_token
     check_admin(
         request.headers.get("authorization"), None if token is None else token.get_secret_value()
@@ -128,3 +175,5 @@ PortalTenant = Annotated[str, Depends(portal_tenant)]
 SignedAgent = Annotated[Agent, Depends(signed_agent)]
 Admin = Depends(admin)
 VerifiedHeartbeat = Annotated[bytes, Depends(verified_heartbeat)]
+EnrollGate = Depends(enroll_gate)
+LongPollSlot = Depends(long_poll_slot)

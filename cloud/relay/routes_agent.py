@@ -16,7 +16,7 @@ import structlog
 from fastapi import APIRouter, Query, Request, Response
 
 from cloud.relay.auth import RelayHTTPError, hash_secret, normalize_code, validate_sign_key
-from cloud.relay.deps import Ctx, SignedAgent, VerifiedHeartbeat
+from cloud.relay.deps import Ctx, EnrollGate, LongPollSlot, SignedAgent, VerifiedHeartbeat
 from cloud.relay.models import (
     EnrollBody,
     Enrolled,
@@ -45,7 +45,9 @@ def _lease_lost() -> RelayHTTPError:
     return RelayHTTPError(409, "lease_lost", "the lease is no longer held by this agent")
 
 
-@router.post("/agents/enroll", response_model=Enrolled, responses=_ERRORS)
+@router.post(
+    "/agents/enroll", response_model=Enrolled, responses=_ERRORS, dependencies=[EnrollGate]
+)
 async def enroll(body: EnrollBody, ctx: Ctx) -> Enrolled:
     """Redeem a one-time code: register the agent's public keys, get its identity."""
     sign_key = validate_sign_key(body.public_keys.get("sign_key"))
@@ -79,6 +81,7 @@ async def enroll(body: EnrollBody, ctx: Ctx) -> Enrolled:
 @router.post(
     "/agent/lease",
     responses={200: {"model": LeaseBody}, 204: {"description": "nothing to do"}, **_ERRORS},
+    dependencies=[LongPollSlot],
 )
 async def lease(
     request: Request,

@@ -14,10 +14,18 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from cloud.relay import bounds
 from cloud.relay.auth import RelayHTTPError
-from cloud.relay.deps import Ctx, PortalTenant
+from cloud.relay.deps import Ctx, PortalTenant, RelayContext
 from cloud.relay.errors import ERROR_RESPONSES
-from cloud.relay.models import AgentInfo, AgentList, Pending, RequestEnvelope, Submitted
+from cloud.relay.models import (
+    ID_PATTERN,
+    AgentInfo,
+    AgentList,
+    Pending,
+    RequestEnvelope,
+    Submitted,
+)
 from cloud.relay.notify import group_key, request_key
 from cloud.relay.store import RequestState
 
@@ -28,16 +36,22 @@ _ENVELOPE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["header"],
     "description": "The signed+sealed request envelope. Only header.id, header.tenant, "
-    "header.agent_group and header.exp are read; the rest is carried as is.",
+    "header.agent_group and header.exp are read; the rest is carried as is. Limits: "
+    f"nesting depth {bounds.ENVELOPE.max_depth}, finite numbers only, at most "
+    "max_body_bytes (64 KiB by default).",
     "properties": {
         "header": {
             "type": "object",
             "required": ["id", "tenant", "agent_group", "exp"],
             "properties": {
-                "id": {"type": "string"},
-                "tenant": {"type": "string"},
-                "agent_group": {"type": "string"},
-                "exp": {"type": "number", "description": "unix seconds"},
+                "id": {"type": "string", "pattern": ID_PATTERN, "maxLength": 128},
+                "tenant": {"type": "string", "minLength": 1, "maxLength": 128},
+                "agent_group": {"type": "string", "minLength": 1, "maxLength": 128},
+                "exp": {
+                    "type": "number",
+                    "description": "unix seconds, in the future and at most max_request_ttl "
+                    "(900 s by default) ahead",
+                },
             },
         },
         "sealed": {"type": "object"},
@@ -51,6 +65,11 @@ async def list_agents(agent_group: str, tenant: PortalTenant, ctx: Ctx) -> Agent
     """The enrolled agents of the group and their public keys: seal to each of them."""
     agents = await ctx.run(ctx.store.list_agents, tenant, agent_group)
     since = ctx.clock() - ctx.settings.presence_timeout
+    servable = [a for a in agents if bounds.within(a.public_keys, bounds.PUBLIC_KEYS)]
+    if len(servable) != len(agents):
+        # Stored before registration was bounded: one bad record must not fail the list.
+        skipped = sorted({a.agent_id for a in agents} - {a.agent_id for a in servable})
+        log.warning("agents.record_out_of_bounds", tenant=tenant, agent_ids=skipped)
     return AgentList(
         tenant=tenant,
         agent_group=agent_group,
@@ -63,7 +82,7 @@ async def list_agents(agent_group: str, tenant: PortalTenant, ctx: Ctx) -> Agent
                 last_seen=a.last_seen,
                 enrolled_at=a.enrolled_at,
             )
-            for a in agents
+            for a in servable
         ],
     )
 
@@ -80,11 +99,16 @@ async def list_agents(agent_group: str, tenant: PortalTenant, ctx: Ctx) -> Agent
     },
 )
 async def submit(request: Request, tenant: PortalTenant, ctx: Ctx) -> Submitted:
+    ctx.limits.hit("submit", tenant)
     body = await request.body()
     if len(body) > ctx.settings.max_body_bytes:
         raise RelayHTTPError(413, "too_large", f"envelope over {ctx.settings.max_body_bytes} bytes")
     try:
-        header = RequestEnvelope.model_validate_json(body).header
+        doc = bounds.parse(body, bounds.ENVELOPE)
+    except bounds.BoundsError as exc:
+        raise RelayHTTPError(400, "invalid_json", str(exc), field=exc.path or None) from None
+    try:
+        header = RequestEnvelope.model_validate(doc).header
     except ValidationError as exc:
         fields = sorted({".".join(map(str, e["loc"])) for e in exc.errors()})
         raise RelayHTTPError(
@@ -135,6 +159,15 @@ async def result(
     tenant: PortalTenant,
     ctx: Ctx,
     wait: float = Query(0.0, ge=0, description="long-poll up to this many seconds (max 60)"),
+) -> Response:
+    if wait <= 0:
+        return await _result(request_id, request, tenant, ctx, 0.0)
+    with ctx.limits.long_poll(tenant):
+        return await _result(request_id, request, tenant, ctx, wait)
+
+
+async def _result(
+    request_id: str, request: Request, tenant: str, ctx: RelayContext, wait: float
 ) -> Response:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, ctx.settings.max_result_wait)

@@ -85,7 +85,7 @@ class RelayProcess:
     db_path: Path
     log_path: Path
     proc: subprocess.Popen[bytes]
-    settings: dict[str, float] = field(default_factory=dict)
+    settings: dict[str, float | str] = field(default_factory=dict)
 
     def admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         response = httpx.request(
@@ -139,11 +139,18 @@ class RelayProcess:
                 self.proc.wait(timeout=timeout)
 
 
+# Tests enroll many agents from one address in a short time; the enrollment rate
+# limit has its own test (which passes a low rate explicitly).
+_TEST_DEFAULTS = {"enroll_rate_per_client": "10000/minute", "enroll_rate_total": "10000/minute"}
+
+
 def start_relay(
-    tmp_path: Path, *, ready_timeout: float = 20, log_level: str = "warning", **settings: float
+    tmp_path: Path, *, ready_timeout: float = 20, log_level: str = "warning",
+    **settings: float | str,
 ) -> RelayProcess:
     """Start a relay; `settings` are serve flags (lease_timeout=2 -> --lease-timeout 2).
     The log (stdout+stderr) is in `relay.log()`."""
+    settings = {**_TEST_DEFAULTS, **settings}
     tmp_path.mkdir(parents=True, exist_ok=True)
     token_file = tmp_path / "admin-token"
     admin_token = secrets.token_urlsafe(32)
