@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,12 +18,14 @@ import structlog
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cloud.relay import errors
+from cloud.relay import errors, openapi
 from cloud.relay.authfirst import AuthenticateFirst
 from cloud.relay.deps import AppStore, RelayContext
+from cloud.relay.metrics import RelayMetrics
 from cloud.relay.ratelimit import TenantLimits
 from cloud.relay.routes_admin import router as admin_router
 from cloud.relay.routes_agent import router as agent_router
+from cloud.relay.routes_ops import router as ops_router
 from cloud.relay.routes_portal import router as portal_router
 from cloud.relay.settings import RelaySettings
 from cloud.relay.store_sqlite import SQLiteStore
@@ -119,7 +122,9 @@ def create_app(settings: RelaySettings, store: AppStore | None = None) -> FastAP
         enroll_rate_total=settings.enroll_rate_total,
         max_long_polls_per_tenant=settings.max_long_polls_per_tenant,
     )
-    ctx = RelayContext(settings=settings, store=store or SQLiteStore(settings.db), limits=limits)
+    the_store: AppStore = store or SQLiteStore(settings.db)
+    metrics = RelayMetrics(the_store, time.time, settings.presence_timeout)
+    ctx = RelayContext(settings=settings, store=the_store, limits=limits, metrics=metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -150,11 +155,9 @@ def create_app(settings: RelaySettings, store: AppStore | None = None) -> FastAP
     app.include_router(portal_router)
     app.include_router(agent_router)
     app.include_router(admin_router)
+    app.include_router(ops_router)
 
     errors.install(app)
-
-    @app.get("/healthz", tags=["ops"])
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    openapi.install(app)
 
     return app

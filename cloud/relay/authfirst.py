@@ -36,18 +36,27 @@ from cloud.relay.store import StoreError
 
 Check = Callable[[Request, RelayContext], Awaitable[object]]
 
-_BY_PREFIX: tuple[tuple[str, Check], ...] = (
-    ("/v1/agent/", authenticate_agent),
-    ("/v1/groups/", authenticate_portal),
-    ("/v1/requests", authenticate_portal),
-    ("/v1/admin/", authenticate_admin),
+# (path prefix, check, OpenAPI security scheme name: see openapi.py)
+_BY_PREFIX: tuple[tuple[str, Check, str], ...] = (
+    ("/v1/agent/", authenticate_agent, "agentSignature"),
+    ("/v1/groups/", authenticate_portal, "portalToken"),
+    ("/v1/requests", authenticate_portal, "portalToken"),
+    ("/v1/admin/", authenticate_admin, "adminToken"),
 )
 
 
 def _check_for(path: str) -> Check | None:
-    for prefix, check in _BY_PREFIX:
+    for prefix, check, _ in _BY_PREFIX:
         if path.startswith(prefix):
             return check
+    return None
+
+
+def scheme_for(path: str) -> str | None:
+    """The security scheme that protects `path` (None: no authentication)."""
+    for prefix, _, scheme in _BY_PREFIX:
+        if path.startswith(prefix):
+            return scheme
     return None
 
 

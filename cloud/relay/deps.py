@@ -20,6 +20,7 @@ from cloud.relay.auth import (
     parse_agent_authorization,
     verify_agent_request,
 )
+from cloud.relay.metrics import RelayMetrics
 from cloud.relay.notify import Notifier
 from cloud.relay.ratelimit import TenantLimits
 from cloud.relay.settings import RelaySettings
@@ -46,6 +47,7 @@ class RelayContext:
     settings: RelaySettings
     store: AppStore
     limits: TenantLimits
+    metrics: RelayMetrics
     notifier: Notifier = field(default_factory=Notifier)
     clock: Callable[[], float] = time.time
     # Set when the server begins to stop: open long-polls answer "nothing yet" at

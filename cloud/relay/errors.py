@@ -90,6 +90,8 @@ def _route_name(request: Request) -> str:
 
 
 async def _relay_error(request: Request, exc: RelayHTTPError) -> JSONResponse:
+    if exc.status == 429:
+        request.app.state.relay.metrics.rate_limited.labels(exc.code).inc()
     return error_response(exc)
 
 

@@ -107,6 +107,7 @@ async def lease(
             lease_timeout=settings.lease_timeout,
         )
         if grant is not None:
+            ctx.metrics.leased(agent.tenant, grant.request_id, now)
             log.info(
                 "request.leased",
                 tenant=agent.tenant,

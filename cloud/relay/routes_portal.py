@@ -137,8 +137,9 @@ async def submit(request: Request, tenant: PortalTenant, ctx: Ctx) -> Submitted:
     await ctx.run(
         ctx.store.add_request, tenant, header.id, header.agent_group, header.exp, body, now=now
     )
+    ctx.metrics.submitted(tenant, header.id, now)
     ctx.notifier.notify(group_key(tenant, header.agent_group))
-    log.info("request.queued", tenant=tenant, group=header.agent_group, request_id=header.id)
+    log.debug("request.queued", tenant=tenant, group=header.agent_group, request_id=header.id)
     return Submitted(id=header.id)
 
 

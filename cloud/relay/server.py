@@ -67,7 +67,9 @@ def header_timeout_protocol(seconds: float) -> type[H11Protocol]:
     return HeaderTimeoutProtocol
 
 
-def uvicorn_config(app: Any, settings: RelaySettings, log_level: str) -> uvicorn.Config:
+def uvicorn_config(
+    app: Any, settings: RelaySettings, log_level: str, *, access_log: bool = False
+) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=settings.host,
@@ -75,6 +77,7 @@ def uvicorn_config(app: Any, settings: RelaySettings, log_level: str) -> uvicorn
         http=header_timeout_protocol(settings.header_timeout),
         log_level=log_level,
         log_config=None,  # our logging setup (cloud/relay/logs.py) handles uvicorn's loggers
+        access_log=access_log,
         timeout_keep_alive=max(1, math.ceil(settings.keep_alive_timeout)),
         limit_concurrency=settings.limit_concurrency,
         timeout_graceful_shutdown=math.ceil(settings.graceful_shutdown),
@@ -82,7 +85,7 @@ def uvicorn_config(app: Any, settings: RelaySettings, log_level: str) -> uvicorn
     )
 
 
-def serve(app: Any, settings: RelaySettings, log_level: str) -> None:
+def serve(app: Any, settings: RelaySettings, log_level: str, *, access_log: bool = False) -> None:
     ctx: RelayContext = app.state.relay
 
     class Server(uvicorn.Server):
@@ -90,4 +93,4 @@ def serve(app: Any, settings: RelaySettings, log_level: str) -> None:
             ctx.stopping = True  # a plain flag: safe to set from a signal handler
             super().handle_exit(sig, frame)
 
-    Server(uvicorn_config(app, settings, log_level)).run()
+    Server(uvicorn_config(app, settings, log_level, access_log=access_log)).run()

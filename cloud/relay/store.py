@@ -258,7 +258,8 @@ class OpsStore(Protocol):
         ...
 
     def ping(self) -> None:
-        """A round trip to the database; raises when it cannot answer."""
+        """A round trip to the database that needs its write lock (a relay that cannot
+        write cannot serve); raises when it cannot answer."""
         ...
 
     def request_counts(self, now: float) -> dict[str, int]:

@@ -85,7 +85,7 @@ class RelayProcess:
     db_path: Path
     log_path: Path
     proc: subprocess.Popen[bytes]
-    settings: dict[str, float | str] = field(default_factory=dict)
+    settings: dict[str, float | str | bool] = field(default_factory=dict)
 
     def admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         response = httpx.request(
@@ -146,7 +146,7 @@ _TEST_DEFAULTS = {"enroll_rate_per_client": "10000/minute", "enroll_rate_total":
 
 def start_relay(
     tmp_path: Path, *, ready_timeout: float = 20, log_level: str = "warning",
-    **settings: float | str,
+    **settings: float | str | bool,
 ) -> RelayProcess:
     """Start a relay; `settings` are serve flags (lease_timeout=2 -> --lease-timeout 2).
     The log (stdout+stderr) is in `relay.log()`."""
@@ -159,7 +159,8 @@ def start_relay(
     db_path = tmp_path / "relay.sqlite3"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO), env.get("PYTHONPATH")]))
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
+    flags = [f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}")
+             for k, v in settings.items()]
     last_error = ""
     for attempt in range(3):  # a free port can be taken between probe and bind
         port = _free_port()
