@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloud.relay import errors, openapi
 from cloud.relay.authfirst import AuthenticateFirst
+from cloud.relay.cache import HotCache
 from cloud.relay.deps import AppStore, RelayContext
 from cloud.relay.metrics import RelayMetrics
 from cloud.relay.ratelimit import TenantLimits
@@ -111,6 +112,13 @@ async def _prune_forever(ctx: RelayContext) -> None:
             log.info("store.pruned", requests=deleted)
 
 
+async def _sweep(ctx: RelayContext) -> None:
+    """Expire rate-limit windows (cheap, in memory, on the event loop)."""
+    while True:
+        await asyncio.sleep(1.0)
+        ctx.limits.sweep()
+
+
 def create_app(settings: RelaySettings, store: AppStore | None = None) -> FastAPI:
     """Build the app. Without `store`, opens the SQLite file `settings.db` (and closes
     it at shutdown); with one, the caller owns it (tests, a PostgreSQL store)."""
@@ -124,17 +132,21 @@ def create_app(settings: RelaySettings, store: AppStore | None = None) -> FastAP
     )
     the_store: AppStore = store or SQLiteStore(settings.db)
     metrics = RelayMetrics(the_store, time.time, settings.presence_timeout)
-    ctx = RelayContext(settings=settings, store=the_store, limits=limits, metrics=metrics)
+    cache = HotCache(ttl=settings.cache_ttl, presence_interval=settings.presence_timeout / 6)
+    ctx = RelayContext(
+        settings=settings, store=the_store, limits=limits, metrics=metrics, cache=cache
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pruner = asyncio.create_task(_prune_forever(ctx))
+        tasks = [asyncio.create_task(_prune_forever(ctx)), asyncio.create_task(_sweep(ctx))]
         try:
             yield
         finally:
-            pruner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pruner
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if owned:
                 ctx.store.close()
 

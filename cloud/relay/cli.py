@@ -52,6 +52,7 @@ _TUNABLES = (
     "header_timeout",
     "body_timeout",
     "keep_alive_timeout",
+    "cache_ttl",
 )
 _COUNTS = ("max_long_polls_per_tenant", "limit_concurrency")
 _RATES = ("submit_rate", "long_poll_rate", "enroll_rate_per_client", "enroll_rate_total")

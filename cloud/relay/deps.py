@@ -20,6 +20,7 @@ from cloud.relay.auth import (
     parse_agent_authorization,
     verify_agent_request,
 )
+from cloud.relay.cache import HotCache
 from cloud.relay.metrics import RelayMetrics
 from cloud.relay.notify import Notifier
 from cloud.relay.ratelimit import TenantLimits
@@ -48,6 +49,7 @@ class RelayContext:
     store: AppStore
     limits: TenantLimits
     metrics: RelayMetrics
+    cache: HotCache
     notifier: Notifier = field(default_factory=Notifier)
     clock: Callable[[], float] = time.time
     # Set when the server begins to stop: open long-polls answer "nothing yet" at
@@ -58,8 +60,23 @@ class RelayContext:
         """Store calls block (sqlite, psycopg): keep them off the event loop."""
         return await run_in_threadpool(fn, *args, **kwargs)
 
+    async def read(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
+        """A store read: inline when the store says its reads never wait (SQLite in WAL
+        mode: readers take no lock, so a read is cheaper than the thread hop), else
+        in the thread pool like `run` (a network database)."""
+        if getattr(self.store, "inline_reads", False):
+            return fn(*args, **kwargs)
+        return await run_in_threadpool(fn, *args, **kwargs)
 
-def get_ctx(request: Request) -> RelayContext:
+    async def touch(self, agent_id: str, now: float) -> None:
+        """Record presence, at most every presence_timeout / 6 per agent and process."""
+        if self.cache.presence_due(agent_id):
+            await self.run(self.store.touch_agent, agent_id, now)
+
+
+async def get_ctx(request: Request) -> RelayContext:
+    # async on purpose: FastAPI runs a plain `def` dependency in the thread pool, a
+    # thread hop on every call for one attribute read.
     ctx: RelayContext = request.app.state.relay
     return ctx
 
@@ -98,7 +115,10 @@ async def authenticate_portal(request: Request, ctx: RelayContext) -> str:
     token = bearer_token(request.headers.get("authorization"))
     if token is None:
         raise RelayHTTPError(401, "missing_token", "Authorization: Bearer <tenant API token>")
-    tenant = await ctx.run(ctx.store.tenant_for_token, hash_secret(token))
+    token_hash = hash_secret(token)
+    tenant = await ctx.cache.tenant(
+        token_hash, lambda: ctx.read(ctx.store.tenant_for_token, token_hash)
+    )
     if tenant is None:
         raise RelayHTTPError(401, "invalid_token")
     return tenant
@@ -114,7 +134,9 @@ async def authenticate_agent(request: Request, ctx: RelayContext) -> Agent:
     """Verify the WBA1 signature over method, path, timestamp, nonce and body."""
     creds = parse_agent_authorization(request.headers.get("authorization"))
     body = await request.body()
-    agent = await ctx.run(ctx.store.get_agent, creds.agent_id)
+    agent = await ctx.cache.agent(
+        creds.agent_id, lambda: ctx.read(ctx.store.get_agent, creds.agent_id)
+    )
     try:
         verified = verify_agent_request(
             creds,
@@ -157,12 +179,12 @@ async def verified_heartbeat(request: Request, agent: SignedAgent) -> bytes:
 async def enroll_gate(request: Request, ctx: Ctx) -> None:
     """Enrollment codes cannot be guessed at any useful rate: per client and in total."""
     client = request.client.host if request.client else "unknown"
-    ctx.limits.enroll_attempt(client)
+    await ctx.limits.enroll_attempt(client)
 
 
 async def long_poll_slot(agent: SignedAgent, ctx: Ctx) -> AsyncIterator[None]:
     """An agent's lease poll holds one of its tenant's long-poll slots while open."""
-    with ctx.limits.long_poll(agent.tenant):
+    async with ctx.limits.long_poll(agent.tenant):
         yield
 
 

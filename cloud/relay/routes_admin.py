@@ -63,6 +63,7 @@ async def add_portal_key(body: PortalKeyCreate, ctx: Ctx) -> Ok:
 async def remove_agent(agent_id: str, ctx: Ctx) -> Ok:
     """The agent can no longer authenticate; its leases go back to the queue."""
     await ctx.run(ctx.store.remove_agent, agent_id, ctx.clock())
+    ctx.cache.forget_agent(agent_id)
     log.info("agent.removed", agent_id=agent_id)
     return Ok()
 

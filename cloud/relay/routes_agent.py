@@ -93,7 +93,7 @@ async def lease(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, settings.max_lease_wait)
     touched = ctx.clock()
-    await ctx.run(ctx.store.touch_agent, agent.agent_id, touched)
+    await ctx.touch(agent.agent_id, touched)
     key = group_key(agent.tenant, agent.agent_group)
     while True:
         now = ctx.clock()
@@ -108,7 +108,7 @@ async def lease(
         )
         if grant is not None:
             ctx.metrics.leased(agent.tenant, grant.request_id, now)
-            log.info(
+            log.debug(
                 "request.leased",
                 tenant=agent.tenant,
                 group=agent.agent_group,
@@ -129,7 +129,7 @@ async def lease(
             return Response(status_code=204)
         if now - touched >= settings.presence_timeout / 3:
             touched = now
-            await ctx.run(ctx.store.touch_agent, agent.agent_id, now)
+            await ctx.touch(agent.agent_id, now)
         await ctx.notifier.wait(key, min(settings.poll_interval, remaining))
         if await request.is_disconnected():
             # Nobody would receive a lease now; don't take one.
@@ -145,7 +145,7 @@ async def renew(lease_id: str, agent: SignedAgent, ctx: Ctx) -> LeaseRenewed:
         )
     except LeaseConflict as exc:
         raise _lease_lost() from exc
-    await ctx.run(ctx.store.touch_agent, agent.agent_id, now)
+    await ctx.touch(agent.agent_id, now)
     return LeaseRenewed(lease_id=lease_id, lease_expires_at=expires_at)
 
 
@@ -195,7 +195,7 @@ async def post_result(body: ResultBody, agent: SignedAgent, ctx: Ctx) -> Ok:
         )
         raise _lease_lost() from exc
     ctx.notifier.notify(request_key(agent.tenant, body.request_id))
-    log.info(
+    log.debug(
         "result.stored" if stored else "result.repeated",
         tenant=agent.tenant,
         agent_id=agent.agent_id,

@@ -99,7 +99,7 @@ async def list_agents(agent_group: str, tenant: PortalTenant, ctx: Ctx) -> Agent
     },
 )
 async def submit(request: Request, tenant: PortalTenant, ctx: Ctx) -> Submitted:
-    ctx.limits.hit("submit", tenant)
+    await ctx.limits.hit("submit", tenant)
     body = await request.body()
     if len(body) > ctx.settings.max_body_bytes:
         raise RelayHTTPError(413, "too_large", f"envelope over {ctx.settings.max_body_bytes} bytes")
@@ -124,7 +124,12 @@ async def submit(request: Request, tenant: PortalTenant, ctx: Ctx) -> Submitted:
             422, "exp_too_far", f"header.exp more than {ctx.settings.max_request_ttl:.0f}s ahead"
         )
     since = now - ctx.settings.presence_timeout
-    if not await ctx.run(ctx.store.any_agent_online, tenant, header.agent_group, since):
+    online = await ctx.cache.any_online(
+        tenant,
+        header.agent_group,
+        lambda: ctx.read(ctx.store.any_agent_online, tenant, header.agent_group, since),
+    )
+    if not online:
         log.info(
             "request.no_agent_online", tenant=tenant, group=header.agent_group, request_id=header.id
         )
@@ -163,7 +168,7 @@ async def result(
 ) -> Response:
     if wait <= 0:
         return await _result(request_id, request, tenant, ctx, 0.0)
-    with ctx.limits.long_poll(tenant):
+    async with ctx.limits.long_poll(tenant):
         return await _result(request_id, request, tenant, ctx, wait)
 
 
@@ -174,7 +179,7 @@ async def _result(
     deadline = loop.time() + min(wait, ctx.settings.max_result_wait)
     key = request_key(tenant, request_id)
     while True:
-        status = await ctx.run(ctx.store.request_status, tenant, request_id, ctx.clock())
+        status = await ctx.read(ctx.store.request_status, tenant, request_id, ctx.clock())
         if status is None:
             raise RelayHTTPError(404, "unknown_request")
         if status.state is RequestState.DONE and status.result is not None:

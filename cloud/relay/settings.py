@@ -41,6 +41,10 @@ class RelaySettings(BaseSettings):
     # SIGTERM: open long-polls get this long to finish before the server stops.
     graceful_shutdown: float = Field(3.0, ge=0)
 
+    # Tenants, agents and "a group has an agent online" are cached this long in each
+    # relay process (cloud/relay/cache.py); other processes see changes within it.
+    cache_ttl: float = Field(2.0, ge=0)
+
     # Per-tenant limits (cloud/relay/ratelimit.py): rates in the `limits` notation
     # ("100/second", "10 per minute"), over which calls get 429 with Retry-After.
     submit_rate: str = "500/second"

@@ -486,6 +486,10 @@ class SQLiteStore:
 
 
     # --- relay operations (see the matching block at the end of store.py) ------------
+
+    # WAL readers take no lock and never wait for a writer, so the app may run reads
+    # on the event loop instead of paying a thread hop (cloud/relay/deps.py `read`).
+    inline_reads = True
     def use_nonce(self, agent_id: str, nonce: str, ts: float) -> bool:
         try:
             self._conn().execute(
