@@ -59,9 +59,10 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--log-level", default="info", help="the relay's (default info)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        relay = start_relay(Path(tmp) / "relay")
+        relay = start_relay(Path(tmp) / "relay", log_level=args.log_level)
         try:
             tenant, token = relay.create_tenant()
             agents = [relay.enroll_agent(tenant) for _ in range(args.threads)]
