@@ -3,9 +3,9 @@
 Every call is signed with the agent's enrolled Ed25519 key (no bearer secret to
 steal from the agent's disk or the relay's database)::
 
-    Authorization: WBA1 agent=<agent_id>, ts=<unix>, sig=<b64url, no padding>
-    sig = Ed25519(b"writeback-relay-auth/v1\\n" + METHOD + b"\\n" + path_with_query
-                  + b"\\n" + ts + b"\\n" + sha256_hex(body))
+    Authorization: WBA1 agent=<agent_id>, ts=<unix>, nonce=<random>, sig=<b64url>
+    sig = Ed25519(b"writeback-relay-auth/v2\\n" + METHOD + b"\\n" + path_with_query
+                  + b"\\n" + ts + b"\\n" + nonce + b"\\n" + sha256_hex(body))
 
 `auth_message` is the one definition of those bytes; the relay imports it to verify.
 
@@ -40,7 +40,7 @@ from agent.transports.base import (
     TransportError,
     TransportUnavailable,
 )
-from wire.signed_call import auth_message, authorization_value
+from wire.signed_call import auth_message, authorization_value, new_nonce
 
 # Long-polls may take this much longer than their wait before we call it a timeout.
 _LONG_POLL_MARGIN = 10.0
@@ -54,10 +54,12 @@ def authorization_header(
     body: bytes,
     *,
     now: float | None = None,
+    nonce: str | None = None,
 ) -> str:
     ts = str(int(time.time() if now is None else now))
-    sig = key.sign(auth_message(method, path_with_query, ts, body))
-    return authorization_value(agent_id, ts, sig)
+    nonce = nonce or new_nonce()
+    sig = key.sign(auth_message(method, path_with_query, ts, nonce, body))
+    return authorization_value(agent_id, ts, nonce, sig)
 
 
 def _check_url(base_url: str, allow_insecure_http: bool) -> None:

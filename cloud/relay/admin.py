@@ -10,6 +10,10 @@ from cloud.relay.store import PortalKey, RelayStore
 from wire.canonical import b64url_decode
 
 
+class InvalidPortalKey(ValueError):
+    """A portal key that no agent could use (not Ed25519, or an empty window)."""
+
+
 def create_tenant(store: RelayStore, tenant: str, now: float) -> str:
     """Create the tenant; returns its portal API token (shown once, stored hashed)."""
     token = new_tenant_token()
@@ -33,7 +37,7 @@ def add_portal_key(store: RelayStore, tenant: str, key: PortalKey, now: float) -
     try:
         Ed25519PublicKey.from_public_bytes(b64url_decode(key.public_key))
     except (ValueError, TypeError) as exc:
-        raise ValueError("public_key must be a base64url raw Ed25519 public key") from exc
+        raise InvalidPortalKey("public_key must be a base64url raw Ed25519 public key") from exc
     if key.not_before is not None and key.not_after is not None and key.not_after <= key.not_before:
-        raise ValueError("not_after must be later than not_before")
+        raise InvalidPortalKey("not_after must be later than not_before")
     store.add_portal_key(tenant, key, now)

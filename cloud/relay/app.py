@@ -10,61 +10,67 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import structlog
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cloud.relay.auth import RelayHTTPError
-from cloud.relay.deps import RelayContext
+from cloud.relay import errors, openapi
+from cloud.relay.authfirst import AuthenticateFirst
+from cloud.relay.cache import HotCache
+from cloud.relay.deps import AppStore, RelayContext
+from cloud.relay.metrics import RelayMetrics
+from cloud.relay.ratelimit import TenantLimits
 from cloud.relay.routes_admin import router as admin_router
 from cloud.relay.routes_agent import router as agent_router
+from cloud.relay.routes_ops import router as ops_router
 from cloud.relay.routes_portal import router as portal_router
 from cloud.relay.settings import RelaySettings
-from cloud.relay.store import RelayStore
 from cloud.relay.store_sqlite import SQLiteStore
 
 log = structlog.get_logger("writeback.relay")
 
 
 class BodyLimit:
-    """Refuse bodies over `limit` bytes with 413 before they are buffered in full.
-    With Content-Length the header decides (the server enforces the framing);
-    chunked bodies are read here, counting, and replayed to the app."""
+    """Read the whole body before the app sees it: refuse more than `limit` bytes with
+    413 (by Content-Length at once, else while counting) and a body not delivered
+    within `timeout` seconds with 408, so a trickling client cannot hold a request
+    open. Bodies are small (envelopes), so buffering costs nothing worth saving."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, timeout: float) -> None:
         self.app = app
         self.limit = limit
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None:
-            if not length.isdigit() or int(length) > self.limit:
-                await _send_413(send)
-                return
-            await self.app(scope, receive, send)
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await _send_error(send, 413, b"too_large", b"request body too large")
             return
         chunks: list[bytes] = []
         seen = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # client went away
-            chunks.append(message.get("body", b""))
-            seen += len(chunks[-1])
-            if seen > self.limit:
-                await _send_413(send)
-                return
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return  # client went away
+                    chunks.append(message.get("body", b""))
+                    seen += len(chunks[-1])
+                    if seen > self.limit:
+                        await _send_error(send, 413, b"too_large", b"request body too large")
+                        return
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await _send_error(send, 408, b"body_timeout", b"request body not sent in time")
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -77,12 +83,12 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-async def _send_413(send: Send) -> None:
-    body = b'{"error":"too_large","message":"request body too large"}'
+async def _send_error(send: Send, status: int, code: bytes, message: bytes) -> None:
+    body = b'{"error":"' + code + b'","message":"' + message + b'"}'
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
@@ -96,7 +102,9 @@ async def _prune_forever(ctx: RelayContext) -> None:
     while True:
         await asyncio.sleep(ctx.settings.prune_interval)
         try:
-            deleted = await ctx.run(ctx.store.prune, ctx.clock(), ctx.settings.retention)
+            now = ctx.clock()
+            deleted = await ctx.run(ctx.store.prune, now, ctx.settings.retention)
+            await ctx.run(ctx.store.prune_nonces, now - ctx.settings.auth_skew - 1)
         except Exception as exc:  # noqa: BLE001 - a failed prune must not stop the next one
             log.error("store.prune_failed", error=type(exc).__name__)
             continue
@@ -104,21 +112,41 @@ async def _prune_forever(ctx: RelayContext) -> None:
             log.info("store.pruned", requests=deleted)
 
 
-def create_app(settings: RelaySettings, store: RelayStore | None = None) -> FastAPI:
+async def _sweep(ctx: RelayContext) -> None:
+    """Expire rate-limit windows (cheap, in memory, on the event loop)."""
+    while True:
+        await asyncio.sleep(1.0)
+        ctx.limits.sweep()
+
+
+def create_app(settings: RelaySettings, store: AppStore | None = None) -> FastAPI:
     """Build the app. Without `store`, opens the SQLite file `settings.db` (and closes
     it at shutdown); with one, the caller owns it (tests, a PostgreSQL store)."""
     owned = store is None
-    ctx = RelayContext(settings=settings, store=store or SQLiteStore(settings.db))
+    limits = TenantLimits(
+        submit_rate=settings.submit_rate,
+        long_poll_rate=settings.long_poll_rate,
+        enroll_rate_per_client=settings.enroll_rate_per_client,
+        enroll_rate_total=settings.enroll_rate_total,
+        max_long_polls_per_tenant=settings.max_long_polls_per_tenant,
+    )
+    the_store: AppStore = store or SQLiteStore(settings.db)
+    metrics = RelayMetrics(the_store, time.time, settings.presence_timeout)
+    cache = HotCache(ttl=settings.cache_ttl, presence_interval=settings.presence_timeout / 6)
+    ctx = RelayContext(
+        settings=settings, store=the_store, limits=limits, metrics=metrics, cache=cache
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pruner = asyncio.create_task(_prune_forever(ctx))
+        tasks = [asyncio.create_task(_prune_forever(ctx)), asyncio.create_task(_sweep(ctx))]
         try:
             yield
         finally:
-            pruner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pruner
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if owned:
                 ctx.store.close()
 
@@ -130,27 +158,18 @@ def create_app(settings: RelaySettings, store: RelayStore | None = None) -> Fast
         lifespan=lifespan,
     )
     app.state.relay = ctx
-    app.add_middleware(BodyLimit, limit=2 * settings.max_body_bytes + 4096)
+    # Outermost last: BodyLimit reads (bounded, with a deadline), then callers are
+    # authenticated, then FastAPI parses the body.
+    app.add_middleware(AuthenticateFirst, ctx=ctx)
+    app.add_middleware(
+        BodyLimit, limit=2 * settings.max_body_bytes + 4096, timeout=settings.body_timeout
+    )
     app.include_router(portal_router)
     app.include_router(agent_router)
     app.include_router(admin_router)
+    app.include_router(ops_router)
 
-    @app.exception_handler(RelayHTTPError)
-    async def relay_error(request: Request, exc: RelayHTTPError) -> JSONResponse:
-        body: dict[str, Any] = {"error": exc.code, "message": exc.message, **exc.extra}
-        headers = {"WWW-Authenticate": "WBA1"} if exc.status == 401 else None
-        return JSONResponse(body, status_code=exc.status, headers=headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = sorted({".".join(str(p) for p in e.get("loc", ())) for e in exc.errors()})
-        return JSONResponse(
-            {"error": "invalid_request", "message": f"bad or missing: {', '.join(fields)}"},
-            status_code=422,
-        )
-
-    @app.get("/healthz", tags=["ops"])
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    errors.install(app)
+    openapi.install(app)
 
     return app

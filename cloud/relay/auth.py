@@ -3,7 +3,7 @@
 Portal tokens and enrollment codes are random secrets shown once and stored only as
 SHA-256 hashes (they have 256 / 80 bits of entropy, so a fast hash is enough).
 Agents hold no bearer secret at all: each call is signed with the key they enrolled
-(see `agent.transports.relay.auth_message`, the one definition of the signed bytes).
+(see `wire.signed_call.auth_message`, the one definition of the signed bytes).
 Failures carry a stable `error` code in the JSON body so operators can tell a wrong
 clock from a removed agent.
 """
@@ -23,23 +23,32 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cloud.relay.store import Agent
 from wire.canonical import b64url_decode
-from wire.signed_call import AUTH_SCHEME, auth_message
+from wire.signed_call import AUTH_SCHEME, NONCE_PATTERN, auth_message
 
 TOKEN_PREFIX = "wbr_"  # noqa: S105 - a public prefix, not a secret
 _AUTH_RE = re.compile(
     rf"^{AUTH_SCHEME}\s+agent=(?P<agent>[A-Za-z0-9_.:-]{{1,128}}),\s*ts=(?P<ts>\d{{1,12}}),"
-    r"\s*sig=(?P<sig>[A-Za-z0-9_-]{1,200})$"
+    rf"\s*nonce=(?P<nonce>{NONCE_PATTERN}),\s*sig=(?P<sig>[A-Za-z0-9_-]{{1,200}})$"
 )
 
 
 class RelayHTTPError(Exception):
     """An API error answered as JSON {"error": code, "message": ..., **extra}."""
 
-    def __init__(self, http_status: int, code: str, message: str = "", **extra: Any) -> None:
+    def __init__(
+        self,
+        http_status: int,
+        code: str,
+        message: str = "",
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(f"{http_status} {code}")
         self.status = http_status
         self.code = code
         self.message = message
+        self.headers = headers or {}
         self.extra = extra
 
 
@@ -96,6 +105,7 @@ def validate_sign_key(sign_key: object) -> str:
 class AgentCredentials:
     agent_id: str
     ts: str  # as sent: the signature covers these exact digits
+    nonce: str
     signature: bytes
 
 
@@ -105,13 +115,13 @@ def parse_agent_authorization(authorization: str | None) -> AgentCredentials:
     match = _AUTH_RE.match(authorization.strip())
     if match is None:
         raise RelayHTTPError(
-            401, "malformed_authorization", f"expected {AUTH_SCHEME} agent=, ts=, sig="
+            401, "malformed_authorization", f"expected {AUTH_SCHEME} agent=, ts=, nonce=, sig="
         )
     try:
         signature = b64url_decode(match["sig"])
     except ValueError as exc:
         raise RelayHTTPError(401, "malformed_authorization", "sig is not base64url") from exc
-    return AgentCredentials(match["agent"], match["ts"], signature)
+    return AgentCredentials(match["agent"], match["ts"], match["nonce"], signature)
 
 
 def verify_agent_request(
@@ -137,7 +147,7 @@ def verify_agent_request(
         raise RelayHTTPError(401, "unknown_agent", "no such agent; enroll it")
     if agent.removed:
         raise RelayHTTPError(401, "agent_removed", "this agent was removed; enroll it again")
-    message = auth_message(method, path_with_query, creds.ts, body)
+    message = auth_message(method, path_with_query, creds.ts, creds.nonce, body)
     try:
         Ed25519PublicKey.from_public_bytes(b64url_decode(agent.sign_key)).verify(
             creds.signature, message

@@ -6,6 +6,7 @@
     writeback-relay portal-key add --tenant T --kid KID --public-key B64URL
                                    [--not-before WHEN] [--not-after WHEN]
     writeback-relay agent remove AGENT_ID
+    writeback-relay agent list --tenant T [--group G] [--json]
 
 Admin commands open the database directly (`--db`, default $WRITEBACK_RELAY_DB), which
 is safe while `serve` runs (SQLite WAL). The same operations exist over HTTP under
@@ -15,26 +16,26 @@ is safe while `serve` runs (SQLite WAL). The same operations exist over HTTP und
 from __future__ import annotations
 
 import argparse
-import logging
-import math
+import json
 import os
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import SecretStr
 
 from cloud.relay import admin as ops
+from cloud.relay.models import AgentHealth
+from cloud.relay.ops import agent_health
 from cloud.relay.settings import RelaySettings
 from cloud.relay.store import DuplicateError, NotFoundError, PortalKey
 from cloud.relay.store_sqlite import SQLiteStore
 
 if TYPE_CHECKING:
-    from cloud.relay.deps import RelayContext
+    pass
 
 _TUNABLES = (
     "presence_timeout",
@@ -48,7 +49,13 @@ _TUNABLES = (
     "max_lease_wait",
     "auth_skew",
     "graceful_shutdown",
+    "header_timeout",
+    "body_timeout",
+    "keep_alive_timeout",
+    "cache_ttl",
 )
+_COUNTS = ("max_long_polls_per_tenant", "limit_concurrency")
+_RATES = ("submit_rate", "long_poll_rate", "enroll_rate_per_client", "enroll_rate_total")
 
 
 def _when(text: str) -> float:
@@ -89,7 +96,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     for name in _TUNABLES:
         serve.add_argument("--" + name.replace("_", "-"), type=float)
+    for name in _COUNTS:
+        serve.add_argument("--" + name.replace("_", "-"), type=int)
+    for name in _RATES:
+        serve.add_argument("--" + name.replace("_", "-"), help="e.g. 100/second, 10/minute")
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--log-format",
+        choices=("auto", "json", "console"),
+        default="auto",
+        help="auto: JSON unless stderr is a terminal",
+    )
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every HTTP request (uvicorn's access log, through our log setup)",
+    )
 
     tenant = sub.add_parser("tenant", help="manage tenants").add_subparsers(
         dest="action", required=True
@@ -121,6 +143,13 @@ def _parser() -> argparse.ArgumentParser:
     remove = agents.add_parser("remove", help="revoke an agent (it can no longer authenticate)")
     remove.add_argument("agent_id")
     remove.add_argument("--db", type=Path, default=argparse.SUPPRESS)
+    listing = agents.add_parser(
+        "list", help="agents with version, last heartbeat, online state and directory health"
+    )
+    listing.add_argument("--tenant", required=True)
+    listing.add_argument("--group")
+    listing.add_argument("--json", action="store_true", help="one JSON document")
+    listing.add_argument("--db", type=Path, default=argparse.SUPPRESS)
     return parser
 
 
@@ -139,33 +168,19 @@ def _admin_token(path: Path | None) -> SecretStr | None:
 
 def _settings(args: argparse.Namespace) -> RelaySettings:
     overrides: dict[str, Any] = {}
-    for name in ("db", "host", "port", *_TUNABLES):
+    for name in ("db", "host", "port", *_TUNABLES, *_COUNTS, *_RATES):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
     return RelaySettings(**overrides)
 
 
-def _configure_logging(level: str) -> None:
-    numeric = logging.getLevelName(level.upper())
-    logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s")
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
-
-
 def _serve(args: argparse.Namespace, settings: RelaySettings) -> int:
     # Imported here so the admin subcommands start without the web stack.
     try:
-        import uvicorn
-
         from cloud.relay.app import create_app
+        from cloud.relay.logs import configure_logging
+        from cloud.relay.server import serve
     except ImportError as exc:
         print(
             f"writeback-relay serve: {exc.name or 'the web stack'} is not installed: "
@@ -175,27 +190,44 @@ def _serve(args: argparse.Namespace, settings: RelaySettings) -> int:
         return 2
 
     settings = settings.model_copy(update={"admin_token": _admin_token(args.admin_token_file)})
-    _configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     if settings.admin_token is None:
         structlog.get_logger("writeback.relay").warning("admin_api.disabled")
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=math.ceil(settings.graceful_shutdown),
-        server_header=False,
-    )
-    ctx: RelayContext = app.state.relay
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            ctx.stopping = True  # a plain flag: safe to set from a signal handler
-            super().handle_exit(sig, frame)
-
-    Server(config).run()
+    serve(create_app(settings), settings, args.log_level, access_log=args.access_log)
     return 0
+
+
+def _agent_table(agents: list[AgentHealth], *, as_json: bool, now: float) -> str:
+    if as_json:
+        return json.dumps([a.model_dump(mode="json") for a in agents], indent=2)
+    if not agents:
+        return "no agents"
+
+    def ago(moment: float | None) -> str:
+        return "never" if moment is None else f"{max(0, now - moment):.0f}s ago"
+
+    rows = [
+        ("AGENT", "NAME", "GROUP", "VERSION", "ONLINE", "LAST SEEN", "HEARTBEAT", "DIRECTORIES")
+    ]
+    for a in agents:
+        dirs = ", ".join(f"{k}={'up' if v else 'down'}" for k, v in sorted(a.directories.items()))
+        rows.append(
+            (
+                a.agent_id,
+                a.name,
+                a.agent_group,
+                a.version or "-",
+                "yes" if a.online else "no",
+                ago(a.last_seen),
+                ago(a.last_heartbeat),
+                dirs or "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,6 +247,15 @@ def main(argv: list[str] | None = None) -> int:
             key = PortalKey(args.kid, args.public_key, args.not_before, args.not_after)
             ops.add_portal_key(store, args.tenant, key, now)
             print(f"added portal key {args.kid} for tenant {args.tenant}")
+        elif args.command == "agent" and args.action == "list":
+            since = now - settings.presence_timeout
+            print(
+                _agent_table(
+                    agent_health(store, args.tenant, args.group, online_since=since),
+                    as_json=args.json,
+                    now=now,
+                )
+            )
         elif args.command == "agent":
             store.remove_agent(args.agent_id, now)
             print(f"removed agent {args.agent_id}")

@@ -8,10 +8,12 @@ Exception tree::
 
     RelayError                    anything else (status and error code attached)
      +-- RelayUnavailable         network fault, timeout, 5xx
+     |    +-- RateLimited         429: over the tenant's rate; `retry_after` seconds
      +-- NoAgentOnline            503 no_agent_online: nothing was queued
      +-- DuplicateRequest         409: this request id was submitted before
      +-- EnvelopeTooLarge         413
-     +-- InvalidEnvelope          422: malformed, or already expired (`code` says which)
+     +-- InvalidEnvelope          400/422: not JSON, out of bounds, malformed, or already
+     |                            expired (`code` says which)
      +-- Forbidden                401/403: bad token, or header.tenant is another tenant
      +-- UnknownRequest           404 (never submitted, pruned, or another tenant's)
      +-- RequestExpired           410: expired before any agent answered (never written)
@@ -38,6 +40,12 @@ class RelayError(Exception):
 
 
 class RelayUnavailable(RelayError): ...
+
+
+class RateLimited(RelayUnavailable):
+    def __init__(self, message: str, *, code: str | None, retry_after: float) -> None:
+        super().__init__(message, status=429, code=code)
+        self.retry_after = retry_after
 
 
 class NoAgentOnline(RelayError): ...
@@ -73,6 +81,7 @@ class ResultTimeout(RelayError):
 
 
 _BY_STATUS: dict[int, type[RelayError]] = {
+    400: InvalidEnvelope,
     401: Forbidden,
     403: Forbidden,
     404: UnknownRequest,
@@ -97,6 +106,12 @@ def _raise_for(response: httpx.Response, what: str) -> None:
     text = f"{what}: relay answered {status} {code or ''} {message}".rstrip()
     if status == 410 and code == "in_doubt":
         raise RequestInDoubt(text, status=status, code=code)
+    if status == 429:
+        try:
+            retry_after = float(response.headers.get("retry-after", "1"))
+        except ValueError:
+            retry_after = 1.0
+        raise RateLimited(text, code=code, retry_after=retry_after)
     if status == 503 and code == "no_agent_online":
         raise NoAgentOnline(text, status=status, code=code)
     if status >= 500:

@@ -4,7 +4,7 @@ dependencies), so routes state who may call them in their signature."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, TypeVar
 
@@ -20,18 +20,36 @@ from cloud.relay.auth import (
     parse_agent_authorization,
     verify_agent_request,
 )
+from cloud.relay.cache import HotCache
+from cloud.relay.metrics import RelayMetrics
 from cloud.relay.notify import Notifier
+from cloud.relay.ratelimit import TenantLimits
 from cloud.relay.settings import RelaySettings
 from cloud.relay.store import Agent, RelayStore
+from wire.canonical import b64url_decode, canonical_json
+from wire.errors import Rejected
+from wire.keys import AgentPublicKeys, key_id
+from wire.results import open_heartbeat
 
 log = structlog.get_logger("writeback.relay")
 T = TypeVar("T")
 
 
+# Everything the app calls on its store (the store seam's roles, operations included).
+AppStore = RelayStore
+
+
+# A heartbeat is small: version, a few directory flags, a counter.
+MAX_HEARTBEAT_BYTES = 4096
+
+
 @dataclass
 class RelayContext:
     settings: RelaySettings
-    store: RelayStore
+    store: AppStore
+    limits: TenantLimits
+    metrics: RelayMetrics
+    cache: HotCache
     notifier: Notifier = field(default_factory=Notifier)
     clock: Callable[[], float] = time.time
     # Set when the server begins to stop: open long-polls answer "nothing yet" at
@@ -42,8 +60,23 @@ class RelayContext:
         """Store calls block (sqlite, psycopg): keep them off the event loop."""
         return await run_in_threadpool(fn, *args, **kwargs)
 
+    async def read(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
+        """A store read: inline when the store says its reads never wait (SQLite in WAL
+        mode: readers take no lock, so a read is cheaper than the thread hop), else
+        in the thread pool like `run` (a network database)."""
+        if getattr(self.store, "inline_reads", False):
+            return fn(*args, **kwargs)
+        return await run_in_threadpool(fn, *args, **kwargs)
 
-def get_ctx(request: Request) -> RelayContext:
+    async def touch(self, agent_id: str, now: float) -> None:
+        """Record presence, at most every presence_timeout / 6 per agent and process."""
+        if self.cache.presence_due(agent_id):
+            await self.run(self.store.touch_agent, agent_id, now)
+
+
+async def get_ctx(request: Request) -> RelayContext:
+    # async on purpose: FastAPI runs a plain `def` dependency in the thread pool, a
+    # thread hop on every call for one attribute read.
     ctx: RelayContext = request.app.state.relay
     return ctx
 
@@ -51,11 +84,41 @@ def get_ctx(request: Request) -> RelayContext:
 Ctx = Annotated[RelayContext, Depends(get_ctx)]
 
 
+# Where the identity established by `authfirst.AuthenticateFirst` is kept in the
+# request's state, so the dependencies below do not check (or burn a nonce) twice.
+IDENTITY = "relay_identity"
+
+
+def _established(request: Request) -> object:
+    return getattr(request.state, IDENTITY, None)
+
+
 async def portal_tenant(request: Request, ctx: Ctx) -> str:
+    known = _established(request)
+    if isinstance(known, str):
+        return known
+    return await authenticate_portal(request, ctx)
+
+
+async def signed_agent(request: Request, ctx: Ctx) -> Agent:
+    known = _established(request)
+    if isinstance(known, Agent):
+        return known
+    return await authenticate_agent(request, ctx)
+
+
+async def admin(request: Request, ctx: Ctx) -> None:
+    await authenticate_admin(request, ctx)
+
+
+async def authenticate_portal(request: Request, ctx: RelayContext) -> str:
     token = bearer_token(request.headers.get("authorization"))
     if token is None:
         raise RelayHTTPError(401, "missing_token", "Authorization: Bearer <tenant API token>")
-    tenant = await ctx.run(ctx.store.tenant_for_token, hash_secret(token))
+    token_hash = hash_secret(token)
+    tenant = await ctx.cache.tenant(
+        token_hash, lambda: ctx.read(ctx.store.tenant_for_token, token_hash)
+    )
     if tenant is None:
         raise RelayHTTPError(401, "invalid_token")
     return tenant
@@ -67,13 +130,15 @@ def _path_with_query(request: Request) -> bytes:
     return bytes(raw_path) + (b"?" + bytes(query) if query else b"")
 
 
-async def signed_agent(request: Request, ctx: Ctx) -> Agent:
-    """Verify the WBA1 signature over method, path, timestamp and body."""
+async def authenticate_agent(request: Request, ctx: RelayContext) -> Agent:
+    """Verify the WBA1 signature over method, path, timestamp, nonce and body."""
     creds = parse_agent_authorization(request.headers.get("authorization"))
     body = await request.body()
-    agent = await ctx.run(ctx.store.get_agent, creds.agent_id)
+    agent = await ctx.cache.agent(
+        creds.agent_id, lambda: ctx.read(ctx.store.get_agent, creds.agent_id)
+    )
     try:
-        return verify_agent_request(
+        verified = verify_agent_request(
             creds,
             agent,
             method=request.method,
@@ -82,12 +147,48 @@ async def signed_agent(request: Request, ctx: Ctx) -> Agent:
             now=ctx.clock(),
             max_skew=ctx.settings.auth_skew,
         )
+        # Usable once: the nonce is recorded in the store, so a replay is refused by
+        # every relay process sharing the database, for as long as the clock window
+        # would accept its timestamp (older nonces are pruned: the window refuses them).
+        if not await ctx.run(ctx.store.use_nonce, verified.agent_id, creds.nonce, int(creds.ts)):
+            raise RelayHTTPError(401, "replayed", "this signed call was used before")
     except RelayHTTPError as exc:
         log.warning("agent.auth_failed", agent_id=creds.agent_id, error=exc.code)
         raise
+    return verified
 
 
-async def admin(request: Request, ctx: Ctx) -> None:
+async def verified_heartbeat(request: Request, agent: SignedAgent) -> bytes:
+    """The heartbeat body, checked with the wire contract's `open_heartbeat` (size,
+    strict JSON, shape, signature by the enrolled key, agent id), as the canonical
+    bytes to store: what operators are shown was signed by the agent itself."""
+    raw = await request.body()
+    trusted = AgentPublicKeys.model_construct(  # only the signing half is needed here
+        agent_id=agent.agent_id,
+        sign_kid=key_id("ed25519", b64url_decode(agent.sign_key)),
+        sign_key=agent.sign_key,
+    )
+    try:
+        body, _ = open_heartbeat(raw, [trusted], max_bytes=MAX_HEARTBEAT_BYTES)
+    except Rejected as exc:
+        status = 413 if exc.reason == "too_large" else 422
+        raise RelayHTTPError(status, "invalid_heartbeat", exc.detail) from None
+    return canonical_json(body.model_dump(mode="json"))
+
+
+async def enroll_gate(request: Request, ctx: Ctx) -> None:
+    """Enrollment codes cannot be guessed at any useful rate: per client and in total."""
+    client = request.client.host if request.client else "unknown"
+    await ctx.limits.enroll_attempt(client)
+
+
+async def long_poll_slot(agent: SignedAgent, ctx: Ctx) -> AsyncIterator[None]:
+    """An agent's lease poll holds one of its tenant's long-poll slots while open."""
+    async with ctx.limits.long_poll(agent.tenant):
+        yield
+
+
+async def authenticate_admin(request: Request, ctx: RelayContext) -> None:
     token = ctx.settings.admin_token
     check_admin(
         request.headers.get("authorization"), None if token is None else token.get_secret_value()
@@ -97,3 +198,6 @@ async def admin(request: Request, ctx: Ctx) -> None:
 PortalTenant = Annotated[str, Depends(portal_tenant)]
 SignedAgent = Annotated[Agent, Depends(signed_agent)]
 Admin = Depends(admin)
+VerifiedHeartbeat = Annotated[bytes, Depends(verified_heartbeat)]
+EnrollGate = Depends(enroll_gate)
+LongPollSlot = Depends(long_poll_slot)

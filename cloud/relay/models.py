@@ -8,43 +8,72 @@ sends, because the relay then hands the portal exactly the bytes the agent signe
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-_ID = r"^[A-Za-z0-9_.:-]{1,128}$"
+from cloud.relay import bounds
+
+ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+_ID = ID_PATTERN
 
 
-class ErrorBody(BaseModel):
+class _Body(BaseModel):
+    """Every body of the relay: numbers must be finite (NaN and 1e999 are refused)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+def _bounded_public_keys(value: dict[str, Any]) -> dict[str, Any]:
+    bounds.check(value, bounds.PUBLIC_KEYS)
+    if len(json.dumps(value)) > bounds.PUBLIC_KEYS.max_bytes:
+        raise ValueError(f"larger than {bounds.PUBLIC_KEYS.max_bytes} bytes")
+    return value
+
+
+def _bounded_result(value: dict[str, Any] | str) -> dict[str, Any] | str:
+    if isinstance(value, str):
+        bounds.parse(value, bounds.ENVELOPE)
+    else:
+        bounds.check(value, bounds.ENVELOPE)
+    return value
+
+
+# What an agent registers and every portal of its tenant reads back.
+PublicKeys = Annotated[dict[str, Any], AfterValidator(_bounded_public_keys)]
+
+
+class ErrorBody(_Body):
     error: str
     message: str = ""
 
 
-class RequestHeader(BaseModel):
+class RequestHeader(_Body):
     """The plaintext routing fields of a request envelope; everything else is ignored."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     id: str = Field(pattern=_ID)
     tenant: str = Field(min_length=1, max_length=128)
     agent_group: str = Field(min_length=1, max_length=128)
     exp: float
 
 
-class RequestEnvelope(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class RequestEnvelope(_Body):
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     header: RequestHeader
 
 
-class Submitted(BaseModel):
+class Submitted(_Body):
     id: str
     state: str = "queued"
 
 
-class Pending(BaseModel):
+class Pending(_Body):
     state: str
 
 
-class AgentInfo(BaseModel):
+class AgentInfo(_Body):
     agent_id: str
     name: str
     public_keys: dict[str, Any]
@@ -53,57 +82,57 @@ class AgentInfo(BaseModel):
     enrolled_at: float
 
 
-class AgentList(BaseModel):
+class AgentList(_Body):
     tenant: str
     agent_group: str
     agents: list[AgentInfo]
 
 
-class PortalKeyBody(BaseModel):
+class PortalKeyBody(_Body):
     kid: str = Field(min_length=1, max_length=128)
     public_key: str = Field(min_length=1, max_length=4096)
     not_before: float | None = None
     not_after: float | None = None
 
 
-class PortalKeys(BaseModel):
+class PortalKeys(_Body):
     keys: list[PortalKeyBody]
 
 
-class EnrollBody(BaseModel):
+class EnrollBody(_Body):
     code: str = Field(min_length=1, max_length=64)
     name: str = Field(min_length=1, max_length=200)
-    public_keys: dict[str, Any]
+    public_keys: PublicKeys
 
 
-class PublicKeysBody(BaseModel):
-    public_keys: dict[str, Any]
+class PublicKeysBody(_Body):
+    public_keys: PublicKeys
 
 
-class Enrolled(BaseModel):
+class Enrolled(_Body):
     agent_id: str
     tenant: str
     agent_group: str
     portal_keys: list[PortalKeyBody]
 
 
-class LeaseBody(BaseModel):
+class LeaseBody(_Body):
     lease_id: str
     request_id: str
     lease_expires_at: float
     envelope: str = Field(description="the request envelope: its exact JSON text")
 
 
-class LeaseBatch(BaseModel):
+class LeaseBatch(_Body):
     leases: list[LeaseBody]
 
 
-class LeaseRenewed(BaseModel):
+class LeaseRenewed(_Body):
     lease_id: str
     lease_expires_at: float
 
 
-class PermitAsk(BaseModel):
+class PermitAsk(_Body):
     """What the agent is about to write: the user, as a hash of the directory's
     immutable id (the relay never learns the id), and whether the op sets a password."""
 
@@ -111,57 +140,57 @@ class PermitAsk(BaseModel):
     ordered: bool = Field(True, description="reset/change: newer requests supersede older")
 
 
-class PermitAnswer(BaseModel):
+class PermitAnswer(_Body):
     decision: str = Field(description="granted | in_doubt | superseded | busy")
     lease_expires_at: float
     lease_seconds: float = Field(description="how long the lease (and the permit) still runs")
 
 
-class ResultBody(BaseModel):
+class ResultBody(_Body):
     lease_id: str = Field(max_length=128)
     request_id: str = Field(pattern=_ID)
-    result: dict[str, Any] | str = Field(
+    result: Annotated[dict[str, Any] | str, AfterValidator(_bounded_result)] = Field(
         description="the signed result: a JSON object, or a string holding its JSON text"
     )
 
 
-class ResultBatch(BaseModel):
+class ResultBatch(_Body):
     results: list[ResultBody] = Field(min_length=1, max_length=32)
 
 
-class ResultOutcome(BaseModel):
+class ResultOutcome(_Body):
     request_id: str
     outcome: str = Field(description="stored | lease_lost | malformed_result | too_large")
 
 
-class ResultOutcomes(BaseModel):
+class ResultOutcomes(_Body):
     outcomes: list[ResultOutcome]
 
 
-class Ok(BaseModel):
+class Ok(_Body):
     ok: bool = True
 
 
-class ServerTime(BaseModel):
+class ServerTime(_Body):
     server_time: float
 
 
-class TenantCreate(BaseModel):
+class TenantCreate(_Body):
     tenant: str = Field(pattern=_ID)
 
 
-class TenantCreated(BaseModel):
+class TenantCreated(_Body):
     tenant: str
     api_token: str
 
 
-class EnrollmentCodeCreate(BaseModel):
+class EnrollmentCodeCreate(_Body):
     tenant: str
     agent_group: str = Field(min_length=1, max_length=128)
     ttl: float = Field(3600.0, gt=0, le=30 * 86400)
 
 
-class EnrollmentCodeCreated(BaseModel):
+class EnrollmentCodeCreated(_Body):
     code: str
     tenant: str
     agent_group: str
@@ -170,3 +199,25 @@ class EnrollmentCodeCreated(BaseModel):
 
 class PortalKeyCreate(PortalKeyBody):
     tenant: str
+
+
+class AgentHealth(_Body):
+    """One agent as an operator sees it (`writeback-relay agent list`, GET /v1/admin/agents)."""
+
+    agent_id: str
+    name: str
+    agent_group: str
+    enrolled_at: float
+    online: bool = Field(description="seen (lease poll or heartbeat) within presence_timeout")
+    last_seen: float | None
+    version: str | None = Field(description="from the last verified heartbeat")
+    last_heartbeat: float | None = Field(description="sent_at of the last verified heartbeat")
+    directories: dict[str, Any] = Field(
+        default_factory=dict, description="directory name -> reachable, as the agent reported"
+    )
+    in_flight: int | None = None
+
+
+class AgentHealthList(_Body):
+    tenant: str
+    agents: list[AgentHealth]

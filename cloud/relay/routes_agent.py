@@ -21,7 +21,14 @@ import structlog
 from fastapi import APIRouter, Query, Request, Response
 
 from cloud.relay.auth import RelayHTTPError, hash_secret, normalize_code, validate_sign_key
-from cloud.relay.deps import Ctx, RelayContext, SignedAgent
+from cloud.relay.deps import (
+    Ctx,
+    EnrollGate,
+    LongPollSlot,
+    RelayContext,
+    SignedAgent,
+    VerifiedHeartbeat,
+)
 from cloud.relay.models import (
     EnrollBody,
     Enrolled,
@@ -56,7 +63,9 @@ def _lease_lost() -> RelayHTTPError:
     return RelayHTTPError(409, "lease_lost", "the lease is no longer held by this agent")
 
 
-@router.post("/agents/enroll", response_model=Enrolled, responses=_ERRORS)
+@router.post(
+    "/agents/enroll", response_model=Enrolled, responses=_ERRORS, dependencies=[EnrollGate]
+)
 async def enroll(body: EnrollBody, ctx: Ctx) -> Enrolled:
     """Redeem a one-time code: register the agent's public keys, get its identity."""
     sign_key = validate_sign_key(body.public_keys.get("sign_key"))
@@ -90,18 +99,6 @@ async def enroll(body: EnrollBody, ctx: Ctx) -> Enrolled:
 _MAX_BATCH = 16
 
 
-def _touch_due(request: Request, agent_id: str, now: float, every: float) -> bool:
-    """Presence is written at most every `every` seconds per agent and relay process
-    (a lease poll per request would otherwise write the agent row each time)."""
-    seen: dict[str, float] = request.app.state.__dict__.setdefault("presence_written", {})
-    if now - seen.get(agent_id, float("-inf")) < every:
-        return False
-    if len(seen) > 100_000:  # bounded: forget everyone, the next polls write again
-        seen.clear()
-    seen[agent_id] = now
-    return True
-
-
 async def _lease_up_to(
     request: Request, agent: Agent, ctx: RelayContext, wait: float, most: int
 ) -> list[LeaseBody]:
@@ -109,12 +106,10 @@ async def _lease_up_to(
     settings = ctx.settings
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, settings.max_lease_wait)
-    every = min(5.0, settings.presence_timeout / 3)
     key = group_key(agent.tenant, agent.agent_group)
     while True:
         now = ctx.clock()
-        if _touch_due(request, agent.agent_id, now, every):
-            await ctx.run(ctx.store.touch_agent, agent.agent_id, now)
+        await ctx.touch(agent.agent_id, now)  # throttled: at most every few seconds
         leased: list[LeaseBody] = []
         while len(leased) < most:
             grant = await ctx.run(
@@ -128,7 +123,8 @@ async def _lease_up_to(
             )
             if grant is None:
                 break
-            log.info(
+            ctx.metrics.leased(agent.tenant, grant.request_id, now)
+            log.debug(
                 "request.leased",
                 tenant=agent.tenant,
                 group=agent.agent_group,
@@ -157,6 +153,7 @@ async def _lease_up_to(
 @router.post(
     "/agent/lease",
     responses={200: {"model": LeaseBody}, 204: {"description": "nothing to do"}, **_ERRORS},
+    dependencies=[LongPollSlot],
 )
 async def lease(
     request: Request,
@@ -173,6 +170,7 @@ async def lease(
 @router.post(
     "/agent/leases",
     responses={200: {"model": LeaseBatch}, 204: {"description": "nothing to do"}, **_ERRORS},
+    dependencies=[LongPollSlot],
 )
 async def lease_many(
     request: Request,
@@ -197,8 +195,7 @@ async def renew(lease_id: str, request: Request, agent: SignedAgent, ctx: Ctx) -
         )
     except LeaseLost as exc:
         raise _lease_lost() from exc
-    if _touch_due(request, agent.agent_id, now, min(5.0, ctx.settings.presence_timeout / 3)):
-        await ctx.run(ctx.store.touch_agent, agent.agent_id, now)
+    await ctx.touch(agent.agent_id, now)
     return LeaseRenewed(lease_id=lease_id, lease_expires_at=expires_at)
 
 
@@ -281,7 +278,7 @@ async def _store_result(body: ResultBody, raw: bytes, agent: Agent, ctx: RelayCo
         )
         raise
     ctx.notifier.notify(request_key(agent.tenant, body.request_id))
-    log.info(
+    log.debug(
         "result.stored" if stored else "result.repeated",
         tenant=agent.tenant,
         agent_id=agent.agent_id,
@@ -317,18 +314,9 @@ async def post_results(body: ResultBatch, agent: SignedAgent, ctx: Ctx) -> Resul
 
 
 @router.post("/agent/heartbeat", response_model=ServerTime, responses=_ERRORS)
-async def heartbeat(request: Request, agent: SignedAgent, ctx: Ctx) -> ServerTime:
-    body = await request.body()
-    if len(body) > _MAX_STATUS_BYTES:
-        raise RelayHTTPError(413, "too_large", f"heartbeat over {_MAX_STATUS_BYTES} bytes")
-    try:
-        parsed = json.loads(body or b"{}")
-    except ValueError as exc:
-        raise RelayHTTPError(422, "malformed_heartbeat", "body is not JSON") from exc
-    if not isinstance(parsed, dict):
-        raise RelayHTTPError(422, "malformed_heartbeat", "body must be a JSON object")
+async def heartbeat(status: VerifiedHeartbeat, agent: SignedAgent, ctx: Ctx) -> ServerTime:
     now = ctx.clock()
-    await ctx.run(ctx.store.touch_agent, agent.agent_id, now, body or b"{}")
+    await ctx.run(ctx.store.touch_agent, agent.agent_id, now, status)
     return ServerTime(server_time=now)
 
 

@@ -14,45 +14,62 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from cloud.relay import bounds
 from cloud.relay.auth import RelayHTTPError
-from cloud.relay.deps import Ctx, PortalTenant
-from cloud.relay.models import AgentInfo, AgentList, ErrorBody, Pending, RequestEnvelope, Submitted
+from cloud.relay.deps import Ctx, PortalTenant, RelayContext
+from cloud.relay.errors import ERROR_RESPONSES
+from cloud.relay.models import (
+    ID_PATTERN,
+    AgentInfo,
+    AgentList,
+    Pending,
+    RequestEnvelope,
+    Submitted,
+)
 from cloud.relay.notify import group_key, request_key
-from cloud.relay.store import DuplicateError, RequestState
+from cloud.relay.store import RequestState
 
 log = structlog.get_logger("writeback.relay")
-router = APIRouter(prefix="/v1", tags=["portal"])
+router = APIRouter(prefix="/v1", tags=["portal"], responses=ERROR_RESPONSES)
 
 _ENVELOPE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["header"],
     "description": "The signed+sealed request envelope. Only header.id, header.tenant, "
-    "header.agent_group and header.exp are read; the rest is carried as is.",
+    "header.agent_group and header.exp are read; the rest is carried as is. Limits: "
+    f"nesting depth {bounds.ENVELOPE.max_depth}, finite numbers only, at most "
+    "max_body_bytes (64 KiB by default).",
     "properties": {
         "header": {
             "type": "object",
             "required": ["id", "tenant", "agent_group", "exp"],
             "properties": {
-                "id": {"type": "string"},
-                "tenant": {"type": "string"},
-                "agent_group": {"type": "string"},
-                "exp": {"type": "number", "description": "unix seconds"},
+                "id": {"type": "string", "pattern": ID_PATTERN, "maxLength": 128},
+                "tenant": {"type": "string", "minLength": 1, "maxLength": 128},
+                "agent_group": {"type": "string", "minLength": 1, "maxLength": 128},
+                "exp": {
+                    "type": "number",
+                    "description": "unix seconds, in the future and at most max_request_ttl "
+                    "(900 s by default) ahead",
+                },
             },
         },
         "sealed": {"type": "object"},
         "sig": {"type": "object"},
     },
 }
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 422, 503)
-}
 
 
-@router.get("/groups/{agent_group}/agents", response_model=AgentList, responses=_ERRORS)
+@router.get("/groups/{agent_group}/agents", response_model=AgentList)
 async def list_agents(agent_group: str, tenant: PortalTenant, ctx: Ctx) -> AgentList:
     """The enrolled agents of the group and their public keys: seal to each of them."""
     agents = await ctx.run(ctx.store.list_agents, tenant, agent_group)
     since = ctx.clock() - ctx.settings.presence_timeout
+    servable = [a for a in agents if bounds.within(a.public_keys, bounds.PUBLIC_KEYS)]
+    if len(servable) != len(agents):
+        # Stored before registration was bounded: one bad record must not fail the list.
+        skipped = sorted({a.agent_id for a in agents} - {a.agent_id for a in servable})
+        log.warning("agents.record_out_of_bounds", tenant=tenant, agent_ids=skipped)
     return AgentList(
         tenant=tenant,
         agent_group=agent_group,
@@ -65,7 +82,7 @@ async def list_agents(agent_group: str, tenant: PortalTenant, ctx: Ctx) -> Agent
                 last_seen=a.last_seen,
                 enrolled_at=a.enrolled_at,
             )
-            for a in agents
+            for a in servable
         ],
     )
 
@@ -74,7 +91,6 @@ async def list_agents(agent_group: str, tenant: PortalTenant, ctx: Ctx) -> Agent
     "/requests",
     status_code=202,
     response_model=Submitted,
-    responses=_ERRORS,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -83,11 +99,16 @@ async def list_agents(agent_group: str, tenant: PortalTenant, ctx: Ctx) -> Agent
     },
 )
 async def submit(request: Request, tenant: PortalTenant, ctx: Ctx) -> Submitted:
+    await ctx.limits.hit("submit", tenant)
     body = await request.body()
     if len(body) > ctx.settings.max_body_bytes:
         raise RelayHTTPError(413, "too_large", f"envelope over {ctx.settings.max_body_bytes} bytes")
     try:
-        header = RequestEnvelope.model_validate_json(body).header
+        doc = bounds.parse(body, bounds.ENVELOPE)
+    except bounds.BoundsError as exc:
+        raise RelayHTTPError(400, "invalid_json", str(exc), field=exc.path or None) from None
+    try:
+        header = RequestEnvelope.model_validate(doc).header
     except ValidationError as exc:
         fields = sorted({".".join(map(str, e["loc"])) for e in exc.errors()})
         raise RelayHTTPError(
@@ -103,7 +124,12 @@ async def submit(request: Request, tenant: PortalTenant, ctx: Ctx) -> Submitted:
             422, "exp_too_far", f"header.exp more than {ctx.settings.max_request_ttl:.0f}s ahead"
         )
     since = now - ctx.settings.presence_timeout
-    if not await ctx.run(ctx.store.any_agent_online, tenant, header.agent_group, since):
+    online = await ctx.cache.any_online(
+        tenant,
+        header.agent_group,
+        lambda: ctx.read(ctx.store.any_agent_online, tenant, header.agent_group, since),
+    )
+    if not online:
         log.info(
             "request.no_agent_online", tenant=tenant, group=header.agent_group, request_id=header.id
         )
@@ -113,20 +139,12 @@ async def submit(request: Request, tenant: PortalTenant, ctx: Ctx) -> Submitted:
             f"no agent of group {header.agent_group!r} is online",
             status="no_agent_online",
         )
-    try:
-        await ctx.run(
-            ctx.store.add_request,
-            tenant,
-            header.id,
-            header.agent_group,
-            header.exp,
-            body,
-            now=now,
-        )
-    except DuplicateError as exc:
-        raise RelayHTTPError(409, "duplicate_id", "this request id was submitted before") from exc
+    await ctx.run(
+        ctx.store.add_request, tenant, header.id, header.agent_group, header.exp, body, now=now
+    )
+    ctx.metrics.submitted(tenant, header.id, now)
     ctx.notifier.notify(group_key(tenant, header.agent_group))
-    log.info("request.queued", tenant=tenant, group=header.agent_group, request_id=header.id)
+    log.debug("request.queued", tenant=tenant, group=header.agent_group, request_id=header.id)
     return Submitted(id=header.id)
 
 
@@ -139,7 +157,6 @@ async def submit(request: Request, tenant: PortalTenant, ctx: Ctx) -> Submitted:
         },
         202: {"model": Pending, "description": "still queued or leased at the end of the wait"},
         410: {"model": Pending, "description": "expired before any agent answered"},
-        **_ERRORS,
     },
 )
 async def result(
@@ -149,11 +166,20 @@ async def result(
     ctx: Ctx,
     wait: float = Query(0.0, ge=0, description="long-poll up to this many seconds (max 60)"),
 ) -> Response:
+    if wait <= 0:
+        return await _result(request_id, request, tenant, ctx, 0.0)
+    async with ctx.limits.long_poll(tenant):
+        return await _result(request_id, request, tenant, ctx, wait)
+
+
+async def _result(
+    request_id: str, request: Request, tenant: str, ctx: RelayContext, wait: float
+) -> Response:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, ctx.settings.max_result_wait)
     key = request_key(tenant, request_id)
     while True:
-        status = await ctx.run(ctx.store.request_status, tenant, request_id, ctx.clock())
+        status = await ctx.read(ctx.store.request_status, tenant, request_id, ctx.clock())
         if status is None:
             raise RelayHTTPError(404, "unknown_request")
         if status.state is RequestState.DONE and status.result is not None:

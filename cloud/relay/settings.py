@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from limits import parse as parse_rate
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -39,3 +40,33 @@ class RelaySettings(BaseSettings):
     prune_interval: float = Field(60.0, gt=0)
     # SIGTERM: open long-polls get this long to finish before the server stops.
     graceful_shutdown: float = Field(3.0, ge=0)
+
+    # Tenants, agents and "a group has an agent online" are cached this long in each
+    # relay process (cloud/relay/cache.py); other processes see changes within it.
+    cache_ttl: float = Field(2.0, ge=0)
+
+    # Per-tenant limits (cloud/relay/ratelimit.py): rates in the `limits` notation
+    # ("100/second", "10 per minute"), over which calls get 429 with Retry-After.
+    submit_rate: str = "500/second"
+    long_poll_rate: str = "1000/second"
+    enroll_rate_per_client: str = "10/minute"
+    enroll_rate_total: str = "60/minute"
+    max_long_polls_per_tenant: int = Field(64, gt=0)
+
+    # Slow clients (docs/relay-limits.md has the open-file budget these make up):
+    # a connection must deliver its request headers within header_timeout and the
+    # whole body within body_timeout; an idle keep-alive connection is closed after
+    # keep_alive_timeout; above limit_concurrency open connections, new requests get
+    # 503 at once instead of waiting for a file descriptor.
+    header_timeout: float = Field(10.0, gt=0)
+    body_timeout: float = Field(10.0, gt=0)
+    keep_alive_timeout: float = Field(5.0, gt=0)
+    limit_concurrency: int = Field(900, gt=0)
+
+    @field_validator(
+        "submit_rate", "long_poll_rate", "enroll_rate_per_client", "enroll_rate_total"
+    )
+    @classmethod
+    def _a_rate(cls, value: str) -> str:
+        parse_rate(value)  # ValueError names what is wrong
+        return value

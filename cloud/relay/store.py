@@ -322,7 +322,55 @@ class QueueStore(ABC):
         whose permit is still open is kept."""
 
 
-class RelayStore(TenantStore, AgentStore, QueueStore):
+
+# --- relay operations: replay protection, agent status, /readyz, /metrics ---------------
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    """An agent as operators see it: presence plus its last verified heartbeat."""
+
+    agent_id: str
+    tenant: str
+    agent_group: str
+    name: str
+    enrolled_at: float
+    last_seen: float | None
+    heartbeat: bytes | None  # canonical JSON of the last verified HeartbeatBody
+
+
+class OpsStore(ABC):
+    """Relay operations: single-use signed calls, agent status, /readyz, /metrics."""
+
+    @abstractmethod
+    def use_nonce(self, agent_id: str, nonce: str, ts: float) -> bool:
+        """Record that a signed call with this nonce was accepted. False when the same
+        (agent, nonce) was recorded before: a replay. Atomic across relay processes."""
+
+    @abstractmethod
+    def prune_nonces(self, before: float) -> int:
+        """Forget nonces of calls signed before `before` (the clock window refuses
+        those anyway). Returns how many were deleted."""
+
+    @abstractmethod
+    def agent_statuses(self, tenant: str, agent_group: str | None = None) -> list[AgentStatus]:
+        """Non-removed agents of the tenant (one group, or all), oldest first."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """A round trip to the database that needs its write lock (a relay that cannot
+        write cannot serve); raises when it cannot answer."""
+
+    @abstractmethod
+    def request_counts(self, now: float) -> dict[str, int]:
+        """Requests in the store by RequestState value (queued, leased, done, expired)."""
+
+    @abstractmethod
+    def online_counts(self, since: float) -> list[tuple[str, str, int]]:
+        """(tenant, agent_group, agents seen since `since`) for every group with agents."""
+
+
+class RelayStore(TenantStore, AgentStore, QueueStore, OpsStore):
     """Everything the relay app needs from its database."""
 
     @abstractmethod

@@ -35,6 +35,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from agent.transports.relay import RelayTransport, enroll
 from cloud.relay.client import PortalClient
 from wire.canonical import b64url_encode as b64url
+from wire.canonical import canonical_json
+from wire.signing import Domain, sign
 
 _REPO = Path(__file__).resolve().parents[2]
 _names = itertools.count(1)
@@ -64,6 +66,17 @@ class EnrolledAgent:
     def transport(self, **kwargs: Any) -> RelayTransport:
         return RelayTransport(self.base_url, self.agent_id, self.signing_key, **kwargs)
 
+    def heartbeat_body(self, **fields: Any) -> bytes:
+        """A heartbeat signed with this agent's key, as the agent's service sends it."""
+        return signed_heartbeat(self.signing_key, self.agent_id, **fields)
+
+
+def signed_heartbeat(key: Ed25519PrivateKey, agent_id: str, **fields: Any) -> bytes:
+    payload = {"v": 1, "type": "heartbeat", "agent_id": agent_id, "version": "0.1.0",
+               "sent_at": int(time.time()), "directories": {}, "in_flight": 0, **fields}
+    sig = sign(key, Domain.HEARTBEAT, payload)
+    return canonical_json({"heartbeat": payload, "sig": sig.model_dump(mode="json")})
+
 
 @dataclass
 class RelayProcess:
@@ -72,7 +85,7 @@ class RelayProcess:
     db_path: Path
     log_path: Path
     proc: subprocess.Popen[bytes]
-    settings: dict[str, float] = field(default_factory=dict)
+    settings: dict[str, float | str | bool] = field(default_factory=dict)
 
     def admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         response = httpx.request(
@@ -126,11 +139,18 @@ class RelayProcess:
                 self.proc.wait(timeout=timeout)
 
 
+# Tests enroll many agents from one address in a short time; the enrollment rate
+# limit has its own test (which passes a low rate explicitly).
+_TEST_DEFAULTS = {"enroll_rate_per_client": "10000/minute", "enroll_rate_total": "10000/minute"}
+
+
 def start_relay(
-    tmp_path: Path, *, ready_timeout: float = 20, log_level: str = "warning", **settings: float
+    tmp_path: Path, *, ready_timeout: float = 20, log_level: str = "warning",
+    **settings: float | str | bool,
 ) -> RelayProcess:
     """Start a relay; `settings` are serve flags (lease_timeout=2 -> --lease-timeout 2).
     The log (stdout+stderr) is in `relay.log()`."""
+    settings = {**_TEST_DEFAULTS, **settings}
     tmp_path.mkdir(parents=True, exist_ok=True)
     token_file = tmp_path / "admin-token"
     admin_token = secrets.token_urlsafe(32)
@@ -139,7 +159,8 @@ def start_relay(
     db_path = tmp_path / "relay.sqlite3"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO), env.get("PYTHONPATH")]))
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
+    flags = [f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}")
+             for k, v in settings.items()]
     last_error = ""
     for attempt in range(3):  # a free port can be taken between probe and bind
         port = _free_port()

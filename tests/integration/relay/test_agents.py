@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.transports.base import AuthenticationFailed, EnrollmentFailed
 from agent.transports.relay import RelayTransport, authorization_header, enroll
-from tests.servers.relay import EnrolledAgent, RelayProcess, public_key_b64
+from tests.servers.relay import EnrolledAgent, RelayProcess, public_key_b64, signed_heartbeat
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -91,14 +91,15 @@ def _signed(
 
 def test_signature_covers_ts_path_and_body(enroll_agent: Callable[..., EnrolledAgent]) -> None:
     agent = enroll_agent()
-    assert _signed(agent, "/v1/agent/heartbeat", b"{}").status_code == 200
+    beat = agent.heartbeat_body()
+    assert _signed(agent, "/v1/agent/heartbeat", beat).status_code == 200
     skewed = _signed(agent, "/v1/agent/heartbeat", b"{}", now=time.time() - 400)
     assert (skewed.status_code, skewed.json()["error"]) == (401, "clock_skew")
     future = _signed(agent, "/v1/agent/heartbeat", b"{}", now=time.time() + 400)
     assert future.json()["error"] == "clock_skew"
     moved = _signed(agent, "/v1/agent/heartbeat", b"{}", sign_path="/v1/agent/lease?wait=0")
     assert (moved.status_code, moved.json()["error"]) == (401, "bad_signature")
-    tampered = _signed(agent, "/v1/agent/heartbeat", b'{"a":2}', sign_body=b'{"a":1}')
+    tampered = _signed(agent, "/v1/agent/heartbeat", beat + b" ", sign_body=beat)
     assert tampered.json()["error"] == "bad_signature"
     query = _signed(agent, "/v1/agent/lease?wait=0", b"", sign_path="/v1/agent/lease?wait=9")
     assert query.json()["error"] == "bad_signature"
@@ -114,7 +115,7 @@ def test_missing_or_malformed_authorization(relay: RelayProcess) -> None:
 def test_unknown_agent(relay: RelayProcess) -> None:
     ghost = RelayTransport(relay.base_url, "agt_ghost", Ed25519PrivateKey.generate())
     with ghost, pytest.raises(AuthenticationFailed) as info:
-        ghost.heartbeat(b"{}")
+        ghost.heartbeat(signed_heartbeat(Ed25519PrivateKey.generate(), "agt_ghost"))
     assert info.value.code == "unknown_agent"
 
 
@@ -122,7 +123,7 @@ def test_removed_agent(relay: RelayProcess, enroll_agent: Callable[..., Enrolled
                        tenant: tuple[str, str]) -> None:
     agent = enroll_agent()
     transport = agent.transport()
-    transport.heartbeat(b"{}")
+    transport.heartbeat(agent.heartbeat_body())
     relay.remove_agent(agent.agent_id)
     with pytest.raises(AuthenticationFailed) as info:
         transport.lease(wait=0)

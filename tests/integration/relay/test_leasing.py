@@ -121,7 +121,7 @@ def test_logs_name_ids_but_never_carry_envelopes_or_results(
         assert lease is not None
         transport.complete(lease, b'{"status":"succeeded","detail":"RESULTMARK"}')
         portal.wait_result(request_id, timeout=5)
-        transport.heartbeat(b'{"note":"HEARTBEATMARK"}')
+        transport.heartbeat(agent.heartbeat_body(version="HEARTBEATMARK"))
     log = relay.log()
     assert request_id in log and agent.agent_id in log
     for marker in ("SEALEDMARK", "RESULTMARK", "HEARTBEATMARK", token):

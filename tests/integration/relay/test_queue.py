@@ -75,7 +75,7 @@ def test_agent_goes_offline_after_presence_timeout(
         assert portal.agents("default")[0]["online"] is False
         with pytest.raises(NoAgentOnline):
             portal.submit(fake_envelope(tenant))
-        transport.heartbeat(b'{"version":"test"}')
+        transport.heartbeat(agent.heartbeat_body())
         assert portal.agents("default")[0]["online"] is True
         portal.submit(fake_envelope(tenant))
 
@@ -182,14 +182,15 @@ def test_agents_listing_has_keys_and_presence(
 def test_heartbeat_and_portal_keys(
     relay: RelayProcess, tenant: tuple[str, str], enroll_agent: Callable[..., EnrolledAgent]
 ) -> None:
-    transport = enroll_agent().transport()
+    agent = enroll_agent()
+    transport = agent.transport()
     assert transport.portal_keys() == []
     key = public_key_b64(Ed25519PrivateKey.generate())
     relay.add_portal_key(tenant[0], "portal-2026", key, not_after=time.time() + 3600)
     relay.add_portal_key(tenant[0], "portal-old", key, not_after=time.time() - 1)  # expired
     (listed,) = transport.portal_keys()
     assert listed["kid"] == "portal-2026" and listed["public_key"] == key
-    transport.heartbeat(b'{"version": "0.1.0", "directory": "up"}')
+    transport.heartbeat(agent.heartbeat_body(directories={"corp": True}))
 
 
 def test_result_long_poll_wakes_promptly(relay_factory: Callable[..., RelayProcess]) -> None:

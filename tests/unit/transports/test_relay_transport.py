@@ -62,7 +62,9 @@ def test_every_call_is_signed_over_method_path_ts_and_body() -> None:
     for request in seen:
         creds = parse_agent_authorization(request.headers["Authorization"])
         assert creds.agent_id == "agt_1"
-        message = auth_message(request.method, request.url.raw_path, creds.ts, request.content)
+        message = auth_message(
+            request.method, request.url.raw_path, creds.ts, creds.nonce, request.content
+        )
         KEY.public_key().verify(creds.signature, message)  # raises if wrong
     assert seen[0].url.raw_path == b"/v1/agent/lease?wait=2.5"
     posted = json.loads(seen[2].content)

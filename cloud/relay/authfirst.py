@@ -1,0 +1,93 @@
+"""Authenticate before the body is parsed.
+
+FastAPI reads and decodes a route's JSON body before it solves the route's
+dependencies, so an unauthenticated caller sending a malformed body used to get 400
+or 422 (and learn about our schema) instead of 401. This middleware runs the same
+checks as the dependencies in deps.py first, by path prefix, and leaves the identity
+in the request state for them; nothing is checked twice (an agent's nonce is burned
+once).
+
+    /v1/agent/...             signed agent call (WBA1)
+    /v1/groups/..., /v1/requests...   portal tenant token
+    /v1/admin/...             admin token
+    anything else             no authentication (enroll, /healthz, /readyz, /metrics)
+
+Errors are answered here in the same shape as the app's exception handlers (errors.py):
+a middleware sits outside them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cloud.relay.auth import RelayHTTPError
+from cloud.relay.deps import (
+    IDENTITY,
+    RelayContext,
+    authenticate_admin,
+    authenticate_agent,
+    authenticate_portal,
+)
+from cloud.relay.errors import error_response, translate_store_error
+from cloud.relay.store import StoreError
+
+Check = Callable[[Request, RelayContext], Awaitable[object]]
+
+# (path prefix, check, OpenAPI security scheme name: see openapi.py)
+_BY_PREFIX: tuple[tuple[str, Check, str], ...] = (
+    ("/v1/agent/", authenticate_agent, "agentSignature"),
+    ("/v1/groups/", authenticate_portal, "portalToken"),
+    ("/v1/requests", authenticate_portal, "portalToken"),
+    ("/v1/admin/", authenticate_admin, "adminToken"),
+)
+
+
+def _check_for(path: str) -> Check | None:
+    for prefix, check, _ in _BY_PREFIX:
+        if path.startswith(prefix):
+            return check
+    return None
+
+
+def scheme_for(path: str) -> str | None:
+    """The security scheme that protects `path` (None: no authentication)."""
+    for prefix, _, scheme in _BY_PREFIX:
+        if path.startswith(prefix):
+            return scheme
+    return None
+
+
+class AuthenticateFirst:
+    def __init__(self, app: ASGIApp, ctx: RelayContext) -> None:
+        self.app = app
+        self.ctx = ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        check = _check_for(scope["path"]) if scope["type"] == "http" else None
+        if check is None:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            identity = await check(request, self.ctx)
+        except RelayHTTPError as exc:
+            await error_response(exc)(scope, receive, send)
+            return
+        except StoreError as exc:
+            await error_response(translate_store_error(exc, ""))(scope, receive, send)
+            return
+        scope.setdefault("state", {})[IDENTITY] = identity
+        body = await request.body()  # already read (and bounded) by BodyLimit
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)

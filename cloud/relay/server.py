@@ -1,0 +1,96 @@
+"""Running the relay under uvicorn, with the limits that keep slow clients from using
+up its file descriptors (docs/relay-limits.md has the budget).
+
+uvicorn closes idle keep-alive connections (`timeout_keep_alive`) but gives a client
+unlimited time to send its request headers, so a client trickling one header byte at
+a time holds a socket forever. `header_timeout_protocol` adds that deadline: from the
+moment a connection opens (or finishes a response) to the end of the next request's
+headers. The body has its own deadline in the app (`app.BodyLimit`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from cloud.relay.deps import RelayContext
+from cloud.relay.settings import RelaySettings
+
+
+def header_timeout_protocol(seconds: float) -> type[H11Protocol]:
+    class HeaderTimeoutProtocol(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+        _waiting_cycle: Any = None
+
+        def _start_header_timer(self) -> None:
+            self._stop_header_timer()
+            self._waiting_cycle = self.cycle
+            self._header_timer = self.loop.call_later(seconds, self._header_timeout)
+
+        def _stop_header_timer(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _idle(self) -> bool:
+            return self.cycle is None or self.cycle.response_complete
+
+        def _header_timeout(self) -> None:
+            self._header_timer = None
+            waiting = self.cycle is self._waiting_cycle and self._idle()
+            if waiting and not self.transport.is_closing():
+                self.transport.close()  # no request line + headers in time
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)  # type: ignore[arg-type]
+            self._start_header_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_header_timer()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._header_timer is not None and self.cycle is not self._waiting_cycle:
+                self._stop_header_timer()  # a new request's headers arrived
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing() and self._idle():
+                self._start_header_timer()  # the next request on this connection
+
+    return HeaderTimeoutProtocol
+
+
+def uvicorn_config(
+    app: Any, settings: RelaySettings, log_level: str, *, access_log: bool = False
+) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        http=header_timeout_protocol(settings.header_timeout),
+        log_level=log_level,
+        log_config=None,  # our logging setup (cloud/relay/logs.py) handles uvicorn's loggers
+        access_log=access_log,
+        timeout_keep_alive=max(1, math.ceil(settings.keep_alive_timeout)),
+        limit_concurrency=settings.limit_concurrency,
+        timeout_graceful_shutdown=math.ceil(settings.graceful_shutdown),
+        server_header=False,
+    )
+
+
+def serve(app: Any, settings: RelaySettings, log_level: str, *, access_log: bool = False) -> None:
+    ctx: RelayContext = app.state.relay
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            ctx.stopping = True  # a plain flag: safe to set from a signal handler
+            super().handle_exit(sig, frame)
+
+    Server(uvicorn_config(app, settings, log_level, access_log=access_log)).run()
