@@ -75,6 +75,10 @@ EVENTS: tuple[Event, ...] = (
     Event("result.not_posted", ("warning", "info", "error"),
           "the relay could not take a result (info: the lease was lost, another agent "
           "answers; error: given up); the journal keeps it for a redelivery"),
+    Event("result.reposted", ("info",),
+          "at start: an answer written before a crash, never acknowledged by the relay, "
+          "is posted again (the relay takes the permit holder's answer until another "
+          "is stored)"),
     # directories and relay
     Event("directory.down", ("error",),
           "the periodic probe (the `check` items below) failed (`directory`, `detail`)"),

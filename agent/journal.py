@@ -43,6 +43,10 @@ CREATE TABLE IF NOT EXISTS requests (
 );
 CREATE INDEX IF NOT EXISTS requests_updated ON requests (updated_at);
 """
+# Added with the relay's write permits: the lease a write was permitted under (the
+# relay takes that permit holder's answer late, after a crash) and whether the relay
+# has acknowledged the answer. Added to older journals when opened.
+_LATER_COLUMNS = (("lease_id", "TEXT"), ("posted", "INTEGER NOT NULL DEFAULT 0"))
 
 
 class State(StrEnum):
@@ -72,6 +76,10 @@ class Journal:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with self._conn() as conn:
             conn.executescript(_SCHEMA)
+            have = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+            for name, kind in _LATER_COLUMNS:
+                if name not in have:
+                    conn.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -109,14 +117,38 @@ class Journal:
             raise
         return claim
 
-    def mark_writing(self, request_id: str) -> None:
-        """The durable mark: fsynced before this returns (and the write goes out)."""
+    def mark_writing(self, request_id: str, *, lease_id: str | None = None) -> None:
+        """The durable mark: fsynced before this returns (and the write goes out).
+        `lease_id`: the lease the write was permitted under, so the answer can still be
+        posted after a crash (`unposted`)."""
         conn = self._conn()
         conn.execute("PRAGMA synchronous=FULL")
         try:
-            self._set_state(request_id, State.WRITING)
+            conn.execute(
+                "UPDATE requests SET state = ?, lease_id = ?, updated_at = ? WHERE id = ?",
+                (State.WRITING, lease_id, time.time(), request_id),
+            )
         finally:
             conn.execute("PRAGMA synchronous=NORMAL")
+
+    def mark_posted(self, request_id: str) -> None:
+        """The relay has the answer (or has one from another agent): nothing to resend."""
+        self._conn().execute("UPDATE requests SET posted = 1 WHERE id = ?", (request_id,))
+
+    def unposted(self, newer_than_seconds: float) -> list[tuple[str, str, bytes]]:
+        """(request id, lease id, signed result) of written requests whose answer the
+        relay never acknowledged (the process died before or while posting it), from
+        the last `newer_than_seconds`. Posted again at start-up: the relay takes the
+        permit holder's answer until another answer is stored, so the portal learns
+        what was written instead of an in_doubt from the agent that redelivery reaches."""
+        cutoff = time.time() - newer_than_seconds
+        rows = self._conn().execute(
+            "SELECT id, lease_id, result FROM requests WHERE state = ? AND posted = 0"
+            " AND lease_id IS NOT NULL AND result IS NOT NULL AND updated_at >= ?"
+            " ORDER BY updated_at",
+            (State.DONE, cutoff),
+        )
+        return [(str(r[0]), str(r[1]), bytes(r[2])) for r in rows]
 
     def finish(self, request_id: str, *, status: str, result: bytes) -> None:
         now = time.time()

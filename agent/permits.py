@@ -48,6 +48,11 @@ class GiveBack(Exception):
 class PermitGate(Protocol):
     """The relay's write permit for the request in hand."""
 
+    @property
+    def lease_id(self) -> str:
+        """The lease a granted permit belongs to (the journal keeps it for a re-post)."""
+        ...
+
     def ask(self, key: str, *, ordered: bool, deadline: float) -> Permit:
         """GRANTED, IN_DOUBT or SUPERSEDED (BUSY is waited out). Raises LeaseLost
         (another agent may hold the request now) or GiveBack."""
@@ -63,6 +68,10 @@ class Deferred(Enum):
 
 class LeasePermits:
     """`PermitGate` for one lease held by this agent."""
+
+    @property
+    def lease_id(self) -> str:
+        return self.lease.lease_id
 
     def __init__(
         self,

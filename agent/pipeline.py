@@ -304,7 +304,9 @@ class Pipeline:
                 if isinstance(refused, Outcome):
                     return refused
                 deadline = min(deadline, refused)
-            self._journal.mark_writing(header.id)  # the one synced journal write
+            # The one synced journal write; the lease lets a restart post the answer.
+            lease_id = permits.lease_id if permits is not None else None
+            self._journal.mark_writing(header.id, lease_id=lease_id)
             state.writing = True
             outcome = self._write(header, secrets, connector, user, deadline)
             outcome.directory = directory.name

@@ -50,6 +50,12 @@ from wire.verify import RequestVerifier
 _IDLE_GRACE = 0.2
 
 
+# A restart posts answers the relay never acknowledged from this far back (requests
+# live for minutes), trying each for this long while the relay is unreachable.
+_REPOST_WINDOW = 600.0
+_REPOST_TRY_SECONDS = 60.0
+
+
 class Backoff:
     """Exponential backoff with full jitter; `wait` returns early when stopping."""
 
@@ -117,6 +123,13 @@ class AgentService:
                 "request.in_doubt", request_id=request_id, detail="interrupted by a restart"
             )
         self._control_transport = self._transport_factory()
+        unposted = self._journal.unposted(_REPOST_WINDOW)
+        if unposted:
+            thread = threading.Thread(
+                target=self._repost, args=(unposted,), name="repost", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
         batch = self._settings.relay.lease_batch if self._settings.relay else 1
         worker: Callable[[], None] = self._worker
         if batch > 1:
@@ -304,8 +317,10 @@ class AgentService:
         while True:
             try:
                 transport.complete(lease, result)
+                self._journal.mark_posted(lease.request_id)
                 return
             except LeaseLost:
+                self._journal.mark_posted(lease.request_id)  # another answer is stored
                 self._log.info(
                     "result.not_posted", request_id=lease.request_id, detail="lease lost"
                 )
@@ -322,6 +337,19 @@ class AgentService:
             except TransportError as exc:
                 self._log.error("result.not_posted", request_id=lease.request_id, detail=str(exc))
                 return
+
+    def _repost(self, unposted: list[tuple[str, str, bytes]]) -> None:
+        """Answers written before a crash but never acknowledged by the relay: post
+        them as the permit holder (the relay takes them until another answer is
+        stored), so the portal hears what was written rather than in_doubt."""
+        transport = self._transport_factory()
+        try:
+            for request_id, lease_id, result in unposted:
+                lease = Lease(lease_id, request_id, b"", time.time() + _REPOST_TRY_SECONDS)
+                self._log.info("result.reposted", request_id=request_id)
+                self._complete(transport, lease, result)
+        finally:
+            transport.close()
 
     def _release(self, transport: Transport, lease: Lease) -> None:
         try:

@@ -78,6 +78,7 @@ class CuttingProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])
         self.cut = threading.Event()
+        self.cutting = True  # False: pass result posts through too
         self._closed = threading.Event()
         self._sockets: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
@@ -105,7 +106,9 @@ class CuttingProxy:
                 chunk = src.recv(65536)
                 if not chunk:
                     break
-                if from_client and (cutting or chunk.startswith(self._cut_prefix)):
+                if from_client and (
+                    cutting or (self.cutting and chunk.startswith(self._cut_prefix))
+                ):
                     cutting = True
                     self.cut.set()
                     continue

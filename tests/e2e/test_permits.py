@@ -237,6 +237,44 @@ def test_first_writer_dies_after_writing_and_the_request_is_never_written_again(
         _stop(agent_b)
 
 
+@pytest.mark.parametrize("pair", ["slapd_env"], indirect=True)
+def test_a_writer_killed_before_its_answer_got_through_posts_it_after_a_restart(
+    pair: tuple[Pair, DirectoryEnv], tmp_path: Path
+) -> None:
+    """A writes, its result post is lost, A is killed -9 and restarted before the lease
+    runs out: A posts the answer from its journal (the relay takes the permit holder's
+    answer late), so the portal hears `succeeded`, not in_doubt, and nothing is
+    written again."""
+    p, env = pair
+    login = unique_login("p")
+    env.create_user(login, INITIAL)
+    log_a = tmp_path / "a.log"
+    agent_a = _spawn(p.config_a, log_a)
+    try:
+        _wait_started(log_a, agent_a)
+        before = _stamp(env, login)
+        request = p.system.portal.request("reset", login, new_password="Reposted-Answer-8x")
+        p.system.portal.submit(request)
+        journal_a = p.config_a.parent / "data" / "journal.sqlite3"
+        deadline = time.monotonic() + 30
+        while _journal_state(journal_a, request.id) != "done" or not p.proxy.cut.is_set():
+            assert time.monotonic() < deadline, log_a.read_text()
+            time.sleep(0.05)
+        after_a = _stamp(env, login)
+        agent_a.send_signal(signal.SIGKILL)  # its answer never reached the relay
+        agent_a.wait(10)
+        p.proxy.cutting = False  # the restarted agent's posts get through
+        agent_a = _spawn(p.config_a, log_a)
+        result = p.system.portal.wait(request, timeout=60)
+        assert result.status == "succeeded", result
+        assert _writes_between(env, before, after_a) == 1
+        assert _stamp(env, login) == after_a, "written again"
+        assert env.bind(login, "Reposted-Answer-8x") is BindOutcome.OK
+        assert '"result.reposted"' in log_a.read_text()
+    finally:
+        _stop(agent_a)
+
+
 # ------------------------------------------------------------------ ordering
 
 
