@@ -13,6 +13,7 @@ from tests.servers.base import DirectoryEnv
 pytest_plugins = [
     "tests.servers.slapd",
     "tests.servers.samba",
+    "tests.servers.postgres",
 ]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,13 +21,14 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloud.relay.auth import RelayHTTPError
+from cloud.relay.backends import open_store
 from cloud.relay.deps import RelayContext
+from cloud.relay.notify import SharedWakeups
 from cloud.relay.routes_admin import router as admin_router
 from cloud.relay.routes_agent import router as agent_router
 from cloud.relay.routes_portal import router as portal_router
 from cloud.relay.settings import RelaySettings
 from cloud.relay.store import RelayStore
-from cloud.relay.store_sqlite import SQLiteStore
 
 log = structlog.get_logger("writeback.relay")
 
@@ -104,14 +105,29 @@ async def _prune_forever(ctx: RelayContext) -> None:
             log.info("store.pruned", requests=deleted)
 
 
+async def _listen_to_other_replicas(ctx: RelayContext) -> Callable[[], None] | None:
+    """With a shared database (PostgreSQL), wake this replica's long-polls when another
+    replica stores what they wait for. The store calls back from its own thread."""
+    if not isinstance(ctx.store, SharedWakeups):
+        return None
+    loop = asyncio.get_running_loop()
+
+    def on_key(key: str) -> None:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(ctx.notifier.notify, key)
+
+    return await ctx.run(ctx.store.listen, on_key)
+
+
 def create_app(settings: RelaySettings, store: RelayStore | None = None) -> FastAPI:
-    """Build the app. Without `store`, opens the SQLite file `settings.db` (and closes
-    it at shutdown); with one, the caller owns it (tests, a PostgreSQL store)."""
+    """Build the app. Without `store`, opens the database of `settings` (SQLite file or
+    PostgreSQL URL) and closes it at shutdown; with one, the caller owns it (tests)."""
     owned = store is None
-    ctx = RelayContext(settings=settings, store=store or SQLiteStore(settings.db))
+    ctx = RelayContext(settings=settings, store=store or open_store(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop_listening = await _listen_to_other_replicas(ctx)
         pruner = asyncio.create_task(_prune_forever(ctx))
         try:
             yield
@@ -119,6 +135,8 @@ def create_app(settings: RelaySettings, store: RelayStore | None = None) -> Fast
             pruner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pruner
+            if stop_listening is not None:
+                await ctx.run(stop_listening)
             if owned:
                 ctx.store.close()
 

@@ -4,15 +4,25 @@ into `create_app`; nothing below reads the environment itself."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DATABASE_URL_SCHEMES = ("postgresql://", "postgres://")
 
 
 class RelaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WRITEBACK_RELAY_", extra="forbid")
 
+    # The SQLite file, unless database_url names a PostgreSQL database (several relay
+    # replicas on one database). `db` may be given a postgresql:// URL too (--db URL);
+    # it is moved to database_url. A password in the URL is a secret: prefer PGPASSFILE
+    # or the WRITEBACK_RELAY_DATABASE_URL environment over a command-line flag.
     db: Path = Path("relay.sqlite3")
+    database_url: SecretStr | None = None
+    # Connections each relay process keeps to PostgreSQL at most (psycopg_pool).
+    db_pool_size: int = Field(10, ge=1)
     host: str = "127.0.0.1"
     port: int = 8080
     # Read from --admin-token-file (or $CREDENTIALS_DIRECTORY/admin-token) by the CLI.
@@ -39,3 +49,23 @@ class RelaySettings(BaseSettings):
     prune_interval: float = Field(60.0, gt=0)
     # SIGTERM: open long-polls get this long to finish before the server stops.
     graceful_shutdown: float = Field(3.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _url_given_as_db(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            db = data.get("db")
+            if isinstance(db, str) and db.startswith(_DATABASE_URL_SCHEMES):
+                if data.get("database_url"):
+                    raise ValueError("give the database as db or as database_url, not both")
+                data = {k: v for k, v in data.items() if k != "db"}
+                data["database_url"] = db
+        return data
+
+    def database_label(self) -> str:
+        """The database for logs and messages, without credentials."""
+        if self.database_url is None:
+            return str(self.db)
+        url = self.database_url.get_secret_value()
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://{rest.rsplit('@', 1)[-1].split('?', 1)[0]}"
