@@ -105,19 +105,17 @@ class PostgresStore:
         self._dsn = dsn
         params = conninfo_to_dict(dsn)
         self._where = "{}:{}/{}".format(*(params.get(k, "") for k in ("host", "port", "dbname")))
+        # Migrate on a plain connection first: an unreachable database fails here at
+        # once with libpq's reason, instead of as a pool timeout.
+        with psycopg.connect(dsn, connect_timeout=max(1, round(connect_timeout))) as conn:
+            applied = pg_migrations.migrate(conn)
+        if applied:
+            log.info("store.migrated", versions=applied, database=self._where)
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             dsn, min_size=min_connections, max_size=max_connections, open=False,
             name="writeback-relay", timeout=30.0,
         )
         self._pool.open(wait=True, timeout=connect_timeout)
-        try:
-            with self._pool.connection() as conn:
-                applied = pg_migrations.migrate(conn)
-        except BaseException:
-            self._pool.close()
-            raise
-        if applied:
-            log.info("store.migrated", versions=applied, database=self._where)
         self._listeners: list[_Listener] = []
 
     def __repr__(self) -> str:
