@@ -121,9 +121,12 @@ class AgentSystem:
         directories: list[dict[str, Any]],
         *,
         group: str = "default",
+        portal_relay: RelayProcess | None = None,
         **top: Any,
     ) -> AgentSystem:
-        """Tenant + portal key at the relay; `writeback-agent init` and `enroll` via the CLI."""
+        """Tenant + portal key at the relay; `writeback-agent init` and `enroll` via the CLI.
+        With `portal_relay` (another relay on the same database) the portal talks to that
+        one while the agent talks to `relay`."""
         root.mkdir(parents=True, exist_ok=True)
         tenant, token = relay.create_tenant()
         signer = PortalSigner.generate()
@@ -147,7 +150,7 @@ class AgentSystem:
         config.write_text(tomli_w.dumps(document))
         code = relay.enrollment_code(tenant, group)
         assert cli("-c", str(config), "enroll", "--code", code) == 0
-        portal = Portal(relay, tenant, token, group, signer)
+        portal = Portal(portal_relay or relay, tenant, token, group, signer)
         return cls(root, config, portal)
 
     def settings(self) -> Any:
