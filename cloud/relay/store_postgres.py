@@ -1,15 +1,16 @@
 """PostgreSQL implementation of `RelayStore`: several relay replicas on one database.
 
 Why it looks like this:
-- psycopg 3 with a connection pool (psycopg_pool); every method is one
-  `with pool.connection()` block, which is one transaction (committed at the end,
-  rolled back on an exception).
+- psycopg 3 with a connection pool (psycopg_pool) of autocommit connections: most
+  methods are ONE statement, atomic by itself and one round trip (a BEGIN/COMMIT
+  pair would triple the round trips of the hot path: lease and complete). The few
+  that need several statements run them in `conn.transaction()`.
 - `lease` is `SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1` feeding an UPDATE: concurrent
   leases from any replica skip each other's rows instead of queueing behind them or
   retrying a lost compare-and-set.
 - Writes that a long-poll may wait for (a new or released request: the agents'
-  lease long-poll; a result: the portal's result long-poll) send `pg_notify` in the
-  same transaction, so the notification goes out exactly when the row is visible.
+  lease long-poll; a result: the portal's result long-poll) call `pg_notify` in the
+  same statement, so the notification goes out exactly when the row is visible.
   Every replica LISTENs (`listen`) and wakes its own waiters; the re-check interval
   of the long-polls stays the fallback when a notification is missed (listener
   reconnecting), so correctness never depends on it.
@@ -42,7 +43,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 import structlog
 
 from cloud.relay import pg_migrations
-from cloud.relay.notify import group_key, request_key
+from cloud.relay.notify import group_key
 from cloud.relay.store import (
     Agent,
     DuplicateError,
@@ -61,8 +62,19 @@ CHANNEL = "writeback_relay_wake"
 # NOTIFY payloads must stay under 8000 bytes; a longer key (an absurd request id) is
 # not announced and its waiter finds the change at its next re-check instead.
 _MAX_PAYLOAD = 7900
+# `state <> 'done'` lets the planner walk the partial index requests_pending in queue
+# order and stop at the first free row, however long the backlog.
 _LEASABLE = (
-    "exp > %(now)s AND (state = 'queued' OR (state = 'leased' AND lease_expires_at <= %(now)s))"
+    "state <> 'done' AND exp > %(now)s"
+    " AND (state = 'queued' OR (state = 'leased' AND lease_expires_at <= %(now)s))"
+)
+# (S608 noqas below: constant SQL spliced into constant SQL; values are bound.)
+# The wake-up keys of cloud/relay/notify.py, built in SQL from the row that changed
+# (test_store_postgres checks that they match), announced when short enough.
+_GROUP_KEY_SQL = "'group:' || tenant || '/' || agent_group"
+_REQUEST_KEY_SQL = "'request:' || tenant || '/' || request_id"
+_ANNOUNCE = (
+    "CASE WHEN octet_length(key) <= %(max_payload)s THEN pg_notify(%(channel)s, key) END"
 )
 _AGENT_COLUMNS = (
     "agent_id, tenant, agent_group, name, public_keys, sign_key, enrolled_at, last_seen,"
@@ -95,6 +107,10 @@ def _wake(conn: psycopg.Connection[Any], key: str) -> None:
         conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, key))
 
 
+def _announcing(**params: Any) -> dict[str, Any]:
+    return {"channel": CHANNEL, "max_payload": _MAX_PAYLOAD, **params}
+
+
 class PostgresStore:
     """`RelayStore` on PostgreSQL. Thread-safe; share one per process."""
 
@@ -113,7 +129,7 @@ class PostgresStore:
             log.info("store.migrated", versions=applied, database=self._where)
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             dsn, min_size=min_connections, max_size=max_connections, open=False,
-            name="writeback-relay", timeout=30.0,
+            name="writeback-relay", timeout=30.0, kwargs={"autocommit": True},
         )
         self._pool.open(wait=True, timeout=connect_timeout)
         self._listeners: list[_Listener] = []
@@ -122,12 +138,20 @@ class PostgresStore:
         return f"PostgresStore({self._where!r})"
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
+    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
+        """An autocommit connection: each statement is its own transaction."""
         with self._pool.connection() as conn:
             yield conn
 
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection inside one transaction (committed at the end, rolled back on
+        an exception)."""
+        with self._pool.connection() as conn, conn.transaction():
+            yield conn
+
     def schema_version(self) -> int:
-        with self._tx() as conn:
+        with self._conn() as conn:
             return pg_migrations.current_version(conn)
 
     def listen(
@@ -152,7 +176,7 @@ class PostgresStore:
     # --- tenants and portal keys ---------------------------------------------------------
     def add_tenant(self, tenant: str, token_hash: str, now: float) -> None:
         try:
-            with self._tx() as conn:
+            with self._conn() as conn:
                 conn.execute(
                     "INSERT INTO tenants (tenant, token_hash, created_at) VALUES (%s, %s, %s)",
                     (tenant, token_hash, now),
@@ -161,7 +185,7 @@ class PostgresStore:
             raise DuplicateError(f"tenant {tenant!r} exists") from exc
 
     def tenant_for_token(self, token_hash: str) -> str | None:
-        with self._tx() as conn:
+        with self._conn() as conn:
             row = conn.execute(
                 "SELECT tenant FROM tenants WHERE token_hash = %s", (token_hash,)
             ).fetchone()
@@ -198,7 +222,7 @@ class PostgresStore:
             )
 
     def portal_keys(self, tenant: str, now: float) -> list[PortalKey]:
-        with self._tx() as conn:
+        with self._conn() as conn:
             rows = conn.execute(
                 "SELECT kid, public_key, not_before, not_after FROM portal_keys"
                 " WHERE tenant = %s AND (not_after IS NULL OR not_after > %s)"
@@ -255,7 +279,7 @@ class PostgresStore:
         return Agent(agent_id, tenant, group, name, public_keys, sign_key, now, now, False)
 
     def get_agent(self, agent_id: str) -> Agent | None:
-        with self._tx() as conn:
+        with self._conn() as conn:
             row = conn.execute(
                 f"SELECT {_AGENT_COLUMNS} FROM agents WHERE agent_id = %s",  # noqa: S608 constant
                 (agent_id,),
@@ -263,7 +287,7 @@ class PostgresStore:
         return None if row is None else _agent(row)
 
     def list_agents(self, tenant: str, agent_group: str) -> list[Agent]:
-        with self._tx() as conn:
+        with self._conn() as conn:
             rows = conn.execute(
                 f"SELECT {_AGENT_COLUMNS} FROM agents"  # noqa: S608 constant columns
                 " WHERE tenant = %s AND agent_group = %s AND removed_at IS NULL"
@@ -292,14 +316,14 @@ class PostgresStore:
                 _wake(conn, group_key(row[0], row[1]))
 
     def update_public_keys(self, agent_id: str, public_keys: dict[str, Any]) -> None:
-        with self._tx() as conn:
+        with self._conn() as conn:
             conn.execute(
                 "UPDATE agents SET public_keys = %s WHERE agent_id = %s AND removed_at IS NULL",
                 (json.dumps(public_keys, sort_keys=True), agent_id),
             )
 
     def touch_agent(self, agent_id: str, now: float, status: bytes | None = None) -> None:
-        with self._tx() as conn:
+        with self._conn() as conn:
             if status is None:
                 conn.execute(
                     "UPDATE agents SET last_seen = %s WHERE agent_id = %s", (now, agent_id)
@@ -311,7 +335,7 @@ class PostgresStore:
                 )
 
     def any_agent_online(self, tenant: str, agent_group: str, since: float) -> bool:
-        with self._tx() as conn:
+        with self._conn() as conn:
             row = conn.execute(
                 "SELECT 1 FROM agents WHERE tenant = %s AND agent_group = %s"
                 " AND removed_at IS NULL AND last_seen >= %s LIMIT 1",
@@ -331,13 +355,16 @@ class PostgresStore:
         now: float,
     ) -> None:
         try:
-            with self._tx() as conn:
+            with self._conn() as conn:
                 conn.execute(
-                    "INSERT INTO requests (tenant, request_id, agent_group, envelope, exp,"
-                    " created_at, state) VALUES (%s, %s, %s, %s, %s, %s, 'queued')",
-                    (tenant, request_id, agent_group, envelope, exp, now),
+                    "WITH added AS (INSERT INTO requests (tenant, request_id, agent_group,"  # noqa: S608
+                    " envelope, exp, created_at, state) VALUES (%(tenant)s, %(request_id)s,"
+                    " %(group)s, %(envelope)s, %(exp)s, %(now)s, 'queued')"
+                    " RETURNING " + _GROUP_KEY_SQL + " AS key)"
+                    " SELECT " + _ANNOUNCE + " FROM added",
+                    _announcing(tenant=tenant, request_id=request_id, group=agent_group,
+                                envelope=envelope, exp=exp, now=now),
                 )
-                _wake(conn, group_key(tenant, agent_group))
         except pg_errors.UniqueViolation as exc:
             raise DuplicateError(f"request {request_id!r} exists") from exc
 
@@ -352,15 +379,17 @@ class PostgresStore:
         lease_timeout: float,
     ) -> LeaseGrant | None:
         expires_at = now + lease_timeout
-        with self._tx() as conn:
+        with self._conn() as conn:
             row = conn.execute(
+                # The scalar subquery makes the UPDATE a primary-key lookup whatever the
+                # table statistics say (a join here scanned the whole tenant when stale).
                 "WITH next AS (SELECT request_id FROM requests"  # noqa: S608 constant SQL
                 " WHERE tenant = %(tenant)s AND agent_group = %(group)s AND " + _LEASABLE +
                 " ORDER BY created_at, request_id LIMIT 1 FOR UPDATE SKIP LOCKED)"
                 " UPDATE requests r SET state = 'leased', lease_id = %(lease_id)s,"
                 " leased_by = %(agent_id)s, lease_expires_at = %(expires_at)s,"
                 " attempts = r.attempts + 1"
-                " FROM next WHERE r.tenant = %(tenant)s AND r.request_id = next.request_id"
+                " WHERE r.tenant = %(tenant)s AND r.request_id = (SELECT request_id FROM next)"
                 " RETURNING r.request_id, r.envelope",
                 {"tenant": tenant, "group": agent_group, "now": now, "lease_id": lease_id,
                  "agent_id": agent_id, "expires_at": expires_at},
@@ -371,7 +400,7 @@ class PostgresStore:
 
     def renew(self, lease_id: str, agent_id: str, now: float, lease_timeout: float) -> float:
         expires_at = now + lease_timeout
-        with self._tx() as conn:
+        with self._conn() as conn:
             cur = conn.execute(
                 "UPDATE requests SET lease_expires_at = %s"
                 " WHERE lease_id = %s AND leased_by = %s AND state = 'leased'",
@@ -382,31 +411,33 @@ class PostgresStore:
         return expires_at
 
     def release(self, lease_id: str, agent_id: str) -> str:
-        with self._tx() as conn:
+        with self._conn() as conn:
             row = conn.execute(
-                "UPDATE requests SET state = 'queued', lease_id = NULL, leased_by = NULL,"
-                " lease_expires_at = NULL"
-                " WHERE lease_id = %s AND leased_by = %s AND state = 'leased'"
-                " RETURNING request_id, tenant, agent_group",
-                (lease_id, agent_id),
+                "WITH back AS (UPDATE requests SET state = 'queued', lease_id = NULL,"  # noqa: S608
+                " leased_by = NULL, lease_expires_at = NULL WHERE lease_id = %(lease_id)s"
+                " AND leased_by = %(agent_id)s AND state = 'leased'"
+                " RETURNING request_id, " + _GROUP_KEY_SQL + " AS key)"
+                " SELECT request_id, " + _ANNOUNCE + " FROM back",
+                _announcing(lease_id=lease_id, agent_id=agent_id),
             ).fetchone()
-            if row is None:
-                raise LeaseConflict(f"lease {lease_id} is not held by {agent_id}")
-            _wake(conn, group_key(row[1], row[2]))
+        if row is None:
+            raise LeaseConflict(f"lease {lease_id} is not held by {agent_id}")
         return str(row[0])
 
     def complete(
         self, lease_id: str, request_id: str, agent_id: str, result: bytes, now: float
     ) -> bool:
-        with self._tx() as conn:
+        with self._conn() as conn:
             row = conn.execute(
-                "UPDATE requests SET state = 'done', result = %s, completed_at = %s"
-                " WHERE lease_id = %s AND request_id = %s AND leased_by = %s AND state = 'leased'"
-                " RETURNING tenant",
-                (result, now, lease_id, request_id, agent_id),
+                "WITH done AS (UPDATE requests SET state = 'done', result = %(result)s,"  # noqa: S608
+                " completed_at = %(now)s WHERE lease_id = %(lease_id)s"
+                " AND request_id = %(request_id)s AND leased_by = %(agent_id)s"
+                " AND state = 'leased' RETURNING " + _REQUEST_KEY_SQL + " AS key)"
+                " SELECT 1, " + _ANNOUNCE + " FROM done",
+                _announcing(result=result, now=now, lease_id=lease_id, request_id=request_id,
+                            agent_id=agent_id),
             ).fetchone()
             if row is not None:
-                _wake(conn, request_key(row[0], request_id))
                 return True
             row = conn.execute(
                 "SELECT state, leased_by, request_id FROM requests WHERE lease_id = %s",
@@ -417,7 +448,7 @@ class PostgresStore:
         raise LeaseConflict(f"lease {lease_id} is not held by {agent_id}")
 
     def request_status(self, tenant: str, request_id: str, now: float) -> RequestStatus | None:
-        with self._tx() as conn:
+        with self._conn() as conn:
             row = conn.execute(
                 "SELECT state, exp, lease_expires_at, result FROM requests"
                 " WHERE tenant = %s AND request_id = %s",
@@ -435,7 +466,7 @@ class PostgresStore:
         return RequestStatus(RequestState.QUEUED)
 
     def request_tenant_group(self, lease_id: str) -> tuple[str, str, str] | None:
-        with self._tx() as conn:
+        with self._conn() as conn:
             row = conn.execute(
                 "SELECT tenant, agent_group, request_id FROM requests WHERE lease_id = %s",
                 (lease_id,),
@@ -444,7 +475,7 @@ class PostgresStore:
 
     def prune(self, now: float, keep_for: float) -> int:
         cutoff = now - keep_for
-        with self._tx() as conn:
+        with self._conn() as conn:
             cur = conn.execute(
                 "DELETE FROM requests WHERE (state = 'done' AND completed_at < %(cutoff)s)"
                 " OR (state <> 'done' AND exp < %(cutoff)s"

@@ -58,6 +58,9 @@ CREATE TABLE requests (
     completed_at double precision,
     PRIMARY KEY (tenant, request_id)
 );
--- The lease query walks this index in queue order, skipping rows other relays hold.
-CREATE INDEX requests_queue ON requests (tenant, agent_group, state, created_at, request_id);
+-- The lease query walks this index in queue order, skipping rows other relays hold;
+-- answered requests (most rows, until pruned) are not in it.
+CREATE INDEX requests_pending ON requests (tenant, agent_group, created_at, request_id)
+    WHERE state <> 'done';
+CREATE INDEX requests_done ON requests (completed_at) WHERE state = 'done';
 CREATE INDEX requests_by_agent ON requests (leased_by) WHERE state = 'leased';
