@@ -189,6 +189,9 @@ def _serve(args: argparse.Namespace, settings: RelaySettings) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = _settings(args)
+    if args.command != "serve":
+        # stdout carries what admin commands print (a token, a code): logs go to stderr.
+        _configure_logging("warning")
     try:
         if args.command == "serve":
             return _serve(args, settings)

@@ -195,3 +195,49 @@ def test_missing_psycopg_says_what_to_install() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO, timeout=60, check=True)
     assert "pip install 'writeback-agent[postgres]'" in out.stdout
+
+
+@pytest.fixture
+def _keep_structlog_config() -> Iterator[None]:
+    """The CLI configures structlog process-wide; put it back for the next tests."""
+    import structlog
+
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+@pytest.mark.usefixtures("_keep_structlog_config")
+def test_admin_commands_work_on_the_shared_database(
+    postgres_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Admin commands open the same database the replicas serve; stdout is only the
+    token (the migration log line goes to stderr)."""
+    from cloud.relay.cli import main
+    from cloud.relay.store_postgres import PostgresStore
+
+    assert main(["--db", postgres_dsn, "tenant", "add", "acme"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert token.startswith("wbr_") and "\n" not in token
+    assert main(["--db", postgres_dsn, "tenant", "add", "acme"]) == 1
+    assert "exists" in capsys.readouterr().err
+    store = PostgresStore(postgres_dsn)  # what a serving replica sees
+    try:
+        from cloud.relay.auth import hash_secret
+
+        assert store.tenant_for_token(hash_secret(token)) == "acme"
+    finally:
+        store.close()
+
+
+@pytest.mark.usefixtures("_keep_structlog_config")
+def test_an_unreachable_database_is_a_clear_error(
+    postgres_server: PostgresServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cloud.relay.cli import main
+
+    url = f"postgresql://relay:Pg-Secret-42@127.0.0.1:{postgres_server.port + 1}/relay"
+    assert main(["--db", url, "tenant", "add", "acme"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("writeback-relay: cannot open postgresql://127.0.0.1:")
+    assert "Pg-Secret-42" not in err
