@@ -59,6 +59,7 @@ from cloud.relay.store import (
 log = structlog.get_logger("writeback.relay")
 
 CHANNEL = "writeback_relay_wake"
+LISTENER_NAME = "writeback-relay-listen"  # application_name: visible in pg_stat_activity
 # NOTIFY payloads must stay under 8000 bytes; a longer key (an absurd request id) is
 # not announced and its waiter finds the change at its next re-check instead.
 _MAX_PAYLOAD = 7900
@@ -129,7 +130,8 @@ class PostgresStore:
             log.info("store.migrated", versions=applied, database=self._where)
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             dsn, min_size=min_connections, max_size=max_connections, open=False,
-            name="writeback-relay", timeout=30.0, kwargs={"autocommit": True},
+            name="writeback-relay", timeout=30.0,
+            kwargs={"autocommit": True, "application_name": "writeback-relay"},
         )
         self._pool.open(wait=True, timeout=connect_timeout)
         self._listeners: list[_Listener] = []
@@ -511,7 +513,8 @@ class _Listener:
         backoff = 0.5
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self._dsn, autocommit=True, connect_timeout=10) as conn:
+                with psycopg.connect(self._dsn, autocommit=True, connect_timeout=10,
+                                     application_name=LISTENER_NAME) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self.listening.set()
                     backoff = 0.5

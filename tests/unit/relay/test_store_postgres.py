@@ -9,6 +9,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -241,3 +242,34 @@ def test_an_unreachable_database_is_a_clear_error(
     err = capsys.readouterr().err
     assert err.startswith("writeback-relay: cannot open postgresql://127.0.0.1:")
     assert "Pg-Secret-42" not in err
+
+
+def test_the_listener_reconnects_after_losing_its_connection(
+    two_replicas: tuple[object, object, queue.Queue[str]], postgres_dsn: str
+) -> None:
+    """A database restart or failover drops the LISTEN connection: wake-ups resume
+    once it is back (the long-polls' re-check covers the gap)."""
+    import psycopg
+
+    from cloud.relay.store_postgres import LISTENER_NAME, PostgresStore
+
+    writer, _, woken = two_replicas
+    assert isinstance(writer, PostgresStore)
+    writer.add_tenant("t1", "h1", T0)
+    dbname = postgres_dsn.rsplit("/", 1)[1]
+    query = ("SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = %s"
+             " AND query LIKE 'LISTEN %%'")  # connected AND listening
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        (old_pid,) = admin.execute(query, (LISTENER_NAME, dbname)).fetchone() or (None,)
+        assert old_pid is not None
+        admin.execute("SELECT pg_terminate_backend(%s)", (old_pid,))
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            row = admin.execute(query, (LISTENER_NAME, dbname)).fetchone()
+            if row is not None and row[0] != old_pid:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the listener did not reconnect within 15 s")
+    writer.add_request("t1", "r1", "g", T0 + 600, b"x", now=T0)
+    assert _next(woken) == group_key("t1", "g")
