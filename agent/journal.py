@@ -10,10 +10,15 @@ States::
         \\                         |
          \\-------finish--------->  (crash) --recover()--> in_doubt --finish--> done
 
-`mark_writing` is committed (synchronous=FULL) before the LDAP write goes out, so
-after a crash the journal knows a write may have happened. One connection per
-thread; SQLite serialises writers and `claim` runs in an IMMEDIATE transaction so
-two workers handed the same request id cannot both claim it.
+`mark_writing` is the one synced commit (synchronous=FULL) before the LDAP write goes
+out, so after a crash, even a power cut, the journal knows a write may have happened.
+The other writes (claim, finish, forget) use synchronous=NORMAL: in WAL mode they
+survive a crash of the process and are synced with the next FULL commit; a power cut
+may lose the latest of them, which costs nothing: a lost claim is claimed again (the
+relay's write permit stops a second write) and a lost "done" reads as "writing", so
+the request is answered in_doubt. One connection per thread; SQLite serialises
+writers and `claim` runs in an IMMEDIATE transaction so two workers handed the same
+request id cannot both claim it.
 """
 
 from __future__ import annotations
@@ -73,7 +78,7 @@ class Journal:
         if conn is None:
             conn = sqlite3.connect(self._path, timeout=30, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
         return conn
 
@@ -105,7 +110,13 @@ class Journal:
         return claim
 
     def mark_writing(self, request_id: str) -> None:
-        self._set_state(request_id, State.WRITING)
+        """The durable mark: fsynced before this returns (and the write goes out)."""
+        conn = self._conn()
+        conn.execute("PRAGMA synchronous=FULL")
+        try:
+            self._set_state(request_id, State.WRITING)
+        finally:
+            conn.execute("PRAGMA synchronous=NORMAL")
 
     def finish(self, request_id: str, *, status: str, result: bytes) -> None:
         now = time.time()

@@ -2,24 +2,31 @@
 
     verify (size, parse, key, signature, tenant/group, time) -> journal claim (dedupe)
     -> decrypt -> route -> find user -> scope (not_managed?) -> state checks
-    -> [fence: renew the lease] -> journal "writing" -> ONE directory write
-    -> drop the secret -> signed result -> journal "done"
+    -> write permit from the relay (the fence) -> journal "writing" (the one synced
+    write) -> ONE directory write -> drop the secret -> signed result -> journal "done"
 
 Why the journal sits before decryption: a replayed request is answered with the
-stored result and never decrypted or written again. Why the lease is renewed right
-before the write: with several agents, a request whose lease lapsed may be handed
-to another agent; renewing first (and aborting on LeaseLost) means only the lease
-holder writes.
+stored result and never decrypted or written again, by this agent. Why the permit:
+the journal is per agent, and with several agents a request whose lease lapsed is
+handed to another one. The relay grants a permit for (tenant, user key) only to the
+lease holder, only when no other permit for the user is open and no newer request
+for the user was permitted, and it keeps the permit with the request; so a
+redelivered request that was permitted before is answered in_doubt instead of being
+written again, and an older request after a newer one is answered superseded. The
+user key is a hash of the directory's immutable id (objectGUID / entryUUID), so
+`alice`, `alice@corp` and `CORP\\alice` are one user, and the relay never learns the id.
 
 Errors are translated in exactly two places: connectors turn ldap3 into
 `DirectoryError` (connectors/_ldap.py), and `_run` turns `DirectoryError` into a
-result status here. Unexpected exceptions become `internal_error` with the
-exception type only; the traceback goes to the (redacting) log.
+result status here. Every other exception becomes a signed `internal_error` (or
+`in_doubt` once the write may have gone out) with the exception type only; the
+traceback goes to the (redacting) log, and the journal row is closed either way.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import contextlib
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -31,8 +38,10 @@ from pydantic import SecretStr
 
 from agent.config import DirectoryConfig, Settings
 from agent.journal import ClaimKind, Journal
+from agent.permits import Deferred, GiveBack, PermitGate, user_key
 from agent.routing import DirectoryRouter
 from agent.scope import not_managed_reason
+from agent.transports.base import LeaseLost, PermitDecision
 from connectors.base import (
     AccountDisabled,
     DirectoryConnector,
@@ -47,7 +56,7 @@ from wire.errors import Rejected
 from wire.keys import AgentKeys
 from wire.messages import RequestHeader, SecretPart
 from wire.results import make_result, sign_result
-from wire.status import EVENT_IDS, NotManagedReason, RejectReason, Status
+from wire.status import EVENT_IDS, NotManagedReason, Status
 from wire.verify import RequestVerifier
 
 T = TypeVar("T")
@@ -63,8 +72,11 @@ def _required(secret: SecretStr | None) -> SecretStr:
     return secret
 
 
-class LeaseGone(Exception):
-    """The fence failed: another agent may hold this request now. Write nothing."""
+# Ops that set a password: a newer one supersedes an older one for the same user.
+_ORDERED_OPS = frozenset({"reset", "change"})
+_WRITE_OPS = frozenset({"reset", "change", "unlock"})
+# Stop retrying a write this long before the permit's lease runs out.
+_PERMIT_MARGIN = 2.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,17 @@ class _Run:
     received_at: int
     started: float  # time.monotonic()
     log: Any
+
+
+@dataclass
+class _State:
+    """How far one request got, for the answer to an unexpected exception."""
+
+    header: RequestHeader | None = None
+    request_hash: str | None = None
+    log: Any = None
+    claimed: bool = False  # this worker holds the journal row
+    writing: bool = False  # the write may have gone out
 
 
 @dataclass
@@ -164,19 +187,42 @@ class Pipeline:
         raw: bytes,
         *,
         request_id_hint: str | None = None,
-        fence: Callable[[], None] | None = None,
-    ) -> bytes | None:
-        """Signed result bytes, or None when this agent must not answer (the request
-        is being handled by another worker, or the lease was lost before writing)."""
-        received_at = int(self._clock())
-        started = time.monotonic()
+        permits: PermitGate | None = None,
+    ) -> bytes | Deferred:
+        """Signed result bytes, or what to do with the lease when there is no answer
+        to post. Never raises: an unexpected exception becomes a signed answer."""
+        run = _Run(int(self._clock()), time.monotonic(), self._log)
+        state = _State()
+        try:
+            return self._handle(raw, request_id_hint, permits, run, state)
+        except LeaseLost:
+            self._forget(state)
+            (state.log or self._log).warning("request.lease_lost")
+            return Deferred.DROP
+        except GiveBack as exc:
+            self._forget(state)
+            (state.log or self._log).warning("request.given_back", detail=str(exc))
+            return Deferred.RELEASE
+        except Exception as exc:  # noqa: BLE001  # the promise: every request gets an answer
+            return self._crashed(exc, state, run)
+
+    def _handle(
+        self,
+        raw: bytes,
+        hint: str | None,
+        permits: PermitGate | None,
+        run: _Run,
+        state: _State,
+    ) -> bytes | Deferred:
         try:
             verified = self._verifier.verify(raw)
         except Rejected as exc:
-            return self._rejected(exc, request_id_hint, received_at, started)
+            return self._rejected(exc, raw, hint, run)
 
         header = verified.header
-        log = self._log.bind(request_id=header.id, op=header.op, user=header.user.value)
+        state.header, state.request_hash = header, verified.request_hash
+        log = state.log = self._log.bind(request_id=header.id, op=header.op, user=header.user.value)
+        run = _Run(run.received_at, run.started, log)
         claim = self._journal.claim(header.id, op=header.op, user_ref=header.user.value)
         if claim.kind is ClaimKind.DONE:
             log.info("request.replayed", status="answered_before")
@@ -184,53 +230,51 @@ class Pipeline:
                 return claim.result
         if claim.kind is ClaimKind.BUSY:
             log.info("request.duplicate_in_flight")
-            return None
+            return Deferred.DROP
         if claim.kind is ClaimKind.IN_DOUBT:
             outcome = Outcome(
                 Status.IN_DOUBT,
                 "interrupted",
                 "the agent stopped during this write; it may or may not have been applied",
             )
-            return self._finish(
-                header, verified.request_hash, outcome, _Run(received_at, started, log)
-            )
+            return self._finish(header, verified.request_hash, outcome, run)
+        state.claimed = True
         log.info("request.received")
 
         try:
             secrets = verified.open()
         except Rejected as exc:
             outcome = Outcome(Status.REJECTED, exc.reason.value, exc.detail)
-            return self._finish(
-                header, verified.request_hash, outcome, _Run(received_at, started, log)
-            )
+            return self._finish(header, verified.request_hash, outcome, run)
         try:
-            outcome = self._run(header, secrets, fence)
-        except LeaseGone:
-            self._journal.forget(header.id)
-            log.warning("request.lease_lost")
-            return None
+            outcome = self._run(header, secrets, permits, state)
         finally:
             del secrets  # the only reference to the passwords
-        return self._finish(header, verified.request_hash, outcome, _Run(received_at, started, log))
+        return self._finish(header, verified.request_hash, outcome, run)
 
     # ------------------------------------------------------------------ the work
 
     def _run(
-        self, header: RequestHeader, secrets: SecretPart, fence: Callable[[], None] | None
+        self,
+        header: RequestHeader,
+        secrets: SecretPart,
+        permits: PermitGate | None,
+        state: _State,
     ) -> Outcome:
-        route = self._router.route(LookupKind(header.user.kind), header.user.value)
-        if route is None:
-            return Outcome(
-                Status.NOT_MANAGED,
-                NotManagedReason.NO_DIRECTORY,
-                "no configured directory serves this user",
-            )
-        directory = route.directory
-        connector = self._connectors.get(directory)
         deadline = min(float(header.exp), time.time() + self._settings.directory_deadline_seconds)
-        written = False
         found: UserRef | None = None
+        directory: DirectoryConfig | None = None
+        connector: DirectoryConnector | None = None
         try:
+            route = self._router.route(LookupKind(header.user.kind), header.user.value)
+            if route is None:
+                return Outcome(
+                    Status.NOT_MANAGED,
+                    NotManagedReason.NO_DIRECTORY,
+                    "no configured directory serves this user",
+                )
+            directory = route.directory
+            connector = self._connectors.get(directory)
             user = found = self._retry(lambda: connector.find_user(route.query), deadline)
             reason = not_managed_reason(
                 writeback_enabled=self._settings.writeback_enabled,
@@ -257,31 +301,78 @@ class Pipeline:
                     policy=policy.describe(),
                     directory=directory.name,
                 )
-            superseded = self._superseded(header, user)
-            if superseded is not None:
-                return superseded
-            if fence is not None:
-                fence()  # raises LeaseGone
-            self._journal.mark_writing(header.id)
-            written = True
+            if permits is not None and header.op in _WRITE_OPS:
+                refused = self._ask_permit(permits, header, user, directory.name, deadline)
+                if isinstance(refused, Outcome):
+                    return refused
+                deadline = min(deadline, refused)
+            self._journal.mark_writing(header.id)  # the one synced journal write
+            state.writing = True
             outcome = self._write(header, secrets, connector, user, deadline)
             outcome.directory = directory.name
             return outcome
+        except (LeaseLost, GiveBack):
+            raise
         except PolicyViolation as exc:
             # The portal shows the requirements next to the refusal; a refusal from
             # the directory itself (history) carries no policy, so read it.
             described = (
-                exc.policy.describe() if exc.policy else self._describe_policy(connector, found)
+                exc.policy.describe()
+                if exc.policy
+                else self._describe_policy(connector, found)
+                if connector is not None
+                else None
             )
-            return Outcome(exc.status, exc.reason, exc.detail, exc.dc, described, directory.name)
+            name = directory.name if directory else None
+            return Outcome(exc.status, exc.reason, exc.detail, exc.dc, described, name)
         except DirectoryUnavailable as exc:
-            if written:
+            name = directory.name if directory else None
+            if state.writing:
                 return Outcome(
-                    Status.IN_DOUBT, "directory_fault", exc.detail, exc.dc, directory=directory.name
+                    Status.IN_DOUBT, "directory_fault", exc.detail, exc.dc, directory=name
                 )
-            return Outcome(exc.status, None, exc.detail, exc.dc, directory=directory.name)
+            return Outcome(exc.status, None, exc.detail, exc.dc, directory=name)
         except DirectoryError as exc:
-            return Outcome(exc.status, exc.reason, exc.detail, exc.dc, directory=directory.name)
+            name = directory.name if directory else None
+            return Outcome(exc.status, exc.reason, exc.detail, exc.dc, directory=name)
+        except Exception as exc:  # noqa: BLE001  # answered, never lost (issue 8 item 3)
+            (state.log or self._log).exception("request.crashed")
+            name = directory.name if directory else None
+            status = Status.IN_DOUBT if state.writing else Status.INTERNAL_ERROR
+            return Outcome(status, "internal_error", type(exc).__name__, directory=name)
+
+    def _ask_permit(
+        self,
+        permits: PermitGate,
+        header: RequestHeader,
+        user: UserRef,
+        directory: str,
+        deadline: float,
+    ) -> Outcome | float:
+        """The write deadline under a granted permit, or the answer when refused."""
+        immutable = user.id or f"dn:{user.dn}"  # every directory we support has an id
+        permit = permits.ask(
+            user_key(header.tenant, immutable),
+            ordered=header.op in _ORDERED_OPS,
+            deadline=deadline,
+        )
+        if permit.decision is PermitDecision.IN_DOUBT:
+            return Outcome(
+                Status.IN_DOUBT,
+                "redelivered",
+                "a write for this request was permitted before (another agent or an earlier "
+                "lease) and its outcome is unknown; it is not written again",
+                directory=directory,
+            )
+        if permit.decision is PermitDecision.SUPERSEDED:
+            return Outcome(
+                Status.SUPERSEDED,
+                None,
+                f"a newer request for {user.dn} was permitted first; this one is not written",
+                directory=directory,
+            )
+        # Writes (and their retries) stop before the relay could hand the lease on.
+        return time.time() + permit.valid_for - _PERMIT_MARGIN
 
     def _write(
         self,
@@ -321,22 +412,6 @@ class Pipeline:
             return connector.password_policy(user).describe()
         except DirectoryError:
             return None  # the refusal itself is what matters; the policy is a courtesy
-
-    def _superseded(self, header: RequestHeader, user: UserRef) -> Outcome | None:
-        """A password set after the request was issued means someone (the user, an
-        admin, or another agent that already served this request) got there first;
-        re-applying it blindly could undo their change."""
-        if header.op not in ("reset", "change") or user.pwd_last_set is None:
-            return None
-        issued = dt.datetime.fromtimestamp(header.iat + 1, dt.UTC)
-        if user.pwd_last_set >= issued:
-            return Outcome(
-                Status.IN_DOUBT,
-                RejectReason.SUPERSEDED.value,
-                f"password of {user.dn} was set at {user.pwd_last_set.isoformat()}, "
-                "after the request was issued",
-            )
-        return None
 
     # ------------------------------------------------------------------ retries
 
@@ -385,7 +460,10 @@ class Pipeline:
             completed_at=max(received_at, int(self._clock())),
         )
         signed = sign_result(body, self._keys)
-        self._journal.finish(header.id, status=outcome.status.value, result=signed)
+        try:
+            self._journal.finish(header.id, status=outcome.status.value, result=signed)
+        except Exception:  # the answer still goes out; a restart says in_doubt
+            log.exception("journal.write_failed")
         duration = time.monotonic() - started
         event = "request.succeeded" if outcome.status is Status.SUCCEEDED else "request.failed"
         log_method = (
@@ -405,23 +483,53 @@ class Pipeline:
             self._metrics.observe_request(header.op, outcome.status.value, duration)
         return signed
 
-    def _rejected(
-        self, exc: Rejected, hint: str | None, received_at: int, started: float
-    ) -> bytes | None:
+    def _forget(self, state: _State) -> None:
+        """Drop this worker's journal claim when nothing was written, so a redelivery is
+        handled normally (a write that may have gone out stays 'writing')."""
+        if state.header is not None and state.claimed and not state.writing:
+            with contextlib.suppress(Exception):
+                self._journal.forget(state.header.id)
+
+    def _crashed(self, exc: Exception, state: _State, run: _Run) -> bytes | Deferred:
+        """An exception outside the directory work (journal, decryption, signing)."""
+        log = state.log or self._log
+        log.exception("request.crashed", error=type(exc).__name__)
+        if state.header is None or state.request_hash is None:
+            return Deferred.DROP  # nothing verified to answer to; the lease runs out
+        status = Status.IN_DOUBT if state.writing else Status.INTERNAL_ERROR
+        outcome = Outcome(status, "internal_error", type(exc).__name__)
+        try:
+            return self._finish(
+                state.header, state.request_hash, outcome, _Run(run.received_at, run.started, log)
+            )
+        except Exception:  # cannot even sign: let the lease run out
+            log.exception("request.unanswerable")
+            self._forget(state)
+            return Deferred.DROP
+
+    def _rejected(self, exc: Rejected, raw: bytes, hint: str | None, run: _Run) -> bytes | Deferred:
         """A refused envelope is answered (signed) when it has an id to answer to, but
         never journaled: a forged copy must not poison the real request's entry."""
         request_id = exc.request_id or hint
+        op, user = _claimed_op_user(raw)
         self._log.warning(
             "request.rejected",
             event_id=EVENT_IDS[Status.REJECTED],
             request_id=request_id,
+            op=op,
+            user=user,
+            status=Status.REJECTED.value,
             reason=exc.reason.value,
+            dc=None,
+            directory=None,
             detail=exc.detail,
+            duration_ms=round((time.monotonic() - run.started) * 1000, 1),
         )
         if self._metrics is not None:
             self._metrics.rejected(exc.reason.value)
         if request_id is None:
-            return None
+            return Deferred.DROP
+        received_at = run.received_at
         try:
             body = make_result(
                 request_id=request_id,
@@ -435,5 +543,19 @@ class Pipeline:
                 completed_at=max(received_at, int(self._clock())),
             )
         except ValueError:
-            return None  # the hint is not a request id we can answer to
+            return Deferred.DROP  # the hint is not a request id we can answer to
         return sign_result(body, self._keys)
+
+
+def _claimed_op_user(raw: bytes) -> tuple[str | None, str | None]:
+    """op and user as the (refused, so unverified) header claims them, for the audit
+    line only; bounded, and None when the envelope does not even parse."""
+    try:
+        header = json.loads(raw)["header"]
+        op, user = header.get("op"), header.get("user", {}).get("value")
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return None, None
+    return (
+        op[:32] if isinstance(op, str) else None,
+        user[:256] if isinstance(user, str) else None,
+    )

@@ -2,9 +2,13 @@
 plus the scheduler (heartbeat, health probe, journal pruning, key expiry) and the
 localhost health/metrics endpoint.
 
-Shutdown (SIGTERM / SIGINT / `stop()`): workers stop leasing, finish the request in
-hand, post its result, and give back any lease taken after the stop began; then the
-scheduler and health server stop and connections close. Nothing is lost: a request
+Shutdown (SIGTERM / SIGINT / `stop()`) takes well under 2 s: workers stop leasing,
+finish the request in hand, post its result, and give back any lease taken after the
+stop began; `join` waits for the workers with a request in hand and not for idle ones
+blocked in a lease long-poll (daemon threads: the process exit closes their
+connections, and the relay takes no lease for a client that has gone; one that
+answers anyway gives the lease straight back). Then the scheduler and health server
+stop and connections close. Nothing is lost: a request
 not finished is either released (redelivered at once) or, if the process dies, its
 lease times out and the journal answers in_doubt for a write it interrupted.
 
@@ -25,7 +29,8 @@ from typing import Any
 from agent.config import Settings
 from agent.enrollment import keyring_path, portal_keys_from_relay
 from agent.journal import Journal
-from agent.pipeline import ConnectorPool, Identity, LeaseGone, Pipeline
+from agent.permits import Deferred, LeasePermits
+from agent.pipeline import ConnectorPool, Identity, Pipeline
 from agent.transports.base import (
     AuthenticationFailed,
     Lease,
@@ -40,6 +45,8 @@ from wire.results import sign_heartbeat
 from wire.verify import RequestVerifier
 
 VERSION = "0.1.0"
+# How long `join` gives a worker with no request in hand (it is in a lease long-poll).
+_IDLE_GRACE = 0.2
 
 
 class Backoff:
@@ -91,6 +98,7 @@ class AgentService:
         self._threads: list[threading.Thread] = []
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
+        self._working: set[threading.Thread] = set()  # workers with a request in hand
         self._relay_ok = False
         self._directory_health: dict[str, bool] = {}
         self._control_transport: Transport | None = None
@@ -130,7 +138,10 @@ class AgentService:
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            thread.join(remaining)
+            with self._in_flight_lock:
+                busy = thread in self._working
+            # An idle worker is in a long-poll: don't wait it out (up to 30 s).
+            thread.join(remaining if busy else min(_IDLE_GRACE, remaining or _IDLE_GRACE))
         self._connectors.close_all()
         if self._control_transport is not None:
             self._control_transport.close()
@@ -167,37 +178,38 @@ class AgentService:
                 backoff.reset()
                 if lease is None:
                     continue
-                if self._stop.is_set():
-                    self._release(transport, lease)
-                    break
-                self._process(transport, lease)
+                with self._in_flight_lock:
+                    self._working.add(threading.current_thread())  # join() waits for us now
+                try:
+                    if self._stop.is_set():
+                        self._release(transport, lease)
+                        break
+                    self._process(transport, lease)
+                finally:
+                    with self._in_flight_lock:
+                        self._working.discard(threading.current_thread())
         finally:
             transport.close()
 
     def _process(self, transport: Transport, lease: Lease) -> None:
-        def fence() -> None:
-            try:
-                transport.renew(lease)
-            except LeaseLost as exc:
-                raise LeaseGone(str(exc)) from exc
-            except TransportError as exc:
-                # Cannot prove we still hold it: do not write.
-                raise LeaseGone(f"lease renewal failed: {exc}") from exc
-
+        permits = LeasePermits(transport, lease, self._stop)
         with self._in_flight_lock:
             self._in_flight += 1
         try:
             result = self._pipeline.handle(
-                lease.envelope, request_id_hint=lease.request_id, fence=fence
+                lease.envelope, request_id_hint=lease.request_id, permits=permits
             )
-        except Exception:  # noqa: BLE001  # a bug must not kill the worker or lose other requests
+        except Exception:  # noqa: BLE001  # handle() answers everything; this is a last guard
             self._log.exception("request.crashed", request_id=lease.request_id)
-            result = None
+            result = Deferred.DROP
         finally:
             with self._in_flight_lock:
                 self._in_flight -= 1
-        if result is not None:
-            self._complete(transport, lease, result)
+        if result is Deferred.RELEASE:
+            self._release(transport, permits.lease)
+        elif isinstance(result, bytes):
+            # The permit call renewed the lease: post under its latest expiry.
+            self._complete(transport, permits.lease, result)
 
     def _complete(self, transport: Transport, lease: Lease, result: bytes) -> None:
         backoff = Backoff(threading.Event(), base=0.25, cap=5.0)  # finish even while stopping

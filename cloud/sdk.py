@@ -17,6 +17,16 @@ Five-minute tour::
     result = verify_result(raw_result, request=req, trusted_agents=group_agents)
     show(result.status, result.message)      # Status enum + safe user text
 
+Two answers are about ordering rather than the directory: ``Status.SUPERSEDED``
+(a newer request for the same directory user, as the relay received them, was
+permitted first; this one was never written, the newer one decides the password)
+and ``Status.IN_DOUBT`` (a write was permitted and its agent died before it could
+say how it went; the request is never written again). ``PortalClient.wait_result``
+raises ``RequestInDoubt`` when such a request expired with no signed answer at all,
+and ``RequestExpired`` only when nothing was ever permitted to write.
+``password_may_have_changed(status)`` says which answers a portal must not report
+as "nothing changed".
+
 Rotation: ``rotate_portal_key(signer, now=..., overlap=...)`` gives the new signer and
 the keyring entries to push to agents (old key with not_after, new key).
 """
@@ -65,6 +75,7 @@ __all__ = [
     "SignedRequest",
     "Status",
     "build_request",
+    "password_may_have_changed",
     "rotate_portal_key",
     "verify_result",
 ]
@@ -274,6 +285,12 @@ def verify_result(
     if result.tenant is not None and result.tenant != request.header.tenant:
         raise ResultRejected("wrong_tenant", f"result is for tenant {result.tenant}")
     return result
+
+
+def password_may_have_changed(status: Status) -> bool:
+    """Whether the user's password may differ from before after this answer: True for
+    succeeded and in_doubt; a portal should not say "nothing changed" for in_doubt."""
+    return status in (Status.SUCCEEDED, Status.IN_DOUBT)
 
 
 def _secret(value: str | SecretStr | None) -> SecretStr | None:

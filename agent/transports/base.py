@@ -1,9 +1,9 @@
 """The seam between the agent and its queue, kept as small as httpx's BaseTransport.
 
-The agent's loop only ever does: lease a request (long-poll), keep the lease alive
-while it works, then complete it with a result (or release it on shutdown), plus
-heartbeats and portal-key refreshes. Envelopes and results are opaque bytes here;
-the protocol layer (wire) parses and verifies them.
+The agent's loop only ever does: lease a request (long-poll), ask for a write permit
+before it writes (which also renews the lease), then complete it with a result (or
+release it on shutdown), plus heartbeats and portal-key refreshes. Envelopes and
+results are opaque bytes here; the protocol layer (wire) parses and verifies them.
 
 Implementations: `relay.RelayTransport` (HTTPS long-poll to the relay) and
 `memory.MemoryTransport` (in-process, for tests).
@@ -22,6 +22,7 @@ Exception tree (what the caller should do)::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Protocol
 
 
@@ -40,6 +41,22 @@ class Lease:
             f"Lease(lease_id={self.lease_id!r}, request_id={self.request_id!r}, "
             f"envelope=<{len(self.envelope)} bytes>, expires_at={self.expires_at})"
         )
+
+
+class PermitDecision(StrEnum):
+    """The relay's answer to "may I write to this user now?" (docs/protocol.md)."""
+
+    GRANTED = "granted"  # write now
+    IN_DOUBT = "in_doubt"  # permitted before under another lease: never write it again
+    SUPERSEDED = "superseded"  # a newer request for this user was permitted
+    BUSY = "busy"  # another request for this user holds an open permit: ask again
+
+
+@dataclass(frozen=True)
+class Permit:
+    decision: PermitDecision
+    lease: Lease  # with the renewed expiry
+    valid_for: float  # seconds the lease (and so the permit) still runs, by the relay's clock
 
 
 class TransportError(Exception):
@@ -75,6 +92,12 @@ class Transport(Protocol):
 
     def renew(self, lease: Lease) -> Lease:
         """Extend the lease; the returned Lease carries the new expiry."""
+        ...
+
+    def permit(self, lease: Lease, user_key: str, *, ordered: bool) -> Permit:
+        """Ask to write to the user `user_key` (a hash of the directory's immutable
+        id); renews the lease whatever the answer. Asking again under the same lease
+        after a lost answer gets the same grant. Raises LeaseLost."""
         ...
 
     def release(self, lease: Lease) -> None:

@@ -3,7 +3,8 @@
 `MemoryQueue` plays the relay: tests `put()` envelopes in and read results out.
 `MemoryTransport` is one agent's view of it; several transports on one queue behave
 like several agents (a lease is held by one at a time, leases time out, results are
-idempotent for the same agent). Faults can be injected with `fail_next()`.
+idempotent for the same agent, write permits follow the relay's rules in
+cloud/relay/store.py). Faults can be injected with `fail_next()`.
 Thread-safe: the agent under test usually runs its loop in another thread.
 
     queue = MemoryQueue()
@@ -23,7 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from agent.transports.base import Lease, LeaseLost, TransportError, TransportUnavailable
+from agent.transports.base import (
+    Lease,
+    LeaseLost,
+    Permit,
+    PermitDecision,
+    TransportError,
+    TransportUnavailable,
+)
 
 
 @dataclass
@@ -36,6 +44,21 @@ class _Item:
     lease_expires_at: float = 0.0
     result: bytes | None = None
     attempts: int = 0
+    seq: int = 0
+    user_key: str | None = None
+    ordered: bool = False
+    permit_lease: str | None = None
+    permit_holder: str | None = None
+    permit_until: float = 0.0
+    permit_closed_at: float | None = None
+    result_lease: str | None = None
+
+    def permit_open(self, now: float) -> bool:
+        if self.permit_lease is None:
+            return False
+        if self.permit_closed_at is not None and self.permit_closed_at <= now:
+            return False
+        return not (self.exp is not None and self.exp <= now and self.permit_until <= now)
 
 
 class MemoryQueue:
@@ -60,7 +83,7 @@ class MemoryQueue:
         with self._cond:
             if request_id in self._items:
                 raise ValueError(f"request {request_id!r} queued before")
-            self._items[request_id] = _Item(request_id, envelope, exp)
+            self._items[request_id] = _Item(request_id, envelope, exp, seq=len(self._items) + 1)
             self._cond.notify_all()
         return request_id
 
@@ -130,6 +153,41 @@ class MemoryQueue:
             item.lease_expires_at = self.clock() + self.lease_timeout
             return replace(lease, expires_at=item.lease_expires_at)
 
+    def _permit(self, lease: Lease, agent_id: str, user_key: str, ordered: bool) -> Permit:
+        with self._cond:
+            item = self._held(lease, agent_id)
+            if item.result is not None:
+                raise LeaseLost(f"request {lease.request_id} is completed", status=409)
+            now = self.clock()
+            item.lease_expires_at = now + self.lease_timeout
+            decision = self._decide(item, user_key, ordered, now)
+            if decision is PermitDecision.GRANTED:
+                item.user_key, item.ordered = user_key, ordered
+                item.permit_lease, item.permit_holder = lease.lease_id, agent_id
+                item.permit_until = item.lease_expires_at
+            elif decision is PermitDecision.IN_DOUBT and item.permit_closed_at is None:
+                item.permit_closed_at = max(now, item.permit_until)
+            renewed = replace(lease, expires_at=item.lease_expires_at)
+            return Permit(decision, renewed, self.lease_timeout)
+
+    def _decide(self, item: _Item, user_key: str, ordered: bool, now: float) -> PermitDecision:
+        if item.permit_lease is not None:
+            return (
+                PermitDecision.GRANTED
+                if item.permit_lease == item.lease_id
+                else PermitDecision.IN_DOUBT
+            )
+        same_user = [
+            other
+            for other in self._items.values()
+            if other is not item and other.user_key == user_key and other.permit_lease
+        ]
+        if ordered and any(o.ordered and o.seq > item.seq for o in same_user):
+            return PermitDecision.SUPERSEDED
+        if any(o.permit_open(now) for o in same_user):
+            return PermitDecision.BUSY
+        return PermitDecision.GRANTED
+
     def _release(self, lease: Lease, agent_id: str) -> None:
         with self._cond:
             item = self._held(lease, agent_id)
@@ -141,9 +199,28 @@ class MemoryQueue:
 
     def _complete(self, lease: Lease, agent_id: str, result: bytes) -> None:
         with self._cond:
-            item = self._held(lease, agent_id)
+            item = self._items.get(lease.request_id)
+            # The permit's holder may answer after its lease was lost: its answer is the truth.
+            if (
+                item is not None
+                and item.result is None
+                and item.permit_lease == lease.lease_id
+                and item.permit_holder == agent_id
+            ):
+                holder = True
+            else:
+                item = self._held(lease, agent_id)
+                holder = False
+                if item.result is not None and item.result_lease != lease.lease_id:
+                    raise LeaseLost(f"request {lease.request_id} is answered already", status=409)
             if item.result is None:
+                item.result_lease = lease.lease_id
+                now = self.clock()
                 item.result = bytes(result)
+                if holder:
+                    item.permit_closed_at = now
+                elif item.permit_lease is not None and item.permit_closed_at is None:
+                    item.permit_closed_at = max(now, item.permit_until)
                 self._cond.notify_all()
 
 
@@ -180,6 +257,10 @@ class MemoryTransport:
     def renew(self, lease: Lease) -> Lease:
         self._enter()
         return self.queue._renew(lease, self.agent_id)
+
+    def permit(self, lease: Lease, user_key: str, *, ordered: bool) -> Permit:
+        self._enter()
+        return self.queue._permit(lease, self.agent_id, user_key, ordered)
 
     def release(self, lease: Lease) -> None:
         self._enter()

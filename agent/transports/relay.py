@@ -35,6 +35,8 @@ from agent.transports.base import (
     EnrollmentFailed,
     Lease,
     LeaseLost,
+    Permit,
+    PermitDecision,
     TransportError,
     TransportUnavailable,
 )
@@ -210,6 +212,17 @@ class RelayTransport:
     def renew(self, lease: Lease) -> Lease:
         response = self._call("POST", f"/v1/agent/leases/{lease.lease_id}/renew")
         return replace(lease, expires_at=float(response.json()["lease_expires_at"]))
+
+    def permit(self, lease: Lease, user_key: str, *, ordered: bool) -> Permit:
+        body = json.dumps({"user_key": user_key, "ordered": ordered}).encode()
+        data = self._call("POST", f"/v1/agent/leases/{lease.lease_id}/permit", body=body).json()
+        try:
+            decision = PermitDecision(data["decision"])
+            renewed = replace(lease, expires_at=float(data["lease_expires_at"]))
+            valid_for = float(data["lease_seconds"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TransportError(f"permit: unexpected answer from the relay: {exc}") from exc
+        return Permit(decision, renewed, valid_for)
 
     def release(self, lease: Lease) -> None:
         self._call("POST", f"/v1/agent/leases/{lease.lease_id}/release")

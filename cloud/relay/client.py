@@ -14,7 +14,8 @@ Exception tree::
      +-- InvalidEnvelope          422: malformed, or already expired (`code` says which)
      +-- Forbidden                401/403: bad token, or header.tenant is another tenant
      +-- UnknownRequest           404 (never submitted, pruned, or another tenant's)
-     +-- RequestExpired           410: expired before any agent answered
+     +-- RequestExpired           410: expired before any agent answered (never written)
+     +-- RequestInDoubt           410: expired after a write was permitted, unanswered
      +-- ResultTimeout            wait_result gave up while it was still queued/leased
 """
 
@@ -60,6 +61,11 @@ class UnknownRequest(RelayError): ...
 class RequestExpired(RelayError): ...
 
 
+class RequestInDoubt(RelayError):
+    """An agent was permitted to write this request and never answered: the password
+    may or may not have changed. Tell the user as for status in_doubt."""
+
+
 class ResultTimeout(RelayError):
     def __init__(self, message: str, *, state: str) -> None:
         super().__init__(message, status=202, code="timeout")
@@ -89,6 +95,8 @@ def _raise_for(response: httpx.Response, what: str) -> None:
     code = body.get("error") if isinstance(body, dict) else None
     message = body.get("message", "") if isinstance(body, dict) else ""
     text = f"{what}: relay answered {status} {code or ''} {message}".rstrip()
+    if status == 410 and code == "in_doubt":
+        raise RequestInDoubt(text, status=status, code=code)
     if status == 503 and code == "no_agent_online":
         raise NoAgentOnline(text, status=status, code=code)
     if status >= 500:

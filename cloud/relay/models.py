@@ -99,6 +99,20 @@ class LeaseRenewed(BaseModel):
     lease_expires_at: float
 
 
+class PermitAsk(BaseModel):
+    """What the agent is about to write: the user, as a hash of the directory's
+    immutable id (the relay never learns the id), and whether the op sets a password."""
+
+    user_key: str = Field(pattern=r"^[0-9a-f]{64}$")
+    ordered: bool = Field(True, description="reset/change: newer requests supersede older")
+
+
+class PermitAnswer(BaseModel):
+    decision: str = Field(description="granted | in_doubt | superseded | busy")
+    lease_expires_at: float
+    lease_seconds: float = Field(description="how long the lease (and the permit) still runs")
+
+
 class ResultBody(BaseModel):
     lease_id: str = Field(max_length=128)
     request_id: str = Field(pattern=_ID)

@@ -1,5 +1,10 @@
-"""Agent side of the relay: enroll once, then signed calls to lease, renew, release,
-post results, heartbeat and fetch portal keys.
+"""Agent side of the relay: enroll once, then signed calls to lease, ask for a write
+permit, renew, release, post results, heartbeat and fetch portal keys.
+
+The write permit (`POST /v1/agent/leases/{lease_id}/permit`) is the agent's fence
+before it writes: granted only to the lease holder, only when no other permit for the
+same directory user is open, and only when no newer request for that user was
+permitted (cloud/relay/store.py explains the rules and docs/protocol.md the wire).
 
 A lease poll doubles as presence: an agent waiting in a long-poll is online. The
 lease itself is the store's atomic compare-and-set; the wake-up only shortens the wait.
@@ -24,6 +29,8 @@ from cloud.relay.models import (
     LeaseBody,
     LeaseRenewed,
     Ok,
+    PermitAnswer,
+    PermitAsk,
     PortalKeyBody,
     PortalKeys,
     PublicKeysBody,
@@ -31,7 +38,7 @@ from cloud.relay.models import (
     ServerTime,
 )
 from cloud.relay.notify import group_key, request_key
-from cloud.relay.store import EnrollmentError, LeaseConflict
+from cloud.relay.store import EnrollmentError, LeaseLost
 
 log = structlog.get_logger("writeback.relay")
 router = APIRouter(prefix="/v1", tags=["agent"])
@@ -139,10 +146,39 @@ async def renew(lease_id: str, agent: SignedAgent, ctx: Ctx) -> LeaseRenewed:
         expires_at = await ctx.run(
             ctx.store.renew, lease_id, agent.agent_id, now, ctx.settings.lease_timeout
         )
-    except LeaseConflict as exc:
+    except LeaseLost as exc:
         raise _lease_lost() from exc
     await ctx.run(ctx.store.touch_agent, agent.agent_id, now)
     return LeaseRenewed(lease_id=lease_id, lease_expires_at=expires_at)
+
+
+@router.post("/agent/leases/{lease_id}/permit", response_model=PermitAnswer, responses=_ERRORS)
+async def permit(lease_id: str, body: PermitAsk, agent: SignedAgent, ctx: Ctx) -> PermitAnswer:
+    """May this lease write to this user now? Renews the lease whatever the answer."""
+    now = ctx.clock()
+    try:
+        answer = await ctx.run(
+            ctx.store.permit,
+            lease_id,
+            agent.agent_id,
+            body.user_key,
+            ordered=body.ordered,
+            now=now,
+            lease_timeout=ctx.settings.lease_timeout,
+        )
+    except LeaseLost as exc:
+        raise _lease_lost() from exc
+    log.info(
+        "permit." + answer.decision.value,
+        tenant=agent.tenant,
+        agent_id=agent.agent_id,
+        lease_id=lease_id,
+    )
+    return PermitAnswer(
+        decision=answer.decision.value,
+        lease_expires_at=answer.lease_expires_at,
+        lease_seconds=max(0.0, answer.lease_expires_at - now),
+    )
 
 
 @router.post("/agent/leases/{lease_id}/release", response_model=Ok, responses=_ERRORS)
@@ -150,7 +186,7 @@ async def release(lease_id: str, agent: SignedAgent, ctx: Ctx) -> Ok:
     """Give a request back unprocessed (graceful shutdown): another agent gets it now."""
     try:
         request_id = await ctx.run(ctx.store.release, lease_id, agent.agent_id)
-    except LeaseConflict as exc:
+    except LeaseLost as exc:
         raise _lease_lost() from exc
     ctx.notifier.notify(group_key(agent.tenant, agent.agent_group))
     log.info(
@@ -181,7 +217,7 @@ async def post_result(body: ResultBody, agent: SignedAgent, ctx: Ctx) -> Ok:
         stored = await ctx.run(
             ctx.store.complete, body.lease_id, body.request_id, agent.agent_id, raw, ctx.clock()
         )
-    except LeaseConflict as exc:
+    except LeaseLost as exc:
         log.warning(
             "result.lease_lost",
             tenant=agent.tenant,

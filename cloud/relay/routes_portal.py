@@ -160,6 +160,16 @@ async def result(
             return Response(status.result, media_type="application/json")
         if status.state is RequestState.EXPIRED:
             return JSONResponse({"state": "expired", "error": "expired"}, status_code=410)
+        if status.state is RequestState.IN_DOUBT:
+            # Expired after a write was permitted, and its agent never answered.
+            return JSONResponse(
+                {
+                    "state": "in_doubt",
+                    "error": "in_doubt",
+                    "message": "an agent was writing this request and did not answer",
+                },
+                status_code=410,
+            )
         remaining = deadline - loop.time()
         if remaining <= 0 or ctx.stopping or await request.is_disconnected():
             return JSONResponse({"state": status.state.value}, status_code=202)

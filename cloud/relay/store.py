@@ -1,33 +1,75 @@
-"""The relay's storage seam: one small Protocol, one implementation per database.
+"""The relay's storage seam: three small ABCs by role, one implementation per database.
+
+    TenantStore   tenants (API token hashes) and their portal keys
+    AgentStore    enrollment codes, agents, presence
+    QueueStore    requests, leases, write permits and results
+    RelayStore    all three plus close(): what the app is given
 
 `store_sqlite.SQLiteStore` is the embedded default; a PostgreSQL store (for several
-relay replicas) implements the same Protocol and must pass the same contract tests
-(`tests/unit/relay/test_store_contract.py`). The rules every implementation keeps:
+relay replicas) implements the same ABCs and must pass the same contract tests
+(`tests/unit/relay/test_store_contract.py`). A back end that misses a method fails
+when it is constructed (TypeError), not on the first request that needs it
+(APScheduler 3.x `BaseJobStore` style). The rules every implementation keeps:
 
 - Every method is one transaction. `lease` is atomic: two agents (on any replica)
   never hold the same request at the same time. SQLite gets that from a
   compare-and-set UPDATE; PostgreSQL from `SELECT ... FOR UPDATE SKIP LOCKED`.
+  `permit` is atomic per user: two permits for one user key are never open at once
+  (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: lock the user's rows or an advisory lock
+  on hash(tenant, user_key)).
 - Time is passed in (`now`, unix seconds) rather than read inside, so the contract
   tests can drive expiry without sleeping and all replicas agree on one clock
   source per call.
 - Secrets (tenant API tokens, enrollment codes) are stored as SHA-256 hashes only;
-  callers hash them (`auth.hash_secret`).
+  callers hash them (`auth.hash_secret`). User keys arrive hashed by the agent.
 - Envelopes and results are opaque bytes: the store never parses them.
+
+The write permit is what keeps a result honest across agents. Every request gets a
+submit sequence number from the store when it is queued (`add_request`): one counter
+in one database (all replicas share it), so "newer" means "accepted later by the
+relay" and never depends on a clock. Why not the signed `iat`: it has one-second
+granularity (two resets in one second would be ordered by a tie-breaker such as the
+random id, so the older password would win half the time), and portal instances'
+clocks may differ by the allowed skew (a portal 3 s ahead would make its older
+request "newer" than one submitted after it by another instance). The sequence is
+not signed; a relay could reorder, but it can only choose which of the user's own
+requests wins, and every answer stays true to that order (the loser says superseded). Before it writes, the agent holding the lease asks
+`permit(lease, user_key)`; the answer is one of `PermitDecision`:
+
+- IN_DOUBT   this request was permitted before, under another lease (the agent that
+             got that permit died or lost its lease mid-write): never write it again.
+             If that first writer's result arrives it is stored (`complete` accepts
+             the permit holder's result); otherwise the request is answered in_doubt.
+- SUPERSEDED a request for the same user with a higher sequence number was permitted
+             (ordered ops only: reset, change): this older one is never written.
+- BUSY       another request for this user holds an open permit; ask again soon
+             (the lease is renewed meanwhile).
+- GRANTED    write now. The lease is renewed (the permit replaces the renew call)
+             and the permit is recorded with the request, durably, before the answer.
+
+A permit is open from its grant until its holder's result is stored, or, once the
+holder's lease is lost, until its outcome is recorded as in doubt: a redelivery was
+answered IN_DOUBT, or another agent posted a result for it, or the request expired
+(the portal then sees `RequestState.IN_DOUBT`). Even then it stays open until the
+holder's lease would have run out (`permit_until`), so a holder that is still
+writing (its agent removed, its leases put back in the queue) never overlaps a
+newer write.
 
 Exception tree::
 
     StoreError
      +-- DuplicateError      (tenant, request id, or portal key id already exists)
      +-- NotFoundError       (tenant or agent does not exist)
-     +-- LeaseConflict       (the lease is not held by this agent any more)
+     +-- LeaseLost           (the lease is not held by this agent any more)
      +-- EnrollmentError     (code unknown, used, or expired; `.reason` says which)
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 
 class StoreError(Exception):
@@ -42,7 +84,7 @@ class NotFoundError(StoreError):
     """The tenant or agent named does not exist."""
 
 
-class LeaseConflict(StoreError):
+class LeaseLost(StoreError):
     """The lease is gone: released, completed, or timed out and taken by another agent."""
 
 
@@ -60,7 +102,23 @@ class RequestState(StrEnum):
     QUEUED = "queued"
     LEASED = "leased"
     DONE = "done"
-    EXPIRED = "expired"
+    EXPIRED = "expired"  # expired before any write was permitted: certainly not written
+    # Expired after a write was permitted whose agent never answered: it may or may
+    # not have been applied (no signed result exists; the relay says so itself).
+    IN_DOUBT = "in_doubt"
+
+
+class PermitDecision(StrEnum):
+    GRANTED = "granted"
+    IN_DOUBT = "in_doubt"
+    SUPERSEDED = "superseded"
+    BUSY = "busy"
+
+
+@dataclass(frozen=True)
+class Permit:
+    decision: PermitDecision
+    lease_expires_at: float  # the lease, renewed by every permit call
 
 
 @dataclass(frozen=True)
@@ -107,31 +165,38 @@ class RequestStatus:
     result: bytes | None = None
 
 
-class RelayStore(Protocol):
-    """Persistence for tenants, agents, enrollment codes, portal keys and the queue."""
+class TenantStore(ABC):
+    """Tenants and their portal keys."""
 
-    # --- tenants and portal keys -------------------------------------------------
+    @abstractmethod
     def add_tenant(self, tenant: str, token_hash: str, now: float) -> None:
         """Raises DuplicateError if the tenant exists."""
-        ...
 
-    def tenant_for_token(self, token_hash: str) -> str | None: ...
+    @abstractmethod
+    def tenant_for_token(self, token_hash: str) -> str | None:
+        """The tenant whose API token hashes to this, or None."""
 
+    @abstractmethod
     def add_portal_key(self, tenant: str, key: PortalKey, now: float) -> None:
         """Adds a key, or sets the window of the same key added before (rotation
         retires the old key by giving it a not_after). Raises NotFoundError (no such
         tenant) or DuplicateError (the kid is taken by a different key)."""
-        ...
 
+    @abstractmethod
     def portal_keys(self, tenant: str, now: float) -> list[PortalKey]:
         """Keys not yet past not_after, including future ones (so agents can pin ahead)."""
-        ...
 
-    # --- enrollment and agents ---------------------------------------------------
+
+class AgentStore(ABC):
+    """Enrollment codes, enrolled agents and their presence."""
+
+    @abstractmethod
     def add_enrollment_code(
         self, code_hash: str, tenant: str, agent_group: str, expires_at: float, now: float
-    ) -> None: ...
+    ) -> None:
+        """Raises NotFoundError when the tenant does not exist."""
 
+    @abstractmethod
     def enroll(
         self,
         code_hash: str,
@@ -142,30 +207,41 @@ class RelayStore(Protocol):
         *,
         now: float,
     ) -> Agent:
-        """Burn the code and create the agent in one transaction (EnrollmentError if not)."""
-        ...
+        """Burn the code and create the agent in one transaction. Raises
+        EnrollmentError (unknown, used or expired code)."""
 
-    def get_agent(self, agent_id: str) -> Agent | None: ...
+    @abstractmethod
+    def get_agent(self, agent_id: str) -> Agent | None:
+        """The agent, removed or not; None when never enrolled."""
 
+    @abstractmethod
     def update_public_keys(self, agent_id: str, public_keys: dict[str, Any]) -> None:
         """Replace an enrolled agent's public record (encryption key rotation)."""
-        ...
 
+    @abstractmethod
     def list_agents(self, tenant: str, agent_group: str) -> list[Agent]:
         """Enrolled, non-removed agents of the group, oldest first."""
-        ...
 
+    @abstractmethod
     def remove_agent(self, agent_id: str, now: float) -> None:
-        """Raises NotFoundError; a removed agent can no longer authenticate."""
-        ...
+        """Raises NotFoundError; a removed agent can no longer authenticate. Its
+        leases go back to the queue at once; a permit one of them holds stays open
+        until that lease would have run out (the agent may still be writing), and a
+        redelivery of such a request is answered IN_DOUBT by `permit`."""
 
+    @abstractmethod
     def touch_agent(self, agent_id: str, now: float, status: bytes | None = None) -> None:
         """Record presence (and the last heartbeat payload when given)."""
-        ...
 
-    def any_agent_online(self, tenant: str, agent_group: str, since: float) -> bool: ...
+    @abstractmethod
+    def any_agent_online(self, tenant: str, agent_group: str, since: float) -> bool:
+        """Whether a non-removed agent of the group was seen at or after `since`."""
 
-    # --- the queue -----------------------------------------------------------------
+
+class QueueStore(ABC):
+    """Requests, leases, write permits and results."""
+
+    @abstractmethod
     def add_request(
         self,
         tenant: str,
@@ -176,9 +252,10 @@ class RelayStore(Protocol):
         *,
         now: float,
     ) -> None:
-        """Queue a request. Raises DuplicateError when (tenant, request_id) was seen."""
-        ...
+        """Queue a request and give it the next submit sequence number (what "newer"
+        means for permits). Raises DuplicateError when (tenant, request_id) was seen."""
 
+    @abstractmethod
     def lease(
         self,
         tenant: str,
@@ -191,34 +268,62 @@ class RelayStore(Protocol):
     ) -> LeaseGrant | None:
         """Atomically take the oldest leasable request: queued (or its lease timed
         out), not expired (exp > now). None when there is none."""
-        ...
 
+    @abstractmethod
     def renew(self, lease_id: str, agent_id: str, now: float, lease_timeout: float) -> float:
-        """New expiry of a lease this agent still holds; LeaseConflict otherwise."""
-        ...
+        """New expiry of a lease this agent still holds. Raises LeaseLost."""
 
+    @abstractmethod
+    def permit(
+        self,
+        lease_id: str,
+        agent_id: str,
+        user_key: str,
+        *,
+        ordered: bool,
+        now: float,
+        lease_timeout: float,
+    ) -> Permit:
+        """May the holder of this lease write to the user `user_key` now? (See the
+        module docstring for the decisions.) `ordered` is True for ops that set a
+        password (reset, change): only those supersede and are superseded; every
+        permit excludes every other open permit for the user. Renews the lease.
+        Raises LeaseLost when this agent does not hold the lease (or the request
+        has a result already)."""
+
+    @abstractmethod
     def release(self, lease_id: str, agent_id: str) -> str:
-        """Put the request back in the queue at once; returns its request id."""
-        ...
+        """Put the request back in the queue at once; returns its request id.
+        Raises LeaseLost."""
 
+    @abstractmethod
     def complete(
         self, lease_id: str, request_id: str, agent_id: str, result: bytes, now: float
     ) -> bool:
-        """Store the result. True if stored now, False if this agent had already
-        completed the same request (idempotent re-post); LeaseConflict otherwise."""
-        ...
+        """Store the result and close the request's permit. Accepted from the lease
+        holder, and from the holder of the request's permit even after its lease was
+        lost (the first writer's answer is the truth) as long as no result is stored.
+        True if stored now, False if this agent had already completed the same
+        request (idempotent re-post). Raises LeaseLost otherwise."""
 
+    @abstractmethod
     def request_status(self, tenant: str, request_id: str, now: float) -> RequestStatus | None:
         """None when unknown to this tenant."""
-        ...
 
+    @abstractmethod
     def request_tenant_group(self, lease_id: str) -> tuple[str, str, str] | None:
         """(tenant, agent_group, request_id) of a lease, for wake-ups and logs."""
-        ...
 
+    @abstractmethod
     def prune(self, now: float, keep_for: float) -> int:
         """Delete requests expired or answered more than `keep_for` seconds ago and
-        stale enrollment codes. Returns the number of requests deleted."""
-        ...
+        stale enrollment codes. Returns the number of requests deleted. A request
+        whose permit is still open is kept."""
 
-    def close(self) -> None: ...
+
+class RelayStore(TenantStore, AgentStore, QueueStore):
+    """Everything the relay app needs from its database."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections; the store is not used afterwards."""

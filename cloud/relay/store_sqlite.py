@@ -11,6 +11,12 @@ Why it looks like this:
   `FOR UPDATE SKIP LOCKED`; the SQL here sticks to what both understand (no
   INSERT OR IGNORE, no SQLite date functions; times are REAL unix seconds).
 - `busy_timeout` lets writers queue for the lock instead of erroring.
+- `permit` and `complete` run in `BEGIN IMMEDIATE`: the write lock serialises every
+  permit decision across threads and processes, so two permits for one user key are
+  never open at once. Each request carries its submit sequence number (`seq`, from
+  the `counters` row, never reused after a prune) and its permit: user key, the lease
+  and agent that hold it, until when (`permit_until`, the holder's lease expiry) and
+  when it closed.
 """
 
 from __future__ import annotations
@@ -23,16 +29,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cloud.relay._sqlite_queue import PERMIT_COLUMNS, PERMIT_INDEX, SQLiteQueue
 from cloud.relay.store import (
     Agent,
     DuplicateError,
     EnrollmentError,
-    LeaseConflict,
-    LeaseGrant,
     NotFoundError,
     PortalKey,
-    RequestState,
-    RequestStatus,
+    RelayStore,
 )
 
 _SCHEMA = """
@@ -89,16 +93,14 @@ CREATE TABLE IF NOT EXISTS requests (
     PRIMARY KEY (tenant, request_id)
 );
 CREATE INDEX IF NOT EXISTS requests_queue ON requests (tenant, agent_group, state, created_at);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 """
 
-# A request can be leased when nobody holds it (or the holder's lease timed out)
-# and it has not expired. Used twice: to find candidates and to guard the UPDATE.
-# (Constant SQL spliced into constant SQL, values bound: the S608 noqas below.)
-_LEASABLE = "exp > ? AND (state = 'queued' OR (state = 'leased' AND lease_expires_at <= ?))"
-_CANDIDATES = 8
 
-
-class SQLiteStore:
+class SQLiteStore(SQLiteQueue, RelayStore):
     """`RelayStore` on one SQLite file. Safe to share between threads and processes."""
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:
@@ -110,6 +112,11 @@ class SQLiteStore:
         conn = self._conn()
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(_SCHEMA)
+        have = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+        for name, kind in PERMIT_COLUMNS:
+            if name not in have:
+                conn.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
+        conn.execute(PERMIT_INDEX)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self._path!r})"
@@ -339,145 +346,3 @@ class SQLiteStore:
             .fetchone()
         )
         return row is not None
-
-    # --- the queue ----------------------------------------------------------------------------
-    def add_request(
-        self,
-        tenant: str,
-        request_id: str,
-        agent_group: str,
-        exp: float,
-        envelope: bytes,
-        *,
-        now: float,
-    ) -> None:
-        try:
-            self._conn().execute(
-                "INSERT INTO requests (tenant, request_id, agent_group, envelope, exp,"
-                " created_at, state) VALUES (?, ?, ?, ?, ?, ?, 'queued')",
-                (tenant, request_id, agent_group, envelope, exp, now),
-            )
-        except sqlite3.IntegrityError as exc:
-            raise DuplicateError(f"request {request_id!r} exists") from exc
-
-    def lease(
-        self,
-        tenant: str,
-        agent_group: str,
-        agent_id: str,
-        lease_id: str,
-        *,
-        now: float,
-        lease_timeout: float,
-    ) -> LeaseGrant | None:
-        conn = self._conn()
-        while True:
-            candidates = conn.execute(
-                "SELECT request_id FROM requests WHERE tenant = ? AND agent_group = ? AND "  # noqa: S608
-                + _LEASABLE
-                + " ORDER BY created_at, request_id LIMIT ?",
-                (tenant, agent_group, now, now, _CANDIDATES),
-            ).fetchall()
-            if not candidates:
-                return None
-            expires_at = now + lease_timeout
-            for (request_id,) in candidates:
-                row = conn.execute(
-                    "UPDATE requests SET state = 'leased', lease_id = ?, leased_by = ?,"  # noqa: S608
-                    " lease_expires_at = ?, attempts = attempts + 1"
-                    " WHERE tenant = ? AND request_id = ? AND " + _LEASABLE + " RETURNING envelope",
-                    (lease_id, agent_id, expires_at, tenant, request_id, now, now),
-                ).fetchone()
-                if row is not None:
-                    return LeaseGrant(lease_id, request_id, tenant, bytes(row[0]), expires_at)
-            # Every candidate was taken by a concurrent lease: look again.
-
-    def renew(self, lease_id: str, agent_id: str, now: float, lease_timeout: float) -> float:
-        expires_at = now + lease_timeout
-        cur = self._conn().execute(
-            "UPDATE requests SET lease_expires_at = ?"
-            " WHERE lease_id = ? AND leased_by = ? AND state = 'leased'",
-            (expires_at, lease_id, agent_id),
-        )
-        if cur.rowcount != 1:
-            raise LeaseConflict(f"lease {lease_id} is not held by {agent_id}")
-        return expires_at
-
-    def release(self, lease_id: str, agent_id: str) -> str:
-        row = (
-            self._conn()
-            .execute(
-                "UPDATE requests SET state = 'queued', lease_id = NULL, leased_by = NULL,"
-                " lease_expires_at = NULL WHERE lease_id = ? AND leased_by = ? AND state = 'leased'"
-                " RETURNING request_id",
-                (lease_id, agent_id),
-            )
-            .fetchone()
-        )
-        if row is None:
-            raise LeaseConflict(f"lease {lease_id} is not held by {agent_id}")
-        return str(row[0])
-
-    def complete(
-        self, lease_id: str, request_id: str, agent_id: str, result: bytes, now: float
-    ) -> bool:
-        with self._tx() as conn:
-            cur = conn.execute(
-                "UPDATE requests SET state = 'done', result = ?, completed_at = ?"
-                " WHERE lease_id = ? AND request_id = ? AND leased_by = ? AND state = 'leased'",
-                (result, now, lease_id, request_id, agent_id),
-            )
-            if cur.rowcount == 1:
-                return True
-            row = conn.execute(
-                "SELECT state, leased_by, request_id FROM requests WHERE lease_id = ?",
-                (lease_id,),
-            ).fetchone()
-        if row is not None and tuple(row) == ("done", agent_id, request_id):
-            return False
-        raise LeaseConflict(f"lease {lease_id} is not held by {agent_id}")
-
-    def request_status(self, tenant: str, request_id: str, now: float) -> RequestStatus | None:
-        row = (
-            self._conn()
-            .execute(
-                "SELECT state, exp, lease_expires_at, result FROM requests"
-                " WHERE tenant = ? AND request_id = ?",
-                (tenant, request_id),
-            )
-            .fetchone()
-        )
-        if row is None:
-            return None
-        state, exp, lease_expires_at, result = row
-        if state == "done":
-            return RequestStatus(RequestState.DONE, bytes(result))
-        if state == "leased" and lease_expires_at > now:
-            return RequestStatus(RequestState.LEASED)
-        if exp <= now:
-            return RequestStatus(RequestState.EXPIRED)
-        return RequestStatus(RequestState.QUEUED)
-
-    def request_tenant_group(self, lease_id: str) -> tuple[str, str, str] | None:
-        row = (
-            self._conn()
-            .execute(
-                "SELECT tenant, agent_group, request_id FROM requests WHERE lease_id = ?",
-                (lease_id,),
-            )
-            .fetchone()
-        )
-        return None if row is None else (str(row[0]), str(row[1]), str(row[2]))
-
-    def prune(self, now: float, keep_for: float) -> int:
-        cutoff = now - keep_for
-        with self._tx() as conn:
-            cur = conn.execute(
-                "DELETE FROM requests WHERE (state = 'done' AND completed_at < ?)"
-                " OR (state <> 'done' AND exp < ?"
-                " AND (lease_expires_at IS NULL OR lease_expires_at < ?))",
-                (cutoff, cutoff, cutoff),
-            )
-            deleted = cur.rowcount
-            conn.execute("DELETE FROM enrollment_codes WHERE expires_at < ?", (cutoff,))
-        return deleted

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -106,12 +106,51 @@ class Portal:
         self.client.close()
 
 
+def enroll_agent_config(
+    root: Path,
+    relay: RelayProcess,
+    tenant: str,
+    group: str,
+    directories: list[dict[str, Any]],
+    /,
+    *,
+    relay_url: str | None = None,
+    **top: Any,
+) -> Path:
+    """`writeback-agent init` and `enroll` via the CLI; `relay_url` may point at a
+    proxy in front of the relay. Returns the agent.toml."""
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "agent.toml"
+    data_dir = root / "data"
+    url = relay_url or relay.base_url
+    if "relay" in top:  # a [relay] table given whole: it names the URL itself
+        url = top["relay"]["url"]
+    assert cli("-c", str(config), "init", "--data-dir", str(data_dir), "--relay-url", url) == 0
+    document: dict[str, Any] = {
+        "data_dir": str(data_dir),
+        "agent_name": f"e2e-{root.name}",
+        "workers": 2,
+        "directory_deadline_seconds": 4.0,
+        "relay": {"url": url, "lease_wait_seconds": 1.0, "timeout_seconds": 10.0},
+        "health": {"enabled": True, "host": "127.0.0.1", "port": free_port()},
+        "log": {"level": "debug", "format": "json"},
+        "schedule": {"heartbeat_seconds": 1.0, "health_probe_seconds": 30.0},
+        "directories": directories,
+    }
+    document.update(top)
+    config.write_text(tomli_w.dumps(document))
+    code = relay.enrollment_code(tenant, group)
+    assert cli("-c", str(config), "enroll", "--code", code) == 0
+    return config
+
+
 @dataclass
 class AgentSystem:
     root: Path
     config: Path
     portal: Portal
     agent: Agent | None = None
+    directories: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def create(
@@ -119,6 +158,7 @@ class AgentSystem:
         root: Path,
         relay: RelayProcess,
         directories: list[dict[str, Any]],
+        /,
         *,
         group: str = "default",
         portal_relay: RelayProcess | None = None,
@@ -127,31 +167,20 @@ class AgentSystem:
         """Tenant + portal key at the relay; `writeback-agent init` and `enroll` via the CLI.
         With `portal_relay` (another relay on the same database) the portal talks to that
         one while the agent talks to `relay`."""
-        root.mkdir(parents=True, exist_ok=True)
         tenant, token = relay.create_tenant()
         signer = PortalSigner.generate()
         trusted = signer.trusted_key()
         relay.add_portal_key(tenant, trusted.kid, trusted.key)
-        config = root / "agent.toml"
-        data_dir = root / "data"
-        assert cli("-c", str(config), "init", "--data-dir", str(data_dir), "--relay-url", relay.base_url) == 0
-        document: dict[str, Any] = {
-            "data_dir": str(data_dir),
-            "agent_name": f"e2e-{root.name}",
-            "workers": 2,
-            "directory_deadline_seconds": 4.0,
-            "relay": {"url": relay.base_url, "lease_wait_seconds": 1.0, "timeout_seconds": 10.0},
-            "health": {"enabled": True, "host": "127.0.0.1", "port": free_port()},
-            "log": {"level": "debug", "format": "json"},
-            "schedule": {"heartbeat_seconds": 1.0, "health_probe_seconds": 30.0},
-            "directories": directories,
-        }
-        document.update(top)
-        config.write_text(tomli_w.dumps(document))
-        code = relay.enrollment_code(tenant, group)
-        assert cli("-c", str(config), "enroll", "--code", code) == 0
+        config = enroll_agent_config(root, relay, tenant, group, directories, **top)
         portal = Portal(portal_relay or relay, tenant, token, group, signer)
-        return cls(root, config, portal)
+        return cls(root, config, portal, directories=directories)
+
+    def add_agent(self, root: Path, *, relay_url: str | None = None, **top: Any) -> Path:
+        """Another agent of the same group (same directories): its agent.toml."""
+        return enroll_agent_config(
+            root, self.portal.relay, self.portal.tenant, self.portal.group, self.directories,
+            relay_url=relay_url, **top,
+        )
 
     def settings(self) -> Any:
         return load_settings(self.config)

@@ -64,3 +64,68 @@ class HoldingProxy:
             except OSError:
                 pass
             s.close()
+
+
+class CuttingProxy:
+    """A TCP forwarder between an agent and the relay that cuts the agent's result
+    posts: once a client->server chunk starts with `cut_prefix`, that chunk and all
+    later ones on the connection are swallowed (the relay never sees the result, the
+    agent never hears back). Everything else passes."""
+
+    def __init__(self, upstream: tuple[str, int], cut_prefix: bytes = b"POST /v1/agent/results") -> None:
+        self._upstream = upstream
+        self._cut_prefix = cut_prefix
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self.cut = threading.Event()
+        self._closed = threading.Event()
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self._upstream, timeout=10)
+            except OSError:  # the relay is down: so is the proxy's upstream
+                client.close()
+                continue
+            self._sockets += [client, server]
+            threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
+        cutting = False
+        try:
+            while True:
+                src.settimeout(None)
+                chunk = src.recv(65536)
+                if not chunk:
+                    break
+                if from_client and (cutting or chunk.startswith(self._cut_prefix)):
+                    cutting = True
+                    self.cut.set()
+                    continue
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            if not cutting:
+                for s in (src, dst):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    s.close()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._listener.close()
+        for s in self._sockets:
+            try:
+                s.close()
+            except OSError:
+                pass

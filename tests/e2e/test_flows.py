@@ -5,6 +5,8 @@ portal verifies. What is asserted is what the portal and the user would see.
 
 from __future__ import annotations
 
+import io
+import json
 import time
 
 import pytest
@@ -195,6 +197,23 @@ def test_rejected_untrusted_portal_key(scenario: Scenario) -> None:
     result = portal.wait(request)
     assert (result.status, result.reason) == ("rejected", "unknown_key")
     assert scenario.env.bind(login, INITIAL) is BindOutcome.OK
+
+
+def test_rejected_audit_line_has_every_field(scenario: Scenario, log_buffer: io.StringIO) -> None:
+    """docs/errors.md: every audit line carries the same fields (issue 7 defect 2)."""
+    login = _user(scenario)
+    portal = scenario.system.portal
+    request = portal.request("reset", login, new_password=NEW, signer=PortalSigner.generate())
+    portal.submit(request)
+    assert portal.wait(request).status == "rejected"
+    lines = [json.loads(line) for line in log_buffer.getvalue().splitlines()
+             if '"request.rejected"' in line and request.id in line]
+    assert lines, "no request.rejected line"
+    line = lines[-1]
+    for key in ("event_id", "request_id", "op", "user", "status", "reason", "dc", "directory",
+                "detail", "duration_ms"):
+        assert key in line, (key, line)
+    assert (line["status"], line["op"], line["user"]) == ("rejected", "reset", login)
 
 
 def test_relay_refuses_a_replayed_envelope(scenario: Scenario) -> None:

@@ -14,12 +14,14 @@ import pytest
 from cloud.relay.store import (
     DuplicateError,
     EnrollmentError,
-    LeaseConflict,
+    LeaseLost,
     NotFoundError,
+    PermitDecision,
     PortalKey,
     RelayStore,
     RequestState,
 )
+from cloud.relay.store_sqlite import SQLiteStore
 
 T0 = 1_700_000_000.0
 LEASE = 30.0
@@ -139,13 +141,13 @@ def test_lease_timeout_and_renew(store: RelayStore) -> None:
     assert store.renew("L1", "a1", T0 + 20, LEASE) == T0 + 20 + LEASE
     renewed = store.lease("t1", "g", "a2", "L2", now=T0 + LEASE + 1, lease_timeout=LEASE)
     assert renewed is None
-    with pytest.raises(LeaseConflict):
+    with pytest.raises(LeaseLost):
         store.renew("L1", "a2", T0 + 21, LEASE)  # not a2's lease
     taken = store.lease("t1", "g", "a2", "L2", now=T0 + 20 + LEASE, lease_timeout=LEASE)
     assert taken is not None and taken.request_id == "r1"
-    with pytest.raises(LeaseConflict):
+    with pytest.raises(LeaseLost):
         store.renew("L1", "a1", T0 + 51, LEASE)
-    with pytest.raises(LeaseConflict):
+    with pytest.raises(LeaseLost):
         store.complete("L1", "r1", "a1", b"late", T0 + 51)
     assert store.complete("L2", "r1", "a2", b"ok", T0 + 52) is True
 
@@ -154,10 +156,10 @@ def test_release_requeues_at_once(store: RelayStore) -> None:
     _tenant_with_agents(store, "a1", "a2")
     store.add_request("t1", "r1", "g", T0 + 600, b"x", now=T0)
     assert store.lease("t1", "g", "a1", "L1", now=T0, lease_timeout=LEASE) is not None
-    with pytest.raises(LeaseConflict):
+    with pytest.raises(LeaseLost):
         store.release("L1", "a2")
     assert store.release("L1", "a1") == "r1"
-    with pytest.raises(LeaseConflict):
+    with pytest.raises(LeaseLost):
         store.release("L1", "a1")
     again = store.lease("t1", "g", "a2", "L2", now=T0 + 1, lease_timeout=LEASE)
     assert again is not None and again.request_id == "r1"
@@ -173,15 +175,15 @@ def test_complete_and_status(store: RelayStore) -> None:
     assert status is not None and status.state is RequestState.LEASED
     status = store.request_status("t1", "r1", T0 + LEASE + 1)  # lease timed out: back to queued
     assert status is not None and status.state is RequestState.QUEUED
-    with pytest.raises(LeaseConflict):
+    with pytest.raises(LeaseLost):
         store.complete("L1", "r1", "a2", b"r", T0 + 2)
-    with pytest.raises(LeaseConflict):
+    with pytest.raises(LeaseLost):
         store.complete("L1", "r-other", "a1", b"r", T0 + 2)
     assert store.complete("L1", "r1", "a1", b"result", T0 + 2) is True
     assert store.complete("L1", "r1", "a1", b"result", T0 + 3) is False  # idempotent
-    with pytest.raises(LeaseConflict):
+    with pytest.raises(LeaseLost):
         store.complete("L1", "r1", "a2", b"result", T0 + 3)
-    with pytest.raises(LeaseConflict):
+    with pytest.raises(LeaseLost):
         store.renew("L1", "a1", T0 + 3, LEASE)
     status = store.request_status("t1", "r1", T0 + 999)  # results outlive exp
     assert status is not None and (status.state, status.result) == (RequestState.DONE, b"result")
@@ -247,3 +249,193 @@ def test_concurrent_leases_from_two_handles_never_overlap(
     assert not errors, errors
     counts = Counter(leased)
     assert len(counts) == 300 and max(counts.values()) == 1
+
+
+# --- write permits ------------------------------------------------------------------
+
+
+def _leased(store: RelayStore, agent: str, lease_id: str, now: float) -> str:
+    grant = store.lease("t1", "g", agent, lease_id, now=now, lease_timeout=LEASE)
+    assert grant is not None
+    return grant.request_id
+
+
+def _permit(store: RelayStore, lease_id: str, agent: str, now: float, *, user: str = "U",
+            ordered: bool = True) -> PermitDecision:
+    return store.permit(lease_id, agent, user, ordered=ordered, now=now,
+                        lease_timeout=LEASE).decision
+
+
+def test_a_store_missing_a_method_fails_at_construction() -> None:
+    methods = {name: getattr(SQLiteStore, name)
+               for name in RelayStore.__abstractmethods__ if name != "permit"}
+    broken = type("Broken", (RelayStore,), methods)
+    with pytest.raises(TypeError, match="permit"):
+        broken()
+
+
+def test_permit_renews_the_lease_and_needs_it(store: RelayStore) -> None:
+    _tenant_with_agents(store, "a1", "a2")
+    store.add_request("t1", "r1", "g", T0 + 600, b"x", now=T0)
+    _leased(store, "a1", "L1", T0)
+    with pytest.raises(LeaseLost):
+        _permit(store, "L1", "a2", T0 + 1)  # not a2's lease
+    permit = store.permit("L1", "a1", "U", ordered=True, now=T0 + 20, lease_timeout=LEASE)
+    assert (permit.decision, permit.lease_expires_at) == (PermitDecision.GRANTED, T0 + 20 + LEASE)
+    assert store.lease("t1", "g", "a2", "L2", now=T0 + LEASE + 1, lease_timeout=LEASE) is None
+    assert _permit(store, "L1", "a1", T0 + 21) is PermitDecision.GRANTED  # asked again: same
+    store.complete("L1", "r1", "a1", b"ok", T0 + 22)
+    with pytest.raises(LeaseLost):
+        _permit(store, "L1", "a1", T0 + 23)  # answered: no permit any more
+
+
+def test_redelivery_after_a_permit_is_in_doubt_never_granted(store: RelayStore) -> None:
+    _tenant_with_agents(store, "a1", "a2")
+    store.add_request("t1", "r1", "g", T0 + 600, b"x", now=T0)
+    store.add_request("t1", "r2", "g", T0 + 600, b"x", now=T0 + 1)
+    _leased(store, "a1", "L1", T0)
+    assert _permit(store, "L1", "a1", T0 + 1) is PermitDecision.GRANTED
+    # a1 dies mid-write; its lease runs out and a2 gets the request again.
+    assert _leased(store, "a2", "L2", T0 + 1 + LEASE) == "r1"
+    assert _permit(store, "L2", "a2", T0 + 2 + LEASE, user="U") is PermitDecision.IN_DOUBT
+    assert _permit(store, "L2", "a2", T0 + 3 + LEASE, user="other") is PermitDecision.IN_DOUBT
+    # Recorded in doubt: a newer request for the user may be written now.
+    assert _leased(store, "a1", "L3", T0 + 3 + LEASE) == "r2"
+    assert _permit(store, "L3", "a1", T0 + 3 + LEASE) is PermitDecision.GRANTED
+    assert store.complete("L2", "r1", "a2", b"in_doubt", T0 + 4 + LEASE) is True
+    status = store.request_status("t1", "r1", T0 + 5 + LEASE)
+    assert status is not None and status.result == b"in_doubt"
+
+
+def test_the_first_writers_late_answer_is_kept(store: RelayStore) -> None:
+    _tenant_with_agents(store, "a1", "a2")
+    store.add_request("t1", "r1", "g", T0 + 600, b"x", now=T0)
+    _leased(store, "a1", "L1", T0)
+    assert _permit(store, "L1", "a1", T0 + 1) is PermitDecision.GRANTED
+    assert _leased(store, "a2", "L2", T0 + 2 + LEASE) == "r1"  # a1's post was slow
+    assert store.complete("L1", "r1", "a1", b"succeeded", T0 + 3 + LEASE) is True
+    assert store.complete("L1", "r1", "a1", b"succeeded", T0 + 4 + LEASE) is False
+    with pytest.raises(LeaseLost):
+        _permit(store, "L2", "a2", T0 + 4 + LEASE)  # a2 drops it: the answer is in
+    with pytest.raises(LeaseLost):
+        store.complete("L2", "r1", "a2", b"in_doubt", T0 + 5 + LEASE)
+    status = store.request_status("t1", "r1", T0 + 6 + LEASE)
+    assert status is not None and status.result == b"succeeded"
+
+
+def test_one_open_permit_per_user_and_the_newer_request_wins(store: RelayStore) -> None:
+    _tenant_with_agents(store, "a1", "a2")
+    store.add_request("t1", "old", "g", T0 + 600, b"x", now=T0 + 5)  # created_at says nothing
+    store.add_request("t1", "new", "g", T0 + 600, b"x", now=T0)  # submitted second: newer
+    store.add_request("t1", "elsewhere", "g", T0 + 600, b"x", now=T0 + 6)
+    assert _leased(store, "a1", "Lnew", T0 + 1) == "new"
+    assert _leased(store, "a2", "Lold", T0 + 1) == "old"
+    assert _leased(store, "a2", "Lels", T0 + 1) == "elsewhere"
+    assert _permit(store, "Lnew", "a1", T0 + 2) is PermitDecision.GRANTED
+    assert _permit(store, "Lold", "a2", T0 + 2) is PermitDecision.SUPERSEDED
+    assert _permit(store, "Lels", "a2", T0 + 2, user="V") is PermitDecision.GRANTED  # another user
+    assert _permit(store, "Lels", "a2", T0 + 2, user="V") is PermitDecision.GRANTED
+
+
+def test_an_open_permit_makes_the_next_one_wait(store: RelayStore) -> None:
+    _tenant_with_agents(store, "a1", "a2")
+    store.add_request("t1", "r1", "g", T0 + 600, b"x", now=T0)
+    store.add_request("t1", "r2", "g", T0 + 600, b"x", now=T0)
+    store.add_request("t1", "r3", "g", T0 + 600, b"x", now=T0)
+    _leased(store, "a1", "L1", T0)
+    _leased(store, "a2", "L2", T0)
+    _leased(store, "a2", "L3", T0)
+    assert _permit(store, "L1", "a1", T0 + 1) is PermitDecision.GRANTED
+    assert _permit(store, "L2", "a2", T0 + 1) is PermitDecision.BUSY
+    assert _permit(store, "L3", "a2", T0 + 1, ordered=False) is PermitDecision.BUSY  # unlock too
+    store.complete("L1", "r1", "a1", b"ok", T0 + 2)
+    assert _permit(store, "L3", "a2", T0 + 3, ordered=False) is PermitDecision.GRANTED
+    assert _permit(store, "L2", "a2", T0 + 3) is PermitDecision.BUSY
+    store.complete("L3", "r3", "a2", b"ok", T0 + 4)
+    # r2 is older than r3, but r3 does not set a password: it supersedes nothing.
+    assert _permit(store, "L2", "a2", T0 + 5) is PermitDecision.GRANTED
+
+
+def test_a_removed_agents_permit_excludes_until_its_lease_would_end(store: RelayStore) -> None:
+    _tenant_with_agents(store, "a1", "a2")
+    store.add_request("t1", "r1", "g", T0 + 600, b"x", now=T0)
+    store.add_request("t1", "r2", "g", T0 + 600, b"x", now=T0 + 1)
+    _leased(store, "a1", "L1", T0)
+    assert _permit(store, "L1", "a1", T0 + 1) is PermitDecision.GRANTED  # until T0 + 1 + LEASE
+    store.remove_agent("a1", T0 + 2)  # its process may still be writing
+    assert _leased(store, "a2", "L2", T0 + 2) == "r1"
+    assert _permit(store, "L2", "a2", T0 + 3) is PermitDecision.IN_DOUBT
+    store.complete("L2", "r1", "a2", b"in_doubt", T0 + 3)
+    assert _leased(store, "a2", "L3", T0 + 4) == "r2"
+    assert _permit(store, "L3", "a2", T0 + 4) is PermitDecision.BUSY
+    assert _permit(store, "L3", "a2", T0 + 1 + LEASE) is PermitDecision.GRANTED
+
+
+def test_an_expired_request_with_an_unanswered_permit_is_in_doubt(store: RelayStore) -> None:
+    _tenant_with_agents(store, "a1", "a2")
+    store.add_request("t1", "r1", "g", T0 + 10, b"x", now=T0)
+    store.add_request("t1", "r2", "g", T0 + 600, b"x", now=T0 + 1)
+    store.add_request("t1", "r3", "g", T0 + 10, b"x", now=T0 + 2)
+    _leased(store, "a1", "L1", T0)
+    assert _permit(store, "L1", "a1", T0 + 1) is PermitDecision.GRANTED
+    # Nobody redelivers r1 (expired) and a1 never answers: the portal is told in
+    # doubt, never "expired" (which would claim nothing was written).
+    status = store.request_status("t1", "r1", T0 + 2 + LEASE)
+    assert status is not None and status.state is RequestState.IN_DOUBT
+    status = store.request_status("t1", "r3", T0 + 2 + LEASE)
+    assert status is not None and status.state is RequestState.EXPIRED
+    assert _leased(store, "a2", "L2", T0 + 2) == "r2"
+    assert _permit(store, "L2", "a2", T0 + 3) is PermitDecision.BUSY
+    assert _permit(store, "L2", "a2", T0 + 1 + LEASE) is PermitDecision.GRANTED
+
+
+def test_permits_from_two_handles_never_overlap(
+    store_factory: Callable[[], RelayStore],
+) -> None:
+    """Many requests for one user, two handles (replicas) x two agents: at any time
+    at most one permit is open, and once a newer one was granted no older one is."""
+    first, second = store_factory(), store_factory()
+    _tenant_with_agents(first, "a1", "a2")
+    for n in range(40):
+        first.add_request("t1", f"r{n:02d}", "g", T0 + 600, b"x", now=T0)
+    granted: list[str] = []
+    open_permits, most = [0], [0]
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def work(handle: RelayStore, agent: str, worker: int) -> None:
+        try:
+            n = 0
+            while (grant := handle.lease("t1", "g", agent, f"L-{agent}-{worker}-{n}",
+                                         now=T0 + 1, lease_timeout=LEASE)) is not None:
+                n += 1
+                while True:
+                    decision = _permit(handle, grant.lease_id, agent, T0 + 2)
+                    if decision is not PermitDecision.BUSY:
+                        break
+                if decision is PermitDecision.GRANTED:
+                    with lock:
+                        granted.append(grant.request_id)
+                        open_permits[0] += 1
+                        most[0] = max(most[0], open_permits[0])
+                    with lock:
+                        open_permits[0] -= 1  # before complete() closes the permit
+                    handle.complete(grant.lease_id, grant.request_id, agent, b"ok", T0 + 2)
+                else:
+                    assert decision is PermitDecision.SUPERSEDED
+                    handle.complete(grant.lease_id, grant.request_id, agent, b"sup", T0 + 2)
+        except BaseException as exc:  # noqa: BLE001 - asserted on below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=work, args=(handle, agent, w))
+        for handle, agent in ((first, "a1"), (second, "a2")) for w in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    assert most[0] == 1
+    assert granted == sorted(granted)  # grants only ever move to newer requests
+    assert granted[-1] == "r39"

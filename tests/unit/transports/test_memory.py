@@ -110,3 +110,26 @@ def test_fault_injection_heartbeats_and_keys() -> None:
     transport.close()
     with pytest.raises(Exception, match="closed"):
         transport.lease(wait=0)
+
+
+def test_permits_follow_the_relays_rules() -> None:
+    from agent.transports.base import PermitDecision
+
+    queue = MemoryQueue(lease_timeout=0.2)
+    a, b = MemoryTransport(queue, "a"), MemoryTransport(queue, "b")
+    older, newer = queue.put(b"old", request_id="old"), queue.put(b"new", request_id="new")
+    l_old, l_new = a.lease(wait=0), b.lease(wait=0)
+    assert l_old is not None and l_new is not None
+    assert (l_old.request_id, l_new.request_id) == (older, newer)
+    granted = b.permit(l_new, "U", ordered=True)
+    assert granted.decision is PermitDecision.GRANTED
+    assert a.permit(l_old, "U", ordered=True).decision is PermitDecision.SUPERSEDED
+    a.complete(l_old, b"superseded")
+    time.sleep(0.3)  # b dies mid-write: its lease runs out
+    again = a.lease(wait=1)
+    assert again is not None and again.request_id == newer
+    assert a.permit(again, "U", ordered=True).decision is PermitDecision.IN_DOUBT
+    b.complete(granted.lease, b"succeeded")  # the permit holder's late answer wins
+    assert queue.wait_result(newer, timeout=1) == b"succeeded"
+    with pytest.raises(LeaseLost):
+        a.complete(again, b"in_doubt")

@@ -1,0 +1,305 @@
+"""The queue half of `SQLiteStore`: requests, leases, write permits and results.
+
+Split from store_sqlite.py to keep both readable; `SQLiteStore` mixes it in and
+provides `_conn()` (this thread's connection) and `_tx()` (a BEGIN IMMEDIATE block).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from abc import abstractmethod
+from contextlib import AbstractContextManager
+
+from cloud.relay.store import (
+    DuplicateError,
+    LeaseGrant,
+    LeaseLost,
+    Permit,
+    PermitDecision,
+    QueueStore,
+    RequestState,
+    RequestStatus,
+)
+
+# Columns added with write permits; ALTERed into databases made before them.
+PERMIT_COLUMNS = (
+    ("seq", "INTEGER"),
+    ("user_key", "TEXT"),
+    ("ordered", "INTEGER"),
+    ("permit_lease", "TEXT"),
+    ("permit_agent", "TEXT"),
+    ("permit_until", "REAL"),
+    ("permit_closed_at", "REAL"),
+    ("result_lease", "TEXT"),
+)
+PERMIT_INDEX = "CREATE INDEX IF NOT EXISTS requests_by_user ON requests (tenant, user_key)"
+
+# A permit is open until it is closed (result stored, or outcome recorded in doubt;
+# the close time may lie ahead: the holder's lease end) and, for a request nobody
+# can redeliver any more (expired), until the holder's lease ran out.
+_OPEN_PERMIT = (
+    "permit_lease IS NOT NULL AND (permit_closed_at IS NULL OR permit_closed_at > ?)"
+    " AND NOT (exp <= ? AND permit_until <= ?)"
+)
+
+# A request can be leased when nobody holds it (or the holder's lease timed out)
+# and it has not expired. Used twice: to find candidates and to guard the UPDATE.
+# (Constant SQL spliced into constant SQL, values bound: the S608 noqas below.)
+_LEASABLE = "exp > ? AND (state = 'queued' OR (state = 'leased' AND lease_expires_at <= ?))"
+_CANDIDATES = 8
+
+
+class SQLiteQueue(QueueStore):
+    """`QueueStore` on the SQLite connection its subclass provides."""
+
+    @abstractmethod
+    def _conn(self) -> sqlite3.Connection: ...
+
+    @abstractmethod
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
+    def add_request(
+        self,
+        tenant: str,
+        request_id: str,
+        agent_group: str,
+        exp: float,
+        envelope: bytes,
+        *,
+        now: float,
+    ) -> None:
+        with self._tx() as conn:
+            row = conn.execute(
+                "UPDATE counters SET value = value + 1 WHERE name = 'request_seq' RETURNING value"
+            ).fetchone()
+            if row is None:
+                conn.execute("INSERT INTO counters (name, value) VALUES ('request_seq', 1)")
+                row = (1,)
+            try:
+                conn.execute(
+                    "INSERT INTO requests (tenant, request_id, agent_group, envelope, exp,"
+                    " created_at, state, seq) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?)",
+                    (tenant, request_id, agent_group, envelope, exp, now, int(row[0])),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise DuplicateError(f"request {request_id!r} exists") from exc
+
+    def lease(
+        self,
+        tenant: str,
+        agent_group: str,
+        agent_id: str,
+        lease_id: str,
+        *,
+        now: float,
+        lease_timeout: float,
+    ) -> LeaseGrant | None:
+        conn = self._conn()
+        while True:
+            candidates = conn.execute(
+                "SELECT request_id FROM requests WHERE tenant = ? AND agent_group = ? AND "  # noqa: S608
+                + _LEASABLE
+                + " ORDER BY created_at, request_id LIMIT ?",
+                (tenant, agent_group, now, now, _CANDIDATES),
+            ).fetchall()
+            if not candidates:
+                return None
+            expires_at = now + lease_timeout
+            for (request_id,) in candidates:
+                row = conn.execute(
+                    "UPDATE requests SET state = 'leased', lease_id = ?, leased_by = ?,"  # noqa: S608
+                    " lease_expires_at = ?, attempts = attempts + 1"
+                    " WHERE tenant = ? AND request_id = ? AND " + _LEASABLE + " RETURNING envelope",
+                    (lease_id, agent_id, expires_at, tenant, request_id, now, now),
+                ).fetchone()
+                if row is not None:
+                    return LeaseGrant(lease_id, request_id, tenant, bytes(row[0]), expires_at)
+            # Every candidate was taken by a concurrent lease: look again.
+
+    def renew(self, lease_id: str, agent_id: str, now: float, lease_timeout: float) -> float:
+        expires_at = now + lease_timeout
+        cur = self._conn().execute(
+            "UPDATE requests SET lease_expires_at = ?"
+            " WHERE lease_id = ? AND leased_by = ? AND state = 'leased'",
+            (expires_at, lease_id, agent_id),
+        )
+        if cur.rowcount != 1:
+            raise LeaseLost(f"lease {lease_id} is not held by {agent_id}")
+        return expires_at
+
+    def permit(
+        self,
+        lease_id: str,
+        agent_id: str,
+        user_key: str,
+        *,
+        ordered: bool,
+        now: float,
+        lease_timeout: float,
+    ) -> Permit:
+        expires_at = now + lease_timeout
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT request_id, tenant, seq, permit_lease, permit_until, permit_closed_at"
+                " FROM requests WHERE lease_id = ? AND leased_by = ? AND state = 'leased'",
+                (lease_id, agent_id),
+            ).fetchone()
+            if row is None:
+                raise LeaseLost(f"lease {lease_id} is not held by {agent_id}")
+            request_id, tenant, seq, permit_lease, permit_until, closed_at = row
+            conn.execute(
+                "UPDATE requests SET lease_expires_at = ? WHERE lease_id = ?",
+                (expires_at, lease_id),
+            )
+            decision = self._decide(
+                conn,
+                (tenant, request_id, seq, lease_id, permit_lease),
+                user_key,
+                ordered=ordered,
+                now=now,
+            )
+            if decision is PermitDecision.GRANTED:
+                conn.execute(
+                    "UPDATE requests SET user_key = ?, ordered = ?, permit_lease = ?,"
+                    " permit_agent = ?, permit_until = ? WHERE lease_id = ?",
+                    (user_key, int(ordered), lease_id, agent_id, expires_at, lease_id),
+                )
+            elif decision is PermitDecision.IN_DOUBT and closed_at is None:
+                # The outcome is now recorded as in doubt; the permit still excludes
+                # other writes to this user until its holder's lease has run out.
+                conn.execute(
+                    "UPDATE requests SET permit_closed_at = ? WHERE lease_id = ?",
+                    (max(now, float(permit_until or now)), lease_id),
+                )
+        return Permit(decision, expires_at)
+
+    @staticmethod
+    def _decide(
+        conn: sqlite3.Connection,
+        request: tuple[str, str, int | None, str, str | None],
+        user_key: str,
+        *,
+        ordered: bool,
+        now: float,
+    ) -> PermitDecision:
+        tenant, request_id, seq, lease_id, permit_lease = request
+        if permit_lease is not None:
+            # Asked again under the same lease (a lost answer): the same grant.
+            # Under another lease: a redelivery of a request that may be written.
+            return PermitDecision.GRANTED if permit_lease == lease_id else PermitDecision.IN_DOUBT
+        if ordered:
+            newer = conn.execute(
+                "SELECT 1 FROM requests WHERE tenant = ? AND user_key = ? AND ordered = 1"
+                " AND permit_lease IS NOT NULL AND seq > ? LIMIT 1",
+                (tenant, user_key, seq if seq is not None else 0),
+            ).fetchone()
+            if newer is not None:
+                return PermitDecision.SUPERSEDED
+        busy = conn.execute(
+            "SELECT 1 FROM requests WHERE tenant = ? AND user_key = ? AND request_id <> ? AND "  # noqa: S608 constant
+            + _OPEN_PERMIT
+            + " LIMIT 1",
+            (tenant, user_key, request_id, now, now, now),
+        ).fetchone()
+        return PermitDecision.BUSY if busy is not None else PermitDecision.GRANTED
+
+    def release(self, lease_id: str, agent_id: str) -> str:
+        row = (
+            self._conn()
+            .execute(
+                "UPDATE requests SET state = 'queued', lease_id = NULL, leased_by = NULL,"
+                " lease_expires_at = NULL WHERE lease_id = ? AND leased_by = ? AND state = 'leased'"
+                " RETURNING request_id",
+                (lease_id, agent_id),
+            )
+            .fetchone()
+        )
+        if row is None:
+            raise LeaseLost(f"lease {lease_id} is not held by {agent_id}")
+        return str(row[0])
+
+    def complete(
+        self, lease_id: str, request_id: str, agent_id: str, result: bytes, now: float
+    ) -> bool:
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT state, lease_id, leased_by, permit_lease, permit_agent, permit_until,"
+                " permit_closed_at, result_lease FROM requests"
+                " WHERE request_id = ? AND (lease_id = ? OR permit_lease = ?)",
+                (request_id, lease_id, lease_id),
+            ).fetchone()
+            if row is None:
+                raise LeaseLost(f"lease {lease_id} is not held by {agent_id}")
+            state, current, leased_by, permit_lease, permit_agent, until, closed, done_by = row
+            if state == "done":
+                if done_by == lease_id and agent_id in {leased_by, permit_agent}:
+                    return False
+                raise LeaseLost(f"request {request_id} is answered already")
+            holds_lease = current == lease_id and leased_by == agent_id and state == "leased"
+            holds_permit = permit_lease == lease_id and permit_agent == agent_id
+            if not (holds_lease or holds_permit):
+                raise LeaseLost(f"lease {lease_id} is not held by {agent_id}")
+            # The holder's own answer closes its permit now; anyone else's answer
+            # (an in_doubt for a redelivery) closes it when the holder's lease ends.
+            if permit_lease is None:
+                closed_at = None
+            elif holds_permit:
+                closed_at = now
+            else:
+                closed_at = closed if closed is not None else max(now, float(until))
+            conn.execute(
+                "UPDATE requests SET state = 'done', result = ?, completed_at = ?,"
+                " result_lease = ?, permit_closed_at = ?"
+                " WHERE request_id = ? AND (lease_id = ? OR permit_lease = ?)",
+                (result, now, lease_id, closed_at, request_id, lease_id, lease_id),
+            )
+        return True
+
+    def request_status(self, tenant: str, request_id: str, now: float) -> RequestStatus | None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT state, exp, lease_expires_at, result, permit_lease FROM requests"
+                " WHERE tenant = ? AND request_id = ?",
+                (tenant, request_id),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        state, exp, lease_expires_at, result, permit_lease = row
+        if state == "done":
+            return RequestStatus(RequestState.DONE, bytes(result))
+        if state == "leased" and lease_expires_at > now:
+            return RequestStatus(RequestState.LEASED)
+        if exp <= now:
+            # Expired unanswered: certain only if no write was ever permitted.
+            return RequestStatus(
+                RequestState.EXPIRED if permit_lease is None else RequestState.IN_DOUBT
+            )
+        return RequestStatus(RequestState.QUEUED)
+
+    def request_tenant_group(self, lease_id: str) -> tuple[str, str, str] | None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT tenant, agent_group, request_id FROM requests WHERE lease_id = ?",
+                (lease_id,),
+            )
+            .fetchone()
+        )
+        return None if row is None else (str(row[0]), str(row[1]), str(row[2]))
+
+    def prune(self, now: float, keep_for: float) -> int:
+        cutoff = now - keep_for
+        with self._tx() as conn:
+            cur = conn.execute(
+                "DELETE FROM requests WHERE (state = 'done' AND completed_at < ?)"
+                " OR (state <> 'done' AND exp < ?"
+                " AND (lease_expires_at IS NULL OR lease_expires_at < ?)"
+                " AND (permit_until IS NULL OR permit_until < ?))",
+                (cutoff, cutoff, cutoff, cutoff),
+            )
+            deleted = cur.rowcount
+            conn.execute("DELETE FROM enrollment_codes WHERE expires_at < ?", (cutoff,))
+        return deleted
