@@ -7,7 +7,9 @@ Why it looks like this:
   that need several statements run them in `conn.transaction()`.
 - `lease` is `SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1` feeding an UPDATE: concurrent
   leases from any replica skip each other's rows instead of queueing behind them or
-  retrying a lost compare-and-set.
+  retrying a lost compare-and-set. `permit` serialises the decisions about one user
+  on an advisory lock of hash(tenant, user_key); the submit sequence is a PostgreSQL
+  sequence all replicas share (_pg_queue.py has the queue half).
 - Writes that a long-poll may wait for (a new or released request: the agents'
   lease long-poll; a result: the portal's result long-poll) call `pg_notify` in the
   same statement, so the notification goes out exactly when the row is visible.
@@ -43,40 +45,20 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 import structlog
 
 from cloud.relay import pg_migrations
+from cloud.relay._pg_queue import CHANNEL, MAX_PAYLOAD, PostgresQueue
 from cloud.relay.notify import group_key
 from cloud.relay.store import (
     Agent,
     DuplicateError,
     EnrollmentError,
-    LeaseConflict,
-    LeaseGrant,
     NotFoundError,
     PortalKey,
-    RequestState,
-    RequestStatus,
+    RelayStore,
 )
 
 log = structlog.get_logger("writeback.relay")
 
-CHANNEL = "writeback_relay_wake"
 LISTENER_NAME = "writeback-relay-listen"  # application_name: visible in pg_stat_activity
-# NOTIFY payloads must stay under 8000 bytes; a longer key (an absurd request id) is
-# not announced and its waiter finds the change at its next re-check instead.
-_MAX_PAYLOAD = 7900
-# `state <> 'done'` lets the planner walk the partial index requests_pending in queue
-# order and stop at the first free row, however long the backlog.
-_LEASABLE = (
-    "state <> 'done' AND exp > %(now)s"
-    " AND (state = 'queued' OR (state = 'leased' AND lease_expires_at <= %(now)s))"
-)
-# (S608 noqas below: constant SQL spliced into constant SQL; values are bound.)
-# The wake-up keys of cloud/relay/notify.py, built in SQL from the row that changed
-# (test_store_postgres checks that they match), announced when short enough.
-_GROUP_KEY_SQL = "'group:' || tenant || '/' || agent_group"
-_REQUEST_KEY_SQL = "'request:' || tenant || '/' || request_id"
-_ANNOUNCE = (
-    "CASE WHEN octet_length(key) <= %(max_payload)s THEN pg_notify(%(channel)s, key) END"
-)
 _AGENT_COLUMNS = (
     "agent_id, tenant, agent_group, name, public_keys, sign_key, enrolled_at, last_seen,"
     " removed_at"
@@ -104,16 +86,13 @@ def _agent(row: tuple[Any, ...]) -> Agent:
 
 
 def _wake(conn: psycopg.Connection[Any], key: str) -> None:
-    if len(key.encode("utf-8")) <= _MAX_PAYLOAD:
+    if len(key.encode("utf-8")) <= MAX_PAYLOAD:
         conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, key))
 
 
-def _announcing(**params: Any) -> dict[str, Any]:
-    return {"channel": CHANNEL, "max_payload": _MAX_PAYLOAD, **params}
-
-
-class PostgresStore:
-    """`RelayStore` on PostgreSQL. Thread-safe; share one per process."""
+class PostgresStore(PostgresQueue, RelayStore):
+    """`RelayStore` on PostgreSQL. Thread-safe; share one per process. The queue half
+    (leases, permits, results) is in _pg_queue.py."""
 
     def __init__(
         self, dsn: str, *, min_connections: int = 1, max_connections: int = 10,
@@ -344,149 +323,6 @@ class PostgresStore:
                 (tenant, agent_group, since),
             ).fetchone()
         return row is not None
-
-    # --- the queue ----------------------------------------------------------------------------
-    def add_request(
-        self,
-        tenant: str,
-        request_id: str,
-        agent_group: str,
-        exp: float,
-        envelope: bytes,
-        *,
-        now: float,
-    ) -> None:
-        try:
-            with self._conn() as conn:
-                conn.execute(
-                    "WITH added AS (INSERT INTO requests (tenant, request_id, agent_group,"  # noqa: S608
-                    " envelope, exp, created_at, state) VALUES (%(tenant)s, %(request_id)s,"
-                    " %(group)s, %(envelope)s, %(exp)s, %(now)s, 'queued')"
-                    " RETURNING " + _GROUP_KEY_SQL + " AS key)"
-                    " SELECT " + _ANNOUNCE + " FROM added",
-                    _announcing(tenant=tenant, request_id=request_id, group=agent_group,
-                                envelope=envelope, exp=exp, now=now),
-                )
-        except pg_errors.UniqueViolation as exc:
-            raise DuplicateError(f"request {request_id!r} exists") from exc
-
-    def lease(
-        self,
-        tenant: str,
-        agent_group: str,
-        agent_id: str,
-        lease_id: str,
-        *,
-        now: float,
-        lease_timeout: float,
-    ) -> LeaseGrant | None:
-        expires_at = now + lease_timeout
-        with self._conn() as conn:
-            row = conn.execute(
-                # The scalar subquery makes the UPDATE a primary-key lookup whatever the
-                # table statistics say (a join here scanned the whole tenant when stale).
-                "WITH next AS (SELECT request_id FROM requests"  # noqa: S608 constant SQL
-                " WHERE tenant = %(tenant)s AND agent_group = %(group)s AND " + _LEASABLE +
-                " ORDER BY created_at, request_id LIMIT 1 FOR UPDATE SKIP LOCKED)"
-                " UPDATE requests r SET state = 'leased', lease_id = %(lease_id)s,"
-                " leased_by = %(agent_id)s, lease_expires_at = %(expires_at)s,"
-                " attempts = r.attempts + 1"
-                " WHERE r.tenant = %(tenant)s AND r.request_id = (SELECT request_id FROM next)"
-                " RETURNING r.request_id, r.envelope",
-                {"tenant": tenant, "group": agent_group, "now": now, "lease_id": lease_id,
-                 "agent_id": agent_id, "expires_at": expires_at},
-            ).fetchone()
-        if row is None:
-            return None
-        return LeaseGrant(lease_id, str(row[0]), tenant, bytes(row[1]), expires_at)
-
-    def renew(self, lease_id: str, agent_id: str, now: float, lease_timeout: float) -> float:
-        expires_at = now + lease_timeout
-        with self._conn() as conn:
-            cur = conn.execute(
-                "UPDATE requests SET lease_expires_at = %s"
-                " WHERE lease_id = %s AND leased_by = %s AND state = 'leased'",
-                (expires_at, lease_id, agent_id),
-            )
-            if cur.rowcount != 1:
-                raise LeaseConflict(f"lease {lease_id} is not held by {agent_id}")
-        return expires_at
-
-    def release(self, lease_id: str, agent_id: str) -> str:
-        with self._conn() as conn:
-            row = conn.execute(
-                "WITH back AS (UPDATE requests SET state = 'queued', lease_id = NULL,"  # noqa: S608
-                " leased_by = NULL, lease_expires_at = NULL WHERE lease_id = %(lease_id)s"
-                " AND leased_by = %(agent_id)s AND state = 'leased'"
-                " RETURNING request_id, " + _GROUP_KEY_SQL + " AS key)"
-                " SELECT request_id, " + _ANNOUNCE + " FROM back",
-                _announcing(lease_id=lease_id, agent_id=agent_id),
-            ).fetchone()
-        if row is None:
-            raise LeaseConflict(f"lease {lease_id} is not held by {agent_id}")
-        return str(row[0])
-
-    def complete(
-        self, lease_id: str, request_id: str, agent_id: str, result: bytes, now: float
-    ) -> bool:
-        with self._conn() as conn:
-            row = conn.execute(
-                "WITH done AS (UPDATE requests SET state = 'done', result = %(result)s,"  # noqa: S608
-                " completed_at = %(now)s WHERE lease_id = %(lease_id)s"
-                " AND request_id = %(request_id)s AND leased_by = %(agent_id)s"
-                " AND state = 'leased' RETURNING " + _REQUEST_KEY_SQL + " AS key)"
-                " SELECT 1, " + _ANNOUNCE + " FROM done",
-                _announcing(result=result, now=now, lease_id=lease_id, request_id=request_id,
-                            agent_id=agent_id),
-            ).fetchone()
-            if row is not None:
-                return True
-            row = conn.execute(
-                "SELECT state, leased_by, request_id FROM requests WHERE lease_id = %s",
-                (lease_id,),
-            ).fetchone()
-        if row is not None and tuple(row) == ("done", agent_id, request_id):
-            return False
-        raise LeaseConflict(f"lease {lease_id} is not held by {agent_id}")
-
-    def request_status(self, tenant: str, request_id: str, now: float) -> RequestStatus | None:
-        with self._conn() as conn:
-            row = conn.execute(
-                "SELECT state, exp, lease_expires_at, result FROM requests"
-                " WHERE tenant = %s AND request_id = %s",
-                (tenant, request_id),
-            ).fetchone()
-        if row is None:
-            return None
-        state, exp, lease_expires_at, result = row
-        if state == "done":
-            return RequestStatus(RequestState.DONE, bytes(result))
-        if state == "leased" and lease_expires_at > now:
-            return RequestStatus(RequestState.LEASED)
-        if exp <= now:
-            return RequestStatus(RequestState.EXPIRED)
-        return RequestStatus(RequestState.QUEUED)
-
-    def request_tenant_group(self, lease_id: str) -> tuple[str, str, str] | None:
-        with self._conn() as conn:
-            row = conn.execute(
-                "SELECT tenant, agent_group, request_id FROM requests WHERE lease_id = %s",
-                (lease_id,),
-            ).fetchone()
-        return None if row is None else (str(row[0]), str(row[1]), str(row[2]))
-
-    def prune(self, now: float, keep_for: float) -> int:
-        cutoff = now - keep_for
-        with self._conn() as conn:
-            cur = conn.execute(
-                "DELETE FROM requests WHERE (state = 'done' AND completed_at < %(cutoff)s)"
-                " OR (state <> 'done' AND exp < %(cutoff)s"
-                " AND (lease_expires_at IS NULL OR lease_expires_at < %(cutoff)s))",
-                {"cutoff": cutoff},
-            )
-            deleted = cur.rowcount
-            conn.execute("DELETE FROM enrollment_codes WHERE expires_at < %s", (cutoff,))
-        return deleted
 
 
 class _Listener:

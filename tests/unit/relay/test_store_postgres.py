@@ -51,6 +51,7 @@ def test_migrations_apply_once_and_record_their_version(postgres_dsn: str) -> No
 
 def test_relays_starting_together_migrate_once(postgres_dsn: str) -> None:
     """Without the advisory lock, CREATE TABLE races fail one of them."""
+    from cloud.relay.pg_migrations import migrations
     from cloud.relay.store_postgres import PostgresStore
 
     starters = 6
@@ -74,7 +75,41 @@ def test_relays_starting_together_migrate_once(postgres_dsn: str) -> None:
         store.close()
     assert not errors, errors
     assert len(opened) == starters
-    assert [v for v, _ in _versions(postgres_dsn)] == [1]
+    assert [v for v, _ in _versions(postgres_dsn)] == [m.version for m in migrations()]
+
+
+def test_an_older_database_is_upgraded_and_keeps_its_rows(postgres_dsn: str) -> None:
+    """A database a relay of schema version 1 made (before write permits): its queued
+    request gets a submit sequence number and can be leased and permitted."""
+    import psycopg
+
+    from cloud.relay.pg_migrations import migrations
+    from cloud.relay.store import PermitDecision
+    from cloud.relay.store_postgres import PostgresStore
+
+    first = migrations()[0]
+    assert first.version == 1
+    with psycopg.connect(postgres_dsn) as conn:
+        conn.execute("CREATE TABLE relay_schema_migrations (version integer PRIMARY KEY,"
+                     " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+        conn.execute(first.sql.encode())
+        conn.execute("INSERT INTO relay_schema_migrations VALUES (1, 'initial')")
+        conn.execute("INSERT INTO tenants VALUES ('t1', 'h1', %s)", (T0,))
+        conn.execute("INSERT INTO agents (agent_id, tenant, agent_group, name, public_keys,"
+                     " sign_key, enrolled_at) VALUES ('a1', 't1', 'g', 'n', '{}', 'k', %s)", (T0,))
+        conn.execute("INSERT INTO requests (tenant, request_id, agent_group, envelope, exp,"
+                     " created_at, state) VALUES ('t1', 'old', 'g', 'x', %s, %s, 'queued')",
+                     (T0 + 600, T0))
+    store = PostgresStore(postgres_dsn)
+    try:
+        assert store.schema_version() == migrations()[-1].version > 1
+        store.add_request("t1", "new", "g", T0 + 600, b"y", now=T0 + 1)
+        grant = store.lease("t1", "g", "a1", "L1", now=T0 + 2, lease_timeout=30)
+        assert grant is not None and grant.request_id == "old"
+        permit = store.permit("L1", "a1", "U", ordered=True, now=T0 + 2, lease_timeout=30)
+        assert permit.decision is PermitDecision.GRANTED
+    finally:
+        store.close()
 
 
 def test_a_database_from_a_newer_relay_is_refused(postgres_dsn: str) -> None:
