@@ -83,3 +83,4 @@ def test_agent_on_one_relay_portal_on_the_other(
     # Who did what: the portal's relay queued and answered, the agents' relay leased.
     assert '"request.queued"' in portal_relay.log() and '"request.leased"' not in portal_relay.log()
     assert '"request.leased"' in agents_relay.log() and '"result.stored"' in agents_relay.log()
+    assert '"permit.granted"' in agents_relay.log()  # each write was permitted first

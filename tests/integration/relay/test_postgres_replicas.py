@@ -6,6 +6,7 @@ that returns sooner was woken by the other relay's NOTIFY, not by its own pollin
 
 from __future__ import annotations
 
+import hashlib
 import statistics
 import threading
 import time
@@ -15,13 +16,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from agent.transports.base import Lease
+from agent.transports.base import Lease, LeaseLost, PermitDecision
 from tests.servers.postgres import PostgresServer
 from tests.servers.relay import RelayProcess, fake_envelope, start_relay
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 RECHECK = 10.0
 ROUNDS = 10
+LEASE = 2.0
+ALICE = hashlib.sha256(b"alice").hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +35,8 @@ def replicas(
     dsn = postgres_server.create_database()
     root = tmp_path_factory.mktemp("replicas")
     with ThreadPoolExecutor(2) as pool:
-        futures = [pool.submit(start_relay, root / name, database_url=dsn,
-                               poll_interval=RECHECK, log_level="info") for name in "ab"]
+        futures = [pool.submit(start_relay, root / name, database_url=dsn, log_level="info",
+                               poll_interval=RECHECK, lease_timeout=LEASE) for name in "ab"]
         started = [f.result() for f in futures]
     try:
         yield started[0], started[1]
@@ -143,3 +146,38 @@ def test_agents_on_both_relays_never_share_a_request(
             assert portal_a.wait_result(request_id, timeout=5) == b'{"status":"succeeded"}'
     for transport in agents:
         transport.close()
+
+
+def test_write_permits_hold_across_relays(replicas: tuple[RelayProcess, RelayProcess]) -> None:
+    """The permit is decided in the shared database: a redelivery through the other
+    relay is in doubt, the first writer's late answer wins, and the newer of two
+    requests for one user is the one written, whichever relay each agent uses."""
+    first, second = replicas
+    tenant, token = second.create_tenant()
+    on_a, on_b = first.enroll_agent(tenant).transport(), second.enroll_agent(tenant).transport()
+    with second.portal(token) as portal:
+        request_id = portal.submit(fake_envelope(tenant))
+        lease = on_a.lease(wait=5)
+        assert lease is not None
+        permit = on_a.permit(lease, ALICE, ordered=True)
+        assert permit.decision is PermitDecision.GRANTED
+        time.sleep(LEASE + 0.2)  # a's lease runs out mid-write
+        taken = on_b.lease(wait=0)
+        assert taken is not None and taken.request_id == request_id
+        assert on_b.permit(taken, ALICE, ordered=True).decision is PermitDecision.IN_DOUBT
+        on_a.complete(permit.lease, b'{"status":"succeeded","by":"a"}')
+        with pytest.raises(LeaseLost):
+            on_b.complete(taken, b'{"status":"in_doubt","by":"b"}')
+        assert portal.wait_result(request_id, timeout=5) == b'{"status":"succeeded","by":"a"}'
+
+        older = portal.submit(fake_envelope(tenant))
+        newer = portal.submit(fake_envelope(tenant))
+        l_old, l_new = on_b.lease(wait=5), on_a.lease(wait=5)
+        assert l_old is not None and l_new is not None
+        assert (l_old.request_id, l_new.request_id) == (older, newer)
+        assert on_a.permit(l_new, ALICE, ordered=True).decision is PermitDecision.GRANTED
+        assert on_b.permit(l_old, ALICE, ordered=True).decision is PermitDecision.SUPERSEDED
+        on_a.complete(l_new, b'{"status":"succeeded"}')
+        on_b.complete(l_old, b'{"status":"superseded"}')
+    on_a.close()
+    on_b.close()
