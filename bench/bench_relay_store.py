@@ -2,10 +2,13 @@
 
     .venv/bin/python bench/bench_relay_store.py [--requests 2000] [--handles 2] [--threads 4]
                                                 [--store sqlite|postgres|both] [--dsn URL]
+                                                [--permit]
 
 Queues `--requests` requests, then `--handles` store handles (as that many relay
 replicas on one database) with `--threads` threads each lease and complete them until
-the queue is empty, exactly as the relay's routes call the store. Prints requests per
+the queue is empty, exactly as the relay's routes call the store (with --permit, each
+also asks for a write permit, for a user of its own, as an agent does before it
+writes: lease+permit+complete, today's hot path). Prints requests per
 second, lease+complete latency percentiles, and checks that no request was leased
 twice. Without --dsn, PostgreSQL is a throwaway cluster (tests/servers/postgres.py:
 fsync and synchronous_commit off; SQLite runs WAL with synchronous=NORMAL, which does
@@ -59,7 +62,10 @@ def _postgres(dsn: str | None, pool: int) -> Iterator[Callable[[], RelayStore]]:
         server.stop()
 
 
-def run(open_store: Callable[[], RelayStore], requests: int, handles: int, threads: int) -> str:
+def run(
+    open_store: Callable[[], RelayStore], requests: int, handles: int, threads: int,
+    *, permit: bool = False,
+) -> str:
     stores = [open_store() for _ in range(handles)]
     first = stores[0]
     tenant = f"bench{time.time_ns()}"
@@ -87,6 +93,9 @@ def run(open_store: Callable[[], RelayStore], requests: int, handles: int, threa
                                 lease_timeout=30)
             if grant is None:
                 break
+            if permit:
+                store.permit(grant.lease_id, agent, f"user-{grant.request_id}", ordered=True,
+                             now=time.time(), lease_timeout=30)
             store.complete(grant.lease_id, grant.request_id, agent, RESULT, time.time())
             took.append(time.perf_counter() - started)
             mine.append(grant.request_id)
@@ -113,7 +122,8 @@ def run(open_store: Callable[[], RelayStore], requests: int, handles: int, threa
         raise SystemExit(f"FAILED: {requests} queued, {len(counts)} leased, some twice or never")
     ms = sorted(x * 1000 for x in latencies)
     p95 = ms[int(len(ms) * 0.95) - 1]
-    return (f"{requests / elapsed:7.0f} lease+complete/s   median {statistics.median(ms):5.2f} ms"
+    what = "lease+permit+complete/s" if permit else "lease+complete/s"
+    return (f"{requests / elapsed:7.0f} {what}   median {statistics.median(ms):5.2f} ms"
             f"   p95 {p95:5.2f} ms   ({requests} requests, {handles} handles x {threads} threads,"
             f" {elapsed:.2f} s)")
 
@@ -125,13 +135,16 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--store", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--dsn", help="an existing PostgreSQL database (default: throwaway)")
+    parser.add_argument("--permit", action="store_true", help="ask for a write permit too")
     args = parser.parse_args()
     if args.store in ("sqlite", "both"):
         with _sqlite() as open_store:
-            print("sqlite  ", run(open_store, args.requests, args.handles, args.threads))
+            print("sqlite  ", run(open_store, args.requests, args.handles, args.threads,
+                                     permit=args.permit))
     if args.store in ("postgres", "both"):
         with _postgres(args.dsn, args.threads) as open_store:
-            print("postgres", run(open_store, args.requests, args.handles, args.threads))
+            print("postgres", run(open_store, args.requests, args.handles, args.threads,
+                                     permit=args.permit))
     return 0
 
 
