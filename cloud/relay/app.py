@@ -113,8 +113,10 @@ async def _listen_to_other_replicas(ctx: RelayContext) -> Callable[[], None] | N
     loop = asyncio.get_running_loop()
 
     def on_key(key: str) -> None:
-        if not loop.is_closed():
+        try:
             loop.call_soon_threadsafe(ctx.notifier.notify, key)
+        except RuntimeError:
+            pass  # the loop closed under us (shutdown): nobody is waiting any more
 
     return await ctx.run(ctx.store.listen, on_key)
 

@@ -135,10 +135,14 @@ def test_agents_on_both_relays_never_share_a_request(
                 agents[n].complete(lease, b'{"status":"succeeded"}')
 
         threads = [threading.Thread(target=work, args=(n,)) for n in range(2)]
+        started = time.monotonic()
         for t in threads:
             t.start()
         for t in threads:
             t.join(timeout=120)
+        elapsed = time.monotonic() - started
+        print(f"\n{total} requests, an agent on each relay: {len(leased[0])}/{len(leased[1])} "
+              f"split, {total / elapsed:.0f} lease+complete/s over HTTP")
         counts = Counter(leased[0] + leased[1])
         assert set(counts) == ids and max(counts.values()) == 1
         assert leased[0] and leased[1]
