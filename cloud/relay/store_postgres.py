@@ -121,15 +121,28 @@ class PostgresStore(PostgresQueue, RelayStore):
     @contextlib.contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[Any]]:
         """An autocommit connection: each statement is its own transaction."""
-        with self._pool.connection() as conn:
+        with self._checked(), self._pool.connection() as conn:
             yield conn
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[psycopg.Connection[Any]]:
         """A connection inside one transaction (committed at the end, rolled back on
         an exception)."""
-        with self._pool.connection() as conn, conn.transaction():
+        with self._checked(), self._pool.connection() as conn, conn.transaction():
             yield conn
+
+    @contextlib.contextmanager
+    def _checked(self) -> Iterator[None]:
+        """After a database restart or failover every idle pooled connection is dead.
+        The call that meets the first one fails (it cannot know whether its statement
+        ran); the pool is then checked at once, so the next calls get live ones
+        instead of failing one dead connection at a time."""
+        try:
+            yield
+        except psycopg.OperationalError:
+            log.warning("store.connection_lost", database=self._where)
+            self._pool.check()
+            raise
 
     def schema_version(self) -> int:
         with self._conn() as conn:

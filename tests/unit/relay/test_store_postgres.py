@@ -308,3 +308,40 @@ def test_the_listener_reconnects_after_losing_its_connection(
             pytest.fail("the listener did not reconnect within 15 s")
     writer.add_request("t1", "r1", "g", T0 + 600, b"x", now=T0)
     assert _next(woken) == group_key("t1", "g")
+
+
+def test_a_database_restart_costs_at_most_one_failed_call(
+    postgres_server: PostgresServer, postgres_dsn: str
+) -> None:
+    """After a restart every pooled connection is dead: one call fails (it cannot know
+    whether its statement ran), the pool is checked, the next calls work, and the
+    listener is back."""
+    import psycopg
+
+    from cloud.relay.store_postgres import PostgresStore
+
+    store = PostgresStore(postgres_dsn, min_connections=4, max_connections=4)
+    woken: queue.Queue[str] = queue.Queue()
+    store.listen(woken.put)
+    try:
+        store.add_tenant("t1", "h1", T0)
+        postgres_server.restart()
+        failures = 0
+        for _ in range(6):
+            try:
+                assert store.tenant_for_token("h1") == "t1"
+            except psycopg.OperationalError:
+                failures += 1
+        assert failures <= 1
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:  # the listener reconnects with backoff
+            store.add_request("t1", f"r{time.monotonic_ns()}", "g", T0 + 600, b"x", now=T0)
+            try:
+                assert woken.get(timeout=1) == group_key("t1", "g")
+                break
+            except queue.Empty:
+                continue
+        else:
+            pytest.fail("no wake-up within 15 s of the restart")
+    finally:
+        store.close()
