@@ -8,6 +8,7 @@ skipping.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.servers._process import ServerUnavailable, in_ci
+from tests.servers.postgres import PostgresServer, require_psycopg, start_postgres
 from tests.servers.samba import SambaEnv, running_samba, startup_timings
 from tests.servers.slapd import SlapdEnv, running_slapd
 
@@ -57,6 +59,34 @@ def slapd_env() -> Iterator[SlapdEnv]:
 @pytest.fixture(scope="session")
 def samba_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SambaEnv]:
     yield from enter_server(running_samba(tmp_path_factory.mktemp("samba")))
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    started = time.monotonic()
+    try:
+        require_psycopg()
+        server = start_postgres()
+    except ServerUnavailable as exc:
+        skip_or_fail(str(exc))
+        raise
+    if os.environ.get("WB_FIXTURE_TIMING"):
+        print(f"\npostgres ready in {time.monotonic() - started:.2f}s")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh database for one test, dropped afterwards."""
+    dsn = postgres_server.create_database()
+    try:
+        yield dsn
+    finally:
+        with contextlib.suppress(Exception):  # a still-open handle must not fail the test
+            postgres_server.drop_database(dsn.rsplit("/", 1)[1])
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

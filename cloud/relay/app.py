@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import structlog
@@ -20,16 +20,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloud.relay import errors, openapi
 from cloud.relay.authfirst import AuthenticateFirst
+from cloud.relay.backends import open_store
 from cloud.relay.cache import HotCache
 from cloud.relay.deps import AppStore, RelayContext
 from cloud.relay.metrics import RelayMetrics
+from cloud.relay.notify import SharedWakeups
 from cloud.relay.ratelimit import TenantLimits
 from cloud.relay.routes_admin import router as admin_router
 from cloud.relay.routes_agent import router as agent_router
 from cloud.relay.routes_ops import router as ops_router
 from cloud.relay.routes_portal import router as portal_router
 from cloud.relay.settings import RelaySettings
-from cloud.relay.store_sqlite import SQLiteStore
 
 log = structlog.get_logger("writeback.relay")
 
@@ -119,9 +120,25 @@ async def _sweep(ctx: RelayContext) -> None:
         ctx.limits.sweep()
 
 
+async def _listen_to_other_replicas(ctx: RelayContext) -> Callable[[], None] | None:
+    """With a shared database (PostgreSQL), wake this replica's long-polls when another
+    replica stores what they wait for. The store calls back from its own thread."""
+    if not isinstance(ctx.store, SharedWakeups):
+        return None
+    loop = asyncio.get_running_loop()
+
+    def on_key(key: str) -> None:
+        try:
+            loop.call_soon_threadsafe(ctx.notifier.notify, key)
+        except RuntimeError:
+            pass  # the loop closed under us (shutdown): nobody is waiting any more
+
+    return await ctx.run(ctx.store.listen, on_key)
+
+
 def create_app(settings: RelaySettings, store: AppStore | None = None) -> FastAPI:
-    """Build the app. Without `store`, opens the SQLite file `settings.db` (and closes
-    it at shutdown); with one, the caller owns it (tests, a PostgreSQL store)."""
+    """Build the app. Without `store`, opens the database of `settings` (SQLite file or
+    PostgreSQL URL) and closes it at shutdown; with one, the caller owns it (tests)."""
     owned = store is None
     limits = TenantLimits(
         submit_rate=settings.submit_rate,
@@ -130,7 +147,7 @@ def create_app(settings: RelaySettings, store: AppStore | None = None) -> FastAP
         enroll_rate_total=settings.enroll_rate_total,
         max_long_polls_per_tenant=settings.max_long_polls_per_tenant,
     )
-    the_store: AppStore = store or SQLiteStore(settings.db)
+    the_store: AppStore = store or open_store(settings)
     metrics = RelayMetrics(the_store, time.time, settings.presence_timeout)
     cache = HotCache(ttl=settings.cache_ttl, presence_interval=settings.presence_timeout / 6)
     ctx = RelayContext(
@@ -139,6 +156,7 @@ def create_app(settings: RelaySettings, store: AppStore | None = None) -> FastAP
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop_listening = await _listen_to_other_replicas(ctx)
         tasks = [asyncio.create_task(_prune_forever(ctx)), asyncio.create_task(_sweep(ctx))]
         try:
             yield
@@ -147,6 +165,8 @@ def create_app(settings: RelaySettings, store: AppStore | None = None) -> FastAP
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if stop_listening is not None:
+                await ctx.run(stop_listening)
             if owned:
                 ctx.store.close()
 

@@ -1,6 +1,7 @@
 """`writeback-relay`: run the relay, and admin commands on the same database.
 
     writeback-relay serve --db relay.sqlite3 --host 127.0.0.1 --port 8080 --admin-token-file F
+    writeback-relay serve --db postgresql://relay@db.internal/relay ...   # several replicas
     writeback-relay tenant add TENANT                      # prints the portal API token once
     writeback-relay enrollment-code --tenant T --group G [--ttl 3600]   # prints a one-time code
     writeback-relay portal-key add --tenant T --kid KID --public-key B64URL
@@ -8,9 +9,11 @@
     writeback-relay agent remove AGENT_ID
     writeback-relay agent list --tenant T [--group G] [--json]
 
-Admin commands open the database directly (`--db`, default $WRITEBACK_RELAY_DB), which
-is safe while `serve` runs (SQLite WAL). The same operations exist over HTTP under
-/v1/admin with the admin token. Settings: flags over WRITEBACK_RELAY_* environment.
+Admin commands open the database directly (`--db`, default $WRITEBACK_RELAY_DB, or
+$WRITEBACK_RELAY_DATABASE_URL for PostgreSQL), which is safe while `serve` runs (SQLite
+WAL; PostgreSQL). Keep a PostgreSQL password out of flags: PGPASSFILE or the env. The
+same operations exist over HTTP under /v1/admin with the admin token. Settings: flags
+over WRITEBACK_RELAY_* environment.
 """
 
 from __future__ import annotations
@@ -28,11 +31,11 @@ import structlog
 from pydantic import SecretStr
 
 from cloud.relay import admin as ops
+from cloud.relay.backends import DatabaseUnavailable, open_store
 from cloud.relay.models import AgentHealth
 from cloud.relay.ops import agent_health
 from cloud.relay.settings import RelaySettings
 from cloud.relay.store import DuplicateError, NotFoundError, PortalKey
-from cloud.relay.store_sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     pass
@@ -81,11 +84,14 @@ def _version() -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="writeback-relay", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    parser.add_argument("--db", type=Path, help="SQLite database (default $WRITEBACK_RELAY_DB)")
+    # str, not Path: Path() would fold the // of a postgresql:// URL.
+    parser.add_argument(
+        "--db", help="SQLite file or postgresql:// URL (default $WRITEBACK_RELAY_DB)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the relay HTTP API")
-    serve.add_argument("--db", type=Path, default=argparse.SUPPRESS)
+    serve.add_argument("--db", default=argparse.SUPPRESS)
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument(
@@ -118,13 +124,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     add = tenant.add_parser("add", help="create a tenant; prints its portal API token once")
     add.add_argument("tenant")
-    add.add_argument("--db", type=Path, default=argparse.SUPPRESS)
+    add.add_argument("--db", default=argparse.SUPPRESS)
 
     code = sub.add_parser("enrollment-code", help="print a one-time agent enrollment code")
     code.add_argument("--tenant", required=True)
     code.add_argument("--group", required=True)
     code.add_argument("--ttl", type=float, default=3600.0, help="seconds (default 3600)")
-    code.add_argument("--db", type=Path, default=argparse.SUPPRESS)
+    code.add_argument("--db", default=argparse.SUPPRESS)
 
     keys = sub.add_parser("portal-key", help="portal signing keys").add_subparsers(
         dest="action", required=True
@@ -135,21 +141,21 @@ def _parser() -> argparse.ArgumentParser:
     kadd.add_argument("--public-key", required=True, help="base64url raw Ed25519 public key")
     kadd.add_argument("--not-before", type=_when)
     kadd.add_argument("--not-after", type=_when)
-    kadd.add_argument("--db", type=Path, default=argparse.SUPPRESS)
+    kadd.add_argument("--db", default=argparse.SUPPRESS)
 
     agents = sub.add_parser("agent", help="manage agents").add_subparsers(
         dest="action", required=True
     )
     remove = agents.add_parser("remove", help="revoke an agent (it can no longer authenticate)")
     remove.add_argument("agent_id")
-    remove.add_argument("--db", type=Path, default=argparse.SUPPRESS)
+    remove.add_argument("--db", default=argparse.SUPPRESS)
     listing = agents.add_parser(
         "list", help="agents with version, last heartbeat, online state and directory health"
     )
     listing.add_argument("--tenant", required=True)
     listing.add_argument("--group")
     listing.add_argument("--json", action="store_true", help="one JSON document")
-    listing.add_argument("--db", type=Path, default=argparse.SUPPRESS)
+    listing.add_argument("--db", default=argparse.SUPPRESS)
     return parser
 
 
@@ -233,9 +239,18 @@ def _agent_table(agents: list[AgentHealth], *, as_json: bool, now: float) -> str
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = _settings(args)
-    if args.command == "serve":
-        return _serve(args, settings)
-    store = SQLiteStore(settings.db)
+    if args.command != "serve":
+        # stdout carries what admin commands print (a token, a code): logs go to stderr.
+        from cloud.relay.logs import configure_logging
+
+        configure_logging("warning", stream=sys.stderr)
+    try:
+        if args.command == "serve":
+            return _serve(args, settings)
+        store = open_store(settings)
+    except DatabaseUnavailable as exc:
+        print(f"writeback-relay: {exc}", file=sys.stderr)
+        return 2
     now = time.time()
     try:
         if args.command == "tenant":

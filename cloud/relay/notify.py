@@ -5,11 +5,26 @@ for the portal) until someone on this replica notifies it, or until its re-check
 interval passes. The wake-up is only a shortcut: correctness comes from re-reading
 the store, which is what makes several replicas on one database work. All calls
 happen on the event loop thread, so no locks are needed.
+
+A store shared by several replicas (PostgreSQL) also implements `SharedWakeups`: it
+announces the keys of what it stores to every replica (LISTEN/NOTIFY), and the app
+feeds them into its Notifier, so a long-poll on one replica wakes when another one
+stores the request or result it waits for.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class SharedWakeups(Protocol):
+    def listen(self, on_key: Callable[[str], None]) -> Callable[[], None]:
+        """Call `on_key` (from any thread) with the key of every wake-up any replica
+        sends; return the function that stops listening."""
+        ...
 
 
 def group_key(tenant: str, agent_group: str) -> str:

@@ -4,16 +4,26 @@ into `create_app`; nothing below reads the environment itself."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from limits import parse as parse_rate
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DATABASE_URL_SCHEMES = ("postgresql://", "postgres://")
 
 
 class RelaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WRITEBACK_RELAY_", extra="forbid")
 
+    # The SQLite file, unless database_url names a PostgreSQL database (several relay
+    # replicas on one database). `db` may be given a postgresql:// URL too (--db URL);
+    # it is moved to database_url. A password in the URL is a secret: prefer PGPASSFILE
+    # or the WRITEBACK_RELAY_DATABASE_URL environment over a command-line flag.
     db: Path = Path("relay.sqlite3")
+    database_url: SecretStr | None = None
+    # Connections each relay process keeps to PostgreSQL at most (psycopg_pool).
+    db_pool_size: int = Field(10, ge=1)
     host: str = "127.0.0.1"
     port: int = 8080
     # Read from --admin-token-file (or $CREDENTIALS_DIRECTORY/admin-token) by the CLI.
@@ -70,3 +80,23 @@ class RelaySettings(BaseSettings):
     def _a_rate(cls, value: str) -> str:
         parse_rate(value)  # ValueError names what is wrong
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _url_given_as_db(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            db = data.get("db")
+            if isinstance(db, str) and db.startswith(_DATABASE_URL_SCHEMES):
+                if data.get("database_url"):
+                    raise ValueError("give the database as db or as database_url, not both")
+                data = {k: v for k, v in data.items() if k != "db"}
+                data["database_url"] = db
+        return data
+
+    def database_label(self) -> str:
+        """The database for logs and messages, without credentials."""
+        if self.database_url is None:
+            return str(self.db)
+        url = self.database_url.get_secret_value()
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://{rest.rsplit('@', 1)[-1].split('?', 1)[0]}"

@@ -165,16 +165,19 @@ class AgentSystem:
         group: str = "default",
         tenant: str | None = None,
         signer: PortalSigner | None = None,
+        portal_relay: RelayProcess | None = None,
         **top: Any,
     ) -> AgentSystem:
-        """Tenant + portal key at the relay; `writeback-agent init` and `enroll` via the CLI."""
+        """Tenant + portal key at the relay; `writeback-agent init` and `enroll` via the CLI.
+        With `portal_relay` (another relay on the same database) the portal talks to that
+        one while the agent talks to `relay`."""
         root.mkdir(parents=True, exist_ok=True)
         tenant, token = relay.create_tenant(tenant)
         signer = signer or PortalSigner.generate()
         trusted = signer.trusted_key()
         relay.add_portal_key(tenant, trusted.kid, trusted.key)
         config = enroll_agent_config(root, relay, tenant, group, directories, **top)
-        portal = Portal(relay, tenant, token, group, signer)
+        portal = Portal(portal_relay or relay, tenant, token, group, signer)
         return cls(root, config, portal, directories=directories)
 
     def add_agent(self, root: Path, *, relay_url: str | None = None, **top: Any) -> Path:

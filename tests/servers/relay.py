@@ -146,10 +146,13 @@ _TEST_DEFAULTS = {"enroll_rate_per_client": "10000/minute", "enroll_rate_total":
 
 def start_relay(
     tmp_path: Path, *, ready_timeout: float = 20, log_level: str = "warning",
+    database_url: str | None = None,
     **settings: float | str | bool,
 ) -> RelayProcess:
     """Start a relay; `settings` are serve flags (lease_timeout=2 -> --lease-timeout 2).
-    The log (stdout+stderr) is in `relay.log()`."""
+    The log (stdout+stderr) is in `relay.log()`. With `database_url` (postgresql://)
+    the relay uses that database, so several relays can share it; it is passed in the
+    environment, as a password in it would be, not on the command line."""
     settings = {**_TEST_DEFAULTS, **settings}
     tmp_path.mkdir(parents=True, exist_ok=True)
     token_file = tmp_path / "admin-token"
@@ -159,6 +162,10 @@ def start_relay(
     db_path = tmp_path / "relay.sqlite3"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO), env.get("PYTHONPATH")]))
+    db_flags = ["--db", str(db_path)]
+    if database_url is not None:
+        env["WRITEBACK_RELAY_DATABASE_URL"] = database_url
+        db_flags = []
     flags = [f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}")
              for k, v in settings.items()]
     last_error = ""
@@ -167,7 +174,7 @@ def start_relay(
         log_path = tmp_path / f"relay-{attempt}.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "cloud.relay.cli", "serve", "--db", str(db_path),
+                [sys.executable, "-m", "cloud.relay.cli", "serve", *db_flags,
                  "--host", "127.0.0.1", "--port", str(port), "--admin-token-file", str(token_file),
                  "--log-level", log_level, *flags],
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,

@@ -6,6 +6,7 @@ Time is passed in explicitly, so expiry and lease timeouts are tested without sl
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -439,3 +440,20 @@ def test_permits_from_two_handles_never_overlap(
     assert most[0] == 1
     assert granted == sorted(granted)  # grants only ever move to newer requests
     assert granted[-1] == "r39"
+
+
+def test_a_signed_call_nonce_is_usable_once(store: RelayStore) -> None:
+    """OpsStore.use_nonce: the replay guard every relay replica shares."""
+    assert store.use_nonce("agt_a", "n-1", 100.0)
+    assert not store.use_nonce("agt_a", "n-1", 101.0)  # the replay
+    assert store.use_nonce("agt_b", "n-1", 100.0)  # another agent's nonce space
+    assert store.prune_nonces(100.5) == 2
+    assert store.use_nonce("agt_a", "n-1", 200.0)  # forgotten once out of the window
+
+
+def test_operations_counts_and_ping(store: RelayStore) -> None:
+    store.ping()
+    counts = store.request_counts(time.time())
+    assert set(counts) == {"queued", "leased", "done", "expired", "in_doubt"}
+    assert all(n == 0 for n in counts.values())
+    assert store.online_counts(0.0) == []
