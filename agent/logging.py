@@ -140,6 +140,14 @@ def configure_logging(
         # At debug an operator wants every request and job run; otherwise warnings only.
         quiet = logging.NOTSET if numeric_level <= logging.DEBUG else logging.WARNING
         logging.getLogger(name).setLevel(max(quiet, numeric_level))
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        # A web server configured earlier in this process (uvicorn's own dictConfig)
+        # gives these loggers handlers of their own and stops propagation: undo that,
+        # so every line goes through the one redacting handler.
+        library = logging.getLogger(name)
+        library.handlers.clear()
+        library.propagate = True
+        library.disabled = False
     cap_ldap3_logging()
 
     structlog.configure(

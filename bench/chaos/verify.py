@@ -26,6 +26,9 @@ from bench.chaos.directories import INITIAL_PASSWORD
 from bench.chaos.load import Plan, Sent
 
 SUCCEEDED = "succeeded"
+# Answers that say the password WAS written (partially_applied: a companion change such
+# as must-change was not, the password itself was).
+WRITTEN = (SUCCEEDED, "partially_applied")
 IN_DOUBT = "in_doubt"
 
 
@@ -97,7 +100,7 @@ def _judge_burst(
                 verdict.in_doubt_directory_fault += 1
             else:
                 verdict.in_doubt_unexplained.append(_describe(sent))
-    succeeded = [s for s in burst if s.status == SUCCEEDED]
+    succeeded = [s for s in burst if s.status in WRITTEN]
     doubtful = [s for s in burst if s.status == IN_DOUBT or s.status is None]
     live_sent = burst[live] if live is not None and live >= 0 else None
     live_text = "the initial password" if live == -1 else (
@@ -105,7 +108,7 @@ def _judge_burst(
 
     # A definite "not written" answer whose password is live.
     refused_but_live = 0
-    if live_sent is not None and live_sent.status not in (SUCCEEDED, IN_DOUBT, None):
+    if live_sent is not None and live_sent.status not in (*WRITTEN, IN_DOUBT, None):
         refused_but_live = 1
         verdict.lying.append(f"{_describe(live_sent)}: refused/failed, but its password is live")
 
@@ -126,7 +129,7 @@ def _judge_burst(
         verdict.lying.append(f"{user}: {len(succeeded)} succeeded answer(s), only {writes} "
                              "write(s) in the directory")
     extra = writes - len(succeeded) - len(doubtful) - refused_but_live
-    said_not_written = [s for s in burst if s.status not in (SUCCEEDED, IN_DOUBT, None)
+    said_not_written = [s for s in burst if s.status not in (*WRITTEN, IN_DOUBT, None)
                         and s is not live_sent]
     answers = ", ".join(_describe(s) for s in burst)
     for n in range(max(0, extra)):

@@ -11,7 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import (
+    StaleElementReferenceException,
+    TimeoutException,
+    WebDriverException,
+)
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
@@ -70,7 +74,20 @@ class Browser:
         """Click a button or link that loads a page, and wait until the old one is gone
         (the next page may have the same heading, after a refusal)."""
         old = self.driver.find_element(By.TAG_NAME, "html")
-        self.el(element_id).click()
+        for attempt in range(3):
+            try:
+                self.el(element_id).click()
+                break
+            except WebDriverException as exc:
+                # Chromium now and then loses the element between find and click
+                # ("Node with given id does not belong to the document"); the click did
+                # not happen, so find it again.
+                lost = isinstance(exc, StaleElementReferenceException) or (
+                    "does not belong to the document" in str(exc)
+                )
+                if attempt == 2 or not lost:
+                    raise
+                time.sleep(0.2)
         WebDriverWait(self.driver, 30).until(expected_conditions.staleness_of(old))
 
     def select(self, element_id: str, text: str | None = None, value: str | None = None) -> None:

@@ -307,13 +307,17 @@ def test_an_older_request_after_a_newer_one_is_superseded(
     from agent.config import load_settings
     from wire.keys import AgentKeys
 
+    from tests.servers.relay import signed_heartbeat
+
     settings_a = load_settings(p.config_a)
-    holder = relay_transport(settings_a, Enrollment.load(settings_a.enrollment_path),
-                             AgentKeys.load(settings_a.keys_dir))
+    enrollment_a = Enrollment.load(settings_a.enrollment_path)
+    keys_a = AgentKeys.load(settings_a.keys_dir)
+    holder = relay_transport(settings_a, enrollment_a, keys_a)
     log_b = tmp_path / "b.log"
     agent_b: subprocess.Popen[bytes] | None = None
     try:
-        holder.heartbeat(b"{}")  # online, so the relay takes submits
+        # online, so the relay takes submits (heartbeats are verified: sign it)
+        holder.heartbeat(signed_heartbeat(keys_a.signing, enrollment_a.agent_id))
         p.system.portal.submit(older)
         held: Lease | None = holder.lease(wait=5)
         assert held is not None and held.request_id == older.id

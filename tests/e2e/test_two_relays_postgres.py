@@ -37,7 +37,7 @@ def relays(
     root = tmp_path_factory.mktemp("pg-relays")
     with ThreadPoolExecutor(2) as pool:
         futures = [
-            pool.submit(start_relay, root / name, database_url=dsn, log_level="info",
+            pool.submit(start_relay, root / name, database_url=dsn, log_level="debug",
                         poll_interval=RECHECK, lease_timeout=5, presence_timeout=5)
             for name in ("agents", "portal")
         ]

@@ -50,6 +50,12 @@ def test_one_more_write_than_answers_is_a_double_write() -> None:
     assert len(verdict.written_twice) == 1 and not verdict.lying
 
 
+def test_partially_applied_says_the_password_was_set() -> None:
+    burst = _burst(("partially_applied", None))
+    assert not _judge(burst, burst[0].password, writes=1).failed  # set, as it says
+    assert _judge(burst, INITIAL_PASSWORD, writes=0).lying  # said set, but was not
+
+
 def test_refused_but_live_is_a_lie() -> None:
     burst = _burst(("policy_violation", "history"))
     verdict = _judge(burst, burst[0].password, writes=1)
