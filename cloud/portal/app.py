@@ -27,7 +27,7 @@ from cloud.portal.delivery import DeliveryError, Mailer, Outbox, WebhookPhonePro
 from cloud.portal.methods import Verifier
 from cloud.portal.pages import show
 from cloud.portal.settings import PortalSettings
-from cloud.portal.store import SqliteStore, Store
+from cloud.portal.store import Store, open_store
 from cloud.portal.web import (
     FormRefused,
     Limits,
@@ -61,7 +61,7 @@ class Services:
 def build_services(settings: PortalSettings) -> Services:
     log = structlog.get_logger("writeback.portal")
     outbox = Outbox() if settings.dev_outbox else None
-    store = SqliteStore(settings.data_dir / "portal.sqlite3")
+    store = open_store(settings)
     token = settings.read_secret(settings.relay_token_file)
     if token is None:
         raise ValueError("relay_token_file is required")

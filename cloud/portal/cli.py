@@ -39,8 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from cloud.portal.app import create_app
+    from cloud.portal.store import DatabaseUnavailable
 
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
+    try:
+        app = create_app(settings)
+    except DatabaseUnavailable as exc:
+        print(f"writeback-portal: {exc}", file=sys.stderr)
+        return 1
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 

@@ -4,13 +4,17 @@ Two parts: how the portal runs (relay, keys, storage, mail, SMS) and the tenant'
 policy (who may reset, with which methods, how many). Secrets (the relay API token,
 the SMTP password, the SMS webhook token, the at-rest key) are never in the file
 itself: each is a path to a 0600 file, so the TOML can be read, diffed and logged.
+The one exception, `database_url`, may carry a password: prefer PGPASSFILE or the
+WRITEBACK_PORTAL_DATABASE_URL environment variable (read by `load_settings`).
 See docs/portal.md for every key.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 MethodName = Literal["email", "mobile_phone", "office_phone", "app", "questions"]
 ALL_METHODS: tuple[MethodName, ...] = ("email", "mobile_phone", "office_phone", "app", "questions")
+DATABASE_URL_ENV = "WRITEBACK_PORTAL_DATABASE_URL"
+_DATABASE_URL_SCHEMES = ("postgresql://", "postgres://")
 
 DEFAULT_QUESTIONS = [
     "In what city were you born?",
@@ -105,7 +111,11 @@ class PortalSettings(_Model):
     relay_token_file: Path
     relay_ca_file: Path | None = None
     signing_key_file: Path  # the portal's Ed25519 key (PortalSigner.save format)
-    data_dir: Path
+    data_dir: Path  # portal.sqlite3, unless database_url is set
+    # A PostgreSQL URL (it may be the relay's database: the portal's tables are named
+    # portal_*): several portal replicas share it instead of one SQLite file.
+    database_url: SecretStr | None = None
+    db_pool_size: int = Field(default=10, ge=1)  # connections per portal process at most
     # 32 random bytes (base64url or raw) that encrypt TOTP secrets at rest.
     secret_key_file: Path
     user_id_kind: Literal["upn", "login"] = "upn"
@@ -122,15 +132,34 @@ class PortalSettings(_Model):
     smtp: SmtpSettings = SmtpSettings()
     sms: SmsSettings = SmsSettings()
 
+    @field_validator("database_url")
+    @classmethod
+    def _a_postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(_DATABASE_URL_SCHEMES):
+            raise ValueError("database_url must start with postgresql:// or postgres://")
+        return value
+
+    def database_label(self) -> str:
+        """The database for logs and messages, without credentials."""
+        if self.database_url is None:
+            return str(self.data_dir / "portal.sqlite3")
+        scheme, _, rest = self.database_url.get_secret_value().partition("://")
+        return f"{scheme}://{rest.rsplit('@', 1)[-1].split('?', 1)[0]}"
+
     def read_secret(self, path: Path | None) -> SecretStr | None:
         if path is None:
             return None
         return SecretStr(path.read_text(encoding="utf-8").strip())
 
 
-def load_settings(path: Path) -> PortalSettings:
-    """Read portal.toml; relative paths are taken from the file's directory."""
+def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> PortalSettings:
+    """Read portal.toml; relative paths are taken from the file's directory.
+    $WRITEBACK_PORTAL_DATABASE_URL, when set and not empty, is the database_url (it
+    wins over the file's)."""
     data = tomllib.loads(path.read_text(encoding="utf-8"))
+    url = (os.environ if environ is None else environ).get(DATABASE_URL_ENV, "")
+    if url:
+        data["database_url"] = url
     base = path.parent
     for key in ("relay_token_file", "signing_key_file", "data_dir", "secret_key_file",
                 "relay_ca_file"):

@@ -1,9 +1,10 @@
 """Where the portal keeps state: sessions, registered methods, one-time codes.
 
 `Store` is the seam (an ABC: a back end missing a method fails at construction);
-`SqliteStore` is the embedded default. A PostgreSQL store for several portal
-replicas implements the same methods against the relay's database (not built yet;
-the contract tests in tests/unit/portal/test_store.py are what it must pass).
+`SqliteStore` is the embedded default; `PostgresStore` (cloud/portal/store_postgres.py,
+needs the `postgres` extra) serves several portal replicas, on the relay's database
+if you like. `open_store` picks one from the settings; both pass the same tests
+(tests/unit/portal/test_portal_units.py runs them on each).
 
 Nothing secret is stored in clear: one-time codes as HMAC-SHA256, security answers
 as argon2 hashes, TOTP secrets encrypted (cloud/portal/crypto.py) before they get here.
@@ -19,7 +20,10 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cloud.portal.settings import PortalSettings
 
 
 @dataclass(frozen=True)
@@ -179,3 +183,23 @@ class SqliteStore(Store):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The store could not be opened; the message names the database, never a secret."""
+
+
+def open_store(settings: PortalSettings) -> Store:
+    """PostgreSQL when `database_url` is set, else the SQLite file in `data_dir`.
+    (psycopg is imported only then: the SQLite portal does not need it.)"""
+    if settings.database_url is None:
+        return SqliteStore(settings.data_dir / "portal.sqlite3")
+    from cloud.portal.store_postgres import PostgresStore, open_errors
+
+    try:
+        return PostgresStore(settings.database_url.get_secret_value(),
+                             max_connections=settings.db_pool_size)
+    except open_errors() as exc:
+        raise DatabaseUnavailable(
+            f"cannot open {settings.database_label()}: {type(exc).__name__}: {exc}"
+        ) from exc

@@ -1,12 +1,14 @@
-"""The portal's pieces that need no server: the store contract (codes single use,
-5 tries, 10 minutes), secrets at rest, the policy file, masking, and the pages for
-answers no real directory gives on demand (in_doubt, superseded)."""
+"""The portal's pieces that need no server but PostgreSQL: the store contract (codes
+single use, 5 tries, 10 minutes; on SQLite and on PostgreSQL), secrets at rest, the
+policy file, masking, and the pages for answers no real directory gives on demand
+(in_doubt, superseded)."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,26 +20,33 @@ from cloud.portal.app import Services, create_app
 from cloud.portal.crypto import Secrets, normalise_answer
 from cloud.portal.methods import BadNumber, mask_email, mask_phone, parse_phone
 from cloud.portal.settings import PortalSettings, TenantPolicy, load_settings
-from cloud.portal.store import SqliteStore
+from cloud.portal.store import SqliteStore, Store
 from cloud.portal.web import COOKIE, Limits
 from cloud.sdk import Status
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> SqliteStore:
-    s = SqliteStore(tmp_path / "portal.sqlite3")
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Each back end in turn: the contract is the same."""
+    s: Store
+    if request.param == "postgres":
+        from cloud.portal.store_postgres import PostgresStore
+
+        s = PostgresStore(request.getfixturevalue("postgres_dsn"), max_connections=4)
+    else:
+        s = SqliteStore(tmp_path / "portal.sqlite3")
     yield s
     s.close()
 
 
-def test_code_is_single_use(store: SqliteStore) -> None:
+def test_code_is_single_use(store: Store) -> None:
     now = time.time()
     store.code_put("flow:email", "right", now + 600, 5)
     assert store.code_check("flow:email", "right", now).ok
     assert not store.code_check("flow:email", "right", now).ok  # used
 
 
-def test_code_five_tries_then_gone(store: SqliteStore) -> None:
+def test_code_five_tries_then_gone(store: Store) -> None:
     now = time.time()
     store.code_put("k", "right", now + 600, 5)
     lefts = [store.code_check("k", "wrong", now).tries_left for _ in range(5)]
@@ -45,17 +54,53 @@ def test_code_five_tries_then_gone(store: SqliteStore) -> None:
     assert not store.code_check("k", "right", now).ok
 
 
-def test_code_expires_after_ten_minutes(store: SqliteStore) -> None:
+def test_code_expires_after_ten_minutes(store: Store) -> None:
     now = time.time()
     store.code_put("k", "right", now + 600, 5)
     late = store.code_check("k", "right", now + 601)
     assert not late.ok and late.expired
 
 
-def test_sessions_expire(store: SqliteStore) -> None:
+def test_sessions_expire(store: Store) -> None:
     store.session_put("sid", {"a": 1}, time.time() + 1)
     assert store.session_get("sid", time.time()) == {"a": 1}
     assert store.session_get("sid", time.time() + 5) is None
+
+
+def test_sessions_replace_and_delete(store: Store) -> None:
+    later = time.time() + 600
+    store.session_put("sid", {"step": 1}, later)
+    store.session_put("sid", {"step": 2, "user": "u@x"}, later)
+    assert store.session_get("sid", time.time()) == {"step": 2, "user": "u@x"}
+    store.session_delete("sid")
+    assert store.session_get("sid", time.time()) is None
+
+
+def test_methods_registered_confirmed_and_removed(store: Store) -> None:
+    store.method_put("u@x", "email", {"address": "u@home.example"}, 100.0)
+    store.method_put("u@x", "app", {"secret": "sealed"}, 200.0)
+    store.method_put("v@x", "email", {"address": "v@home.example"}, 100.0)
+    store.method_put("u@x", "email", {"address": "new@home.example"}, 300.0)  # replaced
+    mine = store.methods("u@x")
+    assert sorted(mine) == ["app", "email"]
+    assert mine["email"].data == {"address": "new@home.example"}
+    assert mine["email"].confirmed_at == 300.0
+    store.methods_confirm("u@x", 1_700_000_000.5)
+    assert {m.confirmed_at for m in store.methods("u@x").values()} == {1_700_000_000.5}
+    assert store.methods("v@x")["email"].confirmed_at == 100.0  # only this user's
+    store.method_delete("u@x", "app")
+    assert sorted(store.methods("u@x")) == ["email"]
+    assert store.methods("nobody@x") == {}
+
+
+def test_a_new_code_replaces_the_old_one(store: Store) -> None:
+    now = time.time()
+    store.code_put("k", "first", now + 600, 5)
+    assert store.code_check("k", "wrong", now).tries_left == 4
+    store.code_put("k", "second", now + 600, 5)  # sent again: tries start over
+    assert not store.code_check("k", "first", now).ok
+    check = store.code_check("k", "second", now)
+    assert check.ok and check.tries_left == 4
 
 
 def test_secrets_at_rest() -> None:
