@@ -241,3 +241,41 @@ def test_missing_psycopg_says_what_to_install(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO, timeout=60, check=True)
     assert "pip install 'writeback-agent[postgres]'" in out.stdout
+
+
+@pytest.mark.postgres
+def test_expired_sessions_and_codes_are_swept(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Now and then a session write drops what has expired, so the tables don't grow."""
+    import psycopg
+
+    from cloud.portal import store_postgres
+
+    monkeypatch.setattr(store_postgres, "_SWEEP_ONE_IN", 1)  # every write sweeps
+    store = store_postgres.PostgresStore(postgres_dsn)
+    try:
+        store.code_put("old-code", "h", T0, 5)  # T0 is long past
+        store.code_put("live-code", "h", 4_000_000_000.0, 5)
+        store.session_put("old", {}, T0)
+        store.session_put("live", {}, 4_000_000_000.0)
+    finally:
+        store.close()
+    with psycopg.connect(postgres_dsn) as conn:
+        sessions = conn.execute("SELECT sid FROM portal_sessions").fetchall()
+        codes = conn.execute("SELECT key FROM portal_codes").fetchall()
+    assert sessions == [("live",)] and codes == [("live-code",)]
+
+
+@pytest.mark.postgres
+def test_serve_stops_with_the_reason_when_the_database_is_down(
+    tmp_path: Path, postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from cloud.portal.cli import main
+
+    where = f"127.0.0.1:{postgres_server.port + 1}/portal"
+    monkeypatch.setenv("WRITEBACK_PORTAL_DATABASE_URL", f"postgresql://p:Pg-Secret-42@{where}")
+    assert main(["-c", str(_toml(tmp_path)), "serve"]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot open postgresql://{where}" in err and "Pg-Secret-42" not in err
