@@ -54,6 +54,8 @@ _IDLE_GRACE = 0.2
 # live for minutes), trying each for this long while the relay is unreachable.
 _REPOST_WINDOW = 600.0
 _REPOST_TRY_SECONDS = 60.0
+# A result post keeps retrying this long past the lease while the relay is unreachable.
+_LATE_POST_SECONDS = 20.0
 
 
 class Backoff:
@@ -326,7 +328,12 @@ class AgentService:
                 )
                 return
             except TransportUnavailable as exc:
-                if time.time() >= lease.expires_at:
+                # The relay takes the permit holder's answer after the lease, until
+                # another answer is stored: keep trying a while past it (a relay restart
+                # outlasting the lease would otherwise turn a known answer into an
+                # in_doubt from the agent the request is redelivered to).
+                late = 0.0 if self._stop.is_set() else _LATE_POST_SECONDS
+                if time.time() >= lease.expires_at + late:
                     self._log.warning(
                         "result.not_posted",
                         request_id=lease.request_id,
