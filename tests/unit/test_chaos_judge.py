@@ -143,8 +143,8 @@ def test_explain_sorts_redelivered_in_doubt_by_what_the_permit_holder_did(tmp_pa
                        "request_id": rid, "status": "in_doubt", "reason": "redelivered"}
                       for i, rid in enumerate(("r-done", "r-writing", "r-none"), 1)]
         (agent / "agent.log").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    counts, rows = explain(tmp_path)
-    kinds = {rid: kind for rid, _holder, kind, _events in rows}
+    counts, explained = explain(tmp_path)
+    kinds = {rid: kind for rid, _holder, kind, _events in explained}
     assert "answered succeeded" in kinds["r-done"]
     assert "died mid-write" in kinds["r-writing"]
     assert "wrote nothing" in kinds["r-none"]
