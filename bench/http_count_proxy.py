@@ -11,6 +11,7 @@ in the short counting pass).
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import sys
@@ -27,7 +28,14 @@ class Counter:
     def add(self, n: int) -> None:
         if n:
             self.total += n
-            self.path.write_text(str(self.total))
+            self.write()
+
+    def write(self) -> None:
+        # Replaced in one step: a reader never sees the file empty (write_text
+        # truncates first, and the benchmark read "" once).
+        partial = self.path.with_name(self.path.name + ".tmp")
+        partial.write_text(str(self.total))
+        os.replace(partial, self.path)
 
 
 async def _pipe(
@@ -50,7 +58,7 @@ async def _pipe(
 
 async def main(listen: int, host: str, port: int, count_file: Path) -> None:
     counter = Counter(count_file)
-    counter.path.write_text("0")
+    counter.write()
 
     async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         try:

@@ -5,6 +5,7 @@ pass by failing to look."""
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 from bench.chaos.directories import INITIAL_PASSWORD, count_passmods, unicode_pwd_version
 from bench.chaos.load import Plan, Sent, make_plan
@@ -117,3 +118,40 @@ def test_plans_have_bursts_with_later_requests_and_unique_passwords() -> None:
     assert {len(b) for b in plan.bursts} == {1, 2, 3}
     assert len({s.password for s in plan.requests}) == 200
     assert all(s.route == f"SL\\{s.user}" for s in plan.requests)
+
+
+def test_explain_sorts_redelivered_in_doubt_by_what_the_permit_holder_did(tmp_path: Path) -> None:
+    # bench/chaos/explain.py on a hand-made kept run: three requests answered
+    # in_doubt/redelivered by agent1; agent0 held each permit and wrote-and-answered
+    # one, was mid-write on one, and has no journal row for the third.
+    import json
+    import sqlite3
+
+    from bench.chaos.explain import explain
+
+    system = tmp_path / "system"
+    (system / "relay").mkdir(parents=True)
+    with sqlite3.connect(system / "relay" / "relay.sqlite3") as conn:
+        conn.execute("CREATE TABLE requests (request_id TEXT, permit_agent TEXT)")
+        conn.executemany("INSERT INTO requests VALUES (?, 'agt_0')",
+                         [("r-done",), ("r-writing",), ("r-none",)])
+    for n, rows in ((0, [("r-done", "done", "succeeded"), ("r-writing", "writing", None)]),
+                    (1, [])):
+        agent = system / f"agent{n}"
+        (agent / "data").mkdir(parents=True)
+        with sqlite3.connect(agent / "data" / "journal.sqlite3") as conn:
+            conn.execute("CREATE TABLE requests (id TEXT, state TEXT, status TEXT)")
+            conn.executemany("INSERT INTO requests VALUES (?, ?, ?)", rows)
+        lines = [{"timestamp": "2026-11-30T12:00:00.000000Z", "event": "agent.started",
+                  "agent_id": f"agt_{n}"}]
+        if n == 1:
+            lines += [{"timestamp": f"2026-11-30T12:00:0{i}.000000Z", "event": "request.failed",
+                       "request_id": rid, "status": "in_doubt", "reason": "redelivered"}
+                      for i, rid in enumerate(("r-done", "r-writing", "r-none"), 1)]
+        (agent / "agent.log").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    counts, explained = explain(tmp_path)
+    kinds = {rid: kind for rid, _holder, kind, _events in explained}
+    assert "answered succeeded" in kinds["r-done"]
+    assert "died mid-write" in kinds["r-writing"]
+    assert "wrote nothing" in kinds["r-none"]
+    assert sum(counts.values()) == 3
