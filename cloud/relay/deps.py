@@ -24,7 +24,7 @@ from cloud.relay.cache import HotCache
 from cloud.relay.metrics import RelayMetrics
 from cloud.relay.notify import Notifier
 from cloud.relay.ratelimit import TenantLimits
-from cloud.relay.settings import RelaySettings
+from cloud.relay.settings import RelayServerSettings
 from cloud.relay.store import Agent, RelayStore
 from wire.canonical import b64url_decode, canonical_json
 from wire.errors import Rejected
@@ -45,7 +45,7 @@ MAX_HEARTBEAT_BYTES = 4096
 
 @dataclass
 class RelayContext:
-    settings: RelaySettings
+    settings: RelayServerSettings
     store: AppStore
     limits: TenantLimits
     metrics: RelayMetrics
