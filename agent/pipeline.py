@@ -46,9 +46,9 @@ from connectors.base import (
     DirectoryConnector,
     DirectoryError,
     DirectoryUnavailable,
+    DirectoryUser,
     LookupKind,
     PolicyViolation,
-    UserRef,
     make_connector,
 )
 from wire.errors import Rejected
@@ -258,7 +258,7 @@ class Pipeline:
         state: _State,
     ) -> Outcome:
         deadline = min(float(header.exp), time.time() + self._settings.directory_deadline_seconds)
-        found: UserRef | None = None
+        found: DirectoryUser | None = None
         directory: DirectoryConfig | None = None
         connector: DirectoryConnector | None = None
         try:
@@ -345,7 +345,7 @@ class Pipeline:
         self,
         permits: PermitGate,
         header: RequestHeader,
-        user: UserRef,
+        user: DirectoryUser,
         directory: str,
         deadline: float,
     ) -> Outcome | float:
@@ -379,7 +379,7 @@ class Pipeline:
         header: RequestHeader,
         secrets: SecretPart,
         connector: DirectoryConnector,
-        user: UserRef,
+        user: DirectoryUser,
         deadline: float,
     ) -> Outcome:
         op = header.op
@@ -405,7 +405,7 @@ class Pipeline:
     def _authenticate(
         self,
         connector: DirectoryConnector,
-        user: UserRef,
+        user: DirectoryUser,
         secrets: SecretPart,
         deadline: float,
         directory: str,
@@ -421,7 +421,7 @@ class Pipeline:
 
     @staticmethod
     def _describe_policy(
-        connector: DirectoryConnector, user: UserRef | None
+        connector: DirectoryConnector, user: DirectoryUser | None
     ) -> dict[str, Any] | None:
         if user is None:
             return None

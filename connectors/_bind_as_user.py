@@ -37,9 +37,9 @@ from connectors.base import (
     AccountLocked,
     DirectoryError,
     DirectorySettings,
+    DirectoryUser,
     InvalidCredentials,
     PasswordExpired,
-    UserRef,
 )
 from wire.status import CredentialReason
 
@@ -87,7 +87,7 @@ def refine_openldap(
     return None
 
 
-def bind_as_user(settings: DirectorySettings, user: UserRef, password: SecretStr) -> None:
+def bind_as_user(settings: DirectorySettings, user: DirectoryUser, password: SecretStr) -> None:
     """Raise unless ``password`` is the user's current, usable password."""
     # open_connection refuses plain LDAP before any socket (the password stays local).
     if not password.get_secret_value():

@@ -11,10 +11,10 @@ import tomli_w
 
 from agent.config import ConfigError, DirectoryConfig, load_settings
 from agent.journal import ClaimKind, Journal, State
-from wire.status import NotManagedReason
 from agent.routing import DirectoryRouter
 from agent.scope import dn_within, not_managed_reason
-from connectors.base import LookupKind, UserRef
+from connectors.base import DirectoryUser, LookupKind
+from wire.status import NotManagedReason
 
 
 def _directory(**extra: object) -> dict[str, object]:
@@ -109,8 +109,8 @@ def _config(**scope: object) -> DirectoryConfig:
     return DirectoryConfig.model_validate(_directory(scope=scope, base_dns=["DC=corp"]))
 
 
-def _user(dn: str = "CN=a,OU=People,DC=corp", protected: bool = False) -> UserRef:
-    return UserRef(dn=dn, id="1", login="a", protected=protected)
+def _user(dn: str = "CN=a,OU=People,DC=corp", protected: bool = False) -> DirectoryUser:
+    return DirectoryUser(dn=dn, id="1", login="a", protected=protected)
 
 
 def test_scope_rules_in_order() -> None:
