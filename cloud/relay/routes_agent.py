@@ -49,7 +49,7 @@ from cloud.relay.models import (
     ServerTime,
 )
 from cloud.relay.notify import group_key, request_key
-from cloud.relay.store import Agent, EnrollmentError, LeaseLost
+from cloud.relay.store import AgentRecord, EnrollmentError, LeaseLost
 
 log = structlog.get_logger("writeback.relay")
 router = APIRouter(prefix="/v1", tags=["agent"])
@@ -100,7 +100,7 @@ _MAX_BATCH = 16
 
 
 async def _lease_up_to(
-    request: Request, agent: Agent, ctx: RelayContext, wait: float, most: int
+    request: Request, agent: AgentRecord, ctx: RelayContext, wait: float, most: int
 ) -> list[LeaseBody]:
     """Long-poll until at least one request is leasable, then take up to `most`."""
     settings = ctx.settings
@@ -262,7 +262,9 @@ def _result_bytes(body: ResultBody, max_bytes: int) -> bytes:
     return raw
 
 
-async def _store_result(body: ResultBody, raw: bytes, agent: Agent, ctx: RelayContext) -> None:
+async def _store_result(
+    body: ResultBody, raw: bytes, agent: AgentRecord, ctx: RelayContext
+) -> None:
     """Raises LeaseLost; wakes the portal's long-poll on success."""
     try:
         stored = await ctx.run(

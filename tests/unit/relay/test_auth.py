@@ -20,19 +20,19 @@ from cloud.relay.auth import (
     verify_agent_request,
 )
 from cloud.relay.notify import Notifier
-from cloud.relay.store import Agent
+from cloud.relay.store import AgentRecord
 from tests.servers.relay import public_key_b64
 
 KEY = Ed25519PrivateKey.generate()
 NOW = 1_700_000_000.0
 
 
-def _agent(removed: bool = False) -> Agent:
-    return Agent("agt_1", "t", "g", "n", {}, public_key_b64(KEY), NOW, NOW, removed)
+def _agent(removed: bool = False) -> AgentRecord:
+    return AgentRecord("agt_1", "t", "g", "n", {}, public_key_b64(KEY), NOW, NOW, removed)
 
 
-def _verify(header: str, *, agent: Agent | None = None, body: bytes = b"{}",
-            path: bytes = b"/v1/agent/heartbeat", now: float = NOW) -> Agent:
+def _verify(header: str, *, agent: AgentRecord | None = None, body: bytes = b"{}",
+            path: bytes = b"/v1/agent/heartbeat", now: float = NOW) -> AgentRecord:
     return verify_agent_request(
         parse_agent_authorization(header), agent if agent is not None else _agent(),
         method="POST", path_with_query=path, body=body, now=now, max_skew=300,
@@ -54,7 +54,7 @@ def test_valid_signature() -> None:
         ({"now": NOW + 301}, "clock_skew"),
         ({"body": b"{ }"}, "bad_signature"),
         ({"path": b"/v1/agent/lease"}, "bad_signature"),
-        ({"agent": Agent("agt_1", "t", "g", "n", {}, public_key_b64(Ed25519PrivateKey.generate()),
+        ({"agent": AgentRecord("agt_1", "t", "g", "n", {}, public_key_b64(Ed25519PrivateKey.generate()),
                          NOW, NOW, False)}, "bad_signature"),
         ({"agent": _agent(removed=True)}, "agent_removed"),
     ],
