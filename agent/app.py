@@ -5,7 +5,7 @@ verifier, pipeline, worker service, scheduler and health endpoint.
 to run the real agent in-process; nothing here reads the environment.
 
 Everything the agent needs is checked before it leases anything (`preflight`, then
-`Agent.start` binds the health port before the workers start): a problem found later
+`AgentApp.start` binds the health port before the workers start): a problem found later
 would leave leased requests waiting out their lease. Each refusal is a ConfigError
 whose one line names the file or key.
 """
@@ -36,7 +36,7 @@ from wire.keys import AgentKeys
 
 
 @dataclass
-class Agent:
+class AgentApp:
     service: AgentService
     scheduler: AgentScheduler
     health_server: HealthServer | None
@@ -140,7 +140,7 @@ def build_agent(
     *,
     transport_factory: Callable[[], Transport] | None = None,
     log: Any | None = None,
-) -> Agent:
+) -> AgentApp:
     preflight(settings)
     keys = AgentKeys.load(settings.keys_dir)
     enrollment = Enrollment.load(settings.enrollment_path)
@@ -212,7 +212,7 @@ def build_agent(
         if settings.health.enabled
         else None
     )
-    return Agent(
+    return AgentApp(
         service,
         scheduler,
         health_server,

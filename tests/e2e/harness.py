@@ -18,7 +18,7 @@ from typing import Any
 
 import tomli_w
 
-from agent.app import Agent, build_agent
+from agent.app import AgentApp, build_agent
 from agent.cli import main as agent_cli
 from agent.config import load_settings
 from agent.logging import configure_logging
@@ -151,7 +151,7 @@ class AgentSystem:
     root: Path
     config: Path
     portal: Portal
-    agent: Agent | None = None
+    agent: AgentApp | None = None
     directories: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
@@ -190,7 +190,7 @@ class AgentSystem:
     def settings(self) -> Any:
         return load_settings(self.config)
 
-    def start_agent(self) -> Agent:
+    def start_agent(self) -> AgentApp:
         self.agent = build_agent(self.settings())
         self.agent.start()
         return self.agent
