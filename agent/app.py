@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import ConfigError, Settings
+from agent.connector_pool import ConnectorPool
 from agent.enrollment import Enrollment, keyring_path, load_keyring, relay_transport
 from agent.health import HealthServer, HealthState
 from agent.journal import Journal
@@ -27,7 +28,8 @@ from agent.keywatch import KeyWatcher, ReloadingVerifier
 from agent.localfiles import UntrustedFile, check_trusted, create_private, restrict_data_dir
 from agent.logging import get_logger
 from agent.metrics import Metrics
-from agent.pipeline import ConnectorPool, Identity, Pipeline
+from agent.outcome import Identity
+from agent.pipeline import Pipeline
 from agent.scheduler import AgentScheduler
 from agent.service import AgentService
 from agent.systemd import Notifier

@@ -29,10 +29,12 @@ from typing import Any
 
 from agent import version
 from agent.config import Settings
+from agent.connector_pool import ConnectorPool
 from agent.enrollment import keyring_path, portal_keys_from_relay
 from agent.journal import Journal
+from agent.outcome import Identity
 from agent.permits import Deferred, LeasePermits
-from agent.pipeline import ConnectorPool, Identity, Pipeline
+from agent.pipeline import Pipeline
 from agent.transports.base import (
     AuthenticationFailed,
     Lease,
