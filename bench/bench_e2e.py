@@ -106,7 +106,8 @@ def raw_write(directory: Directory) -> Callable[[], Callable[[str, str], None]]:
         )
         if directory.name == "slapd":
             return lambda dn, pw: conn.extend.standard.modify_password(dn, new_password=pw)
-        return lambda dn, pw: conn.extend.microsoft.modify_password(dn, pw)
+        modify: Callable[[str, str], None] = conn.extend.microsoft.modify_password
+        return modify
 
     return connect
 

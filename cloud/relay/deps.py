@@ -163,7 +163,8 @@ async def verified_heartbeat(request: Request, agent: SignedAgent) -> bytes:
     strict JSON, shape, signature by the enrolled key, agent id), as the canonical
     bytes to store: what operators are shown was signed by the agent itself."""
     raw = await request.body()
-    trusted = AgentPublicKeys.model_construct(  # only the signing half is needed here
+    # Only the signing half is needed here; model_construct skips the KEM fields.
+    trusted = AgentPublicKeys.model_construct(  # type: ignore[call-arg]
         agent_id=agent.agent_id,
         sign_kid=key_id("ed25519", b64url_decode(agent.sign_key)),
         sign_key=agent.sign_key,

@@ -34,6 +34,7 @@ from tests.e2e.proxy import CuttingProxy
 from tests.e2e.test_resilience import _journal_state
 from tests.servers.base import BindOutcome, DirectoryEnv, unique_login
 from tests.servers.relay import RelayProcess, start_relay
+from wire.messages import UserKind
 
 INITIAL = "Initial-Pass-1"
 _REPO = Path(__file__).resolve().parents[2]
@@ -278,7 +279,7 @@ def test_a_writer_killed_before_its_answer_got_through_posts_it_after_a_restart(
 # ------------------------------------------------------------------ ordering
 
 
-def _forms(env: DirectoryEnv, login: str) -> list[tuple[str, str]]:
+def _forms(env: DirectoryEnv, login: str) -> list[tuple[UserKind, str]]:
     """`alice`, `alice@corp` and `CORP\\alice`: one directory user."""
     if env.kind == "active_directory":
         from tests.servers.samba_env import UPN_SUFFIX
