@@ -1,4 +1,5 @@
-"""One request, from envelope bytes to a signed result (DESIGN.md section 1).
+"""One request, from envelope bytes to a signed result (the verification order is
+docs/protocol.md section 6; the statuses docs/errors.md).
 
     verify (size, parse, key, signature, tenant/group, time) -> journal claim (dedupe)
     -> decrypt -> route -> find user -> scope (not_managed?) -> state checks

@@ -6,7 +6,7 @@ is exactly as strict as the domain's and a password guesser is locked out as on 
 workstation. The bind uses its own connection, never the service one, and is closed
 at once; plain LDAP is refused before the first byte, as for writes.
 
-Answers, and only these (DESIGN.md section 3): nothing (the password works),
+Answers, and only these (statuses in docs/errors.md): nothing (the password works),
 InvalidCredentials, AccountLocked, AccountDisabled, PasswordExpired
 (reason must_change / expired), DirectoryUnavailable.
 

@@ -1,6 +1,6 @@
 """Active Directory and Samba AD: unicodePwd, lockoutTime, pwdLastSet, PSOs.
 
-Choices (verified against Samba 4.17; see DESIGN.md section 4):
+Choices (verified against Samba 4.17; see docs/directories.md):
 
 - A reset is ONE modify: unicodePwd REPLACE, plus lockoutTime=0 (unlock) and
   pwdLastSet=0 (must change) in the same request, so nothing is ever half-applied.

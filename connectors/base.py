@@ -2,7 +2,7 @@
 
 Everything above the connectors (scope rules, the pipeline, `writeback-agent check`)
 talks to a `DirectoryConnector` and catches `DirectoryError`. Each error carries the
-result status (and, for policy refusals, the reason) of DESIGN.md section 3, and
+result status (and, for policy refusals, the reason) of docs/protocol.md section 8, and
 `write_sent`, so the pipeline never has to inspect LDAP result codes or ldap3
 exceptions. ldap3 exceptions are translated to these exactly once, by the table in
 `connectors/_ldap.py`; nothing above connectors/ imports ldap3.

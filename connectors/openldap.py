@@ -1,4 +1,4 @@
-"""OpenLDAP with the ppolicy overlay (slapd 2.5).
+"""OpenLDAP with the ppolicy overlay (slapd 2.5; the facts relied on: docs/directories.md).
 
 Passwords are written with the RFC 3062 Password Modify extended operation and no
 client-side hash, so slapd hashes them and ppolicy checks them (an identity with

@@ -1,6 +1,6 @@
 """Behaviour specific to Active Directory, checked against the Samba AD DC fixture.
 
-These pin down what DESIGN.md section 4 says about AD and what we verified on Samba
+These pin down what docs/directories.md says about AD and what we verified on Samba
 4.17: one combined modify, the extended error codes, PSOs, the policy-hints control,
 the delegated-rights check, and plain LDAP refused before a byte is sent.
 """
