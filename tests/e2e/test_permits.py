@@ -305,16 +305,25 @@ def test_an_older_request_after_a_newer_one_is_superseded(
                                     new_password="Older-Pass-1x")
     newer = p.system.portal.request("reset", newer_user, user_kind=newer_kind,
                                     new_password="Newer-Pass-2x")
+    from agent import version
     from agent.config import load_settings
     from wire.keys import AgentKeys
+    from wire.messages import HeartbeatBody
+    from wire.results import sign_heartbeat
 
     settings_a = load_settings(p.config_a)
-    holder = relay_transport(settings_a, Enrollment.load(settings_a.enrollment_path),
-                             AgentKeys.load(settings_a.keys_dir))
+    enrollment_a, keys_a = Enrollment.load(settings_a.enrollment_path), AgentKeys.load(
+        settings_a.keys_dir
+    )
+    holder = relay_transport(settings_a, enrollment_a, keys_a)
+    online = HeartbeatBody(
+        v=1, type="heartbeat", agent_id=enrollment_a.agent_id, version=version(),
+        sent_at=int(time.time()), directories={}, in_flight=0,
+    )
     log_b = tmp_path / "b.log"
     agent_b: subprocess.Popen[bytes] | None = None
     try:
-        holder.heartbeat(b"{}")  # online, so the relay takes submits
+        holder.heartbeat(sign_heartbeat(online, keys_a))  # online: the relay takes submits
         p.system.portal.submit(older)
         held: Lease | None = holder.lease(wait=5)
         assert held is not None and held.request_id == older.id
