@@ -46,6 +46,8 @@ class Run:
 
 @dataclass
 class Outcome:
+    """What handling one request came to, before it is signed."""
+
     status: Status
     reason: str | None = None
     detail: str = ""
