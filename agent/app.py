@@ -5,7 +5,7 @@ verifier, pipeline, worker service, scheduler and health endpoint.
 to run the real agent in-process; nothing here reads the environment.
 
 Everything the agent needs is checked before it leases anything (`preflight`, then
-`Agent.start` binds the health port before the workers start): a problem found later
+`AgentApp.start` binds the health port before the workers start): a problem found later
 would leave leased requests waiting out their lease. Each refusal is a ConfigError
 whose one line names the file or key.
 """
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import ConfigError, Settings
+from agent.connector_pool import ConnectorPool
 from agent.enrollment import Enrollment, keyring_path, load_keyring, relay_transport
 from agent.health import HealthServer, HealthState
 from agent.journal import Journal
@@ -27,7 +28,8 @@ from agent.keywatch import KeyWatcher, ReloadingVerifier
 from agent.localfiles import UntrustedFile, check_trusted, create_private, restrict_data_dir
 from agent.logging import get_logger
 from agent.metrics import Metrics
-from agent.pipeline import ConnectorPool, Identity, Pipeline
+from agent.outcome import Identity
+from agent.pipeline import Pipeline
 from agent.scheduler import AgentScheduler
 from agent.service import AgentService
 from agent.systemd import Notifier
@@ -36,7 +38,7 @@ from wire.keys import AgentKeys
 
 
 @dataclass
-class Agent:
+class AgentApp:
     service: AgentService
     scheduler: AgentScheduler
     health_server: HealthServer | None
@@ -140,7 +142,7 @@ def build_agent(
     *,
     transport_factory: Callable[[], Transport] | None = None,
     log: Any | None = None,
-) -> Agent:
+) -> AgentApp:
     preflight(settings)
     keys = AgentKeys.load(settings.keys_dir)
     enrollment = Enrollment.load(settings.enrollment_path)
@@ -212,7 +214,7 @@ def build_agent(
         if settings.health.enabled
         else None
     )
-    return Agent(
+    return AgentApp(
         service,
         scheduler,
         health_server,

@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import sys
-import time
 import traceback
 from collections.abc import Sequence
 from importlib import resources
@@ -24,7 +23,9 @@ from typing import Any
 import tomli_w
 
 from agent import version
-from agent.config import ConfigError, Settings, load_settings
+from agent.cli_common import CliError, config_path, load_keys, settings_from_args
+from agent.cli_keys import add_keys_parser
+from agent.config import ConfigError
 from agent.enrollment import (
     Enrollment,
     NotEnrolled,
@@ -35,12 +36,6 @@ from agent.localfiles import UntrustedFile
 from wire.errors import KeyFileError
 from wire.keyring import PortalKeyring
 from wire.keys import AgentKeys
-
-DEFAULT_CONFIGS = (Path("agent.toml"), Path("/etc/writeback-agent/agent.toml"))
-
-
-class CliError(Exception):
-    """A problem the operator can fix; printed as one line, exit 2."""
 
 
 def example_config() -> str:
@@ -66,36 +61,11 @@ def starter_config(data_dir: Path, relay_url: str | None) -> str:
     return text
 
 
-def _config_path(arg: str | None) -> Path:
-    if arg:
-        return Path(arg)
-    env = os.environ.get("WRITEBACK_CONFIG")
-    if env:
-        return Path(env)
-    for candidate in DEFAULT_CONFIGS:
-        if candidate.exists():
-            return candidate
-    return DEFAULT_CONFIGS[0]
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(_config_path(args.config))
-
-
-def _load_keys(settings: Settings) -> AgentKeys:
-    try:
-        return AgentKeys.load(settings.keys_dir)
-    except FileNotFoundError:
-        raise CliError(
-            f"no keys in {settings.keys_dir}: run `writeback-agent init` first"
-        ) from None
-
-
 # --------------------------------------------------------------------------- init
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    config = _config_path(args.config)
+    config = config_path(args.config)
     from agent.localfiles import restrict_data_dir
 
     data_dir = Path(args.data_dir).resolve()
@@ -127,10 +97,10 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     from agent.transports.base import TransportError
     from agent.transports.relay import enroll
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     if settings.relay is None:
         raise CliError("no [relay] url in the configuration")
-    keys = _load_keys(settings)
+    keys = load_keys(settings)
     code = _enrollment_code(args)
     try:
         answer = enroll(
@@ -193,7 +163,7 @@ def _enrollment_code(args: argparse.Namespace) -> str:
 def cmd_check(args: argparse.Namespace) -> int:
     from agent.checks import run_checks
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     failures = 0
     for ok, name, detail in run_checks(settings):
         mark = "ok  " if ok else "FAIL"
@@ -210,7 +180,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent.app import build_agent
     from agent.logging import configure_logging
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     configure_logging(level=settings.log.level, fmt=settings.log.format)
     agent = build_agent(settings)
 
@@ -237,9 +207,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from agent.journal import Journal
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     out: dict[str, Any] = {
-        "config": str(_config_path(args.config)),
+        "config": str(config_path(args.config)),
         "data_dir": str(settings.data_dir),
     }
     try:
@@ -270,41 +240,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------- keys
-
-
-def cmd_keys(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    keys = _load_keys(settings)
-    if args.keys_command == "show":
-        print(json.dumps(keys.public().model_dump(mode="json"), indent=2, sort_keys=True))
-        return 0
-    # rotate: new HPKE key; the previous one keeps opening queued requests for --overlap.
-    from agent.enrollment import relay_transport
-    from agent.transports.base import TransportError
-
-    rotated = keys.rotate_kem(now=int(time.time()), overlap=args.overlap)
-    enrollment = Enrollment.load(settings.enrollment_path)
-    # Save first: a running agent picks the new key up from disk before any portal can
-    # seal to it (the relay learns it only below), so no request is ever rejected.
-    rotated.save(settings.keys_dir)
-    transport = relay_transport(settings, enrollment, keys)
-    try:
-        transport.update_keys(rotated.public(enrollment.agent_id).model_dump(mode="json"))
-    except TransportError as exc:
-        keys.save(settings.keys_dir)  # put the old keys back: the relay never saw the new one
-        raise CliError(
-            f"the relay did not take the new public key ({exc}); nothing was changed"
-        ) from None
-    finally:
-        transport.close()
-    print(
-        f"rotated encryption key: new {rotated.kem.kid}; previous {keys.kem.kid} "
-        f"still opens requests for {args.overlap} s; a running agent picks both up by itself."
-    )
-    return 0
-
-
 # --------------------------------------------------------------------------- config
 
 
@@ -312,8 +247,8 @@ def cmd_config(args: argparse.Namespace) -> int:
     if args.config_command == "example":
         sys.stdout.write(example_config())
         return 0
-    settings = _settings(args)  # validate: load, print where it came from
-    print(f"{_config_path(args.config)}: valid ({len(settings.directories)} directory(ies))")
+    settings = settings_from_args(args)  # validate: load, print where it came from
+    print(f"{config_path(args.config)}: valid ({len(settings.directories)} directory(ies))")
     return 0
 
 
@@ -361,16 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="enrollment, journal counts and whether the agent is running")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("keys", help="show or rotate this agent's keys")
-    keys_sub = p.add_subparsers(dest="keys_command", required=True)
-    keys_sub.add_parser("show", help="print the public keys")
-    rotate = keys_sub.add_parser(
-        "rotate", help="new encryption key, with an overlap for queued requests"
-    )
-    rotate.add_argument(
-        "--overlap", type=int, default=86400, help="seconds the old key still opens requests"
-    )
-    p.set_defaults(func=cmd_keys)
+    add_keys_parser(sub)
 
     p = sub.add_parser("config", help="print the example configuration, or validate one")
     config_sub = p.add_subparsers(dest="config_command", required=True)

@@ -1,4 +1,5 @@
-"""One request, from envelope bytes to a signed result (DESIGN.md section 1).
+"""One request, from envelope bytes to a signed result (the verification order is
+docs/protocol.md section 6; the statuses docs/errors.md).
 
     verify (size, parse, key, signature, tenant/group, time) -> journal claim (dedupe)
     -> decrypt -> route -> find user -> scope (not_managed?) -> state checks
@@ -21,23 +22,27 @@ Errors are translated in exactly two places: connectors turn ldap3 into
 result status here. Every other exception becomes a signed `internal_error` (or
 `in_doubt` once the write may have gone out) with the exception type only; the
 traceback goes to the (redacting) log, and the journal row is closed either way.
+
+Beside it: agent/outcome.py signs, journals and audits the answer; agent/retries.py
+holds the read and write retry rules; agent/connector_pool.py the per-thread connectors.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
 from agent.config import DirectoryConfig, Settings
+from agent.connector_pool import ConnectorPool
 from agent.journal import ClaimKind, Journal
+from agent.outcome import Answers, Identity, Outcome, Run
 from agent.permits import Deferred, GiveBack, PermitGate, user_key
+from agent.retries import retry_reads, retry_unsent
 from agent.routing import DirectoryRouter
 from agent.scope import not_managed_reason
 from agent.transports.base import LeaseLost, PermitDecision
@@ -46,16 +51,14 @@ from connectors.base import (
     DirectoryConnector,
     DirectoryError,
     DirectoryUnavailable,
+    DirectoryUser,
     LookupKind,
     PolicyViolation,
-    UserRef,
-    make_connector,
 )
 from wire.errors import Rejected
 from wire.keys import AgentKeys
 from wire.messages import RequestHeader, SecretPart
-from wire.results import make_result, sign_result
-from wire.status import EVENT_IDS, NotManagedReason, Status
+from wire.status import NotManagedReason, Status
 from wire.verify import RequestVerifier
 
 T = TypeVar("T")
@@ -75,24 +78,6 @@ _WRITE_OPS = frozenset({"reset", "change", "unlock"})
 _PERMIT_MARGIN = 2.0
 
 
-@dataclass(frozen=True)
-class Identity:
-    """Who this agent is, from its enrollment record."""
-
-    agent_id: str
-    tenant: str
-    agent_group: str
-
-
-@dataclass(frozen=True)
-class _Run:
-    """When and how one request is being handled (for the result and the audit line)."""
-
-    received_at: int
-    started: float  # time.monotonic()
-    log: Any
-
-
 @dataclass
 class _State:
     """How far one request got, for the answer to an unexpected exception."""
@@ -102,51 +87,6 @@ class _State:
     log: Any = None
     claimed: bool = False  # this worker holds the journal row
     writing: bool = False  # the write may have gone out
-
-
-@dataclass
-class Outcome:
-    status: Status
-    reason: str | None = None
-    detail: str = ""
-    dc: str | None = None
-    policy: dict[str, Any] | None = None
-    directory: str | None = None
-    user_dn: str | None = None
-    applied: tuple[str, ...] = field(default_factory=tuple)
-
-
-class ConnectorPool:
-    """One connector per (worker thread, directory): ldap3 objects are not shared
-    across threads. Remembers every connector so shutdown can close them all."""
-
-    def __init__(
-        self, factory: Callable[[DirectoryConfig], DirectoryConnector] = make_connector
-    ) -> None:
-        self._factory = factory
-        self._local = threading.local()
-        self._all: list[DirectoryConnector] = []
-        self._lock = threading.Lock()
-
-    def get(self, directory: DirectoryConfig) -> DirectoryConnector:
-        mine: dict[str, DirectoryConnector] | None = getattr(self._local, "conns", None)
-        if mine is None:
-            mine = self._local.conns = {}
-        conn = mine.get(directory.name)
-        if conn is None:
-            conn = mine[directory.name] = self._factory(directory)
-            with self._lock:
-                self._all.append(conn)
-        return conn
-
-    def close_all(self) -> None:
-        with self._lock:
-            conns, self._all = self._all, []
-        for conn in conns:
-            try:
-                conn.close()
-            except DirectoryError:
-                pass  # closing after a fault: nothing left to release
 
 
 class Pipeline:
@@ -165,16 +105,16 @@ class Pipeline:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._settings = settings
-        self._identity = identity
-        self._keys = keys
         self._verifier = verifier
         self._journal = journal
         self._connectors = connectors
         self._router = DirectoryRouter(settings.directories)
         self._log = log
-        self._metrics = metrics
         self._clock = clock
         self._sleep = sleep
+        self._answers = Answers(
+            identity=identity, keys=keys, journal=journal, metrics=metrics, clock=clock
+        )
 
     # ------------------------------------------------------------------ entry point
 
@@ -187,7 +127,7 @@ class Pipeline:
     ) -> bytes | Deferred:
         """Signed result bytes, or what to do with the lease when there is no answer
         to post. Never raises: an unexpected exception becomes a signed answer."""
-        run = _Run(int(self._clock()), time.monotonic(), self._log)
+        run = Run(int(self._clock()), time.monotonic(), self._log)
         state = _State()
         try:
             return self._handle(raw, request_id_hint, permits, run, state)
@@ -207,18 +147,18 @@ class Pipeline:
         raw: bytes,
         hint: str | None,
         permits: PermitGate | None,
-        run: _Run,
+        run: Run,
         state: _State,
     ) -> bytes | Deferred:
         try:
             verified = self._verifier.verify(raw)
         except Rejected as exc:
-            return self._rejected(exc, raw, hint, run)
+            return self._answers.rejected(exc, raw, hint, run)
 
         header = verified.header
         state.header, state.request_hash = header, verified.request_hash
         log = state.log = self._log.bind(request_id=header.id, op=header.op, user=header.user.value)
-        run = _Run(run.received_at, run.started, log)
+        run = Run(run.received_at, run.started, log)
         claim = self._journal.claim(header.id, op=header.op, user_ref=header.user.value)
         if claim.kind is ClaimKind.DONE:
             log.info("request.replayed", status="answered_before")
@@ -258,7 +198,7 @@ class Pipeline:
         state: _State,
     ) -> Outcome:
         deadline = min(float(header.exp), time.time() + self._settings.directory_deadline_seconds)
-        found: UserRef | None = None
+        found: DirectoryUser | None = None
         directory: DirectoryConfig | None = None
         connector: DirectoryConnector | None = None
         try:
@@ -345,7 +285,7 @@ class Pipeline:
         self,
         permits: PermitGate,
         header: RequestHeader,
-        user: UserRef,
+        user: DirectoryUser,
         directory: str,
         deadline: float,
     ) -> Outcome | float:
@@ -379,7 +319,7 @@ class Pipeline:
         header: RequestHeader,
         secrets: SecretPart,
         connector: DirectoryConnector,
-        user: UserRef,
+        user: DirectoryUser,
         deadline: float,
     ) -> Outcome:
         op = header.op
@@ -405,7 +345,7 @@ class Pipeline:
     def _authenticate(
         self,
         connector: DirectoryConnector,
-        user: UserRef,
+        user: DirectoryUser,
         secrets: SecretPart,
         deadline: float,
         directory: str,
@@ -421,7 +361,7 @@ class Pipeline:
 
     @staticmethod
     def _describe_policy(
-        connector: DirectoryConnector, user: UserRef | None
+        connector: DirectoryConnector, user: DirectoryUser | None
     ) -> dict[str, Any] | None:
         if user is None:
             return None
@@ -430,75 +370,18 @@ class Pipeline:
         except DirectoryError:
             return None  # the refusal itself is what matters; the policy is a courtesy
 
-    # ------------------------------------------------------------------ retries
-
     def _retry(self, call: Callable[[], T], deadline: float) -> T:
-        """Retry reads across DCs with backoff until the request's deadline."""
-        delay = 0.25
-        while True:
-            try:
-                return call()
-            except DirectoryUnavailable:
-                if time.time() + delay >= deadline:
-                    raise
-                self._sleep(delay)
-                delay = min(delay * 2, 4.0)
+        return retry_reads(call, deadline, self._sleep)
 
     def _retry_unsent(self, call: Callable[[], T], deadline: float) -> T:
-        """Retry a write only when the fault proves nothing was sent; otherwise the
-        caller reports in_doubt rather than risk writing twice."""
-        delay = 0.25
-        while True:
-            try:
-                return call()
-            except DirectoryUnavailable as exc:
-                if exc.write_sent is not False or time.time() + delay >= deadline:
-                    raise
-                self._sleep(delay)
-                delay = min(delay * 2, 4.0)
+        return retry_unsent(call, deadline, self._sleep)
 
     # ------------------------------------------------------------------ results
 
     def _finish(
-        self, header: RequestHeader, request_hash: str, outcome: Outcome, run: _Run
+        self, header: RequestHeader, request_hash: str, outcome: Outcome, run: Run
     ) -> bytes:
-        received_at, started, log = run.received_at, run.started, run.log
-        body = make_result(
-            request_id=header.id,
-            request_hash=request_hash,
-            agent_id=self._identity.agent_id,
-            tenant=header.tenant,
-            status=outcome.status,
-            reason=str(outcome.reason) if outcome.reason is not None else None,
-            detail=outcome.detail[:2000],
-            dc=outcome.dc,
-            policy=outcome.policy,
-            received_at=received_at,
-            completed_at=max(received_at, int(self._clock())),
-        )
-        signed = sign_result(body, self._keys)
-        try:
-            self._journal.finish(header.id, status=outcome.status.value, result=signed)
-        except Exception:  # the answer still goes out; a restart says in_doubt
-            log.exception("journal.write_failed")
-        duration = time.monotonic() - started
-        event = "request.succeeded" if outcome.status is Status.SUCCEEDED else "request.failed"
-        log_method = (
-            log.info if outcome.status in (Status.SUCCEEDED, Status.NOT_MANAGED) else log.warning
-        )
-        log_method(
-            event,
-            event_id=EVENT_IDS[outcome.status],
-            status=outcome.status.value,
-            reason=outcome.reason,
-            dc=outcome.dc,
-            directory=outcome.directory,
-            detail=outcome.detail,
-            duration_ms=round(duration * 1000, 1),
-        )
-        if self._metrics is not None:
-            self._metrics.observe_request(header.op, outcome.status.value, duration)
-        return signed
+        return self._answers.finish(header, request_hash, outcome, run)
 
     def _forget(self, state: _State) -> None:
         """Drop this worker's journal claim when nothing was written, so a redelivery is
@@ -507,7 +390,7 @@ class Pipeline:
             with contextlib.suppress(Exception):
                 self._journal.forget(state.header.id)
 
-    def _crashed(self, exc: Exception, state: _State, run: _Run) -> bytes | Deferred:
+    def _crashed(self, exc: Exception, state: _State, run: Run) -> bytes | Deferred:
         """An exception outside the directory work (journal, decryption, signing)."""
         log = state.log or self._log
         log.exception("request.crashed", error=type(exc).__name__)
@@ -517,62 +400,11 @@ class Pipeline:
         outcome = Outcome(status, "internal_error", type(exc).__name__)
         try:
             return self._finish(
-                state.header, state.request_hash, outcome, _Run(run.received_at, run.started, log)
+                state.header, state.request_hash, outcome, Run(run.received_at, run.started, log)
             )
         except Exception:  # cannot even sign: let the lease run out
             log.exception("request.unanswerable")
             self._forget(state)
             return Deferred.DROP
 
-    def _rejected(self, exc: Rejected, raw: bytes, hint: str | None, run: _Run) -> bytes | Deferred:
-        """A refused envelope is answered (signed) when it has an id to answer to, but
-        never journaled: a forged copy must not poison the real request's entry."""
-        request_id = exc.request_id or hint
-        op, user = _claimed_op_user(raw)
-        self._log.warning(
-            "request.rejected",
-            event_id=EVENT_IDS[Status.REJECTED],
-            request_id=request_id,
-            op=op,
-            user=user,
-            status=Status.REJECTED.value,
-            reason=exc.reason.value,
-            dc=None,
-            directory=None,
-            detail=exc.detail,
-            duration_ms=round((time.monotonic() - run.started) * 1000, 1),
-        )
-        if self._metrics is not None:
-            self._metrics.rejected(exc.reason.value)
-        if request_id is None:
-            return Deferred.DROP
-        received_at = run.received_at
-        try:
-            body = make_result(
-                request_id=request_id,
-                request_hash=exc.request_hash,
-                agent_id=self._identity.agent_id,
-                tenant=None,
-                status=Status.REJECTED,
-                reason=exc.reason.value,
-                detail=exc.detail[:2000],
-                received_at=received_at,
-                completed_at=max(received_at, int(self._clock())),
-            )
-        except ValueError:
-            return Deferred.DROP  # the hint is not a request id we can answer to
-        return sign_result(body, self._keys)
 
-
-def _claimed_op_user(raw: bytes) -> tuple[str | None, str | None]:
-    """op and user as the (refused, so unverified) header claims them, for the audit
-    line only; bounded, and None when the envelope does not even parse."""
-    try:
-        header = json.loads(raw)["header"]
-        op, user = header.get("op"), header.get("user", {}).get("value")
-    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
-        return None, None
-    return (
-        op[:32] if isinstance(op, str) else None,
-        user[:256] if isinstance(user, str) else None,
-    )

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from agent.config import DirectoryConfig
-from connectors.base import UserRef
+from connectors.base import DirectoryUser
 from connectors.dn import normalize_dn
 from wire.status import NotManagedReason
 
@@ -36,7 +36,7 @@ def not_managed_reason(
     *,
     writeback_enabled: bool,
     directory: DirectoryConfig,
-    user: UserRef,
+    user: DirectoryUser,
     groups: Callable[[], frozenset[str]],
 ) -> NotManagedReason | None:
     """None if writeback is allowed for `user`, else the reason it is not."""

@@ -107,7 +107,8 @@ def raw_write(directory: Directory) -> Callable[[], Callable[[str, str], None]]:
         )
         if directory.name == "slapd":
             return lambda dn, pw: conn.extend.standard.modify_password(dn, new_password=pw)
-        return conn.extend.microsoft.modify_password  # type: ignore[no-any-return]
+        modify: Callable[[str, str], None] = conn.extend.microsoft.modify_password
+        return modify
 
     return connect
 

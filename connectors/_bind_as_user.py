@@ -6,7 +6,7 @@ is exactly as strict as the domain's and a password guesser is locked out as on 
 workstation. The bind uses its own connection, never the service one, and is closed
 at once; plain LDAP is refused before the first byte, as for writes.
 
-Answers, and only these (DESIGN.md section 3): nothing (the password works),
+Answers, and only these (statuses in docs/errors.md): nothing (the password works),
 InvalidCredentials, AccountLocked, AccountDisabled, PasswordExpired
 (reason must_change / expired), DirectoryUnavailable.
 
@@ -37,9 +37,9 @@ from connectors.base import (
     AccountLocked,
     DirectoryError,
     DirectorySettings,
+    DirectoryUser,
     InvalidCredentials,
     PasswordExpired,
-    UserRef,
 )
 from wire.status import CredentialReason
 
@@ -87,7 +87,7 @@ def refine_openldap(
     return None
 
 
-def bind_as_user(settings: DirectorySettings, user: UserRef, password: SecretStr) -> None:
+def bind_as_user(settings: DirectorySettings, user: DirectoryUser, password: SecretStr) -> None:
     """Raise unless ``password`` is the user's current, usable password."""
     # open_connection refuses plain LDAP before any socket (the password stays local).
     if not password.get_secret_value():

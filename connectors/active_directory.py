@@ -1,6 +1,6 @@
 """Active Directory and Samba AD: unicodePwd, lockoutTime, pwdLastSet, PSOs.
 
-Choices (verified against Samba 4.17; see DESIGN.md section 4):
+Choices (verified against Samba 4.17; see docs/directories.md):
 
 - A reset is ONE modify: unicodePwd REPLACE, plus lockoutTime=0 (unlock) and
   pwdLastSet=0 (must change) in the same request, so nothing is ever half-applied.
@@ -55,13 +55,13 @@ from connectors.base import (
     AmbiguousUser,
     DirectoryError,
     DirectorySettings,
+    DirectoryUser,
     HealthReport,
     LookupKind,
     PasswordPolicy,
     PolicyViolation,
     UserNotFound,
     UserQuery,
-    UserRef,
     WriteOutcome,
 )
 from connectors.prevalidate import prevalidate_fresh
@@ -139,14 +139,14 @@ class ActiveDirectoryConnector:
                 return [(oid, False, _POLICY_HINTS_VALUE)]
         return None
 
-    def _modify(self, user: UserRef, changes: dict[str, Any], context: Context) -> str:
+    def _modify(self, user: DirectoryUser, changes: dict[str, Any], context: Context) -> str:
         """One modify request; returns the URL of the DC that took it."""
         controls = self._write_controls()
         return self._session.modify(user.dn, changes, controls=controls, context=context)
 
     # ------------------------------------------------------------------ lookups
 
-    def find_user(self, query: UserQuery) -> UserRef:
+    def find_user(self, query: UserQuery) -> DirectoryUser:
         value = query.value.strip()
         if not value:
             raise UserNotFound("empty user reference")
@@ -169,9 +169,9 @@ class ActiveDirectoryConnector:
             raise UserNotFound(f"no user for {query.kind.value} lookup")
         if len(found) > 1:
             raise AmbiguousUser(f"{len(found)} users match the {query.kind.value} lookup")
-        return self._user_ref(next(iter(found.values())))
+        return self._directory_user(next(iter(found.values())))
 
-    def _user_ref(self, entry: dict[str, Any]) -> UserRef:
+    def _directory_user(self, entry: dict[str, Any]) -> DirectoryUser:
         attrs = entry["attributes"]
         raw_guid = (entry["raw_attributes"].get("objectGUID") or [b""])[0]
         uac = int(first_value(attrs, "userAccountControl") or 0)
@@ -182,7 +182,7 @@ class ActiveDirectoryConnector:
             locked_at = pol.filetime_to_datetime(first_value(attrs, "lockoutTime"))
             locked = self._locked_by_time(locked_at)
         pso = first_value(attrs, "msDS-ResultantPSO")
-        return UserRef(
+        return DirectoryUser(
             dn=str(entry["dn"]),
             id=str(uuid.UUID(bytes_le=raw_guid)) if len(raw_guid) == 16 else "",
             login=str(first_value(attrs, "sAMAccountName") or ""),
@@ -202,7 +202,7 @@ class ActiveDirectoryConnector:
         duration = pol.lockout_duration(self._domain_policy_attrs(), pso=False)
         return duration is None or dt.datetime.now(dt.UTC) < locked_at + duration
 
-    def group_dns(self, user: UserRef) -> frozenset[str]:
+    def group_dns(self, user: DirectoryUser) -> frozenset[str]:
         in_chain = f"(member:1.2.840.113556.1.4.1941:={escape_filter_chars(user.dn)})"
         filt = f"(&(objectClass=group){in_chain})"
         entries = self._session.search(self._domain_dn(), filt, ["1.1"])
@@ -229,7 +229,7 @@ class ActiveDirectoryConnector:
 
         return self._policies.get(pso_dn.lower(), load)
 
-    def password_policy(self, user: UserRef) -> PasswordPolicy:
+    def password_policy(self, user: DirectoryUser) -> PasswordPolicy:
         """The user's PSO (msDS-ResultantPSO, read by find_user) or the domain policy."""
         if user.policy_dn:
             return pol.policy_from_pso(user.policy_dn, self._pso_attrs(user.policy_dn))
@@ -238,7 +238,7 @@ class ActiveDirectoryConnector:
     # ------------------------------------------------------------------ writes
 
     def _prevalidated(
-        self, user: UserRef, password: SecretStr, *, self_change: bool
+        self, user: DirectoryUser, password: SecretStr, *, self_change: bool
     ) -> PasswordPolicy:
         return prevalidate_fresh(
             password.get_secret_value(),
@@ -249,7 +249,7 @@ class ActiveDirectoryConnector:
         )
 
     def _policy_error(
-        self, exc: PolicyViolation, user: UserRef, policy: PasswordPolicy
+        self, exc: PolicyViolation, user: DirectoryUser, policy: PasswordPolicy
     ) -> PolicyViolation:
         """A 52D after pre-validation passed: the rule pre-validation cannot see, history.
         The cached policy may be what was out of date: it is read again for the answer."""
@@ -263,7 +263,7 @@ class ActiveDirectoryConnector:
 
     def reset_password(
         self,
-        user: UserRef,
+        user: DirectoryUser,
         new_password: SecretStr,
         *,
         unlock: bool = False,
@@ -291,7 +291,7 @@ class ActiveDirectoryConnector:
         return WriteOutcome(dc=dc, applied=tuple(applied))
 
     def change_password(
-        self, user: UserRef, old_password: SecretStr, new_password: SecretStr
+        self, user: DirectoryUser, old_password: SecretStr, new_password: SecretStr
     ) -> WriteOutcome:
         if user.disabled:
             raise AccountDisabled(f"{user.dn} is disabled")
@@ -310,10 +310,10 @@ class ActiveDirectoryConnector:
             raise self._policy_error(exc, user, policy) from exc
         return WriteOutcome(dc=dc, applied=("password",))
 
-    def authenticate(self, user: UserRef, password: SecretStr) -> None:
+    def authenticate(self, user: DirectoryUser, password: SecretStr) -> None:
         bind_as_user(self.settings, user, password)
 
-    def unlock(self, user: UserRef) -> WriteOutcome:
+    def unlock(self, user: DirectoryUser) -> WriteOutcome:
         dc = self._modify(user, {"lockoutTime": [(ldap3.MODIFY_REPLACE, ["0"])]}, "write")
         return WriteOutcome(dc=dc, applied=("unlock",))
 

@@ -2,7 +2,7 @@
 
 Everything above the connectors (scope rules, the pipeline, `writeback-agent check`)
 talks to a `DirectoryConnector` and catches `DirectoryError`. Each error carries the
-result status (and, for policy refusals, the reason) of DESIGN.md section 3, and
+result status (and, for policy refusals, the reason) of docs/protocol.md section 8, and
 `write_sent`, so the pipeline never has to inspect LDAP result codes or ldap3
 exceptions. ldap3 exceptions are translated to these exactly once, by the table in
 `connectors/_ldap.py`; nothing above connectors/ imports ldap3.
@@ -129,7 +129,7 @@ class UserQuery:
 
 
 @dataclass(frozen=True)
-class UserRef:
+class DirectoryUser:
     """A user as found in the directory, with the state the pipeline decides on."""
 
     dn: str
@@ -342,19 +342,19 @@ class DirectoryConnector(Protocol):
 
     settings: DirectorySettings
 
-    def find_user(self, query: UserQuery) -> UserRef:
+    def find_user(self, query: UserQuery) -> DirectoryUser:
         """Exactly one user or UserNotFound / AmbiguousUser. Values are filter-escaped."""
         ...
 
-    def group_dns(self, user: UserRef) -> frozenset[str]:
+    def group_dns(self, user: DirectoryUser) -> frozenset[str]:
         """DNs (lower-cased) of every group the user is in, nested membership included."""
         ...
 
-    def password_policy(self, user: UserRef) -> PasswordPolicy: ...
+    def password_policy(self, user: DirectoryUser) -> PasswordPolicy: ...
 
     def reset_password(
         self,
-        user: UserRef,
+        user: DirectoryUser,
         new_password: SecretStr,
         *,
         unlock: bool = False,
@@ -364,14 +364,14 @@ class DirectoryConnector(Protocol):
         ...
 
     def change_password(
-        self, user: UserRef, old_password: SecretStr, new_password: SecretStr
+        self, user: DirectoryUser, old_password: SecretStr, new_password: SecretStr
     ) -> WriteOutcome:
         """The user's own change: the directory checks the old password and history."""
         ...
 
-    def unlock(self, user: UserRef) -> WriteOutcome: ...
+    def unlock(self, user: DirectoryUser) -> WriteOutcome: ...
 
-    def authenticate(self, user: UserRef, password: SecretStr) -> None:
+    def authenticate(self, user: DirectoryUser, password: SecretStr) -> None:
         """A simple bind AS THE USER over TLS on its own connection (the directory counts
         a failure toward lockout like any logon). Raises InvalidCredentials,
         AccountLocked, AccountDisabled, PasswordExpired or DirectoryUnavailable."""

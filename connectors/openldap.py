@@ -1,4 +1,4 @@
-"""OpenLDAP with the ppolicy overlay (slapd 2.5).
+"""OpenLDAP with the ppolicy overlay (slapd 2.5; the facts relied on: docs/directories.md).
 
 Passwords are written with the RFC 3062 Password Modify extended operation and no
 client-side hash, so slapd hashes them and ppolicy checks them (an identity with
@@ -63,6 +63,7 @@ from connectors.base import (
     DirectoryError,
     DirectorySettings,
     DirectoryUnavailable,
+    DirectoryUser,
     HealthReport,
     LookupKind,
     PartiallyApplied,
@@ -70,7 +71,6 @@ from connectors.base import (
     PolicyViolation,
     UserNotFound,
     UserQuery,
-    UserRef,
     WriteOutcome,
 )
 from connectors.prevalidate import prevalidate_fresh
@@ -126,7 +126,7 @@ class OpenLdapConnector:
             attr, value = self.settings.mail_attribute, query.value
         return f"(&{_PERSON}({attr}={escape_filter_chars(value)}))"
 
-    def find_user(self, query: UserQuery) -> UserRef:
+    def find_user(self, query: UserQuery) -> DirectoryUser:
         """The user with the account state a write decides on (lock, pwdReset, policy),
         so the write does not read it again."""
         s = self.settings
@@ -151,7 +151,7 @@ class OpenLdapConnector:
         a = entry["attributes"]
         state = pp.AccountState.from_attrs(a)
         mail = pp.first(a, s.mail_attribute)
-        return UserRef(
+        return DirectoryUser(
             dn=str(entry["dn"]),
             id=pp.first(a, "entryUUID") or "",
             login=pp.first(a, s.login_attribute) or "",
@@ -194,21 +194,21 @@ class OpenLdapConnector:
 
         return self._policies.get(dn.lower(), load)
 
-    def password_policy(self, user: UserRef) -> PasswordPolicy:
+    def password_policy(self, user: DirectoryUser) -> PasswordPolicy:
         attrs = self._policy_attrs(user.policy_dn)
         return pp.policy_from_attrs(attrs, complexity=self.settings.require_complexity)
 
     # ----------------------------------------------------------------- writes
 
     @staticmethod
-    def _usable(user: UserRef) -> None:
+    def _usable(user: DirectoryUser) -> None:
         if user.disabled:
             raise AccountDisabled(
                 f"{user.dn} is disabled (pwdAccountLockedTime {pp.DISABLED_LOCK_TIME})"
             )
 
     def _prevalidated(
-        self, user: UserRef, password: SecretStr, *, self_change: bool
+        self, user: DirectoryUser, password: SecretStr, *, self_change: bool
     ) -> PasswordPolicy:
         return prevalidate_fresh(
             password.get_secret_value(),
@@ -218,7 +218,7 @@ class OpenLdapConnector:
             self_change=self_change,
         )
 
-    def _refused(self, exc: PolicyViolation, user: UserRef, policy: PasswordPolicy) -> None:
+    def _refused(self, exc: PolicyViolation, user: DirectoryUser, policy: PasswordPolicy) -> None:
         """slapd refused the password: the cached policy may be what was out of date,
         so the answer carries the policy read again."""
         self._policies.clear()
@@ -228,7 +228,7 @@ class OpenLdapConnector:
 
     def reset_password(
         self,
-        user: UserRef,
+        user: DirectoryUser,
         new_password: SecretStr,
         *,
         unlock: bool = False,
@@ -255,7 +255,7 @@ class OpenLdapConnector:
         return WriteOutcome(dc=dc, applied=applied)
 
     def _follow_up(
-        self, user: UserRef, changes: Changes, *, dc: str, unlock: bool, must_change: bool
+        self, user: DirectoryUser, changes: Changes, *, dc: str, unlock: bool, must_change: bool
     ) -> None:
         """The companion modify after the exop, retried while the directory is not
         reachable (it is idempotent). If it cannot be done, the entry is read back:
@@ -284,7 +284,7 @@ class OpenLdapConnector:
             dc=dc,
         ) from failure
 
-    def _not_applied(self, user: UserRef, *, unlock: bool, must_change: bool) -> list[str]:
+    def _not_applied(self, user: DirectoryUser, *, unlock: bool, must_change: bool) -> list[str]:
         """What of the follow-up the entry does not show (all of it when unreadable)."""
         wanted = [
             "must_change" if must_change else "clear must_change (pwdReset)",
@@ -302,7 +302,7 @@ class OpenLdapConnector:
         return missing
 
     def _set_password(
-        self, user: UserRef, new_password: SecretStr, policy: PasswordPolicy, *, young: bool
+        self, user: DirectoryUser, new_password: SecretStr, policy: PasswordPolicy, *, young: bool
     ) -> str:
         """The Password Modify exop as the service account; the DC that took it.
 
@@ -322,7 +322,7 @@ class OpenLdapConnector:
             raise
         return self._session.dc
 
-    def _undo_reset(self, user: UserRef, failure: DirectoryError) -> None:
+    def _undo_reset(self, user: DirectoryUser, failure: DirectoryError) -> None:
         """The password was NOT set: report the failure, noting a pwdReset left TRUE."""
         try:
             self._modify(user.dn, _RESET_NONE)
@@ -330,7 +330,7 @@ class OpenLdapConnector:
             failure.detail += f" (and pwdReset was left TRUE: {exc.detail})"
 
     def change_password(
-        self, user: UserRef, old_password: SecretStr, new_password: SecretStr
+        self, user: DirectoryUser, old_password: SecretStr, new_password: SecretStr
     ) -> WriteOutcome:
         self._usable(user)
         policy = self.password_policy(user)
@@ -357,10 +357,10 @@ class OpenLdapConnector:
             close_quietly(conn)
         return WriteOutcome(dc=dc, applied=("password",))
 
-    def authenticate(self, user: UserRef, password: SecretStr) -> None:
+    def authenticate(self, user: DirectoryUser, password: SecretStr) -> None:
         bind_as_user(self.settings, user, password)
 
-    def unlock(self, user: UserRef) -> WriteOutcome:
+    def unlock(self, user: DirectoryUser) -> WriteOutcome:
         """Delete pwdAccountLockedTime and pwdFailureTime; a no-op when not locked.
 
         Left alone, the recorded failures stay until the next successful bind, and
@@ -373,7 +373,7 @@ class OpenLdapConnector:
 
     # ----------------------------------------------------------------- groups
 
-    def group_dns(self, user: UserRef) -> frozenset[str]:
+    def group_dns(self, user: DirectoryUser) -> frozenset[str]:
         return nested_groups(self._session, self.settings.base_dns, user.dn)
 
     # ----------------------------------------------------------------- health

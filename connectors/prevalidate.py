@@ -17,7 +17,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 
-from connectors.base import PasswordPolicy, PolicyViolation, UserRef
+from connectors.base import DirectoryUser, PasswordPolicy, PolicyViolation
 from wire.status import PolicyReason
 
 # Windows splits the display name into tokens on these characters.
@@ -46,7 +46,7 @@ def _categories(password: str) -> int:
     return sum((upper, lower, digit, symbol, other))
 
 
-def name_tokens(user: UserRef) -> list[str]:
+def name_tokens(user: DirectoryUser) -> list[str]:
     tokens = [user.login] if len(user.login) >= 3 else []
     if user.display_name:
         tokens += [t for t in _TOKEN_SPLIT.split(user.display_name) if len(t) >= 3]
@@ -56,7 +56,7 @@ def name_tokens(user: UserRef) -> list[str]:
 def prevalidate(
     password: str,
     policy: PasswordPolicy,
-    user: UserRef,
+    user: DirectoryUser,
     *,
     self_change: bool,
     now: dt.datetime | None = None,
@@ -106,7 +106,7 @@ def prevalidate(
 
 def prevalidate_fresh(
     password: str,
-    user: UserRef,
+    user: DirectoryUser,
     policy_of: Callable[[], PasswordPolicy],
     forget: Callable[[], None],
     *,

@@ -30,7 +30,9 @@ from tests.servers.samba import DOMAIN_DN, running_samba
 
 REPO = Path(__file__).resolve().parents[1]
 
-BOLD, GREEN, RED, DIM, RESET = ("\033[1m", "\033[32m", "\033[31m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("",) * 5
+BOLD, GREEN, RED, DIM, RESET = (
+    ("\033[1m", "\033[32m", "\033[31m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("",) * 5
+)
 failures: list[str] = []
 
 
@@ -49,7 +51,10 @@ def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(
         [sys.executable, "-m", "agent.cli", "-c", str(config), *args],
-        capture_output=True, text=True, env=env, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
 
 
@@ -62,7 +67,10 @@ def main() -> int:
         # delegated reset rights on the domain head (inherited by every user object),
         # as an administrator would grant them; `check` verifies them there.
         samba = stack.enter_context(running_samba(work / "samba", also_delegate=(DOMAIN_DN,)))
-        print(f"   {samba.settings.urls[0]} ready in {time.monotonic() - started:.0f} s; CA {samba.settings.ca_file}")
+        print(
+            f"   {samba.settings.urls[0]} ready in {time.monotonic() - started:.0f} s; "
+            f"CA {samba.settings.ca_file}"
+        )
 
         step("Starting the relay (SQLite)")
         relay = start_relay(work / "relay")
@@ -83,20 +91,33 @@ def main() -> int:
         secrets_dir = work / "agent" / "secrets"
         secrets_dir.mkdir(mode=0o700)
         entry = directory_entry(
-            samba.settings, secrets_dir, name="contoso", base_dns=[parent_dn(samba.base_dn)],
+            samba.settings,
+            secrets_dir,
+            name="contoso",
+            base_dns=[parent_dn(samba.base_dn)],
             default=True,
         )
-        config.write_text(tomli_w.dumps({
-            "data_dir": str(data_dir), "agent_name": "demo-agent", "workers": 2,
-            "relay": {"url": relay.base_url, "lease_wait_seconds": 2.0},
-            "health": {"port": 0},
-            "log": {"level": "info", "format": "json"},
-            "schedule": {"heartbeat_seconds": 2.0},
-            "directories": [entry],
-        }))
+        config.write_text(
+            tomli_w.dumps(
+                {
+                    "data_dir": str(data_dir),
+                    "agent_name": "demo-agent",
+                    "workers": 2,
+                    "relay": {"url": relay.base_url, "lease_wait_seconds": 2.0},
+                    "health": {"port": 0},
+                    "log": {"level": "info", "format": "json"},
+                    "schedule": {"heartbeat_seconds": 2.0},
+                    "directories": [entry],
+                }
+            )
+        )
         code = relay.enrollment_code(tenant, "hq")
         result = cli(config, "enroll", "--code", code)
-        expect("enroll with a one-time code", result.returncode == 0, result.stdout.strip() or result.stderr.strip())
+        expect(
+            "enroll with a one-time code",
+            result.returncode == 0,
+            result.stdout.strip() or result.stderr.strip(),
+        )
         result = cli(config, "check")
         print("   " + result.stdout.strip().replace("\n", "\n   "))
         expect("writeback-agent check passes", result.returncode == 0)
@@ -106,9 +127,15 @@ def main() -> int:
         with log_path.open("wb") as log:
             agent = subprocess.Popen(
                 [sys.executable, "-m", "agent.cli", "-c", str(config), "run"],
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
             )
-        stack.callback(lambda: (agent.send_signal(signal.SIGTERM), agent.wait(30)))
+        def stop_agent() -> None:
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(30)
+
+        stack.callback(stop_agent)
         portal = Portal(relay, tenant, token, "hq", signer)
         stack.callback(portal.close)
         deadline = time.monotonic() + 30
@@ -125,9 +152,19 @@ def main() -> int:
         time.sleep(1.0)
         new_password = "Wonderland-Tea-42"
         reply = portal.send("reset", "alice", new_password=new_password)
-        expect("reset succeeded", reply.status == "succeeded", f"{reply.status}: {reply.message} (dc {reply.dc})")
-        expect("alice logs in with the new password", samba.bind("alice", new_password) is BindOutcome.OK)
-        expect("the old password no longer works", samba.bind("alice", "Original-Pass-1") is BindOutcome.INVALID_CREDENTIALS)
+        expect(
+            "reset succeeded",
+            reply.status == "succeeded",
+            f"{reply.status}: {reply.message} (dc {reply.dc})",
+        )
+        expect(
+            "alice logs in with the new password",
+            samba.bind("alice", new_password) is BindOutcome.OK,
+        )
+        expect(
+            "the old password no longer works",
+            samba.bind("alice", "Original-Pass-1") is BindOutcome.INVALID_CREDENTIALS,
+        )
 
         step("Bob chooses a password that breaks the policy")
         samba.create_user("bob", "Original-Pass-2", given_name="Bob", surname="Builder")
@@ -142,15 +179,22 @@ def main() -> int:
 
         step("Someone tries to reset the domain Administrator from the cloud")
         reply = portal.send("reset", "Administrator", new_password="Take-Over-123")
-        expect("not_managed: protected account", (reply.status, reply.reason) == ("not_managed", "protected_account"),
-               reply.message)
+        expect(
+            "not_managed: protected account",
+            (reply.status, reply.reason) == ("not_managed", "protected_account"),
+            reply.message,
+        )
 
         step("Stopping everything")
     text = log_path.read_text()
     for password in ("Wonderland-Tea-42", "bob-builder-2024", "Take-Over-123", "Original-Pass-1"):
         if password in text:
             failures.append(f"a password appeared in the agent log ({password[:3]}...)")
-    print(f"   agent log: {text.count(chr(10))} lines, no password in any of them" if not failures else "")
+    print(
+        f"   agent log: {text.count(chr(10))} lines, no password in any of them"
+        if not failures
+        else ""
+    )
     if failures:
         print(f"\n{RED}{len(failures)} step(s) failed: {', '.join(failures)}{RESET}")
         return 1
@@ -160,7 +204,7 @@ def main() -> int:
 
 if __name__ == "__main__":
     if "--serve" in sys.argv[1:]:  # leave everything running, with the portal (demo_portal.py)
-        from demo_portal import serve
+        from demo_portal import serve  # type: ignore[import-not-found]  # scripts/ on sys.path
 
         raise SystemExit(serve())
     raise SystemExit(main())

@@ -28,9 +28,10 @@ from cloud.portal.settings import load_settings  # noqa: E402
 from tests.e2e.harness import AgentSystem, directory_entry, parent_dn  # noqa: E402
 from tests.servers._process import free_port, port_open  # noqa: E402
 from tests.servers.relay import start_relay  # noqa: E402
-from tests.servers.samba import DOMAIN_DN, UPN_SUFFIX, running_samba  # noqa: E402
+from tests.servers.samba import running_samba  # noqa: E402
+from tests.servers.samba_env import DOMAIN_DN, UPN_SUFFIX  # noqa: E402
 
-PASSWORD = "Demo-Pass-2024"  # noqa: S105 (the throwaway demo users' password, printed)
+PASSWORD = "Demo-Pass-2024"
 ANSWERS = {
     "In what city were you born?": "Springfield",
     "What was the name of your first pet?": "Rex",

@@ -30,7 +30,7 @@ from cloud.relay.routes_admin import router as admin_router
 from cloud.relay.routes_agent import router as agent_router
 from cloud.relay.routes_ops import router as ops_router
 from cloud.relay.routes_portal import router as portal_router
-from cloud.relay.settings import RelaySettings
+from cloud.relay.settings import RelayServerSettings
 
 log = structlog.get_logger("writeback.relay")
 
@@ -136,7 +136,7 @@ async def _listen_to_other_replicas(ctx: RelayContext) -> Callable[[], None] | N
     return await ctx.run(ctx.store.listen, on_key)
 
 
-def create_app(settings: RelaySettings, store: AppStore | None = None) -> FastAPI:
+def create_app(settings: RelayServerSettings, store: AppStore | None = None) -> FastAPI:
     """Build the app. Without `store`, opens the database of `settings` (SQLite file or
     PostgreSQL URL) and closes it at shutdown; with one, the caller owns it (tests)."""
     owned = store is None

@@ -21,7 +21,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from cloud.relay.store import Agent
+from cloud.relay.store import AgentRecord
 from wire.canonical import b64url_decode
 from wire.signed_call import AUTH_SCHEME, NONCE_PATTERN, auth_message
 
@@ -126,14 +126,14 @@ def parse_agent_authorization(authorization: str | None) -> AgentCredentials:
 
 def verify_agent_request(
     creds: AgentCredentials,
-    agent: Agent | None,
+    agent: AgentRecord | None,
     *,
     method: str,
     path_with_query: bytes,
     body: bytes,
     now: float,
     max_skew: float,
-) -> Agent:
+) -> AgentRecord:
     """Check clock window, agent state and signature; the order gives the most useful
     error code first (an operator fixes a clock before re-enrolling)."""
     if abs(now - int(creds.ts)) > max_skew:

@@ -4,7 +4,7 @@ imported only when asked for, so a SQLite relay does not need psycopg."""
 
 from __future__ import annotations
 
-from cloud.relay.settings import RelaySettings
+from cloud.relay.settings import RelayServerSettings
 from cloud.relay.store import RelayStore
 
 
@@ -12,7 +12,7 @@ class DatabaseUnavailable(RuntimeError):
     """The store could not be opened; the message names the database, never a secret."""
 
 
-def open_store(settings: RelaySettings) -> RelayStore:
+def open_store(settings: RelayServerSettings) -> RelayStore:
     if settings.database_url is not None:
         from cloud.relay.store_postgres import PostgresStore, open_errors
 

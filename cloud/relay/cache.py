@@ -28,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
-from cloud.relay.store import Agent
+from cloud.relay.store import AgentRecord
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -70,7 +70,7 @@ class HotCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._tenants: _TTLMap[str, str] = _TTLMap(ttl, max_entries, clock)
-        self._agents: _TTLMap[str, Agent] = _TTLMap(ttl, max_entries, clock)
+        self._agents: _TTLMap[str, AgentRecord] = _TTLMap(ttl, max_entries, clock)
         # Never trust "online" longer than presence is written: see presence_due.
         online_ttl = min(ttl, presence_interval)
         self._online: _TTLMap[tuple[str, str], bool] = _TTLMap(online_ttl, max_entries, clock)
@@ -88,8 +88,8 @@ class HotCache:
         return tenant
 
     async def agent(
-        self, agent_id: str, load: Callable[[], Awaitable[Agent | None]]
-    ) -> Agent | None:
+        self, agent_id: str, load: Callable[[], Awaitable[AgentRecord | None]]
+    ) -> AgentRecord | None:
         cached = self._agents.get(agent_id)
         if cached is not None:
             return cached

@@ -34,7 +34,7 @@ from cloud.relay import admin as ops
 from cloud.relay.backends import DatabaseUnavailable, open_store
 from cloud.relay.models import AgentHealth
 from cloud.relay.ops import agent_health
-from cloud.relay.settings import RelaySettings
+from cloud.relay.settings import RelayServerSettings
 from cloud.relay.store import DuplicateError, NotFoundError, PortalKey
 
 if TYPE_CHECKING:
@@ -172,16 +172,16 @@ def _admin_token(path: Path | None) -> SecretStr | None:
     return SecretStr(token)
 
 
-def _settings(args: argparse.Namespace) -> RelaySettings:
+def _settings(args: argparse.Namespace) -> RelayServerSettings:
     overrides: dict[str, Any] = {}
     for name in ("db", "host", "port", *_TUNABLES, *_COUNTS, *_RATES):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
-    return RelaySettings(**overrides)
+    return RelayServerSettings(**overrides)
 
 
-def _serve(args: argparse.Namespace, settings: RelaySettings) -> int:
+def _serve(args: argparse.Namespace, settings: RelayServerSettings) -> int:
     # Imported here so the admin subcommands start without the web stack.
     try:
         from cloud.relay.app import create_app

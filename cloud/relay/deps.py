@@ -24,8 +24,8 @@ from cloud.relay.cache import HotCache
 from cloud.relay.metrics import RelayMetrics
 from cloud.relay.notify import Notifier
 from cloud.relay.ratelimit import TenantLimits
-from cloud.relay.settings import RelaySettings
-from cloud.relay.store import Agent, RelayStore
+from cloud.relay.settings import RelayServerSettings
+from cloud.relay.store import AgentRecord, RelayStore
 from wire.canonical import b64url_decode, canonical_json
 from wire.errors import Rejected
 from wire.keys import AgentPublicKeys, key_id
@@ -45,7 +45,7 @@ MAX_HEARTBEAT_BYTES = 4096
 
 @dataclass
 class RelayContext:
-    settings: RelaySettings
+    settings: RelayServerSettings
     store: AppStore
     limits: TenantLimits
     metrics: RelayMetrics
@@ -100,9 +100,9 @@ async def portal_tenant(request: Request, ctx: Ctx) -> str:
     return await authenticate_portal(request, ctx)
 
 
-async def signed_agent(request: Request, ctx: Ctx) -> Agent:
+async def signed_agent(request: Request, ctx: Ctx) -> AgentRecord:
     known = _established(request)
-    if isinstance(known, Agent):
+    if isinstance(known, AgentRecord):
         return known
     return await authenticate_agent(request, ctx)
 
@@ -130,7 +130,7 @@ def _path_with_query(request: Request) -> bytes:
     return bytes(raw_path) + (b"?" + bytes(query) if query else b"")
 
 
-async def authenticate_agent(request: Request, ctx: RelayContext) -> Agent:
+async def authenticate_agent(request: Request, ctx: RelayContext) -> AgentRecord:
     """Verify the WBA1 signature over method, path, timestamp, nonce and body."""
     creds = parse_agent_authorization(request.headers.get("authorization"))
     body = await request.body()
@@ -163,7 +163,8 @@ async def verified_heartbeat(request: Request, agent: SignedAgent) -> bytes:
     strict JSON, shape, signature by the enrolled key, agent id), as the canonical
     bytes to store: what operators are shown was signed by the agent itself."""
     raw = await request.body()
-    trusted = AgentPublicKeys.model_construct(  # only the signing half is needed here
+    # Only the signing half is needed here; model_construct skips the KEM fields.
+    trusted = AgentPublicKeys.model_construct(  # type: ignore[call-arg]
         agent_id=agent.agent_id,
         sign_kid=key_id("ed25519", b64url_decode(agent.sign_key)),
         sign_key=agent.sign_key,
@@ -196,7 +197,7 @@ async def authenticate_admin(request: Request, ctx: RelayContext) -> None:
 
 
 PortalTenant = Annotated[str, Depends(portal_tenant)]
-SignedAgent = Annotated[Agent, Depends(signed_agent)]
+SignedAgent = Annotated[AgentRecord, Depends(signed_agent)]
 Admin = Depends(admin)
 VerifiedHeartbeat = Annotated[bytes, Depends(verified_heartbeat)]
 EnrollGate = Depends(enroll_gate)

@@ -8,6 +8,9 @@ permitted (cloud/relay/store.py explains the rules and docs/protocol.md the wire
 
 A lease poll doubles as presence: an agent waiting in a long-poll is online. The
 lease itself is the store's atomic compare-and-set; the wake-up only shortens the wait.
+
+Routes let store errors (LeaseLost, EnrollmentError) propagate: cloud/relay/errors.py
+answers them (409 lease_lost; 403 with the enrollment refusal's reason).
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from typing import Any
 
 import structlog
 from fastapi import APIRouter, Query, Request, Response
@@ -29,10 +31,10 @@ from cloud.relay.deps import (
     SignedAgent,
     VerifiedHeartbeat,
 )
+from cloud.relay.errors import ERROR_RESPONSES
 from cloud.relay.models import (
     EnrollBody,
     Enrolled,
-    ErrorBody,
     LeaseBatch,
     LeaseBody,
     LeaseRenewed,
@@ -49,23 +51,14 @@ from cloud.relay.models import (
     ServerTime,
 )
 from cloud.relay.notify import group_key, request_key
-from cloud.relay.store import Agent, EnrollmentError, LeaseLost
+from cloud.relay.store import AgentRecord, LeaseLost
 
 log = structlog.get_logger("writeback.relay")
-router = APIRouter(prefix="/v1", tags=["agent"])
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (401, 403, 409, 413, 422)
-}
+router = APIRouter(prefix="/v1", tags=["agent"], responses=ERROR_RESPONSES)
 _MAX_STATUS_BYTES = 4096
 
 
-def _lease_lost() -> RelayHTTPError:
-    return RelayHTTPError(409, "lease_lost", "the lease is no longer held by this agent")
-
-
-@router.post(
-    "/agents/enroll", response_model=Enrolled, responses=_ERRORS, dependencies=[EnrollGate]
-)
+@router.post("/agents/enroll", response_model=Enrolled, dependencies=[EnrollGate])
 async def enroll(body: EnrollBody, ctx: Ctx) -> Enrolled:
     """Redeem a one-time code: register the agent's public keys, get its identity."""
     sign_key = validate_sign_key(body.public_keys.get("sign_key"))
@@ -73,19 +66,15 @@ async def enroll(body: EnrollBody, ctx: Ctx) -> Enrolled:
         raise RelayHTTPError(413, "too_large", "public_keys too large")
     agent_id = "agt_" + secrets.token_hex(12)
     now = ctx.clock()
-    try:
-        agent = await ctx.run(
-            ctx.store.enroll,
-            hash_secret(normalize_code(body.code)),
-            agent_id,
-            body.name,
-            body.public_keys,
-            sign_key,
-            now=now,
-        )
-    except EnrollmentError as exc:
-        log.warning("agent.enroll_refused", error=exc.reason)
-        raise RelayHTTPError(403, exc.reason, "ask the relay admin for a new code") from exc
+    agent = await ctx.run(
+        ctx.store.enroll,
+        hash_secret(normalize_code(body.code)),
+        agent_id,
+        body.name,
+        body.public_keys,
+        sign_key,
+        now=now,
+    )
     keys = await ctx.run(ctx.store.portal_keys, agent.tenant, now)
     log.info("agent.enrolled", agent_id=agent_id, tenant=agent.tenant, group=agent.agent_group)
     return Enrolled(
@@ -100,7 +89,7 @@ _MAX_BATCH = 16
 
 
 async def _lease_up_to(
-    request: Request, agent: Agent, ctx: RelayContext, wait: float, most: int
+    request: Request, agent: AgentRecord, ctx: RelayContext, wait: float, most: int
 ) -> list[LeaseBody]:
     """Long-poll until at least one request is leasable, then take up to `most`."""
     settings = ctx.settings
@@ -152,7 +141,7 @@ async def _lease_up_to(
 
 @router.post(
     "/agent/lease",
-    responses={200: {"model": LeaseBody}, 204: {"description": "nothing to do"}, **_ERRORS},
+    responses={200: {"model": LeaseBody}, 204: {"description": "nothing to do"}},
     dependencies=[LongPollSlot],
 )
 async def lease(
@@ -169,7 +158,7 @@ async def lease(
 
 @router.post(
     "/agent/leases",
-    responses={200: {"model": LeaseBatch}, 204: {"description": "nothing to do"}, **_ERRORS},
+    responses={200: {"model": LeaseBatch}, 204: {"description": "nothing to do"}},
     dependencies=[LongPollSlot],
 )
 async def lease_many(
@@ -186,35 +175,29 @@ async def lease_many(
     return Response(LeaseBatch(leases=leased).model_dump_json(), media_type="application/json")
 
 
-@router.post("/agent/leases/{lease_id}/renew", response_model=LeaseRenewed, responses=_ERRORS)
+@router.post("/agent/leases/{lease_id}/renew", response_model=LeaseRenewed)
 async def renew(lease_id: str, request: Request, agent: SignedAgent, ctx: Ctx) -> LeaseRenewed:
     now = ctx.clock()
-    try:
-        expires_at = await ctx.run(
-            ctx.store.renew, lease_id, agent.agent_id, now, ctx.settings.lease_timeout
-        )
-    except LeaseLost as exc:
-        raise _lease_lost() from exc
+    expires_at = await ctx.run(
+        ctx.store.renew, lease_id, agent.agent_id, now, ctx.settings.lease_timeout
+    )
     await ctx.touch(agent.agent_id, now)
     return LeaseRenewed(lease_id=lease_id, lease_expires_at=expires_at)
 
 
-@router.post("/agent/leases/{lease_id}/permit", response_model=PermitAnswer, responses=_ERRORS)
+@router.post("/agent/leases/{lease_id}/permit", response_model=PermitAnswer)
 async def permit(lease_id: str, body: PermitAsk, agent: SignedAgent, ctx: Ctx) -> PermitAnswer:
     """May this lease write to this user now? Renews the lease whatever the answer."""
     now = ctx.clock()
-    try:
-        answer = await ctx.run(
-            ctx.store.permit,
-            lease_id,
-            agent.agent_id,
-            body.user_key,
-            ordered=body.ordered,
-            now=now,
-            lease_timeout=ctx.settings.lease_timeout,
-        )
-    except LeaseLost as exc:
-        raise _lease_lost() from exc
+    answer = await ctx.run(
+        ctx.store.permit,
+        lease_id,
+        agent.agent_id,
+        body.user_key,
+        ordered=body.ordered,
+        now=now,
+        lease_timeout=ctx.settings.lease_timeout,
+    )
     log.info(
         "permit." + answer.decision.value,
         tenant=agent.tenant,
@@ -228,13 +211,10 @@ async def permit(lease_id: str, body: PermitAsk, agent: SignedAgent, ctx: Ctx) -
     )
 
 
-@router.post("/agent/leases/{lease_id}/release", response_model=Ok, responses=_ERRORS)
+@router.post("/agent/leases/{lease_id}/release", response_model=Ok)
 async def release(lease_id: str, agent: SignedAgent, ctx: Ctx) -> Ok:
     """Give a request back unprocessed (graceful shutdown): another agent gets it now."""
-    try:
-        request_id = await ctx.run(ctx.store.release, lease_id, agent.agent_id)
-    except LeaseLost as exc:
-        raise _lease_lost() from exc
+    request_id = await ctx.run(ctx.store.release, lease_id, agent.agent_id)
     ctx.notifier.notify(group_key(agent.tenant, agent.agent_group))
     log.info(
         "request.released",
@@ -262,7 +242,9 @@ def _result_bytes(body: ResultBody, max_bytes: int) -> bytes:
     return raw
 
 
-async def _store_result(body: ResultBody, raw: bytes, agent: Agent, ctx: RelayContext) -> None:
+async def _store_result(
+    body: ResultBody, raw: bytes, agent: AgentRecord, ctx: RelayContext
+) -> None:
     """Raises LeaseLost; wakes the portal's long-poll on success."""
     try:
         stored = await ctx.run(
@@ -286,17 +268,14 @@ async def _store_result(body: ResultBody, raw: bytes, agent: Agent, ctx: RelayCo
     )
 
 
-@router.post("/agent/results", response_model=Ok, responses=_ERRORS)
+@router.post("/agent/results", response_model=Ok)
 async def post_result(body: ResultBody, agent: SignedAgent, ctx: Ctx) -> Ok:
     raw = _result_bytes(body, ctx.settings.max_body_bytes)
-    try:
-        await _store_result(body, raw, agent, ctx)
-    except LeaseLost as exc:
-        raise _lease_lost() from exc
+    await _store_result(body, raw, agent, ctx)
     return Ok()
 
 
-@router.post("/agent/results/batch", response_model=ResultOutcomes, responses=_ERRORS)
+@router.post("/agent/results/batch", response_model=ResultOutcomes)
 async def post_results(body: ResultBatch, agent: SignedAgent, ctx: Ctx) -> ResultOutcomes:
     """Several results in one call; each is stored or refused on its own."""
     outcomes: list[ResultOutcome] = []
@@ -313,20 +292,20 @@ async def post_results(body: ResultBatch, agent: SignedAgent, ctx: Ctx) -> Resul
     return ResultOutcomes(outcomes=outcomes)
 
 
-@router.post("/agent/heartbeat", response_model=ServerTime, responses=_ERRORS)
+@router.post("/agent/heartbeat", response_model=ServerTime)
 async def heartbeat(status: VerifiedHeartbeat, agent: SignedAgent, ctx: Ctx) -> ServerTime:
     now = ctx.clock()
     await ctx.run(ctx.store.touch_agent, agent.agent_id, now, status)
     return ServerTime(server_time=now)
 
 
-@router.get("/agent/portal-keys", response_model=PortalKeys, responses=_ERRORS)
+@router.get("/agent/portal-keys", response_model=PortalKeys)
 async def portal_keys(agent: SignedAgent, ctx: Ctx) -> PortalKeys:
     keys = await ctx.run(ctx.store.portal_keys, agent.tenant, ctx.clock())
     return PortalKeys(keys=[PortalKeyBody(**k.as_dict()) for k in keys])
 
 
-@router.put("/agent/keys", response_model=Ok, responses=_ERRORS)
+@router.put("/agent/keys", response_model=Ok)
 async def update_keys(body: PublicKeysBody, agent: SignedAgent, ctx: Ctx) -> Ok:
     """Encryption-key rotation: the agent registers its new public record, signed with
     its (unchanged) signing key; portals seal new requests to it from now on."""

@@ -19,7 +19,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from cloud.relay.deps import RelayContext
-from cloud.relay.settings import RelaySettings
+from cloud.relay.settings import RelayServerSettings
 
 
 def header_timeout_protocol(seconds: float) -> type[H11Protocol]:
@@ -68,7 +68,7 @@ def header_timeout_protocol(seconds: float) -> type[H11Protocol]:
 
 
 def uvicorn_config(
-    app: Any, settings: RelaySettings, log_level: str, *, access_log: bool = False
+    app: Any, settings: RelayServerSettings, log_level: str, *, access_log: bool = False
 ) -> uvicorn.Config:
     return uvicorn.Config(
         app,
@@ -85,7 +85,9 @@ def uvicorn_config(
     )
 
 
-def serve(app: Any, settings: RelaySettings, log_level: str, *, access_log: bool = False) -> None:
+def serve(
+    app: Any, settings: RelayServerSettings, log_level: str, *, access_log: bool = False
+) -> None:
     ctx: RelayContext = app.state.relay
 
     class Server(uvicorn.Server):

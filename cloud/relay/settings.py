@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 _DATABASE_URL_SCHEMES = ("postgresql://", "postgres://")
 
 
-class RelaySettings(BaseSettings):
+class RelayServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WRITEBACK_RELAY_", extra="forbid")
 
     # The SQLite file, unless database_url names a PostgreSQL database (several relay

@@ -123,7 +123,7 @@ class Permit:
 
 
 @dataclass(frozen=True)
-class Agent:
+class AgentRecord:
     agent_id: str
     tenant: str
     agent_group: str
@@ -207,12 +207,12 @@ class AgentStore(ABC):
         sign_key: str,
         *,
         now: float,
-    ) -> Agent:
+    ) -> AgentRecord:
         """Burn the code and create the agent in one transaction. Raises
         EnrollmentError (unknown, used or expired code)."""
 
     @abstractmethod
-    def get_agent(self, agent_id: str) -> Agent | None:
+    def get_agent(self, agent_id: str) -> AgentRecord | None:
         """The agent, removed or not; None when never enrolled."""
 
     @abstractmethod
@@ -220,7 +220,7 @@ class AgentStore(ABC):
         """Replace an enrolled agent's public record (encryption key rotation)."""
 
     @abstractmethod
-    def list_agents(self, tenant: str, agent_group: str) -> list[Agent]:
+    def list_agents(self, tenant: str, agent_group: str) -> list[AgentRecord]:
         """Enrolled, non-removed agents of the group, oldest first."""
 
     @abstractmethod

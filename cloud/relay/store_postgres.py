@@ -49,7 +49,7 @@ from cloud.relay._pg_ops import PostgresOps
 from cloud.relay._pg_queue import CHANNEL, MAX_PAYLOAD, PostgresQueue
 from cloud.relay.notify import group_key
 from cloud.relay.store import (
-    Agent,
+    AgentRecord,
     DuplicateError,
     EnrollmentError,
     NotFoundError,
@@ -72,8 +72,8 @@ def open_errors() -> tuple[type[Exception], ...]:
     return (psycopg.Error, PoolTimeout, pg_migrations.SchemaTooNew)
 
 
-def _agent(row: tuple[Any, ...]) -> Agent:
-    return Agent(
+def _agent(row: tuple[Any, ...]) -> AgentRecord:
+    return AgentRecord(
         agent_id=row[0],
         tenant=row[1],
         agent_group=row[2],
@@ -247,7 +247,7 @@ class PostgresStore(PostgresOps, PostgresQueue, RelayStore):
         sign_key: str,
         *,
         now: float,
-    ) -> Agent:
+    ) -> AgentRecord:
         with self._tx() as conn:
             # FOR UPDATE: two replicas redeeming one code at once -> one wins, one sees used.
             row = conn.execute(
@@ -271,9 +271,9 @@ class PostgresStore(PostgresOps, PostgresQueue, RelayStore):
                 " enrolled_at, last_seen) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                 (agent_id, tenant, group, name, json.dumps(public_keys), sign_key, now, now),
             )
-        return Agent(agent_id, tenant, group, name, public_keys, sign_key, now, now, False)
+        return AgentRecord(agent_id, tenant, group, name, public_keys, sign_key, now, now, False)
 
-    def get_agent(self, agent_id: str) -> Agent | None:
+    def get_agent(self, agent_id: str) -> AgentRecord | None:
         with self._conn() as conn:
             row = conn.execute(
                 f"SELECT {_AGENT_COLUMNS} FROM agents WHERE agent_id = %s",  # noqa: S608 constant
@@ -281,7 +281,7 @@ class PostgresStore(PostgresOps, PostgresQueue, RelayStore):
             ).fetchone()
         return None if row is None else _agent(row)
 
-    def list_agents(self, tenant: str, agent_group: str) -> list[Agent]:
+    def list_agents(self, tenant: str, agent_group: str) -> list[AgentRecord]:
         with self._conn() as conn:
             rows = conn.execute(
                 f"SELECT {_AGENT_COLUMNS} FROM agents"  # noqa: S608 constant columns

@@ -31,7 +31,7 @@ from typing import Any
 
 from cloud.relay._sqlite_queue import PERMIT_COLUMNS, PERMIT_INDEX, SQLiteQueue
 from cloud.relay.store import (
-    Agent,
+    AgentRecord,
     AgentStatus,
     DuplicateError,
     EnrollmentError,
@@ -237,7 +237,7 @@ class SQLiteStore(SQLiteQueue, RelayStore):
         sign_key: str,
         *,
         now: float,
-    ) -> Agent:
+    ) -> AgentRecord:
         with self._tx() as conn:
             row = conn.execute(
                 "SELECT tenant, agent_group, expires_at, used_at FROM enrollment_codes"
@@ -260,7 +260,7 @@ class SQLiteStore(SQLiteQueue, RelayStore):
                 " enrolled_at, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (agent_id, tenant, group, name, json.dumps(public_keys), sign_key, now, now),
             )
-        return Agent(agent_id, tenant, group, name, public_keys, sign_key, now, now, False)
+        return AgentRecord(agent_id, tenant, group, name, public_keys, sign_key, now, now, False)
 
     _AGENT_COLUMNS = (
         "agent_id, tenant, agent_group, name, public_keys, sign_key, enrolled_at, last_seen,"
@@ -268,8 +268,8 @@ class SQLiteStore(SQLiteQueue, RelayStore):
     )
 
     @staticmethod
-    def _agent(row: tuple[Any, ...]) -> Agent:
-        return Agent(
+    def _agent(row: tuple[Any, ...]) -> AgentRecord:
+        return AgentRecord(
             agent_id=row[0],
             tenant=row[1],
             agent_group=row[2],
@@ -281,7 +281,7 @@ class SQLiteStore(SQLiteQueue, RelayStore):
             removed=row[8] is not None,
         )
 
-    def get_agent(self, agent_id: str) -> Agent | None:
+    def get_agent(self, agent_id: str) -> AgentRecord | None:
         row = (
             self._conn()
             .execute(
@@ -292,7 +292,7 @@ class SQLiteStore(SQLiteQueue, RelayStore):
         )
         return None if row is None else self._agent(row)
 
-    def list_agents(self, tenant: str, agent_group: str) -> list[Agent]:
+    def list_agents(self, tenant: str, agent_group: str) -> list[AgentRecord]:
         rows = (
             self._conn()
             .execute(

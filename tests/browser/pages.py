@@ -168,6 +168,7 @@ class Verify(Page):
     def answer(self, answers: dict[str, str]) -> None:
         for label in self.b.driver.find_elements(By.CSS_SELECTOR, ".method-detail label"):
             target = label.get_attribute("for")
+            assert target is not None, label.text
             self.b.fill(target, answers[label.text])
         self.b.click("verify")
 

@@ -87,7 +87,9 @@ def test_session_expired_page(stack: Stack, fresh: Browser) -> None:
     user = register(stack.services, make_user(stack.env), email=True, app=True)
     WhoAreYou.open(fresh).submit(user.upn)
     Verify(fresh)
-    stack.services.store.session_delete(fresh.driver.get_cookie("wbp_session")["value"])
+    cookie = fresh.driver.get_cookie("wbp_session")
+    assert cookie is not None
+    stack.services.store.session_delete(cookie["value"])
     fresh.click("method-email")
     Message(fresh, "Your session has expired")
 

@@ -66,6 +66,7 @@ def test_wrong_captcha_is_refused_with_a_new_picture(stack: Stack, fresh: Browse
     assert again.captcha_text() != first or True  # a new picture is drawn each time
     # The audio form of the same captcha: a WAV file served to this session only.
     cookie = fresh.driver.get_cookie("wbp_session")
+    assert cookie is not None
     wav = httpx.get(f"{stack.url}/captcha.wav", cookies={"wbp_session": cookie["value"]})
     assert wav.status_code == 200 and wav.content[:4] == b"RIFF"
     assert httpx.get(f"{stack.url}/captcha.wav").status_code == 404

@@ -77,14 +77,31 @@ def scenario(
     domain_root = parent_dn(env.base_dn)
     directories = [
         directory_entry(
-            base, secrets_dir, name="main", base_dns=[domain_root], domains=["WB"], default=True,
-            scope={"base_dns": [env.base_dn], "denied_groups": [denied], "protected_groups": protected_groups},
+            base,
+            secrets_dir,
+            name="main",
+            base_dns=[domain_root],
+            domains=["WB"],
+            default=True,
+            scope={
+                "base_dns": [env.base_dn],
+                "denied_groups": [denied],
+                "protected_groups": protected_groups,
+            },
         ),
-        directory_entry(base, secrets_dir, name="off", domains=["OFF"], scope={"writeback_enabled": False}),
-        directory_entry(base, secrets_dir, name="allow", domains=["ALLOW"], scope={"allowed_groups": [allowed]}),
+        directory_entry(
+            base, secrets_dir, name="off", domains=["OFF"], scope={"writeback_enabled": False}
+        ),
+        directory_entry(
+            base, secrets_dir, name="allow", domains=["ALLOW"], scope={"allowed_groups": [allowed]}
+        ),
         directory_entry(env.limited_settings, secrets_dir, name="limited", domains=["LIMITED"]),
         directory_entry(
-            base, secrets_dir, name="dead", domains=["DEAD"], connect_timeout=1.0,
+            base,
+            secrets_dir,
+            name="dead",
+            domains=["DEAD"],
+            connect_timeout=1.0,
             urls=[f"ldaps://127.0.0.1:{free_port()}"],
         ),
     ]

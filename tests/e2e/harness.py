@@ -18,17 +18,17 @@ from typing import Any
 
 import tomli_w
 
-from agent.app import Agent, build_agent
+from agent.app import AgentApp, build_agent
 from agent.cli import main as agent_cli
 from agent.config import load_settings
 from agent.logging import configure_logging
-from wire.keys import AgentPublicKeys
 from cloud.relay.client import PortalClient
 from cloud.sdk import PortalSigner, Result, SignedRequest, build_request, verify_result
 from connectors.base import DirectorySettings
 from tests.servers._process import free_port
 from tests.servers.relay import RelayProcess
-
+from wire.keys import AgentPublicKeys
+from wire.messages import Op, UserKind
 
 # Where in-process agents log (set by the e2e conftest). The CLI's main() points the
 # process-wide logging at stderr; after calling it in-process, point it back here.
@@ -52,7 +52,9 @@ def parent_dn(dn: str) -> str:
     return dn.split(",", 1)[1]
 
 
-def directory_entry(settings: DirectorySettings, secrets_dir: Path, **overrides: Any) -> dict[str, Any]:
+def directory_entry(
+    settings: DirectorySettings, secrets_dir: Path, **overrides: Any
+) -> dict[str, Any]:
     """A [[directories]] table for agent.toml, with the bind password in a 0600 file."""
     entry = settings.model_dump(mode="json", exclude_none=True)
     entry.pop("bind_password")
@@ -68,7 +70,9 @@ def directory_entry(settings: DirectorySettings, secrets_dir: Path, **overrides:
 class Portal:
     """The cloud portal's side: build, seal and sign with the SDK; submit to the relay."""
 
-    def __init__(self, relay: RelayProcess, tenant: str, token: str, group: str, signer: PortalSigner):
+    def __init__(
+        self, relay: RelayProcess, tenant: str, token: str, group: str, signer: PortalSigner
+    ):
         self.relay = relay
         self.tenant = tenant
         self.token = token
@@ -85,11 +89,24 @@ class Portal:
             records.append(AgentPublicKeys.model_validate(public))
         return records
 
-    def request(self, op: str, user: str, *, user_kind: str = "login", signer: PortalSigner | None = None,
-                **kwargs: Any) -> SignedRequest:
+    def request(
+        self,
+        op: Op,
+        user: str,
+        *,
+        user_kind: UserKind = "login",
+        signer: PortalSigner | None = None,
+        **kwargs: Any,
+    ) -> SignedRequest:
         return build_request(
-            signer or self.signer, tenant=self.tenant, agent_group=self.group, agents=self.agents(),
-            op=op, user_kind=user_kind, user_value=user, **kwargs,  # type: ignore[arg-type]
+            signer or self.signer,
+            tenant=self.tenant,
+            agent_group=self.group,
+            agents=self.agents(),
+            op=op,
+            user_kind=user_kind,
+            user_value=user,
+            **kwargs,
         )
 
     def submit(self, request: SignedRequest) -> str:
@@ -99,7 +116,7 @@ class Portal:
         raw = self.client.wait_result(request.id, timeout=timeout)
         return verify_result(raw, request=request, trusted_agents=self.agents())
 
-    def send(self, op: str, user: str, *, timeout: float = 60, **kwargs: Any) -> Result:
+    def send(self, op: Op, user: str, *, timeout: float = 60, **kwargs: Any) -> Result:
         request = self.request(op, user, **kwargs)
         self.submit(request)
         return self.wait(request, timeout)
@@ -151,7 +168,7 @@ class AgentSystem:
     root: Path
     config: Path
     portal: Portal
-    agent: Agent | None = None
+    agent: AgentApp | None = None
     directories: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
@@ -183,14 +200,19 @@ class AgentSystem:
     def add_agent(self, root: Path, *, relay_url: str | None = None, **top: Any) -> Path:
         """Another agent of the same group (same directories): its agent.toml."""
         return enroll_agent_config(
-            root, self.portal.relay, self.portal.tenant, self.portal.group, self.directories,
-            relay_url=relay_url, **top,
+            root,
+            self.portal.relay,
+            self.portal.tenant,
+            self.portal.group,
+            self.directories,
+            relay_url=relay_url,
+            **top,
         )
 
     def settings(self) -> Any:
         return load_settings(self.config)
 
-    def start_agent(self) -> Agent:
+    def start_agent(self) -> AgentApp:
         self.agent = build_agent(self.settings())
         self.agent.start()
         return self.agent

@@ -72,7 +72,9 @@ class CuttingProxy:
     later ones on the connection are swallowed (the relay never sees the result, the
     agent never hears back). Everything else passes."""
 
-    def __init__(self, upstream: tuple[str, int], cut_prefix: bytes = b"POST /v1/agent/results") -> None:
+    def __init__(
+        self, upstream: tuple[str, int], cut_prefix: bytes = b"POST /v1/agent/results"
+    ) -> None:
         self._upstream = upstream
         self._cut_prefix = cut_prefix
         self._listener = socket.create_server(("127.0.0.1", 0))

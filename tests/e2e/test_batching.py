@@ -10,19 +10,30 @@ from tests.servers.base import BindOutcome, DirectoryEnv, unique_login
 from tests.servers.relay import RelayProcess
 
 
-def test_batched_leasing_serves_a_burst(relay: RelayProcess, slapd_env: DirectoryEnv, tmp_path: Path) -> None:
+def test_batched_leasing_serves_a_burst(
+    relay: RelayProcess, slapd_env: DirectoryEnv, tmp_path: Path
+) -> None:
     system = AgentSystem.create(
-        tmp_path / "batch", relay, [directory_entry(slapd_env.settings, tmp_path, name="main", default=True)],
+        tmp_path / "batch",
+        relay,
+        [directory_entry(slapd_env.settings, tmp_path, name="main", default=True)],
         workers=4,
-        relay={"url": relay.base_url, "lease_wait_seconds": 2.0, "timeout_seconds": 10.0, "lease_batch": 4},
+        relay={
+            "url": relay.base_url,
+            "lease_wait_seconds": 2.0,
+            "timeout_seconds": 10.0,
+            "lease_batch": 4,
+        },
     )
     try:
         with system.running():
             logins = [unique_login("b") for _ in range(12)]
             for login in logins:
                 slapd_env.create_user(login, "Initial-Pass-1")
-            requests = [system.portal.request("reset", login, new_password=f"Batch-{n}-Pass-x")
-                        for n, login in enumerate(logins)]
+            requests = [
+                system.portal.request("reset", login, new_password=f"Batch-{n}-Pass-x")
+                for n, login in enumerate(logins)
+            ]
             for request in requests:
                 system.portal.submit(request)
             for request in requests:

@@ -28,7 +28,9 @@ from tests.servers.relay import RelayProcess, start_relay
 
 
 @pytest.fixture
-def system(relay: RelayProcess, slapd_env: DirectoryEnv, tmp_path: Path) -> AgentSystem:
+def system(
+    relay: RelayProcess, slapd_env: DirectoryEnv, tmp_path: Path
+) -> Iterator[AgentSystem]:
     created = AgentSystem.create(
         tmp_path / "agent",
         relay,
@@ -318,7 +320,7 @@ def test_run_speaks_sd_notify_and_reloads_on_sighup(system: AgentSystem, tmp_pat
             proc.send_signal(signal.SIGHUP)
             time.sleep(1)
             proc.send_signal(signal.SIGTERM)
-            rest = []
+            rest: list[str] = []
             while not any(m.startswith("STOPPING=1") for m in rest):
                 rest.append(sock.recv(4096).decode())
             assert proc.wait(30) == 0

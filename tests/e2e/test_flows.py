@@ -49,7 +49,9 @@ def test_reset_with_must_change(scenario: Scenario) -> None:
 
 def test_change_succeeds_and_wrong_old_password_is_named(scenario: Scenario) -> None:
     login = _user(scenario)
-    wrong = scenario.system.portal.send("change", login, old_password="Not-It-1234", new_password=NEW)
+    wrong = scenario.system.portal.send(
+        "change", login, old_password="Not-It-1234", new_password=NEW
+    )
     assert wrong.status == "wrong_old_password"
     assert wrong.message == "The current password is not correct."
     ok = scenario.system.portal.send("change", login, old_password=INITIAL, new_password=NEW)
@@ -163,7 +165,10 @@ def test_policy_violation_names_the_rule(scenario: Scenario, password: str, reas
 
 def test_policy_violation_history(scenario: Scenario) -> None:
     login = _user(scenario)
-    assert scenario.system.portal.send("change", login, old_password=INITIAL, new_password=NEW).status == "succeeded"
+    assert (
+        scenario.system.portal.send("change", login, old_password=INITIAL, new_password=NEW).status
+        == "succeeded"
+    )
     result = scenario.system.portal.send("change", login, old_password=NEW, new_password=INITIAL)
     assert (result.status, result.reason) == ("policy_violation", "history")
 
@@ -206,12 +211,25 @@ def test_rejected_audit_line_has_every_field(scenario: Scenario, log_buffer: io.
     request = portal.request("reset", login, new_password=NEW, signer=PortalSigner.generate())
     portal.submit(request)
     assert portal.wait(request).status == "rejected"
-    lines = [json.loads(line) for line in log_buffer.getvalue().splitlines()
-             if '"request.rejected"' in line and request.id in line]
+    lines = [
+        json.loads(line)
+        for line in log_buffer.getvalue().splitlines()
+        if '"request.rejected"' in line and request.id in line
+    ]
     assert lines, "no request.rejected line"
     line = lines[-1]
-    for key in ("event_id", "request_id", "op", "user", "status", "reason", "dc", "directory",
-                "detail", "duration_ms"):
+    for key in (
+        "event_id",
+        "request_id",
+        "op",
+        "user",
+        "status",
+        "reason",
+        "dc",
+        "directory",
+        "detail",
+        "duration_ms",
+    ):
         assert key in line, (key, line)
     assert (line["status"], line["op"], line["user"]) == ("rejected", "reset", login)
 
@@ -233,8 +251,13 @@ def test_no_agent_online_is_answered_at_once(scenario: Scenario) -> None:
     from cloud.sdk import build_request
 
     lonely = build_request(
-        portal.signer, tenant=portal.tenant, agent_group="nobody-here", agents=[],
-        op="preflight", user_kind="login", user_value="anyone",
+        portal.signer,
+        tenant=portal.tenant,
+        agent_group="nobody-here",
+        agents=[],
+        op="preflight",
+        user_kind="login",
+        user_value="anyone",
     )
     started = time.monotonic()
     with pytest.raises(NoAgentOnline):

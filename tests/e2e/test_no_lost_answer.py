@@ -15,7 +15,9 @@ from tests.servers.relay import RelayProcess
 
 def _journal(path: Path, request_id: str) -> tuple[str, str] | None:
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
-        row = conn.execute("SELECT state, status FROM requests WHERE id = ?", (request_id,)).fetchone()
+        row = conn.execute(
+            "SELECT state, status FROM requests WHERE id = ?", (request_id,)
+        ).fetchone()
     return None if row is None else (str(row[0]), str(row[1]))
 
 
@@ -45,8 +47,9 @@ def test_a_broken_directory_setting_is_answered_not_lost(
             login = unique_login("x")
             slapd_env.create_user(login, "Initial-Pass-1")
             for attempt in range(2):  # the second proves nothing is stuck
-                request = system.portal.request("reset", f"BROKEN\\{login}",
-                                                new_password=f"Broken-Pass-{attempt}x")
+                request = system.portal.request(
+                    "reset", f"BROKEN\\{login}", new_password=f"Broken-Pass-{attempt}x"
+                )
                 system.portal.submit(request)
                 result = system.portal.wait(request, timeout=20)
                 # A vanished file is an unexpected exception (internal_error); a file

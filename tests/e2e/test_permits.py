@@ -34,6 +34,7 @@ from tests.e2e.proxy import CuttingProxy
 from tests.e2e.test_resilience import _journal_state
 from tests.servers.base import BindOutcome, DirectoryEnv, unique_login
 from tests.servers.relay import RelayProcess, start_relay
+from wire.messages import UserKind
 
 INITIAL = "Initial-Pass-1"
 _REPO = Path(__file__).resolve().parents[2]
@@ -278,7 +279,7 @@ def test_a_writer_killed_before_its_answer_got_through_posts_it_after_a_restart(
 # ------------------------------------------------------------------ ordering
 
 
-def _forms(env: DirectoryEnv, login: str) -> list[tuple[str, str]]:
+def _forms(env: DirectoryEnv, login: str) -> list[tuple[UserKind, str]]:
     """`alice`, `alice@corp` and `CORP\\alice`: one directory user."""
     if env.kind == "active_directory":
         from tests.servers.samba_env import UPN_SUFFIX
@@ -305,9 +306,8 @@ def test_an_older_request_after_a_newer_one_is_superseded(
     newer = p.system.portal.request("reset", newer_user, user_kind=newer_kind,
                                     new_password="Newer-Pass-2x")
     from agent.config import load_settings
-    from wire.keys import AgentKeys
-
     from tests.servers.relay import signed_heartbeat
+    from wire.keys import AgentKeys
 
     settings_a = load_settings(p.config_a)
     enrollment_a = Enrollment.load(settings_a.enrollment_path)

@@ -19,7 +19,6 @@ from agent.app import build_agent
 from agent.transports.memory import MemoryQueue, MemoryTransport
 from cloud.sdk import verify_result
 from connectors.base import LookupKind, UserQuery
-from tests.e2e.conftest import Scenario
 from tests.e2e.harness import AgentSystem, directory_entry
 from tests.e2e.proxy import HoldingProxy
 from tests.servers.base import BindOutcome, DirectoryEnv, unique_login
@@ -44,7 +43,10 @@ def _process_via_memory(system: AgentSystem, envelope: bytes) -> bytes:
     """Run the real agent (its journal, keys, directories) fed by an in-memory queue."""
     queue = MemoryQueue()
     request_id = queue.put(envelope)
-    agent = build_agent(system.settings(), transport_factory=lambda: MemoryTransport(queue, system.portal.agents()[0].agent_id or "a"))
+    agent = build_agent(
+        system.settings(),
+        transport_factory=lambda: MemoryTransport(queue, system.portal.agents()[0].agent_id or "a"),
+    )
     agent.start()
     try:
         return queue.wait_result(request_id, timeout=30)
@@ -57,19 +59,26 @@ def test_replayed_request_is_not_written_twice(
 ) -> None:
     env = slapd_env
     system = AgentSystem.create(
-        tmp_path / "replay", relay, [directory_entry(env.settings, tmp_path, name="main", default=True)]
+        tmp_path / "replay",
+        relay,
+        [directory_entry(env.settings, tmp_path, name="main", default=True)],
     )
     try:
         login = _user(env)
         request = system.portal.request("reset", login, new_password=REPLAYED)
         first = _process_via_memory(system, request.to_bytes())
-        assert verify_result(first, request=request, trusted_agents=system.portal.agents()).status == "succeeded"
+        assert (
+            verify_result(first, request=request, trusted_agents=system.portal.agents()).status
+            == "succeeded"
+        )
         assert env.bind(login, REPLAYED) is BindOutcome.OK
 
         # An administrator sets another password; then the same request arrives again
         # (another queue, after a restart of the agent).
         connector = env.connector()
-        connector.reset_password(connector.find_user(UserQuery(LookupKind.LOGIN, login)), SecretStr(THIRD))
+        connector.reset_password(
+            connector.find_user(UserQuery(LookupKind.LOGIN, login)), SecretStr(THIRD)
+        )
         connector.close()
         second = _process_via_memory(system, request.to_bytes())
         assert second == first  # the stored, signed answer
@@ -95,7 +104,9 @@ def _spawn_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "-c", str(config), "run"],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
 
 
@@ -112,16 +123,27 @@ def test_crash_mid_write_is_reported_in_doubt(
         hold_when=lambda: "id" in state and _journal_state(journal, state["id"]) == "writing",
     )
     system = AgentSystem.create(
-        tmp_path / "crash", relay,
-        [directory_entry(env.settings, tmp_path, name="main", default=True,
-                         urls=[f"ldaps://127.0.0.1:{proxy.port}"], receive_timeout=60)],
+        tmp_path / "crash",
+        relay,
+        [
+            directory_entry(
+                env.settings,
+                tmp_path,
+                name="main",
+                default=True,
+                urls=[f"ldaps://127.0.0.1:{proxy.port}"],
+                receive_timeout=60,
+            )
+        ],
     )
     log = tmp_path / "agent.log"
     agent = _spawn_agent(system.config, log)
     try:
         login = _user(env)
         deadline = time.monotonic() + 30
-        while not system.portal.agents() or not any(a for a in system.portal.client.agents("default") if a["online"]):
+        while not system.portal.agents() or not any(
+            a for a in system.portal.client.agents("default") if a["online"]
+        ):
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
         request = system.portal.request("reset", login, new_password=CRASH)
@@ -152,9 +174,16 @@ def test_sigterm_stops_within_two_seconds(
     """Idle workers sit in 20 s lease long-polls: SIGTERM does not wait them out; a
     request in hand is finished and answered first."""
     system = AgentSystem.create(
-        tmp_path / "term", relay, [directory_entry(slapd_env.settings, tmp_path, name="main", default=True)],
-        workers=4, relay={"url": relay.base_url, "lease_wait_seconds": 20.0, "timeout_seconds": 10.0,
-                          "lease_batch": lease_batch},
+        tmp_path / "term",
+        relay,
+        [directory_entry(slapd_env.settings, tmp_path, name="main", default=True)],
+        workers=4,
+        relay={
+            "url": relay.base_url,
+            "lease_wait_seconds": 20.0,
+            "timeout_seconds": 10.0,
+            "lease_batch": lease_batch,
+        },
     )
     log = tmp_path / "agent.log"
     agent = _spawn_agent(system.config, log)
@@ -164,7 +193,10 @@ def test_sigterm_stops_within_two_seconds(
             assert time.monotonic() < deadline and agent.poll() is None, log.read_text()
             time.sleep(0.2)
         login = _user(slapd_env)
-        assert system.portal.send("reset", login, new_password="Before-Term-Pass-1").status == "succeeded"
+        assert (
+            system.portal.send("reset", login, new_password="Before-Term-Pass-1").status
+            == "succeeded"
+        )
         time.sleep(1.0)  # every worker is back in its long-poll
         in_hand = system.portal.request("reset", login, new_password="In-Hand-Pass-2")
         system.portal.submit(in_hand)
@@ -191,8 +223,13 @@ def _restart(relay: RelayProcess, log: Path) -> subprocess.Popen[bytes]:
     import httpx
 
     with log.open("ab") as out:
-        proc = subprocess.Popen(relay.proc.args, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONPATH": str(_REPO)}, cwd=log.parent)
+        proc = subprocess.Popen(
+            relay.proc.args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(_REPO)},
+            cwd=log.parent,
+        )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -207,7 +244,9 @@ def _restart(relay: RelayProcess, log: Path) -> subprocess.Popen[bytes]:
 def test_relay_outage_is_survived(slapd_env: DirectoryEnv, tmp_path: Path) -> None:
     relay = start_relay(tmp_path / "relay", lease_timeout=5, presence_timeout=5)
     system = AgentSystem.create(
-        tmp_path / "outage", relay, [directory_entry(slapd_env.settings, tmp_path, name="main", default=True)]
+        tmp_path / "outage",
+        relay,
+        [directory_entry(slapd_env.settings, tmp_path, name="main", default=True)],
     )
     restarted: subprocess.Popen[bytes] | None = None
     try:

@@ -19,8 +19,12 @@ def test_one_agent_routes_to_ad_and_openldap(
         tmp_path / "multi",
         relay,
         [
-            directory_entry(samba_env.settings, tmp_path, name="ad", upn_suffixes=[UPN_SUFFIX], domains=["CORP"]),
-            directory_entry(slapd_env.settings, tmp_path, name="lab", upn_suffixes=["wb.test"], domains=["LAB"]),
+            directory_entry(
+                samba_env.settings, tmp_path, name="ad", upn_suffixes=[UPN_SUFFIX], domains=["CORP"]
+            ),
+            directory_entry(
+                slapd_env.settings, tmp_path, name="lab", upn_suffixes=["wb.test"], domains=["LAB"]
+            ),
         ],
     )
     ad_user, lab_user = unique_login("m"), unique_login("m")
@@ -30,10 +34,19 @@ def test_one_agent_routes_to_ad_and_openldap(
     try:
         with system.running():
             portal = system.portal
-            ad = portal.send("reset", f"{ad_user}@{UPN_SUFFIX}", user_kind="upn", new_password="Routed-To-AD-1")
-            lab = portal.send("reset", f"{lab_user}@wb.test", user_kind="upn", new_password="Routed-To-Lab-2")
+            ad = portal.send(
+                "reset", f"{ad_user}@{UPN_SUFFIX}", user_kind="upn", new_password="Routed-To-AD-1"
+            )
+            lab = portal.send(
+                "reset", f"{lab_user}@wb.test", user_kind="upn", new_password="Routed-To-Lab-2"
+            )
             by_domain = portal.send("unlock", f"LAB\\{lab_user}")
-            unknown = portal.send("reset", f"{lab_user}@elsewhere.example", user_kind="upn", new_password="X-Nowhere-3")
+            unknown = portal.send(
+                "reset",
+                f"{lab_user}@elsewhere.example",
+                user_kind="upn",
+                new_password="X-Nowhere-3",
+            )
     finally:
         system.close()
     assert (ad.status, ad.dc) == ("succeeded", samba_env.settings.urls[0])

@@ -8,7 +8,6 @@ its own flows first so it never passes on an empty log.
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import pytest
 
@@ -21,7 +20,10 @@ OWN = ["Logged-Never-Pass-31", "Also-Never-Logged-32", "short1", "Wrong-Old-Neve
 
 
 def test_no_password_in_any_log_line(
-    scenario: Scenario, log_buffer: io.StringIO, relay: RelayProcess, tmp_path_factory: pytest.TempPathFactory
+    scenario: Scenario,
+    log_buffer: io.StringIO,
+    relay: RelayProcess,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     import ldap3.utils.log as ldap3_log
 
@@ -40,10 +42,20 @@ def test_no_password_in_any_log_line(
     ]
     assert statuses == ["succeeded", "policy_violation", "wrong_old_password", "succeeded"]
 
-    passwords = OWN + [
-        OWN[0] + "x", test_flows.INITIAL, test_flows.NEW, "Not-It-1234", "Ab1-x", "alllowercaseletters",
-        test_resilience.INITIAL, test_resilience.REPLAYED, test_resilience.THIRD,
-        test_resilience.CRASH, test_resilience.OUTAGE, "Before-Term-Pass-1",
+    passwords = [
+        *OWN,
+        OWN[0] + "x",
+        test_flows.INITIAL,
+        test_flows.NEW,
+        "Not-It-1234",
+        "Ab1-x",
+        "alllowercaseletters",
+        test_resilience.INITIAL,
+        test_resilience.REPLAYED,
+        test_resilience.THIRD,
+        test_resilience.CRASH,
+        test_resilience.OUTAGE,
+        "Before-Term-Pass-1",
     ]
     texts = {"agents (in-process)": log_buffer.getvalue(), "relay": relay.log()}
     for path in tmp_path_factory.getbasetemp().rglob("*.log"):

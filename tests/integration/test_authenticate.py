@@ -6,6 +6,8 @@ must be changed is told apart from a wrong one."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from pydantic import SecretStr
 
@@ -28,7 +30,7 @@ INITIAL = "Initial-Pass-1"
 
 
 @pytest.fixture
-def connector(directory: DirectoryEnv) -> DirectoryConnector:
+def connector(directory: DirectoryEnv) -> Iterator[DirectoryConnector]:
     conn = directory.connector()
     yield conn
     conn.close()

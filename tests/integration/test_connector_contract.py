@@ -18,12 +18,12 @@ from connectors.base import (
     AccountLocked,
     AmbiguousUser,
     DirectoryConnector,
+    DirectoryUser,
     InsecureTransport,
     LookupKind,
     PolicyViolation,
     UserNotFound,
     UserQuery,
-    UserRef,
     WrongOldPassword,
 )
 from tests.servers._process import free_port
@@ -54,7 +54,7 @@ def _new_user(directory: DirectoryEnv, **kwargs: object) -> str:
     return login
 
 
-def _find(connector: DirectoryConnector, login: str) -> UserRef:
+def _find(connector: DirectoryConnector, login: str) -> DirectoryUser:
     return connector.find_user(UserQuery(LookupKind.LOGIN, login))
 
 

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-
 class ServerUnavailable(RuntimeError):
     """This machine cannot run the throwaway server; the message says what to install."""
 

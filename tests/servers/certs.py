@@ -40,9 +40,15 @@ def make_ca(directory: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certifica
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -60,7 +66,9 @@ def make_server_cert(directory: Path, hosts: list[str], *, rsa: bool = False) ->
     if rsa:  # some servers (GnuTLS-era configs) are happier with RSA keys
         from cryptography.hazmat.primitives.asymmetric import rsa as rsa_mod
 
-        key: ec.EllipticCurvePrivateKey | rsa_mod.RSAPrivateKey = rsa_mod.generate_private_key(65537, 2048)
+        key: ec.EllipticCurvePrivateKey | rsa_mod.RSAPrivateKey = rsa_mod.generate_private_key(
+            65537, 2048
+        )
     else:
         key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = []

@@ -93,8 +93,8 @@ class RelayProcess:
             headers={"Authorization": f"Bearer {self.admin_token}"},
         )
         response.raise_for_status()
-        body: dict[str, Any] = response.json()
-        return body
+        answer: dict[str, Any] = response.json()
+        return answer
 
     def create_tenant(self, tenant: str | None = None) -> tuple[str, str]:
         """(tenant, portal API token) of a new tenant (unique name by default)."""

@@ -66,6 +66,17 @@ from tests.servers.samba_env import (
     _password,
 )
 
+__all__ = [  # the domain's constants and SambaEnv are re-exported from samba_env
+    "DOMAIN",
+    "DOMAIN_DN",
+    "UAC_NORMAL",
+    "YOUNG_PSO",
+    "SambaEnv",
+    "SambaUnavailable",
+    "running_samba",
+    "startup_timings",
+]
+
 _started: list[str] = []  # startup timings for the terminal summary
 
 

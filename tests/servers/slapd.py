@@ -30,11 +30,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import os
 import secrets
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path

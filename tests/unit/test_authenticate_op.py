@@ -42,6 +42,7 @@ def _ad(data: str) -> lexc.LDAPInvalidCredentialsResult:
 ])
 def test_ad_bind_data_codes(data: str, error: type, reason: str | None) -> None:
     refined = refine_ad(_ad(data), "user_bind", None)
+    assert refined is not None
     assert isinstance(refined, error)
     assert refined.reason == reason
 

@@ -1,6 +1,6 @@
 """Behaviour specific to Active Directory, checked against the Samba AD DC fixture.
 
-These pin down what DESIGN.md section 4 says about AD and what we verified on Samba
+These pin down what docs/directories.md says about AD and what we verified on Samba
 4.17: one combined modify, the extended error codes, PSOs, the policy-hints control,
 the delegated-rights check, and plain LDAP refused before a byte is sent.
 """
@@ -22,12 +22,12 @@ from connectors.base import (
     AccessDenied,
     AccountLocked,
     DirectoryUnavailable,
+    DirectoryUser,
     InsecureTransport,
     LookupKind,
     PolicyViolation,
     UserNotFound,
     UserQuery,
-    UserRef,
     WrongOldPassword,
 )
 from tests.servers._process import free_port
@@ -49,7 +49,7 @@ def connector(samba_env: SambaEnv) -> Iterator[ActiveDirectoryConnector]:
     conn.close()
 
 
-def _user(env: SambaEnv, conn: ActiveDirectoryConnector, **kwargs: Any) -> UserRef:
+def _user(env: SambaEnv, conn: ActiveDirectoryConnector, **kwargs: Any) -> DirectoryUser:
     login = unique_login("ad")
     env.create_user(login, INITIAL, display_name="Kim Example", **kwargs)
     return conn.find_user(UserQuery(LookupKind.LOGIN, login))
@@ -149,7 +149,7 @@ def test_extended_codes(samba_env: SambaEnv, connector: ActiveDirectoryConnector
     assert info.value.reason == PolicyReason.HISTORY
     assert info.value.policy is not None and info.value.policy.history_length == 3
     # 00002030: the object is gone
-    gone = UserRef(dn=f"CN=gone-{unique_login()},{samba_env.base_dn}", id="", login="gone")
+    gone = DirectoryUser(dn=f"CN=gone-{unique_login()},{samba_env.base_dn}", id="", login="gone")
     with pytest.raises(UserNotFound):
         connector.unlock(gone)
 
@@ -170,7 +170,7 @@ def test_delegation_stops_at_the_ou(
     """The service account's rights are delegated on OU=People only."""
     login = unique_login("ad")
     dn = samba_env.create_user(login, INITIAL, outside_base=True)
-    outside = UserRef(dn=dn, id="", login=login)
+    outside = DirectoryUser(dn=dn, id="", login=login)
     with pytest.raises(AccessDenied):
         connector.reset_password(outside, SecretStr(NEW))
     with pytest.raises(AccessDenied):
@@ -250,7 +250,7 @@ def test_plain_ldap_refused_before_sending(samba_env: SambaEnv) -> None:
         listener.settimeout(0.3)
         port = listener.getsockname()[1]
         settings = samba_env.settings.model_copy(update={"urls": [f"ldap://127.0.0.1:{port}"]})
-        user = UserRef(dn=f"CN=x,{samba_env.base_dn}", id="", login="x")
+        user = DirectoryUser(dn=f"CN=x,{samba_env.base_dn}", id="", login="x")
         with closing(ActiveDirectoryConnector(settings)) as conn:
             with pytest.raises(InsecureTransport):
                 conn.reset_password(user, SecretStr(NEW))

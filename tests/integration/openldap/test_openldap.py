@@ -22,12 +22,12 @@ from connectors.base import (
     AccountDisabled,
     AccountLocked,
     DirectoryUnavailable,
+    DirectoryUser,
     InsecureTransport,
     LookupKind,
     PartiallyApplied,
     PolicyViolation,
     UserQuery,
-    UserRef,
 )
 from connectors.openldap import OpenLdapConnector
 from tests.integration.openldap.ldap_proxy import EXTENDED_RESPONSE, LdapProxy
@@ -58,7 +58,7 @@ def conn(env: SlapdEnv) -> Iterator[OpenLdapConnector]:
     connector.close()
 
 
-def _user(env: SlapdEnv, conn: OpenLdapConnector, **kwargs: object) -> UserRef:
+def _user(env: SlapdEnv, conn: OpenLdapConnector, **kwargs: object) -> DirectoryUser:
     login = unique_login("o")
     env.create_user(login, INITIAL, **kwargs)  # type: ignore[arg-type]
     return conn.find_user(UserQuery(LookupKind.LOGIN, login))

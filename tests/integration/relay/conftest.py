@@ -28,7 +28,7 @@ def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
 def relay_factory(tmp_path: Path) -> Iterator[Callable[..., RelayProcess]]:
     started: list[RelayProcess] = []
 
-    def factory(log_level: str = "warning", **settings: float | str | bool) -> RelayProcess:
+    def factory(log_level: str = "warning", **settings: Any) -> RelayProcess:
         process = start_relay(tmp_path / f"relay{len(started)}", log_level=log_level, **settings)
         started.append(process)
         return process

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -100,7 +101,7 @@ def test_a_signed_call_is_usable_once_even_on_another_relay(tmp_path: Path) -> N
         agent = first.enroll_agent(tenant)
         heartbeat = agent.heartbeat_body()
         header, _ = _signed_post(agent, "/v1/agent/heartbeat", heartbeat)
-        sent = {"content": heartbeat, "headers": {"Authorization": header}}
+        sent: dict[str, Any] = {"content": heartbeat, "headers": {"Authorization": header}}
         assert httpx.post(first.base_url + "/v1/agent/heartbeat", **sent).status_code == 200
         for relay in (first, second):
             replay = httpx.post(relay.base_url + "/v1/agent/heartbeat", **sent)
@@ -108,7 +109,7 @@ def test_a_signed_call_is_usable_once_even_on_another_relay(tmp_path: Path) -> N
 
         # A captured lease call, replayed 1 s later when there is work, gets nothing.
         lease_header, _ = _signed_post(agent, "/v1/agent/lease?wait=0")
-        lease = {"headers": {"Authorization": lease_header}}
+        lease: dict[str, Any] = {"headers": {"Authorization": lease_header}}
         assert httpx.post(first.base_url + "/v1/agent/lease?wait=0", **lease).status_code == 204
         with first.portal(token) as portal:
             portal.submit(fake_envelope(tenant))

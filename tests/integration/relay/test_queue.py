@@ -98,9 +98,9 @@ def test_submit_refusals(
     assert info.value.code == "malformed_envelope"
     with pytest.raises(InvalidEnvelope):
         portal.submit(b"not json")
-    with pytest.raises(Forbidden) as info:
+    with pytest.raises(Forbidden) as denied:
         portal.submit(fake_envelope("some-other-tenant"))
-    assert info.value.code == "wrong_tenant"
+    assert denied.value.code == "wrong_tenant"
 
 
 def test_expired_request_is_never_leased(

@@ -11,16 +11,21 @@ import tomli_w
 
 from agent.config import ConfigError, DirectoryConfig, load_settings
 from agent.journal import ClaimKind, Journal, State
-from wire.status import NotManagedReason
 from agent.routing import DirectoryRouter
 from agent.scope import dn_within, not_managed_reason
-from connectors.base import LookupKind, UserRef
+from connectors.base import DirectoryUser, LookupKind
+from wire.status import NotManagedReason
 
 
 def _directory(**extra: object) -> dict[str, object]:
     return {
-        "name": "corp", "kind": "active_directory", "urls": ["ldaps://dc1:636"],
-        "bind_dn": "CN=svc,DC=corp", "bind_password": "pw-from-toml", "base_dns": ["DC=corp"], **extra,
+        "name": "corp",
+        "kind": "active_directory",
+        "urls": ["ldaps://dc1:636"],
+        "bind_dn": "CN=svc,DC=corp",
+        "bind_password": "pw-from-toml",
+        "base_dns": ["DC=corp"],
+        **extra,
     }
 
 
@@ -31,8 +36,15 @@ def _write(tmp_path: Path, document: dict[str, object]) -> Path:
 
 
 def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = _write(tmp_path, {"data_dir": str(tmp_path), "workers": 2, "log": {"level": "info"},
-                               "directories": [_directory()]})
+    config = _write(
+        tmp_path,
+        {
+            "data_dir": str(tmp_path),
+            "workers": 2,
+            "log": {"level": "info"},
+            "directories": [_directory()],
+        },
+    )
     monkeypatch.setenv("WRITEBACK_WORKERS", "7")
     monkeypatch.setenv("WRITEBACK_LOG__LEVEL", "debug")
     settings = load_settings(config)
@@ -41,7 +53,9 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
     assert settings.directories[0].bind_password.get_secret_value() == "pw-from-toml"
 
 
-def test_bind_password_file_and_systemd_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bind_password_file_and_systemd_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / "corp-pw").write_text("from-credential\n")
@@ -74,7 +88,9 @@ def test_journal_states_and_recovery(tmp_path: Path) -> None:
     assert journal.claim("r1", op="reset", user_ref="alice").kind is ClaimKind.NEW
     assert journal.claim("r1", op="reset", user_ref="alice").kind is ClaimKind.BUSY
     journal.finish("r1", status="succeeded", result=b"signed-1")
-    assert journal.claim("r1", op="reset", user_ref="alice") == journal.claim("r1", op="reset", user_ref="alice")
+    assert journal.claim("r1", op="reset", user_ref="alice") == journal.claim(
+        "r1", op="reset", user_ref="alice"
+    )
     assert journal.claim("r1", op="reset", user_ref="alice").result == b"signed-1"
 
     journal.claim("r2", op="reset", user_ref="bob")
@@ -109,23 +125,38 @@ def _config(**scope: object) -> DirectoryConfig:
     return DirectoryConfig.model_validate(_directory(scope=scope, base_dns=["DC=corp"]))
 
 
-def _user(dn: str = "CN=a,OU=People,DC=corp", protected: bool = False) -> UserRef:
-    return UserRef(dn=dn, id="1", login="a", protected=protected)
+def _user(dn: str = "CN=a,OU=People,DC=corp", protected: bool = False) -> DirectoryUser:
+    return DirectoryUser(dn=dn, id="1", login="a", protected=protected)
 
 
 def test_scope_rules_in_order() -> None:
-    groups = lambda: frozenset({"cn=inner,dc=corp", "cn=all,dc=corp"})  # noqa: E731
-    decide = lambda d, u=None: not_managed_reason(writeback_enabled=True, directory=d, user=u or _user(), groups=groups)  # noqa: E731
+    def groups() -> frozenset[str]:
+        return frozenset({"cn=inner,dc=corp", "cn=all,dc=corp"})
+
+    def decide(d: DirectoryConfig, u: DirectoryUser | None = None) -> NotManagedReason | None:
+        return not_managed_reason(
+            writeback_enabled=True, directory=d, user=u or _user(), groups=groups
+        )
     assert decide(_config()) is None
-    assert not_managed_reason(writeback_enabled=False, directory=_config(), user=_user(), groups=groups) is NotManagedReason.WRITEBACK_DISABLED
+    assert (
+        not_managed_reason(
+            writeback_enabled=False, directory=_config(), user=_user(), groups=groups
+        )
+        is NotManagedReason.WRITEBACK_DISABLED
+    )
     assert decide(_config(writeback_enabled=False)) is NotManagedReason.WRITEBACK_DISABLED
     assert decide(_config(base_dns=["OU=Staff,DC=corp"])) is NotManagedReason.OUTSIDE_SCOPE
     assert decide(_config(), _user(protected=True)) is NotManagedReason.PROTECTED_ACCOUNT
     assert decide(_config(protect_admin_accounts=False), _user(protected=True)) is None
     assert decide(_config(denied_groups=["CN=Inner, DC=Corp"])) is NotManagedReason.IN_DENIED_GROUP
-    assert decide(_config(allowed_groups=["cn=other,dc=corp"])) is NotManagedReason.NOT_IN_ALLOWED_GROUP
+    assert (
+        decide(_config(allowed_groups=["cn=other,dc=corp"]))
+        is NotManagedReason.NOT_IN_ALLOWED_GROUP
+    )
     assert decide(_config(allowed_groups=["cn=all,dc=corp"])) is None
-    assert decide(_config(protected_groups=["cn=all,dc=corp"])) is NotManagedReason.PROTECTED_ACCOUNT
+    assert (
+        decide(_config(protected_groups=["cn=all,dc=corp"])) is NotManagedReason.PROTECTED_ACCOUNT
+    )
 
 
 def test_dn_containment_is_by_components() -> None:
@@ -135,12 +166,19 @@ def test_dn_containment_is_by_components() -> None:
 
 
 def test_routing_by_suffix_domain_and_default() -> None:
-    ad = DirectoryConfig.model_validate(_directory(name="ad", upn_suffixes=["corp.example"], domains=["CORP"], default=True))
-    ldap = DirectoryConfig.model_validate(_directory(name="ldap", kind="openldap", upn_suffixes=["lab.example"], domains=["LAB"]))
+    ad = DirectoryConfig.model_validate(
+        _directory(name="ad", upn_suffixes=["corp.example"], domains=["CORP"], default=True)
+    )
+    ldap = DirectoryConfig.model_validate(
+        _directory(name="ldap", kind="openldap", upn_suffixes=["lab.example"], domains=["LAB"])
+    )
     router = DirectoryRouter([ad, ldap])
     assert router.route(LookupKind.UPN, "bo@LAB.example").directory.name == "ldap"  # type: ignore[union-attr]
     routed = router.route(LookupKind.LOGIN, "lab\\bo")
     assert routed is not None and routed.directory.name == "ldap" and routed.query.value == "bo"
     assert router.route(LookupKind.LOGIN, "bo").directory.name == "ad"  # type: ignore[union-attr]
     assert router.route(LookupKind.LOGIN, "OTHER\\bo") is None
-    assert DirectoryRouter([ad, ldap.model_copy(update={"default": False})]).route(LookupKind.ID, "x") is not None
+    assert (
+        DirectoryRouter([ad, ldap.model_copy(update={"default": False})]).route(LookupKind.ID, "x")
+        is not None
+    )

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from wire import AgentKeys, PortalKeyring, RequestVerifier
 from cloud.sdk import PortalSigner, SignedRequest, build_request
+from wire import AgentKeys, PortalKeyring, RequestVerifier
 
 NOW = 1_800_000_000
 TENANT = "acme"

@@ -14,13 +14,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from cloud.sdk import PortalSigner, SignedRequest, build_request
 from wire import AgentKeys, KemPrivateKey, Status, make_result, sign_result
 from wire.canonical import b64url_decode, b64url_encode, canonical_json, sha256, sha256_b64
 from wire.keys import key_id, xwing_expand_seed
 from wire.messages import KemAlg
 from wire.sealing import SEAL_DOMAIN, seal_info, suite
 from wire.signing import Domain, signature_input
-from cloud.sdk import PortalSigner, SignedRequest, build_request
 
 from . import ed25519_math
 

@@ -11,11 +11,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cloud.sdk import PortalSigner, ResultRejected, verify_result
 from wire import AgentKeys, Rejected, SecretPart, Status, make_result, sign_result
 from wire.canonical import canonical_json
 from wire.sealing import seal
 from wire.signing import Domain, sign
-from cloud.sdk import PortalSigner, ResultRejected, verify_result
 
 from .conftest import NEW_PW, NOW, World
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from cloud.sdk import PortalSigner, rotate_portal_key
 from wire import AgentKeys, AgentPublicKeys, KeyFileError, PortalKeyring
 from wire.canonical import b64url_encode
 from wire.keys import KEM_FILE, KEM_PREVIOUS_FILE, SIGNING_FILE, key_id
-from cloud.sdk import PortalSigner, rotate_portal_key
 
 from .conftest import NOW
 

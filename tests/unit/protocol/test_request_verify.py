@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
+from cloud.sdk import PortalSigner, rotate_portal_key
 from wire import AgentKeys, PortalKeyring, Rejected, RejectReason
 from wire import verify as verify_mod
 from wire.canonical import b64url_decode, b64url_encode, canonical_json
 from wire.signing import Domain, sign
-from cloud.sdk import PortalSigner, rotate_portal_key
 
 from .conftest import GROUP, NEW_PW, NOW, OLD_PW, TENANT, World
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from cloud.sdk import ResultRejected, SDKError, build_request, verify_result
 from wire import (
     AgentKeys,
     HeartbeatBody,
@@ -19,7 +20,6 @@ from wire import (
     sign_result,
 )
 from wire.canonical import canonical_json
-from cloud.sdk import ResultRejected, SDKError, build_request, verify_result
 
 from .conftest import NEW_PW, NOW, World
 

@@ -347,7 +347,8 @@ def verify(raw: bytes, cfg: Settings) -> dict[str, Any] | None:
     want = OPS[h["op"]]
     if not want:  # nothing to open (a lenient verifier ignores a stray sealed entry)
         return None
-    return _open(h, sealed, cfg, want)
+    opened: dict[str, Any] = _open(h, sealed, cfg, want)
+    return opened
 
 
 def _open(h: dict[str, Any], sealed: dict[str, str], cfg: Settings, want: set[str]) -> Any:

@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from cloud.relay.app import create_app
-from cloud.relay.settings import RelaySettings
+from cloud.relay.settings import RelayServerSettings
 
 ADMIN = "admin-token-admin-token"
 
@@ -40,7 +40,7 @@ class Client:
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[Client]:
-    settings = RelaySettings(
+    settings = RelayServerSettings(
         db=tmp_path / "r.db", admin_token=SecretStr(ADMIN), max_body_bytes=1024
     )
     app = create_app(settings)

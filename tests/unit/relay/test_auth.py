@@ -20,22 +20,33 @@ from cloud.relay.auth import (
     verify_agent_request,
 )
 from cloud.relay.notify import Notifier
-from cloud.relay.store import Agent
+from cloud.relay.store import AgentRecord
 from tests.servers.relay import public_key_b64
 
 KEY = Ed25519PrivateKey.generate()
 NOW = 1_700_000_000.0
 
 
-def _agent(removed: bool = False) -> Agent:
-    return Agent("agt_1", "t", "g", "n", {}, public_key_b64(KEY), NOW, NOW, removed)
+def _agent(removed: bool = False) -> AgentRecord:
+    return AgentRecord("agt_1", "t", "g", "n", {}, public_key_b64(KEY), NOW, NOW, removed)
 
 
-def _verify(header: str, *, agent: Agent | None = None, body: bytes = b"{}",
-            path: bytes = b"/v1/agent/heartbeat", now: float = NOW) -> Agent:
+def _verify(
+    header: str,
+    *,
+    agent: AgentRecord | None = None,
+    body: bytes = b"{}",
+    path: bytes = b"/v1/agent/heartbeat",
+    now: float = NOW,
+) -> AgentRecord:
     return verify_agent_request(
-        parse_agent_authorization(header), agent if agent is not None else _agent(),
-        method="POST", path_with_query=path, body=body, now=now, max_skew=300,
+        parse_agent_authorization(header),
+        agent if agent is not None else _agent(),
+        method="POST",
+        path_with_query=path,
+        body=body,
+        now=now,
+        max_skew=300,
     )
 
 
@@ -54,8 +65,22 @@ def test_valid_signature() -> None:
         ({"now": NOW + 301}, "clock_skew"),
         ({"body": b"{ }"}, "bad_signature"),
         ({"path": b"/v1/agent/lease"}, "bad_signature"),
-        ({"agent": Agent("agt_1", "t", "g", "n", {}, public_key_b64(Ed25519PrivateKey.generate()),
-                         NOW, NOW, False)}, "bad_signature"),
+        (
+            {
+                "agent": AgentRecord(
+                    "agt_1",
+                    "t",
+                    "g",
+                    "n",
+                    {},
+                    public_key_b64(Ed25519PrivateKey.generate()),
+                    NOW,
+                    NOW,
+                    False,
+                )
+            },
+            "bad_signature",
+        ),
         ({"agent": _agent(removed=True)}, "agent_removed"),
     ],
 )
@@ -67,15 +92,29 @@ def test_refusals(kwargs: dict[str, object], code: str) -> None:
 
 def test_unknown_agent() -> None:
     with pytest.raises(RelayHTTPError) as info:
-        verify_agent_request(parse_agent_authorization(_header()), None, method="POST",
-                             path_with_query=b"/", body=b"", now=NOW, max_skew=300)
+        verify_agent_request(
+            parse_agent_authorization(_header()),
+            None,
+            method="POST",
+            path_with_query=b"/",
+            body=b"",
+            now=NOW,
+            max_skew=300,
+        )
     assert info.value.code == "unknown_agent"
 
 
 @pytest.mark.parametrize(
     "header",
-    [None, "", "Bearer abc", "WBA1 agent=a, ts=1", "WBA1 agent=a b, ts=1, sig=AA",
-     "WBA1 agent=a, ts=-1, sig=AA", "WBA1 agent=a, ts=1, sig=A+A"],
+    [
+        None,
+        "",
+        "Bearer abc",
+        "WBA1 agent=a, ts=1",
+        "WBA1 agent=a b, ts=1, sig=AA",
+        "WBA1 agent=a, ts=-1, sig=AA",
+        "WBA1 agent=a, ts=1, sig=A+A",
+    ],
 )
 def test_malformed_headers(header: str | None) -> None:
     with pytest.raises(RelayHTTPError) as info:

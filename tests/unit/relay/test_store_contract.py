@@ -28,8 +28,9 @@ T0 = 1_700_000_000.0
 LEASE = 30.0
 
 
-def _tenant_with_agents(store: RelayStore, *agents: str, tenant: str = "t1",
-                        group: str = "g") -> None:
+def _tenant_with_agents(
+    store: RelayStore, *agents: str, tenant: str = "t1", group: str = "g"
+) -> None:
     store.add_tenant(tenant, f"hash-{tenant}", T0)
     for n, agent_id in enumerate(agents):
         code = f"code-{tenant}-{agent_id}"
@@ -101,7 +102,9 @@ def test_portal_keys(store: RelayStore) -> None:
 def test_portal_key_window_update_retires_the_old_key(store: RelayStore) -> None:
     store.add_tenant("t1", "h1", T0)
     store.add_portal_key("t1", PortalKey("old", "K1", None, None), T0)
-    store.add_portal_key("t1", PortalKey("old", "K1", None, T0 + 10), T0 + 1)  # same key: new window
+    store.add_portal_key(
+        "t1", PortalKey("old", "K1", None, T0 + 10), T0 + 1
+    )  # same key: new window
     assert [k.not_after for k in store.portal_keys("t1", T0)] == [T0 + 10]
     assert store.portal_keys("t1", T0 + 11) == []
 
@@ -231,8 +234,11 @@ def test_concurrent_leases_from_two_handles_never_overlap(
     def work(handle: RelayStore, agent: str, worker: int) -> None:
         try:
             n = 0
-            while (grant := handle.lease("t1", "g", agent, f"L-{agent}-{worker}-{n}",
-                                         now=T0 + 1, lease_timeout=LEASE)) is not None:
+            while (
+                grant := handle.lease(
+                    "t1", "g", agent, f"L-{agent}-{worker}-{n}", now=T0 + 1, lease_timeout=LEASE
+                )
+            ) is not None:
                 n += 1
                 with lock:
                     leased.append(grant.request_id)
@@ -241,7 +247,8 @@ def test_concurrent_leases_from_two_handles_never_overlap(
 
     threads = [
         threading.Thread(target=work, args=(handle, agent, w))
-        for handle, agent in ((first, "a1"), (second, "a2")) for w in range(2)
+        for handle, agent in ((first, "a1"), (second, "a2"))
+        for w in range(2)
     ]
     for t in threads:
         t.start()
@@ -261,15 +268,26 @@ def _leased(store: RelayStore, agent: str, lease_id: str, now: float) -> str:
     return grant.request_id
 
 
-def _permit(store: RelayStore, lease_id: str, agent: str, now: float, *, user: str = "U",
-            ordered: bool = True) -> PermitDecision:
-    return store.permit(lease_id, agent, user, ordered=ordered, now=now,
-                        lease_timeout=LEASE).decision
+def _permit(
+    store: RelayStore,
+    lease_id: str,
+    agent: str,
+    now: float,
+    *,
+    user: str = "U",
+    ordered: bool = True,
+) -> PermitDecision:
+    return store.permit(
+        lease_id, agent, user, ordered=ordered, now=now, lease_timeout=LEASE
+    ).decision
 
 
 def test_a_store_missing_a_method_fails_at_construction() -> None:
-    methods = {name: getattr(SQLiteStore, name)
-               for name in RelayStore.__abstractmethods__ if name != "permit"}
+    methods = {
+        name: getattr(SQLiteStore, name)
+        for name in RelayStore.__abstractmethods__
+        if name != "permit"
+    }
     broken = type("Broken", (RelayStore,), methods)
     with pytest.raises(TypeError, match="permit"):
         broken()
@@ -407,8 +425,11 @@ def test_permits_from_two_handles_never_overlap(
     def work(handle: RelayStore, agent: str, worker: int) -> None:
         try:
             n = 0
-            while (grant := handle.lease("t1", "g", agent, f"L-{agent}-{worker}-{n}",
-                                         now=T0 + 1, lease_timeout=LEASE)) is not None:
+            while (
+                grant := handle.lease(
+                    "t1", "g", agent, f"L-{agent}-{worker}-{n}", now=T0 + 1, lease_timeout=LEASE
+                )
+            ) is not None:
                 n += 1
                 while True:
                     decision = _permit(handle, grant.lease_id, agent, T0 + 2)
@@ -430,7 +451,8 @@ def test_permits_from_two_handles_never_overlap(
 
     threads = [
         threading.Thread(target=work, args=(handle, agent, w))
-        for handle, agent in ((first, "a1"), (second, "a2")) for w in range(2)
+        for handle, agent in ((first, "a1"), (second, "a2"))
+        for w in range(2)
     ]
     for t in threads:
         t.start()

@@ -116,7 +116,7 @@ def test_a_database_from_a_newer_relay_is_refused(postgres_dsn: str) -> None:
     import psycopg
 
     from cloud.relay.backends import DatabaseUnavailable, open_store
-    from cloud.relay.settings import RelaySettings
+    from cloud.relay.settings import RelayServerSettings
     from cloud.relay.store_postgres import PostgresStore
 
     PostgresStore(postgres_dsn).close()
@@ -124,7 +124,7 @@ def test_a_database_from_a_newer_relay_is_refused(postgres_dsn: str) -> None:
         conn.execute("INSERT INTO relay_schema_migrations (version, name) VALUES (9999, 'future')")
     with_password = postgres_dsn.replace("postgres@", "postgres:Pg-Secret-42@")
     with pytest.raises(DatabaseUnavailable) as info:
-        open_store(RelaySettings(database_url=with_password))
+        open_store(RelayServerSettings(database_url=with_password))
     message = str(info.value)
     assert "schema version 9999" in message and "upgrade this relay" in message
     assert "Pg-Secret-42" not in message
@@ -132,7 +132,7 @@ def test_a_database_from_a_newer_relay_is_refused(postgres_dsn: str) -> None:
 
 def test_repr_and_errors_never_show_the_password(postgres_server: PostgresServer) -> None:
     from cloud.relay.backends import DatabaseUnavailable, open_store
-    from cloud.relay.settings import RelaySettings
+    from cloud.relay.settings import RelayServerSettings
     from cloud.relay.store_postgres import PostgresStore
 
     dsn = postgres_server.create_database().replace("postgres@", "postgres:Pg-Secret-42@")
@@ -143,7 +143,7 @@ def test_repr_and_errors_never_show_the_password(postgres_server: PostgresServer
     finally:
         store.close()
     nowhere = f"postgresql://postgres:Pg-Secret-42@127.0.0.1:{postgres_server.port + 1}/x"
-    settings = RelaySettings(db=nowhere)  # --db takes the URL as well
+    settings = RelayServerSettings(db=nowhere)  # --db takes the URL as well
     assert "Pg-Secret-42" not in repr(settings) and "Pg-Secret-42" not in settings.database_label()
     with pytest.raises(DatabaseUnavailable) as info:
         open_store(settings.model_copy(update={"db_pool_size": 1}))
@@ -220,9 +220,9 @@ def test_missing_psycopg_says_what_to_install() -> None:
         "import sys\n"
         "sys.modules['psycopg'] = None\n"
         "from cloud.relay.app import create_app\n"
-        "from cloud.relay.settings import RelaySettings\n"
+        "from cloud.relay.settings import RelayServerSettings\n"
         "import tempfile, pathlib\n"
-        "create_app(RelaySettings(db=pathlib.Path(tempfile.mkdtemp()) / 'r.db'))\n"
+        "create_app(RelayServerSettings(db=pathlib.Path(tempfile.mkdtemp()) / 'r.db'))\n"
         "try:\n"
         "    import cloud.relay.store_postgres\n"
         "except ImportError as exc:\n"
