@@ -12,12 +12,12 @@ BLOCK_WEB_STACK = """
 import sys
 class Block:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("uvicorn", "fastapi", "starlette"):
+        if name.split(".")[0] in ("uvicorn", "fastapi", "starlette", "limits"):
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return None
 sys.meta_path.insert(0, Block())
 from cloud.relay.cli import main
-raise SystemExit(main(["serve", "--db", sys.argv[1]]))
+raise SystemExit(main(sys.argv[2:] or ["serve", "--db", sys.argv[1]]))
 """
 
 
@@ -32,3 +32,20 @@ def test_serve_without_the_cloud_extra(tmp_path: Path) -> None:
         r"pip install 'writeback-agent\[cloud\]'\n",
         result.stderr,
     ), result.stderr
+
+
+def test_admin_commands_and_version_need_no_cloud_extra(tmp_path: Path) -> None:
+    """A plain `pip install writeback-agent` (no extras) still runs the relay's admin
+    commands against its database, and --version."""
+    db = str(tmp_path / "relay.sqlite3")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", BLOCK_WEB_STACK, db, *args],
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+
+    assert run("--version").stdout.startswith("writeback-relay ")
+    added = run("--db", db, "tenant", "add", "acme")
+    assert added.returncode == 0, added.stderr
+    assert run("--db", db, "agent", "list", "--tenant", "acme").stdout.strip() == "no agents"
