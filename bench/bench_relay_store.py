@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -28,10 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from cloud.relay.store import RelayStore  # noqa: E402
+from cloud.relay.store import RelayStore
 
 ENVELOPE = b'{"header":{},"sealed":{"k":"' + b"A" * 600 + b'"}}'  # about a real envelope
 RESULT = b'{"status":"succeeded","sig":"' + b"B" * 120 + b'"}'

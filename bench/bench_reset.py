@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-import sys
 import tempfile
 import time
 import tracemalloc
@@ -36,15 +35,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import ldap3
+from pydantic import SecretStr
 
-import ldap3  # noqa: E402
-from pydantic import SecretStr  # noqa: E402
-
-from connectors._ldap import open_connection  # noqa: E402
-from connectors.base import LookupKind, UserQuery  # noqa: E402
-from tests.servers.base import DirectoryEnv  # noqa: E402
+from connectors._ldap import open_connection
+from connectors.base import LookupKind, UserQuery
+from tests.servers.base import DirectoryEnv
 
 INITIAL = "Initial-Pass-1"
 

@@ -8,28 +8,24 @@ and text messages. Prints the URL and the test users; Ctrl+C stops everything.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import pyotp
+import tomli_w
+import uvicorn
 
-import pyotp  # noqa: E402
-import tomli_w  # noqa: E402
-import uvicorn  # noqa: E402
-
-from agent.logging import configure_logging  # noqa: E402
-from cloud.portal.app import build_services, create_app  # noqa: E402
-from cloud.portal.crypto import generate_key_file  # noqa: E402
-from cloud.portal.settings import load_settings  # noqa: E402
-from tests.e2e.harness import AgentSystem, directory_entry, parent_dn  # noqa: E402
-from tests.servers._process import free_port, port_open  # noqa: E402
-from tests.servers.relay import start_relay  # noqa: E402
-from tests.servers.samba import running_samba  # noqa: E402
-from tests.servers.samba_env import DOMAIN_DN, UPN_SUFFIX  # noqa: E402
+from agent.logging import configure_logging
+from cloud.portal.app import build_services, create_app
+from cloud.portal.crypto import generate_key_file
+from cloud.portal.settings import load_settings
+from tests.e2e.harness import AgentSystem, directory_entry, parent_dn
+from tests.servers._process import free_port, port_open
+from tests.servers.relay import start_relay
+from tests.servers.samba import running_samba
+from tests.servers.samba_env import DOMAIN_DN, UPN_SUFFIX
 
 PASSWORD = "Demo-Pass-2024"
 ANSWERS = {
@@ -44,8 +40,9 @@ def serve(port: int = 8080) -> int:
     configure_logging(level="warning", fmt="console")
     with ExitStack() as stack:
         print("Starting a throwaway Samba AD DC, the relay and an agent (~30 s)", flush=True)
-        samba = stack.enter_context(
-            running_samba(work / "samba", also_delegate=(f"CN=Users,{DOMAIN_DN}",)))
+        # The agent's scope is the whole domain: delegate the reset rights on the
+        # domain head, as an administrator would, so the health probe sees them there.
+        samba = stack.enter_context(running_samba(work / "samba", also_delegate=(DOMAIN_DN,)))
         relay = start_relay(work / "relay")
         stack.callback(relay.stop)
         secrets_dir = work / "secrets"
