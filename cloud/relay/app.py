@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 import structlog
@@ -136,6 +138,29 @@ async def _listen_to_other_replicas(ctx: RelayContext) -> Callable[[], None] | N
     return await ctx.run(ctx.store.listen, on_key)
 
 
+_STORE_THREADS = 8
+
+
+async def _store_threads(store: AppStore) -> ThreadPoolExecutor | None:
+    """Start the store's threads and open each one's connection now (SQLite keeps one
+    connection per thread), while file descriptors are to be had."""
+    warm = getattr(store, "warm_thread", None)
+    if warm is None:
+        return None
+    executor = ThreadPoolExecutor(_STORE_THREADS, thread_name_prefix="relay-store")
+    barrier = threading.Barrier(_STORE_THREADS)
+
+    def start_one() -> None:
+        warm()
+        barrier.wait(10)  # every task on its own thread: all threads get started
+
+    loop = asyncio.get_running_loop()
+    await asyncio.gather(
+        *(loop.run_in_executor(executor, start_one) for _ in range(_STORE_THREADS))
+    )
+    return executor
+
+
 def create_app(settings: RelayServerSettings, store: AppStore | None = None) -> FastAPI:
     """Build the app. Without `store`, opens the database of `settings` (SQLite file or
     PostgreSQL URL) and closes it at shutdown; with one, the caller owns it (tests)."""
@@ -156,6 +181,7 @@ def create_app(settings: RelayServerSettings, store: AppStore | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx.executor = await _store_threads(the_store)
         stop_listening = await _listen_to_other_replicas(ctx)
         tasks = [asyncio.create_task(_prune_forever(ctx)), asyncio.create_task(_sweep(ctx))]
         try:
@@ -167,6 +193,8 @@ def create_app(settings: RelayServerSettings, store: AppStore | None = None) -> 
                     await task
             if stop_listening is not None:
                 await ctx.run(stop_listening)
+            if ctx.executor is not None:
+                ctx.executor.shutdown(wait=False)
             if owned:
                 ctx.store.close()
 

@@ -3,9 +3,12 @@ dependencies), so routes state who may call them in their signature."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Annotated, TypeVar
 
 import structlog
@@ -56,8 +59,17 @@ class RelayContext:
     # their next re-check so clients reconnect (to another replica) at once.
     stopping: bool = False
 
+    # A fixed set of store threads, started (and their database connections opened)
+    # before the relay serves: a store call never needs a new thread or file
+    # descriptor, so a flood that uses up the process's open files cannot turn another
+    # tenant's submit into a 500 (docs/relay-limits.md). None: the shared thread pool.
+    executor: ThreadPoolExecutor | None = None
+
     async def run(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
         """Store calls block (sqlite, psycopg): keep them off the event loop."""
+        if self.executor is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.executor, partial(fn, *args, **kwargs))
         return await run_in_threadpool(fn, *args, **kwargs)
 
     async def read(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
@@ -66,7 +78,7 @@ class RelayContext:
         in the thread pool like `run` (a network database)."""
         if getattr(self.store, "inline_reads", False):
             return fn(*args, **kwargs)
-        return await run_in_threadpool(fn, *args, **kwargs)
+        return await self.run(fn, *args, **kwargs)
 
     async def touch(self, agent_id: str, now: float) -> None:
         """Record presence, at most every presence_timeout / 6 per agent and process."""

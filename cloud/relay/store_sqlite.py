@@ -125,6 +125,11 @@ class SQLiteStore(SQLiteQueue, RelayStore):
         return f"SQLiteStore({self._path!r})"
 
     # --- plumbing -------------------------------------------------------------------
+    def warm_thread(self) -> None:
+        """Open this thread's connection now (the app starts its store threads at
+        start-up, so no request has to open a database file later)."""
+        self._conn()
+
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:

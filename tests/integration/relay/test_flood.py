@@ -69,21 +69,25 @@ def test_flooding_tenant_does_not_starve_another(
     polls = [threading.Thread(target=_lease, args=(f, 6.0, answers)) for f in flooders]
     for thread in polls:
         thread.start()
-    socks = []
-    for _ in range(TRICKLERS):  # more than the relay has file descriptors
-        sock = socket.create_connection(_address(relay), timeout=5)
-        sock.setblocking(False)
-        sock.send(b"POST /v1/requests HTTP/1.1\r\nHost: relay\r\n")
-        socks.append(sock)
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(TRICKLERS):  # more than the relay has file descriptors
+            sock = socket.create_connection(_address(relay), timeout=5)
+            sock.setblocking(False)
+            sock.send(b"POST /v1/requests HTTP/1.1\r\nHost: relay\r\n")
+            socks.append(sock)
 
-    started = time.monotonic()
-    with relay.portal(b_token, timeout=15) as portal:
-        portal.submit(fake_envelope(b))
-    submit_took = time.monotonic() - started
-    healthz = httpx.get(relay.base_url + "/healthz", timeout=15)
-    closed = _wait_closed(socks, deadline=time.monotonic() + 20)
-    for thread in polls:
-        thread.join()
+        started = time.monotonic()
+        with relay.portal(b_token, timeout=15) as portal:
+            portal.submit(fake_envelope(b))
+        submit_took = time.monotonic() - started
+        healthz = httpx.get(relay.base_url + "/healthz", timeout=15)
+        closed = _wait_closed(socks, deadline=time.monotonic() + 20)
+    finally:
+        for sock in socks:  # a failure must not leak 160 sockets into the next test
+            sock.close()
+        for thread in polls:
+            thread.join()
 
     assert healthz.status_code == 200
     assert submit_took < 10, f"tenant B's submit took {submit_took:.1f}s"
