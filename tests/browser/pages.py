@@ -18,7 +18,6 @@ from selenium.common.exceptions import (
 )
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 SIZES = (("phone", 390, 844, True), ("desktop", 1280, 900, False))
@@ -88,7 +87,7 @@ class Browser:
                 if attempt == 2 or not lost:
                     raise
                 time.sleep(0.2)
-        WebDriverWait(self.driver, 30).until(expected_conditions.staleness_of(old))
+        WebDriverWait(self.driver, 30).until(lambda _driver: _gone(old))
 
     def select(self, element_id: str, text: str | None = None, value: str | None = None) -> None:
         chooser = Select(self.el(element_id))
@@ -112,6 +111,21 @@ class Browser:
 
     def text(self) -> str:
         return str(self.driver.find_element(By.TAG_NAME, "main").text)
+
+
+def _gone(element: Any) -> bool:
+    """The old page's root element is stale: the next page has loaded. Chromium reports
+    that either as a stale element or as an inspector error ("Node with given id does
+    not belong to the document"), depending on timing."""
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as exc:
+        if "does not belong to the document" in str(exc):
+            return True
+        raise
+    return False
 
 
 class Page:
