@@ -2,12 +2,13 @@
 plus the scheduler (heartbeat, health probe, journal pruning, key expiry: agent/jobs.py) and the
 localhost health/metrics endpoint.
 
-Shutdown (SIGTERM / SIGINT / `stop()`) takes well under 2 s: workers stop leasing,
-finish the request in hand, post its result, and give back any lease taken after the
-stop began; `join` waits for the workers with a request in hand and not for idle ones
-blocked in a lease long-poll (daemon threads: the process exit closes their
-connections, and the relay takes no lease for a client that has gone; one that
-answers anyway gives the lease straight back). Then the scheduler and health server
+Shutdown (SIGTERM / SIGINT / `stop()`) takes well under 2 s: workers stop leasing and
+finish every request already leased (in hand, handed out by the dispatcher, or coming
+back from a long-poll within a short grace) and post its result; `join` waits for the
+workers with a request in hand and not for idle ones blocked in a lease long-poll
+(daemon threads: the process exit closes their connections, and the relay takes no
+lease for a client that has gone). Once the grace is over `join` closes the door: a
+lease that arrives after that is given straight back, never started. Then the scheduler and health server
 stop and connections close. Nothing is lost: a request
 not finished is either released (redelivered at once) or, if the process dies, its
 lease times out and the journal answers in_doubt for a write it interrupted.
@@ -109,6 +110,7 @@ class AgentService(PeriodicJobs):
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
         self._working: set[threading.Thread] = set()  # workers with a request in hand
+        self._closing = False  # set by join(): no request may start any more
         self._keyring_lock = threading.Lock()  # one refresh (and keyring file write) at a time
         # Batch mode (relay.lease_batch > 1): the dispatcher leases for idle workers.
         self._handoff: queue.Queue[Lease] = queue.Queue()
@@ -167,16 +169,25 @@ class AgentService(PeriodicJobs):
 
     def join(self, timeout: float | None = None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
+
+        def remaining() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
         idle_until = time.monotonic() + _IDLE_GRACE  # one grace for all idle threads
         for thread in self._threads:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             with self._in_flight_lock:
                 busy = thread in self._working
             if busy:
-                thread.join(remaining)
+                thread.join(remaining())
             else:  # in a long-poll (up to 30 s) or waiting for work: don't wait it out
                 grace = max(0.0, idle_until - time.monotonic())
-                thread.join(grace if remaining is None else min(grace, remaining))
+                left = remaining()
+                thread.join(grace if left is None else min(grace, left))
+        with self._in_flight_lock:  # from now on a lease is given back, never started
+            self._closing = True
+            busy_now = set(self._working)
+        for thread in busy_now:  # started during the grace: finish it
+            thread.join(remaining())
         self._connectors.close_all()
         if self._control_transport is not None:
             while True:  # handed out by the dispatcher but never started: give back now
@@ -218,12 +229,10 @@ class AgentService(PeriodicJobs):
                 backoff.reset()
                 if lease is None:
                     continue
-                with self._in_flight_lock:
-                    self._working.add(threading.current_thread())  # join() waits for us now
+                if not self._take():
+                    self._release(transport, lease)
+                    break
                 try:
-                    if self._stop.is_set():
-                        self._release(transport, lease)
-                        break
                     self._process(transport, lease)
                 finally:
                     with self._in_flight_lock:
@@ -261,9 +270,9 @@ class AgentService(PeriodicJobs):
                 if tickets > len(leases):
                     self._free.release(tickets - len(leases))
                 for lease in leases:
-                    if self._stop.is_set():
+                    if self._closing:
                         self._release(transport, lease)
-                    else:
+                    else:  # leased before join() closed the door: a worker finishes it
                         self._handoff.put(lease)
         finally:
             transport.close()
@@ -278,19 +287,27 @@ class AgentService(PeriodicJobs):
                     lease = self._handoff.get(timeout=0.5)
                 except queue.Empty:
                     continue
-                with self._in_flight_lock:
-                    self._working.add(threading.current_thread())
+                if not self._take():
+                    self._release(transport, lease)
+                    self._free.release()
+                    continue
                 try:
-                    if self._stop.is_set():
-                        self._release(transport, lease)
-                    else:
-                        self._process(transport, lease)
+                    self._process(transport, lease)
                 finally:
                     with self._in_flight_lock:
                         self._working.discard(threading.current_thread())
                     self._free.release()
         finally:
             transport.close()
+
+    def _take(self) -> bool:
+        """Claim a leased request for this thread, unless join() has closed the door;
+        join() then waits for it."""
+        with self._in_flight_lock:
+            if self._closing:
+                return False
+            self._working.add(threading.current_thread())
+            return True
 
     def _process(self, transport: Transport, lease: Lease) -> None:
         permits = LeasePermits(transport, lease, self._stop)

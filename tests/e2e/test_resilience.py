@@ -200,7 +200,10 @@ def test_sigterm_stops_within_two_seconds(
         time.sleep(1.0)  # every worker is back in its long-poll
         in_hand = system.portal.request("reset", login, new_password="In-Hand-Pass-2")
         system.portal.submit(in_hand)
-        while system.portal.client.poll_result(in_hand.id)[0] == "queued":
+        journal = tmp_path / "term" / "data" / "journal.sqlite3"
+        deadline = time.monotonic() + 30
+        while _journal_state(journal, in_hand.id) is None:  # the agent has it in hand
+            assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.002)
         started = time.monotonic()
         agent.send_signal(signal.SIGTERM)
