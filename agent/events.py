@@ -57,7 +57,12 @@ EVENTS: tuple[Event, ...] = (
           "no write permit in time (another write to the same user still open, or the "
           "relay unreachable); nothing was written and the request went back to the queue"),
     Event("request.in_doubt", ("warning",),
-          "at start-up: a write the previous process was killed during"),
+          "at start-up: a write the previous process was killed during, made without a "
+          "relay permit"),
+    Event("request.interrupted", ("warning",),
+          "at start-up: a write the previous process was killed during, under a relay "
+          "permit; its redelivery asks the relay, which answers in_doubt unless the "
+          "entry provably did not change (then it is written once, normally)"),
     Event("request.crashed", ("error",),
           "an unexpected error in the pipeline (traceback follows, secrets scrubbed); the "
           "request is still answered (internal_error, or in_doubt once the write may have "

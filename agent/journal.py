@@ -9,6 +9,12 @@ States::
     received --mark_writing--> writing --finish--> done
         \\                         |
          \\-------finish--------->  (crash) --recover()--> in_doubt --finish--> done
+                                      \\--recover(), permitted--> (forgotten)
+
+A write made under a relay permit (the row has its lease) is forgotten by
+`recover()` instead: the relay keeps the permit and its write marker, so the
+redelivery asks it, and it answers in_doubt unless the entry provably did not change
+(agent/permits.py `write_marker`).
 
 `mark_writing` is the one synced commit (synchronous=FULL) before the LDAP write goes
 out, so after a crash, even a power cut, the journal knows a write may have happened.
@@ -175,26 +181,32 @@ class Journal:
         )
         return State(row[0]) if row else None
 
-    def recover(self) -> list[str]:
-        """At start-up: writes a crash interrupted become in_doubt; claims that never
-        reached the write are dropped so a redelivery is processed normally."""
+    def recover(self) -> tuple[list[str], list[str]]:
+        """At start-up, for the writes a crash interrupted: (in_doubt, to_relay).
+        Those written without a relay permit become in_doubt here; those written under
+        one are forgotten, and so are claims that never reached the write, so their
+        redelivery is processed normally and the relay's permit decides (in_doubt
+        unless the write marker proves the entry unchanged)."""
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            ids = [
-                r[0]
-                for r in conn.execute("SELECT id FROM requests WHERE state = ?", (State.WRITING,))
-            ]
+            rows = conn.execute(
+                "SELECT id, lease_id FROM requests WHERE state = ?", (State.WRITING,)
+            ).fetchall()
             conn.execute(
-                "UPDATE requests SET state = ?, updated_at = ? WHERE state = ?",
+                "UPDATE requests SET state = ?, updated_at = ? WHERE state = ?"
+                " AND lease_id IS NULL",
                 (State.IN_DOUBT, time.time(), State.WRITING),
             )
-            conn.execute("DELETE FROM requests WHERE state = ?", (State.RECEIVED,))
+            conn.execute(
+                "DELETE FROM requests WHERE state = ? OR (state = ? AND lease_id IS NOT NULL)",
+                (State.RECEIVED, State.WRITING),
+            )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return ids
+        return [r[0] for r in rows if r[1] is None], [r[0] for r in rows if r[1] is not None]
 
     def prune(self, older_than_seconds: float) -> int:
         """Forget finished requests; their ids are long past expiry by then, so a

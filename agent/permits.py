@@ -1,4 +1,5 @@
-"""Write permits: the agent's fence before it writes (docs/protocol.md, "Write permits").
+"""Write permits: the agent's fence before it writes (the rules: cloud/relay/store.py;
+the operator's view: docs/operations.md, "High availability").
 
 The pipeline asks a `PermitGate` for a permit for (tenant, user key) right before the
 directory write; `LeasePermits` is the gate for one lease, over the agent's transport.
@@ -40,6 +41,20 @@ def user_key(tenant: str, immutable_id: str) -> str:
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 
+def write_marker(key: str, server: str, change_stamp: str) -> str | None:
+    """What the relay keeps with a permit so that a redelivery can prove the holder
+    never wrote: a hash of the server the user was read from and the entry's change
+    stamp there (AD uSNChanged, OpenLDAP entryCSN), read BEFORE the permit was asked.
+    The holder writes only to that server and only while its permit runs; so when the
+    next agent, after the holder's lease ended, reads the same stamp on the same
+    server, nothing was written to the entry, and it may write. None when the
+    directory gave no stamp: a redelivery is then answered in_doubt."""
+    if not server or not change_stamp:
+        return None
+    material = f"writeback-write-marker/v1\n{key}\n{server}\n{change_stamp}"
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
 class GiveBack(Exception):
     """No permit in time (another write to this user is still open, the relay is
     unreachable, or the agent is stopping): write nothing and give the lease back."""
@@ -53,7 +68,9 @@ class PermitGate(Protocol):
         """The lease a granted permit belongs to (the journal keeps it for a re-post)."""
         ...
 
-    def ask(self, key: str, *, ordered: bool, deadline: float) -> Permit:
+    def ask(
+        self, key: str, *, ordered: bool, deadline: float, marker: str | None = None
+    ) -> Permit:
         """GRANTED, IN_DOUBT or SUPERSEDED (BUSY is waited out). Raises LeaseLost
         (another agent may hold the request now) or GiveBack."""
         ...
@@ -88,12 +105,14 @@ class LeasePermits:
         self._busy_wait = busy_wait
         self._sleep = sleep
 
-    def ask(self, key: str, *, ordered: bool, deadline: float) -> Permit:
+    def ask(
+        self, key: str, *, ordered: bool, deadline: float, marker: str | None = None
+    ) -> Permit:
         give_up_busy = min(deadline, time.time() + self._busy_wait)
         delay = self._sleep
         while True:
             try:
-                permit = self._transport.permit(self.lease, key, ordered=ordered)
+                permit = self._transport.permit(self.lease, key, ordered=ordered, marker=marker)
             except LeaseLost:
                 raise
             except TransportUnavailable as exc:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from pydantic import SecretStr
@@ -41,7 +41,7 @@ from agent.config import DirectoryConfig, Settings
 from agent.connector_pool import ConnectorPool
 from agent.journal import ClaimKind, Journal
 from agent.outcome import Answers, Identity, Outcome, Run
-from agent.permits import Deferred, GiveBack, PermitGate, user_key
+from agent.permits import Deferred, GiveBack, PermitGate, user_key, write_marker
 from agent.retries import retry_reads, retry_unsent
 from agent.routing import DirectoryRouter
 from agent.scope import not_managed_reason
@@ -244,6 +244,10 @@ class Pipeline:
                 if isinstance(refused, Outcome):
                     return refused
                 deadline = min(deadline, refused)
+                # Sent only where the marker was read, and only while the permit runs.
+                user = replace(user, write_by=deadline)
+            else:
+                user = replace(user, server="")
             # The one synced journal write; the lease lets a restart post the answer.
             lease_id = permits.lease_id if permits is not None else None
             self._journal.mark_writing(header.id, lease_id=lease_id)
@@ -291,10 +295,12 @@ class Pipeline:
     ) -> Outcome | float:
         """The write deadline under a granted permit, or the answer when refused."""
         immutable = user.id or f"dn:{user.dn}"  # every directory we support has an id
+        key = user_key(header.tenant, immutable)
         permit = permits.ask(
-            user_key(header.tenant, immutable),
+            key,
             ordered=header.op in _ORDERED_OPS,
             deadline=deadline,
+            marker=write_marker(key, user.server, user.change_stamp),
         )
         if permit.decision is PermitDecision.IN_DOUBT:
             return Outcome(

@@ -8,8 +8,8 @@ back from a long-poll within a short grace) and post its result; `join` waits fo
 workers with a request in hand and not for idle ones blocked in a lease long-poll
 (daemon threads: the process exit closes their connections, and the relay takes no
 lease for a client that has gone). Once the grace is over `join` closes the door: a
-lease that arrives after that is given straight back, never started. Then the scheduler and health server
-stop and connections close. Nothing is lost: a request
+lease that arrives after that is given straight back, never started. Then the
+scheduler and health server stop and connections close. Nothing is lost: a request
 not finished is either released (redelivered at once) or, if the process dies, its
 lease times out and the journal answers in_doubt for a write it interrupted.
 
@@ -122,11 +122,13 @@ class AgentService(PeriodicJobs):
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        interrupted = self._journal.recover()
+        interrupted, to_relay = self._journal.recover()
         for request_id in interrupted:
             self._log.warning(
                 "request.in_doubt", request_id=request_id, detail="interrupted by a restart"
             )
+        for request_id in to_relay:
+            self._log.warning("request.interrupted", request_id=request_id)
         self._control_transport = self._transport_factory()
         unposted = self._journal.unposted(_REPOST_WINDOW)
         if unposted:

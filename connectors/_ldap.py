@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import ssl
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, Literal
@@ -128,6 +129,32 @@ def server_url(conn: ldap3.Connection) -> str:
     server = conn.server
     scheme = "ldaps" if server.ssl else "ldap"
     return f"{scheme}://{server.host}:{server.port}"
+
+
+def server_identity(conn: ldap3.Connection) -> str:
+    """The server a connection talks to, as precisely as the agent can tell: the URL
+    and the address actually connected (DNS may round-robin one name over DCs)."""
+    sock = getattr(conn, "socket", None)
+    try:
+        peer = sock.getpeername()[0] if sock is not None else ""
+    except OSError:
+        peer = ""
+    return f"{server_url(conn)}|{peer}"
+
+
+def check_write_guard(conn: ldap3.Connection, server: str, write_by: float | None) -> None:
+    """Refuse a write, before anything is sent, on another server than the one the user
+    was read from (its change stamp says nothing there) or past the permit's time."""
+    if server and server_identity(conn) != server:
+        raise WriteNotSent(
+            "not written: the connection moved to another server since the user was read",
+            dc=server_url(conn),
+        )
+    if write_by is not None and time.time() >= write_by:
+        raise WriteNotSent(
+            "not written: the write permit ran out before the write could be sent",
+            dc=server_url(conn),
+        )
 
 
 def is_encrypted(conn: ldap3.Connection) -> bool:

@@ -24,12 +24,19 @@ import ldap3
 from connectors._ldap import (
     Context,
     Refine,
+    check_write_guard,
     close_quietly,
     open_connection,
+    server_identity,
     server_url,
     translate_errors,
 )
-from connectors.base import DirectoryError, DirectorySettings, DirectoryUnavailable
+from connectors.base import (
+    DirectoryError,
+    DirectorySettings,
+    DirectoryUnavailable,
+    DirectoryUser,
+)
 
 T = TypeVar("T")
 
@@ -85,6 +92,11 @@ class LdapSession:
         return server_url(self._conn) if self._conn is not None else ""
 
     @property
+    def server(self) -> str:
+        """The identity of the current connection's server (`server_identity`)."""
+        return server_identity(self._conn) if self._conn is not None else ""
+
+    @property
     def is_open(self) -> bool:
         return self._conn is not None
 
@@ -102,10 +114,17 @@ class LdapSession:
 
     # ----------------------------------------------------------------- operations
 
-    def _once(self, context: Context, fn: Callable[[ldap3.Connection], T]) -> T:
+    def _once(
+        self,
+        context: Context,
+        fn: Callable[[ldap3.Connection], T],
+        guard: DirectoryUser | None = None,
+    ) -> T:
         conn = self.connection()
         dc = server_url(conn)
         try:
+            if guard is not None:
+                check_write_guard(conn, guard.server, guard.write_by)
             with translate_errors(context, dc=dc, refine=self._refine, conn=conn):
                 return fn(conn)
         except DirectoryUnavailable:
@@ -128,9 +147,16 @@ class LdapSession:
                 raise
             return self._once("search", fn)
 
-    def write(self, fn: Callable[[ldap3.Connection], T], context: Context = "write") -> T:
-        """A write: never retried (see the module docstring)."""
-        return self._once(context, fn)
+    def write(
+        self,
+        fn: Callable[[ldap3.Connection], T],
+        context: Context = "write",
+        *,
+        guard: DirectoryUser | None = None,
+    ) -> T:
+        """A write: never retried (see the module docstring). With `guard`, sent only
+        to the server the user was read from and before its `write_by`."""
+        return self._once(context, fn, guard)
 
     def search(
         self,
@@ -169,6 +195,7 @@ class LdapSession:
         *,
         controls: Any = None,
         context: Context = "write",
+        guard: DirectoryUser | None = None,
     ) -> str:
         """One modify request; returns the URL of the server that took it."""
         dc = ""
@@ -178,5 +205,5 @@ class LdapSession:
             dc = server_url(conn)
             conn.modify(dn, changes, controls=controls)
 
-        self.write(run, context)
+        self.write(run, context, guard=guard)
         return dc

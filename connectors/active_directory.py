@@ -85,6 +85,7 @@ _USER_ATTRS = [
     "adminCount",
     "pwdLastSet",
     "objectGUID",
+    "uSNChanged",
 ]
 
 
@@ -142,7 +143,9 @@ class ActiveDirectoryConnector:
     def _modify(self, user: DirectoryUser, changes: dict[str, Any], context: Context) -> str:
         """One modify request; returns the URL of the DC that took it."""
         controls = self._write_controls()
-        return self._session.modify(user.dn, changes, controls=controls, context=context)
+        return self._session.modify(
+            user.dn, changes, controls=controls, context=context, guard=user
+        )
 
     # ------------------------------------------------------------------ lookups
 
@@ -194,6 +197,8 @@ class ActiveDirectoryConnector:
             protected=str(first_value(attrs, "adminCount") or "0") == "1",
             pwd_last_set=pol.filetime_to_datetime(first_value(attrs, "pwdLastSet")),
             policy_dn=str(pso) if pso else None,
+            server=self._session.server,
+            change_stamp=str(first_value(attrs, "uSNChanged") or ""),
         )
 
     def _locked_by_time(self, locked_at: dt.datetime | None) -> bool:

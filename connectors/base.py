@@ -145,6 +145,14 @@ class DirectoryUser:
     # The policy that applies to this user, as found (AD msDS-ResultantPSO, OpenLDAP
     # pwdPolicySubentry); None = the domain / default policy.
     policy_dn: str | None = None
+    # Where the user was read and the entry's change stamp there (AD uSNChanged,
+    # OpenLDAP entryCSN): any write to the entry on that server changes the stamp.
+    # The pipeline's write marker (agent/permits.py) is made of the two.
+    server: str = ""
+    change_stamp: str = ""
+    # A write for this user is sent only to `server` (when set) and only before
+    # `write_by` (epoch seconds, when set): the pipeline sets it from its permit.
+    write_by: float | None = None
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from connectors._bind_as_user import bind_as_user
 from connectors._cache import TtlCache
 from connectors._checks import run_check
 from connectors._ldap import (
+    check_write_guard,
     close_quietly,
     open_connection,
     server_url,
@@ -108,8 +109,17 @@ class OpenLdapConnector:
     def close(self) -> None:
         self._session.close()
 
-    def _modify(self, dn: str, changes: Changes, *, relax: bool = False) -> str:
-        return self._session.modify(dn, changes, controls=[_RELAX] if relax else None)
+    def _modify(
+        self,
+        dn: str,
+        changes: Changes,
+        *,
+        relax: bool = False,
+        guard: DirectoryUser | None = None,
+    ) -> str:
+        return self._session.modify(
+            dn, changes, controls=[_RELAX] if relax else None, guard=guard
+        )
 
     # ----------------------------------------------------------------- lookups
 
@@ -137,6 +147,7 @@ class OpenLdapConnector:
             "displayName",
             "cn",
             "entryUUID",
+            "entryCSN",
             *pp.STATE_ATTRS,
         ]
         found: dict[str, dict[str, Any]] = {}
@@ -162,6 +173,8 @@ class OpenLdapConnector:
             locked=self._locked(state),
             pwd_last_set=None if state.pwd_reset else state.changed,
             policy_dn=state.policy_dn,
+            server=self._session.server,
+            change_stamp=pp.first(a, "entryCSN") or "",
         )
 
     def _locked(self, state: pp.AccountState) -> bool:
@@ -311,9 +324,11 @@ class OpenLdapConnector:
         (as in AD), so a too-young password gets pwdReset first, undone on failure.
         """
         if young:
-            self._modify(user.dn, _RESET_TRUE)
+            self._modify(user.dn, _RESET_TRUE, guard=user)
         try:
-            self._session.write(lambda conn: pp.password_modify(conn, user.dn, new_password))
+            self._session.write(
+                lambda conn: pp.password_modify(conn, user.dn, new_password), guard=user
+            )
         except DirectoryError as exc:
             if young:
                 self._undo_reset(user, exc)
@@ -346,6 +361,7 @@ class OpenLdapConnector:
         )
         dc = server_url(conn)
         try:
+            check_write_guard(conn, user.server, user.write_by)
             policy = self._prevalidated(user, new_password, self_change=True)
             with translate_errors("change", dc=dc, refine=pp.refine, conn=conn):
                 pp.password_modify(conn, user.dn, new_password, old_password)
@@ -368,7 +384,7 @@ class OpenLdapConnector:
         password change clears them itself, so reset(unlock=True) needs no relax.)
         """
         self._usable(user)
-        dc = self._modify(user.dn, {**_UNLOCK, **_CLEAR_FAILURES}, relax=True)
+        dc = self._modify(user.dn, {**_UNLOCK, **_CLEAR_FAILURES}, relax=True, guard=user)
         return WriteOutcome(dc=dc, applied=("unlock",))
 
     # ----------------------------------------------------------------- groups

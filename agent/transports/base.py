@@ -94,10 +94,14 @@ class Transport(Protocol):
         """Extend the lease; the returned Lease carries the new expiry."""
         ...
 
-    def permit(self, lease: Lease, user_key: str, *, ordered: bool) -> Permit:
+    def permit(
+        self, lease: Lease, user_key: str, *, ordered: bool, marker: str | None = None
+    ) -> Permit:
         """Ask to write to the user `user_key` (a hash of the directory's immutable
         id); renews the lease whatever the answer. Asking again under the same lease
-        after a lost answer gets the same grant. Raises LeaseLost."""
+        after a lost answer gets the same grant. `marker` (agent/permits.py
+        `write_marker`) lets a redelivery prove the first holder never wrote.
+        Raises LeaseLost."""
         ...
 
     def release(self, lease: Lease) -> None:

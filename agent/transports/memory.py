@@ -51,6 +51,7 @@ class _Item:
     permit_holder: str | None = None
     permit_until: float = 0.0
     permit_closed_at: float | None = None
+    permit_marker: str | None = None
     result_lease: str | None = None
 
     def permit_open(self, now: float) -> bool:
@@ -153,30 +154,38 @@ class MemoryQueue:
             item.lease_expires_at = self.clock() + self.lease_timeout
             return replace(lease, expires_at=item.lease_expires_at)
 
-    def _permit(self, lease: Lease, agent_id: str, user_key: str, ordered: bool) -> Permit:
+    def _permit(
+        self, lease: Lease, agent_id: str, user_key: str, ordered: bool, marker: str | None
+    ) -> Permit:
         with self._cond:
             item = self._held(lease, agent_id)
             if item.result is not None:
                 raise LeaseLost(f"request {lease.request_id} is completed", status=409)
             now = self.clock()
             item.lease_expires_at = now + self.lease_timeout
-            decision = self._decide(item, user_key, ordered, now)
-            if decision is PermitDecision.GRANTED:
+            decision = self._decide(item, user_key, ordered, now, marker)
+            if decision is PermitDecision.GRANTED and item.permit_lease != lease.lease_id:
                 item.user_key, item.ordered = user_key, ordered
                 item.permit_lease, item.permit_holder = lease.lease_id, agent_id
+                item.permit_until = item.lease_expires_at
+                item.permit_closed_at, item.permit_marker = None, marker
+            elif decision is PermitDecision.GRANTED:
                 item.permit_until = item.lease_expires_at
             elif decision is PermitDecision.IN_DOUBT and item.permit_closed_at is None:
                 item.permit_closed_at = max(now, item.permit_until)
             renewed = replace(lease, expires_at=item.lease_expires_at)
             return Permit(decision, renewed, self.lease_timeout)
 
-    def _decide(self, item: _Item, user_key: str, ordered: bool, now: float) -> PermitDecision:
-        if item.permit_lease is not None:
-            return (
-                PermitDecision.GRANTED
-                if item.permit_lease == item.lease_id
-                else PermitDecision.IN_DOUBT
-            )
+    def _decide(
+        self, item: _Item, user_key: str, ordered: bool, now: float, marker: str | None
+    ) -> PermitDecision:
+        if item.permit_lease == item.lease_id:
+            return PermitDecision.GRANTED
+        if item.permit_lease is not None and not (
+            marker is not None and marker == item.permit_marker and item.permit_until <= now
+        ):
+            return PermitDecision.IN_DOUBT
+        # First permit, or a redelivery whose marker proves the holder never wrote.
         same_user = [
             other
             for other in self._items.values()
@@ -258,9 +267,11 @@ class MemoryTransport:
         self._enter()
         return self.queue._renew(lease, self.agent_id)
 
-    def permit(self, lease: Lease, user_key: str, *, ordered: bool) -> Permit:
+    def permit(
+        self, lease: Lease, user_key: str, *, ordered: bool, marker: str | None = None
+    ) -> Permit:
         self._enter()
-        return self.queue._permit(lease, self.agent_id, user_key, ordered)
+        return self.queue._permit(lease, self.agent_id, user_key, ordered, marker)
 
     def release(self, lease: Lease) -> None:
         self._enter()

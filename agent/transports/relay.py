@@ -246,8 +246,13 @@ class RelayTransport:
         response = self._call("POST", f"/v1/agent/leases/{lease.lease_id}/renew")
         return replace(lease, expires_at=float(response.json()["lease_expires_at"]))
 
-    def permit(self, lease: Lease, user_key: str, *, ordered: bool) -> Permit:
-        body = json.dumps({"user_key": user_key, "ordered": ordered}).encode()
+    def permit(
+        self, lease: Lease, user_key: str, *, ordered: bool, marker: str | None = None
+    ) -> Permit:
+        ask: dict[str, Any] = {"user_key": user_key, "ordered": ordered}
+        if marker is not None:
+            ask["marker"] = marker
+        body = json.dumps(ask).encode()
         data = self._call("POST", f"/v1/agent/leases/{lease.lease_id}/permit", body=body).json()
         try:
             decision = PermitDecision(data["decision"])

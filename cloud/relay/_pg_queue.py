@@ -35,6 +35,7 @@ from cloud.relay.store import (
     QueueStore,
     RequestState,
     RequestStatus,
+    takes_over,
 )
 
 CHANNEL = "writeback_relay_wake"
@@ -152,18 +153,29 @@ class PostgresQueue(QueueStore):
         ordered: bool,
         now: float,
         lease_timeout: float,
+        marker: str | None = None,
     ) -> Permit:
         expires_at = now + lease_timeout
         with self._tx() as conn:
             row = conn.execute(
-                "SELECT request_id, tenant, seq, permit_lease, permit_until, permit_closed_at"
-                " FROM requests WHERE lease_id = %s AND leased_by = %s AND state = 'leased'"
-                " FOR UPDATE",
+                "SELECT request_id, tenant, seq, permit_lease, permit_until, permit_closed_at,"
+                " permit_marker FROM requests"
+                " WHERE lease_id = %s AND leased_by = %s AND state = 'leased' FOR UPDATE",
                 (lease_id, agent_id),
             ).fetchone()
             if row is None:
                 raise LeaseLost(f"lease {lease_id} is not held by {agent_id}")
-            request_id, tenant, seq, permit_lease, permit_until, closed_at = row
+            request_id, tenant, seq, permit_lease, permit_until, closed_at, held_marker = row
+            taken_over = takes_over(
+                permit_lease=permit_lease,
+                lease_id=lease_id,
+                held_marker=held_marker,
+                marker=marker,
+                permit_until=permit_until,
+                now=now,
+            )
+            if taken_over:
+                permit_lease = None  # decided as if first asked
             conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
                 (f"{len(tenant)}:{tenant}/{user_key}",),  # unambiguous whatever the tenant
@@ -180,8 +192,9 @@ class PostgresQueue(QueueStore):
                 # Asked again under the same lease: the permit lasts as the lease does.
                 conn.execute(
                     "UPDATE requests SET user_key = %s, ordered = %s, permit_lease = %s,"
-                    " permit_agent = %s, permit_until = %s WHERE lease_id = %s",
-                    (user_key, ordered, lease_id, agent_id, expires_at, lease_id),
+                    " permit_agent = %s, permit_until = %s, permit_closed_at = NULL,"
+                    " permit_marker = %s WHERE lease_id = %s",
+                    (user_key, ordered, lease_id, agent_id, expires_at, marker, lease_id),
                 )
             elif decision is PermitDecision.IN_DOUBT and closed_at is None:
                 # The outcome is now recorded as in doubt; the permit still excludes
@@ -190,7 +203,7 @@ class PostgresQueue(QueueStore):
                     "UPDATE requests SET permit_closed_at = %s WHERE lease_id = %s",
                     (max(now, float(permit_until or now)), lease_id),
                 )
-        return Permit(decision, expires_at)
+        return Permit(decision, expires_at, taken_over and decision is PermitDecision.GRANTED)
 
     @staticmethod
     def _decide(

@@ -19,6 +19,7 @@ from cloud.relay.store import (
     QueueStore,
     RequestState,
     RequestStatus,
+    takes_over,
 )
 
 # Columns added with write permits; ALTERed into databases made before them.
@@ -31,6 +32,7 @@ PERMIT_COLUMNS = (
     ("permit_until", "REAL"),
     ("permit_closed_at", "REAL"),
     ("result_lease", "TEXT"),
+    ("permit_marker", "TEXT"),
 )
 PERMIT_INDEX = "CREATE INDEX IF NOT EXISTS requests_by_user ON requests (tenant, user_key)"
 
@@ -136,17 +138,29 @@ class SQLiteQueue(QueueStore):
         ordered: bool,
         now: float,
         lease_timeout: float,
+        marker: str | None = None,
     ) -> Permit:
         expires_at = now + lease_timeout
         with self._tx() as conn:
             row = conn.execute(
-                "SELECT request_id, tenant, seq, permit_lease, permit_until, permit_closed_at"
-                " FROM requests WHERE lease_id = ? AND leased_by = ? AND state = 'leased'",
+                "SELECT request_id, tenant, seq, permit_lease, permit_until, permit_closed_at,"
+                " permit_marker FROM requests"
+                " WHERE lease_id = ? AND leased_by = ? AND state = 'leased'",
                 (lease_id, agent_id),
             ).fetchone()
             if row is None:
                 raise LeaseLost(f"lease {lease_id} is not held by {agent_id}")
-            request_id, tenant, seq, permit_lease, permit_until, closed_at = row
+            request_id, tenant, seq, permit_lease, permit_until, closed_at, held_marker = row
+            taken_over = takes_over(
+                permit_lease=permit_lease,
+                lease_id=lease_id,
+                held_marker=held_marker,
+                marker=marker,
+                permit_until=permit_until,
+                now=now,
+            )
+            if taken_over:
+                permit_lease = None  # decided as if first asked
             conn.execute(
                 "UPDATE requests SET lease_expires_at = ? WHERE lease_id = ?",
                 (expires_at, lease_id),
@@ -161,8 +175,9 @@ class SQLiteQueue(QueueStore):
             if decision is PermitDecision.GRANTED:
                 conn.execute(
                     "UPDATE requests SET user_key = ?, ordered = ?, permit_lease = ?,"
-                    " permit_agent = ?, permit_until = ? WHERE lease_id = ?",
-                    (user_key, int(ordered), lease_id, agent_id, expires_at, lease_id),
+                    " permit_agent = ?, permit_until = ?, permit_closed_at = NULL,"
+                    " permit_marker = ? WHERE lease_id = ?",
+                    (user_key, int(ordered), lease_id, agent_id, expires_at, marker, lease_id),
                 )
             elif decision is PermitDecision.IN_DOUBT and closed_at is None:
                 # The outcome is now recorded as in doubt; the permit still excludes
@@ -171,7 +186,7 @@ class SQLiteQueue(QueueStore):
                     "UPDATE requests SET permit_closed_at = ? WHERE lease_id = ?",
                     (max(now, float(permit_until or now)), lease_id),
                 )
-        return Permit(decision, expires_at)
+        return Permit(decision, expires_at, taken_over and decision is PermitDecision.GRANTED)
 
     @staticmethod
     def _decide(

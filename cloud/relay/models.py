@@ -138,6 +138,13 @@ class PermitAsk(_Body):
 
     user_key: str = Field(pattern=r"^[0-9a-f]{64}$")
     ordered: bool = Field(True, description="reset/change: newer requests supersede older")
+    marker: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="write marker: hash of the server the user was read from and the "
+        "entry's change stamp there, read before this call; a redelivery with the "
+        "holder's marker takes the permit over",
+    )
 
 
 class PermitAnswer(_Body):

@@ -197,9 +197,10 @@ async def permit(lease_id: str, body: PermitAsk, agent: SignedAgent, ctx: Ctx) -
         ordered=body.ordered,
         now=now,
         lease_timeout=ctx.settings.lease_timeout,
+        marker=body.marker,
     )
     log.info(
-        "permit." + answer.decision.value,
+        "permit." + ("taken_over" if answer.taken_over else answer.decision.value),
         tenant=agent.tenant,
         agent_id=agent.agent_id,
         lease_id=lease_id,

@@ -41,6 +41,14 @@ Before it writes, the agent holding the lease asks
              got that permit died or lost its lease mid-write): never write it again.
              If that first writer's result arrives it is stored (`complete` accepts
              the permit holder's result); otherwise the request is answered in_doubt.
+             Unless the write marker proves the holder never wrote: the agent sends,
+             with every ask, a hash of the server it read the user from and the
+             entry's change stamp there, read before the ask (agent/permits.py
+             `write_marker`); the holder writes only to that server and only while
+             its lease runs. A redelivery, asked after that lease ended, whose marker
+             equals the holder's has read an entry nobody wrote to: the permit moves to
+             the new lease (the old holder can no longer post) and the request is
+             decided as if first asked (GRANTED, SUPERSEDED or BUSY).
 - SUPERSEDED a request for the same user with a higher sequence number was permitted
              (ordered ops only: reset, change): this older one is never written.
 - BUSY       another request for this user holds an open permit; ask again soon
@@ -120,6 +128,28 @@ class PermitDecision(StrEnum):
 class Permit:
     decision: PermitDecision
     lease_expires_at: float  # the lease, renewed by every permit call
+    taken_over: bool = False  # granted to a redelivery: the marker proved no write
+
+
+def takes_over(
+    *,
+    permit_lease: str | None,
+    lease_id: str,
+    held_marker: str | None,
+    marker: str | None,
+    permit_until: float | None,
+    now: float,
+) -> bool:
+    """A redelivery whose write marker equals the permit holder's, asked after the
+    holder's lease (and so its right to write) ran out: the holder never wrote."""
+    return (
+        permit_lease is not None
+        and permit_lease != lease_id
+        and marker is not None
+        and marker == held_marker
+        and permit_until is not None
+        and float(permit_until) <= now
+    )
 
 
 @dataclass(frozen=True)
@@ -284,12 +314,13 @@ class QueueStore(ABC):
         ordered: bool,
         now: float,
         lease_timeout: float,
+        marker: str | None = None,
     ) -> Permit:
         """May the holder of this lease write to the user `user_key` now? (See the
-        module docstring for the decisions.) `ordered` is True for ops that set a
-        password (reset, change): only those supersede and are superseded; every
-        permit excludes every other open permit for the user. Renews the lease.
-        Raises LeaseLost when this agent does not hold the lease (or the request
+        module docstring for the decisions; `marker` is the write marker.) `ordered`
+        is True for ops that set a password (reset, change): only those supersede and
+        are superseded; every permit excludes every other open permit for the user.
+        Renews the lease. Raises LeaseLost when this agent does not hold the lease (or the request
         has a result already)."""
 
     @abstractmethod

@@ -1,8 +1,10 @@
 """A TCP forwarder between the agent and a directory that can hold the directory's
 answers back on cue: how the crash test catches the agent mid-write for real.
 
-`hold_when()` is asked before each server->client chunk is passed on; once it says
-yes, that chunk and all later ones are held (never delivered), and `holding` is set.
+`hold_when()` is asked before each server->client chunk is passed on (with
+`hold_requests`, each client->server chunk instead: the write never reaches the
+directory); once it says yes, that chunk and all later ones of that connection are
+held (never delivered), and `holding` is set. Other connections pass untouched.
 """
 
 from __future__ import annotations
@@ -13,9 +15,16 @@ from collections.abc import Callable
 
 
 class HoldingProxy:
-    def __init__(self, upstream: tuple[str, int], hold_when: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        upstream: tuple[str, int],
+        hold_when: Callable[[], bool],
+        *,
+        hold_requests: bool = False,
+    ) -> None:
         self._upstream = upstream
         self._hold_when = hold_when
+        self._hold_from_server = not hold_requests
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])
         self.holding = threading.Event()
@@ -31,19 +40,27 @@ class HoldingProxy:
                 return
             server = socket.create_connection(self._upstream, timeout=10)
             self._sockets += [client, server]
-            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
+            held = threading.Event()  # this connection only
+            for src, dst, from_server in ((client, server, False), (server, client, True)):
+                threading.Thread(
+                    target=self._pipe, args=(src, dst, from_server, held), daemon=True
+                ).start()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket, from_server: bool) -> None:
+    def _pipe(
+        self, src: socket.socket, dst: socket.socket, from_server: bool, held: threading.Event
+    ) -> None:
         try:
             while True:
                 src.settimeout(None)
                 chunk = src.recv(65536)
                 if not chunk:
                     break
-                if from_server and (self.holding.is_set() or self._hold_when()):
+                if from_server is self._hold_from_server and (
+                    held.is_set() or self._hold_when()
+                ):
+                    held.set()
                     self.holding.set()
-                    continue  # swallowed: the client never hears back
+                    continue  # swallowed: never delivered
                 dst.sendall(chunk)
         except OSError:
             pass

@@ -315,3 +315,39 @@ def test_errors_never_contain_the_password(
         text = f"{info.value} {info.value!r} {getattr(info.value, 'detail', '')}"
         for pw in ("shrt-Ü1", "Wrong-Old-77", NEW):
             assert pw not in text
+
+
+# --- write guard (the write marker's two halves, agent/permits.py) -------------------
+
+
+def test_the_change_stamp_moves_with_a_write_and_not_with_a_read(
+    directory: DirectoryEnv, connector: DirectoryConnector
+) -> None:
+    login = _new_user(directory)
+    before = _find(connector, login)
+    assert before.server.startswith(("ldaps://", "ldap://")) and before.change_stamp
+    assert _find(connector, login).change_stamp == before.change_stamp  # a read changes nothing
+    connector.reset_password(before, secret(NEW))
+    after = _find(connector, login)
+    assert after.server == before.server
+    assert after.change_stamp != before.change_stamp
+
+
+def test_a_write_is_never_sent_to_another_server_or_after_its_time(
+    directory: DirectoryEnv, connector: DirectoryConnector
+) -> None:
+    import dataclasses
+    import time
+
+    from connectors.base import WriteNotSent
+
+    login = _new_user(directory)
+    user = _find(connector, login)
+    elsewhere = dataclasses.replace(user, server=user.server + "-another-dc")
+    with pytest.raises(WriteNotSent, match="another server"):
+        connector.reset_password(elsewhere, secret(NEW))
+    late = dataclasses.replace(user, write_by=time.time() - 1)
+    with pytest.raises(WriteNotSent, match="permit ran out"):
+        connector.reset_password(late, secret(NEW))
+    assert _find(connector, login).change_stamp == user.change_stamp  # nothing was written
+    assert directory.bind(login, INITIAL) is BindOutcome.OK

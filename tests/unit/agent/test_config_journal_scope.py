@@ -96,11 +96,15 @@ def test_journal_states_and_recovery(tmp_path: Path) -> None:
     journal.claim("r2", op="reset", user_ref="bob")
     journal.mark_writing("r2")  # then the process dies
     journal.claim("r3", op="reset", user_ref="carol")  # claimed, never written
+    journal.claim("r4", op="reset", user_ref="dave")
+    journal.mark_writing("r4", lease_id="L4")  # under a relay permit, then the process dies
     journal.close()
     reopened = Journal(tmp_path / "j.sqlite3")
-    assert reopened.recover() == ["r2"]
+    assert reopened.recover() == (["r2"], ["r4"])
     assert reopened.claim("r2", op="reset", user_ref="bob").kind is ClaimKind.IN_DOUBT
     assert reopened.claim("r3", op="reset", user_ref="carol").kind is ClaimKind.NEW  # safe to redo
+    # the relay's permit decides for r4 (it keeps the permit and its write marker)
+    assert reopened.claim("r4", op="reset", user_ref="dave").kind is ClaimKind.NEW
     assert reopened.state("r2") is State.IN_DOUBT
 
 

@@ -326,6 +326,84 @@ def test_redelivery_after_a_permit_is_in_doubt_never_granted(store: RelayStore) 
     assert status is not None and status.result == b"in_doubt"
 
 
+M1, M2 = "1" * 64, "2" * 64  # write markers: (server, change stamp) hashes
+
+
+def test_a_redelivery_with_the_holders_marker_takes_the_permit_over(store: RelayStore) -> None:
+    _tenant_with_agents(store, "a1", "a2", "a3")
+    store.add_request("t1", "r1", "g", T0 + 600, b"x", now=T0)
+    _leased(store, "a1", "L1", T0)
+    first = store.permit("L1", "a1", "U", ordered=True, now=T0 + 1, lease_timeout=LEASE, marker=M1)
+    assert (first.decision, first.taken_over) == (PermitDecision.GRANTED, False)
+    # a1 dies before its write; a2 reads the same change stamp on the same server.
+    assert _leased(store, "a2", "L2", T0 + 1 + LEASE) == "r1"
+    again = store.permit(
+        "L2", "a2", "U", ordered=True, now=T0 + 2 + LEASE, lease_timeout=LEASE, marker=M1
+    )
+    assert (again.decision, again.taken_over) == (PermitDecision.GRANTED, True)
+    asked_twice = store.permit(
+        "L2", "a2", "U", ordered=True, now=T0 + 3 + LEASE, lease_timeout=LEASE, marker=M1
+    )
+    assert (asked_twice.decision, asked_twice.taken_over) == (PermitDecision.GRANTED, False)
+    with pytest.raises(LeaseLost):  # the old holder lost its permit: it cannot answer
+        store.complete("L1", "r1", "a1", b"late", T0 + 4 + LEASE)
+    assert store.complete("L2", "r1", "a2", b"succeeded", T0 + 4 + LEASE) is True
+    status = store.request_status("t1", "r1", T0 + 5 + LEASE)
+    assert status is not None and status.result == b"succeeded"
+
+
+def test_a_redelivery_with_another_marker_or_none_stays_in_doubt(store: RelayStore) -> None:
+    _tenant_with_agents(store, "a1", "a2")
+    store.add_request("t1", "r1", "g", T0 + 600, b"x", now=T0)
+    store.add_request("t1", "r2", "g", T0 + 600, b"x", now=T0)
+    _leased(store, "a1", "L1", T0)
+    _leased(store, "a1", "L3", T0)
+    store.permit("L1", "a1", "U", ordered=True, now=T0 + 1, lease_timeout=LEASE, marker=M1)
+    store.permit("L3", "a1", "V", ordered=True, now=T0 + 1, lease_timeout=LEASE)  # no marker
+    assert _leased(store, "a2", "L2", T0 + 1 + LEASE) == "r1"
+    assert _leased(store, "a2", "L4", T0 + 1 + LEASE) == "r2"
+    for lease_id, user, marker in (("L2", "U", M2), ("L2", "U", None), ("L4", "V", M1)):
+        permit = store.permit(
+            lease_id, "a2", user, ordered=True, now=T0 + 2 + LEASE, lease_timeout=LEASE,
+            marker=marker,
+        )
+        assert permit.decision is PermitDecision.IN_DOUBT, (lease_id, marker)
+
+
+def test_a_marker_never_takes_over_a_permit_whose_lease_still_runs(store: RelayStore) -> None:
+    _tenant_with_agents(store, "a1", "a2")
+    store.add_request("t1", "r1", "g", T0 + 600, b"x", now=T0)
+    _leased(store, "a1", "L1", T0)
+    store.permit("L1", "a1", "U", ordered=True, now=T0 + 1, lease_timeout=LEASE, marker=M1)
+    store.remove_agent("a1", T0 + 2)  # its leases go back at once; it may still write
+    assert _leased(store, "a2", "L2", T0 + 2) == "r1"
+    permit = store.permit("L2", "a2", "U", ordered=True, now=T0 + 3, lease_timeout=LEASE, marker=M1)
+    assert permit.decision is PermitDecision.IN_DOUBT
+
+
+def test_a_taken_over_permit_keeps_the_users_writes_in_order(store: RelayStore) -> None:
+    _tenant_with_agents(store, "a1", "a2")
+    store.add_request("t1", "old", "g", T0 + 600, b"x", now=T0)
+    store.add_request("t1", "new", "g", T0 + 600, b"x", now=T0 + 1)
+    assert _leased(store, "a1", "L1", T0) == "old"
+    store.permit("L1", "a1", "U", ordered=True, now=T0 + 1, lease_timeout=LEASE, marker=M1)
+    # a1 dies before writing: its open permit holds the newer request back ...
+    assert _leased(store, "a2", "L3", T0 + 2) == "new"
+    assert _permit(store, "L3", "a2", T0 + 2) is PermitDecision.BUSY
+    store.release("L3", "a2")
+    assert _leased(store, "a2", "L2", T0 + 2 + LEASE) == "old"
+    assert _leased(store, "a2", "L3b", T0 + 2 + LEASE) == "new"
+    assert _permit(store, "L3b", "a2", T0 + 2 + LEASE) is PermitDecision.BUSY
+    # ... the redelivery takes the permit over and writes first; then the newer one.
+    taken = store.permit(
+        "L2", "a2", "U", ordered=True, now=T0 + 3 + LEASE, lease_timeout=LEASE, marker=M1
+    )
+    assert (taken.decision, taken.taken_over) == (PermitDecision.GRANTED, True)
+    assert _permit(store, "L3b", "a2", T0 + 3 + LEASE) is PermitDecision.BUSY
+    store.complete("L2", "old", "a2", b"succeeded", T0 + 4 + LEASE)
+    assert _permit(store, "L3b", "a2", T0 + 5 + LEASE) is PermitDecision.GRANTED
+
+
 def test_the_first_writers_late_answer_is_kept(store: RelayStore) -> None:
     _tenant_with_agents(store, "a1", "a2")
     store.add_request("t1", "r1", "g", T0 + 600, b"x", now=T0)
