@@ -154,6 +154,7 @@ class PostgresQueue(QueueStore):
         now: float,
         lease_timeout: float,
         marker: str | None = None,
+        late_answer_grace: float = 0.0,
     ) -> Permit:
         expires_at = now + lease_timeout
         with self._tx() as conn:
@@ -196,6 +197,12 @@ class PostgresQueue(QueueStore):
                     " permit_marker = %s WHERE lease_id = %s",
                     (user_key, ordered, lease_id, agent_id, expires_at, marker, lease_id),
                 )
+            elif (
+                decision is PermitDecision.IN_DOUBT
+                and late_answer_grace > 0
+                and now < float(permit_until or 0) + late_answer_grace
+            ):
+                decision = PermitDecision.BUSY  # the holder may still post its answer
             elif decision is PermitDecision.IN_DOUBT and closed_at is None:
                 # The outcome is now recorded as in doubt; the permit still excludes
                 # other writes to this user until its holder's lease has run out.

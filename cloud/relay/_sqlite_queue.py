@@ -139,6 +139,7 @@ class SQLiteQueue(QueueStore):
         now: float,
         lease_timeout: float,
         marker: str | None = None,
+        late_answer_grace: float = 0.0,
     ) -> Permit:
         expires_at = now + lease_timeout
         with self._tx() as conn:
@@ -179,6 +180,12 @@ class SQLiteQueue(QueueStore):
                     " permit_marker = ? WHERE lease_id = ?",
                     (user_key, int(ordered), lease_id, agent_id, expires_at, marker, lease_id),
                 )
+            elif (
+                decision is PermitDecision.IN_DOUBT
+                and late_answer_grace > 0
+                and now < float(permit_until or 0) + late_answer_grace
+            ):
+                decision = PermitDecision.BUSY  # the holder may still post its answer
             elif decision is PermitDecision.IN_DOUBT and closed_at is None:
                 # The outcome is now recorded as in doubt; the permit still excludes
                 # other writes to this user until its holder's lease has run out.

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 _TUNABLES = (
     "presence_timeout",
     "lease_timeout",
+    "late_answer_grace",
     "max_body_bytes",
     "max_request_ttl",
     "poll_interval",

@@ -198,6 +198,7 @@ async def permit(lease_id: str, body: PermitAsk, agent: SignedAgent, ctx: Ctx) -
         now=now,
         lease_timeout=ctx.settings.lease_timeout,
         marker=body.marker,
+        late_answer_grace=ctx.settings.late_answer_grace,
     )
     log.info(
         "permit." + ("taken_over" if answer.taken_over else answer.decision.value),

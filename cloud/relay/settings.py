@@ -32,6 +32,11 @@ class RelayServerSettings(BaseSettings):
     presence_timeout: float = Field(30.0, gt=0)
     # A leased request goes back to the queue when not renewed within this time.
     lease_timeout: float = Field(30.0, gt=0)
+    # A redelivery of a request whose permit holder may still answer (it wrote, and its
+    # post was lost or is being retried, or it restarts and re-posts) waits this long
+    # past the holder's lease (BUSY) before it is answered in_doubt. The agent retries
+    # a post 20 s past its lease and re-posts at start-up.
+    late_answer_grace: float = Field(25.0, ge=0)
     # Request/result bodies larger than this are refused (413): envelopes are small.
     max_body_bytes: int = Field(64 * 1024, gt=0)
     # A request may not live longer than this (its exp), so the queue stays short.

@@ -48,7 +48,11 @@ Before it writes, the agent holding the lease asks
              its lease runs. A redelivery, asked after that lease ended, whose marker
              equals the holder's has read an entry nobody wrote to: the permit moves to
              the new lease (the old holder can no longer post) and the request is
-             decided as if first asked (GRANTED, SUPERSEDED or BUSY).
+             decided as if first asked (GRANTED, SUPERSEDED or BUSY). And not before
+             `late_answer_grace` after the holder's lease ended: until then the
+             holder, which may have written and lost its answer's post, can still
+             answer (it retries, or re-posts after a restart); the redelivery is told
+             BUSY meanwhile, waits a little and gives the lease back.
 - SUPERSEDED a request for the same user with a higher sequence number was permitted
              (ordered ops only: reset, change): this older one is never written.
 - BUSY       another request for this user holds an open permit; ask again soon
@@ -315,6 +319,7 @@ class QueueStore(ABC):
         now: float,
         lease_timeout: float,
         marker: str | None = None,
+        late_answer_grace: float = 0.0,
     ) -> Permit:
         """May the holder of this lease write to the user `user_key` now? (See the
         module docstring for the decisions; `marker` is the write marker.) `ordered`

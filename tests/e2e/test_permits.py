@@ -131,6 +131,9 @@ def _spawn(config: Path, log: Path, *, skew: str | None = None) -> subprocess.Po
     if skew is not None:
         env["LD_PRELOAD"] = _libfaketime()
         env["FAKETIME"] = skew
+        # Only the wall clock is skewed, as on a real machine: libfaketime would
+        # otherwise also shift the monotonic clock that timed waits use.
+        env["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
     argv = [sys.executable, "-m", "agent.cli", "-c", str(config), "run"]
     with log.open("ab") as out:
         return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)

@@ -370,6 +370,42 @@ def test_a_redelivery_with_another_marker_or_none_stays_in_doubt(store: RelaySto
         assert permit.decision is PermitDecision.IN_DOUBT, (lease_id, marker)
 
 
+def test_a_redelivery_waits_for_the_holders_late_answer_first(store: RelayStore) -> None:
+    _tenant_with_agents(store, "a1", "a2")
+    store.add_request("t1", "r1", "g", T0 + 600, b"x", now=T0)
+    _leased(store, "a1", "L1", T0)
+    store.permit("L1", "a1", "U", ordered=True, now=T0 + 1, lease_timeout=LEASE, marker=M1)
+    # a1 wrote (the entry changed: another marker) and its answer's post is late.
+    assert _leased(store, "a2", "L2", T0 + 1 + LEASE) == "r1"
+
+    def ask(now: float) -> PermitDecision:
+        return store.permit(
+            "L2", "a2", "U", ordered=True, now=now, lease_timeout=LEASE, marker=M2,
+            late_answer_grace=25,
+        ).decision
+
+    assert ask(T0 + 2 + LEASE) is PermitDecision.BUSY
+    assert ask(T0 + 25 + LEASE) is PermitDecision.BUSY
+    assert store.complete("L1", "r1", "a1", b"succeeded", T0 + 20 + LEASE) is True
+    with pytest.raises(LeaseLost):
+        ask(T0 + 21 + LEASE)  # answered by the holder: the redelivery drops it
+    status = store.request_status("t1", "r1", T0 + 22 + LEASE)
+    assert status is not None and status.result == b"succeeded"
+
+
+def test_after_the_grace_a_redelivery_is_in_doubt(store: RelayStore) -> None:
+    _tenant_with_agents(store, "a1", "a2")
+    store.add_request("t1", "r1", "g", T0 + 600, b"x", now=T0)
+    _leased(store, "a1", "L1", T0)
+    store.permit("L1", "a1", "U", ordered=True, now=T0 + 1, lease_timeout=LEASE, marker=M1)
+    assert _leased(store, "a2", "L2", T0 + 1 + LEASE) == "r1"
+    permit = store.permit(
+        "L2", "a2", "U", ordered=True, now=T0 + 27 + LEASE, lease_timeout=LEASE, marker=M2,
+        late_answer_grace=25,
+    )
+    assert permit.decision is PermitDecision.IN_DOUBT
+
+
 def test_a_marker_never_takes_over_a_permit_whose_lease_still_runs(store: RelayStore) -> None:
     _tenant_with_agents(store, "a1", "a2")
     store.add_request("t1", "r1", "g", T0 + 600, b"x", now=T0)
