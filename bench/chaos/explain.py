@@ -63,7 +63,7 @@ def explain(root: Path) -> tuple[Counter[str], list[tuple[str, str, str, list[Ev
         if row == ("done", "succeeded"):
             kind = "holder wrote and answered succeeded; the answer missed the lease"
         elif (row is not None and row[0] == "writing") or any(
-                e[2] == "request.in_doubt" for e in evs):
+                e[2] in ("request.in_doubt", "request.interrupted") for e in evs):
             kind = "holder died mid-write (journal said writing)"
         elif row is None or (row == ("done", "in_doubt") and answered_itself):
             kind = "holder killed after the permit, before its journal mark: wrote nothing"

@@ -235,7 +235,6 @@ def test_first_writer_dies_after_writing_and_the_request_is_never_written_again(
         assert _stamp(env, login) == after_a, "written again"
         expected = BindOutcome.MUST_CHANGE if variant == "must_change" else BindOutcome.OK
         assert env.bind(login, new_password) is expected
-        assert '"permit.in_doubt"' in p.relay.log() or True  # relay logs at warning level
     finally:
         _stop(agent_a)
         _stop(agent_b)
