@@ -10,19 +10,13 @@ Never edit a released file; add the next number.
 
 from __future__ import annotations
 
-from cloud.pg_migrate import Migration, Migrations, SchemaTooNew
+from cloud.pg_migrate import Migrations, SchemaTooNew
 
-__all__ = [
-    "ADVISORY_LOCK_KEY", "Migration", "SchemaTooNew",
-    "current_version", "migrate", "migrations",
-]
+__all__ = ["PORTAL", "SchemaTooNew", "migrations"]
 
 # The lock key is the ASCII of "wb_portl" (the relay's is "wb_relay": the two never
 # wait for each other).
 PORTAL = Migrations(
     owner="portal", package=__name__, table="portal_schema_migrations", lock_name=b"wb_portl"
 )
-ADVISORY_LOCK_KEY = PORTAL.lock_key
 migrations = PORTAL.migrations
-migrate = PORTAL.migrate
-current_version = PORTAL.current_version

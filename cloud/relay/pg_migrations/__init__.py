@@ -7,18 +7,12 @@ newer schema) and the rules for new files are in cloud/pg_migrate.py.
 
 from __future__ import annotations
 
-from cloud.pg_migrate import Migration, Migrations, SchemaTooNew
+from cloud.pg_migrate import Migrations, SchemaTooNew
 
-__all__ = [
-    "ADVISORY_LOCK_KEY", "Migration", "SchemaTooNew",
-    "current_version", "migrate", "migrations",
-]
+__all__ = ["RELAY", "SchemaTooNew", "migrations"]
 
 # The lock key is the ASCII of "wb_relay" (the portal's is "wb_portl").
 RELAY = Migrations(
     owner="relay", package=__name__, table="relay_schema_migrations", lock_name=b"wb_relay"
 )
-ADVISORY_LOCK_KEY = RELAY.lock_key
 migrations = RELAY.migrations
-migrate = RELAY.migrate
-current_version = RELAY.current_version
