@@ -215,13 +215,7 @@ class PostgresStore(PostgresConnections, PostgresOps, PostgresQueue, RelayStore)
                 " WHERE code_hash = %s FOR UPDATE",
                 (code_hash,),
             ).fetchone()
-            if row is None:
-                raise EnrollmentError("invalid_enrollment_code")
-            tenant, group, expires_at, used_at = row
-            if used_at is not None:
-                raise EnrollmentError("enrollment_code_used")
-            if expires_at <= now:
-                raise EnrollmentError("enrollment_code_expired")
+            tenant, group = EnrollmentError.check(row, now)
             conn.execute(
                 "UPDATE enrollment_codes SET used_at = %s, agent_id = %s WHERE code_hash = %s",
                 (now, agent_id, code_hash),
