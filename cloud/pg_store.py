@@ -11,8 +11,8 @@
   failing one dead connection at a time.
 - The DSN is never logged or shown: `repr` names host, port and database only.
 
-Import it only where psycopg is installed (the stores import psycopg first, with a
-message saying what to install).
+Importing it without psycopg installed fails with the command that installs it (the
+stores import it before anything of psycopg's).
 """
 
 from __future__ import annotations
@@ -21,12 +21,25 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
-import structlog
-from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool
+try:
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+    from psycopg_pool import ConnectionPool, PoolTimeout
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
+    raise ImportError(
+        "the PostgreSQL store needs psycopg 3 and psycopg_pool: "
+        "pip install 'writeback-agent[postgres]'"
+    ) from exc
 
-from cloud.pg_migrate import Migrations
+import structlog
+
+from cloud.pg_migrate import Migrations, SchemaTooNew
+
+
+def open_errors() -> tuple[type[Exception], ...]:
+    """What opening a store raises when the database is unreachable or too new.
+    (psycopg's messages name host and port, never the password.)"""
+    return (psycopg.Error, PoolTimeout, SchemaTooNew)
 
 
 class PostgresConnections:

@@ -21,27 +21,12 @@ import json
 import random
 from typing import Any
 
-try:
-    import psycopg
-    from psycopg_pool import PoolTimeout
-except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
-    raise ImportError(
-        "the PostgreSQL portal store needs psycopg 3 and psycopg_pool: "
-        "pip install 'writeback-agent[postgres]'"
-    ) from exc
-
 from cloud.pg_store import PostgresConnections
 from cloud.portal import pg_migrations
 from cloud.portal.store import CodeCheck, Method, Store
 
 APPLICATION_NAME = "writeback-portal"  # visible in pg_stat_activity
 _SWEEP_ONE_IN = 50  # about one session write in this many drops what has expired
-
-
-def open_errors() -> tuple[type[Exception], ...]:
-    """What opening the store raises when the database is unreachable or too new.
-    (psycopg's messages name host and port, never the password.)"""
-    return (psycopg.Error, PoolTimeout, pg_migrations.SchemaTooNew)
 
 
 class PostgresStore(PostgresConnections, Store):

@@ -35,7 +35,6 @@ from typing import Any
 try:
     import psycopg
     from psycopg import errors as pg_errors
-    from psycopg_pool import PoolTimeout
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
         "the PostgreSQL relay store needs psycopg 3 and psycopg_pool: "
@@ -65,12 +64,6 @@ _AGENT_COLUMNS = (
     "agent_id, tenant, agent_group, name, public_keys, sign_key, enrolled_at, last_seen,"
     " removed_at"
 )
-
-
-def open_errors() -> tuple[type[Exception], ...]:
-    """What opening the store raises when the database is unreachable or too new.
-    (psycopg's messages name host and port, never the password.)"""
-    return (psycopg.Error, PoolTimeout, pg_migrations.SchemaTooNew)
 
 
 def _agent(row: tuple[Any, ...]) -> AgentRecord:
