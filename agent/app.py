@@ -21,7 +21,7 @@ from typing import Any
 
 from agent.config import ConfigError, Settings
 from agent.connector_pool import ConnectorPool
-from agent.enrollment import Enrollment, keyring_path, load_keyring, relay_transport
+from agent.enrollment import Enrollment, load_keyring, relay_transport, trusted_files
 from agent.health import HealthServer, HealthState
 from agent.journal import Journal
 from agent.keywatch import KeyWatcher, ReloadingVerifier
@@ -100,16 +100,7 @@ def preflight(settings: Settings) -> None:
             "no [[directories]] configured: add one to the configuration "
             "(`writeback-agent config example` shows every key)"
         )
-    trust: list[Path] = [
-        settings.data_dir,
-        settings.keys_dir,
-        settings.enrollment_path,
-        keyring_path(settings.data_dir),
-    ]
-    if settings.relay is not None and settings.relay.ca_file is not None:
-        trust.append(settings.relay.ca_file)
-    trust += [d.ca_file for d in settings.directories if d.ca_file is not None]
-    for path in trust:
+    for path in trusted_files(settings):
         if path.exists():
             try:
                 check_trusted(path)

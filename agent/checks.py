@@ -9,16 +9,15 @@ from __future__ import annotations
 import contextlib
 import stat
 from collections.abc import Iterator
-from pathlib import Path
 
 from agent.config import Settings
 from agent.enrollment import (
     Enrollment,
     NotEnrolled,
-    keyring_path,
     load_keyring,
     relay_transport,
     relay_url,
+    trusted_files,
 )
 from agent.localfiles import untrusted_reason
 from connectors.base import DirectoryError, make_connector
@@ -42,15 +41,7 @@ def run_checks(settings: Settings) -> Iterator[Check]:
             "(`writeback-agent config example`)",
         )
 
-    trust: list[Path] = [
-        settings.data_dir,
-        settings.keys_dir,
-        settings.enrollment_path,
-        keyring_path(settings.data_dir),
-    ]
-    if settings.relay is not None and settings.relay.ca_file is not None:
-        trust.append(settings.relay.ca_file)
-    trust += [d.ca_file for d in settings.directories if d.ca_file is not None]
+    trust = trusted_files(settings)
     untrusted = [r for r in (untrusted_reason(p) for p in trust if p.exists()) if r]
     for reason in untrusted:
         yield False, "file permissions", f"{reason} (`run` refuses to start)"

@@ -86,6 +86,16 @@ def keyring_path(data_dir: Path) -> Path:
     return data_dir / "portal_keys.json"
 
 
+def trusted_files(settings: Settings) -> list[Path]:
+    """The keys, trust anchors and their directories that nobody but this user (or
+    root) may be able to change: `run` refuses to start on one, `doctor` names it."""
+    paths = [settings.data_dir, settings.keys_dir, settings.enrollment_path]
+    paths.append(keyring_path(settings.data_dir))
+    if settings.relay is not None and settings.relay.ca_file is not None:
+        paths.append(settings.relay.ca_file)
+    return paths + [d.ca_file for d in settings.directories if d.ca_file is not None]
+
+
 def load_keyring(data_dir: Path) -> PortalKeyring:
     path = keyring_path(data_dir)
     if not path.exists():

@@ -7,7 +7,9 @@ A leaf package, like h11 under httpcore: pure, no I/O, and it imports nothing fr
     wire  <-  cloud (sdk, relay, portal)
 
 (checked by tests/unit/test_import_layers.py). Importing ``wire.status`` loads no
-cryptography: the names below are resolved lazily, on first use.
+cryptography: the names below are resolved lazily, on first use. Beside the contract,
+the one thing both sides must do alike without importing each other lives here too:
+the redacting log handler (``wire.redaction``, ``wire.log_setup``).
 
 Agent pipeline::
 

@@ -15,16 +15,16 @@ then: the "result post lost, then the writer dies" case of issue 8).
 
 from __future__ import annotations
 
-import contextlib
 import random
-import socket
 import threading
 from collections.abc import Callable
+
+from tests.servers.tcp_proxy import Link, TcpProxy, Verdict
 
 _RESULTS = b"POST /v1/agent/results "
 
 
-class CutProxy:
+class CutProxy(TcpProxy):
     def __init__(
         self,
         upstream: tuple[str, int],
@@ -33,18 +33,12 @@ class CutProxy:
         seed: int,
         on_cut: Callable[[str], None] | None = None,
     ) -> None:
-        self._upstream = upstream
         self._probability = cut_probability
         self._random = random.Random(seed)
         self._dice = threading.Lock()
         self._on_cut = on_cut
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self._listener.getsockname()[1])
         self.cuts = {"lost": 0, "unanswered": 0}
-        self._closed = threading.Event()
-        self._sockets: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, name="cutproxy", daemon=True).start()
+        super().__init__(upstream, connect_timeout=5)
 
     @property
     def url(self) -> str:
@@ -56,72 +50,22 @@ class CutProxy:
                 return None
             return self._random.choice(("lost", "unanswered"))
 
-    def _accept(self) -> None:
-        while not self._closed.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(self._upstream, timeout=5)
-            except OSError:  # relay down (restart): the agent sees a reset and retries
-                client.close()
-                continue
-            with self._lock:
-                self._sockets |= {client, server}
-            cut = threading.Event()  # set: swallow the relay's answer, then close
-            threading.Thread(target=self._up, args=(client, server, cut), daemon=True).start()
-            threading.Thread(target=self._down, args=(server, client, cut), daemon=True).start()
-
-    def _up(self, client: socket.socket, server: socket.socket, cut: threading.Event) -> None:
-        try:
-            while True:
-                chunk = client.recv(65536)
-                if not chunk:
-                    break
-                kind = self._roll() if chunk.startswith(_RESULTS) else None
-                if kind == "lost":
-                    self._count(kind)
-                    break  # swallowed: close both ends below
-                if kind == "unanswered":
-                    self._count(kind)
-                    cut.set()
-                server.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            if not cut.is_set():
-                self._close(client, server)
-
-    def _down(self, server: socket.socket, client: socket.socket, cut: threading.Event) -> None:
-        try:
-            while True:
-                chunk = server.recv(65536)
-                if not chunk or cut.is_set():
-                    break  # the answer to a cut post is never passed on
-                client.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            self._close(client, server)
-
-    def _count(self, kind: str) -> None:
-        with self._lock:
+    def from_client(self, link: Link, chunk: bytes) -> Verdict:
+        kind = self._roll() if chunk.startswith(_RESULTS) else None
+        if kind is None:
+            return Verdict.PASS
+        with self._dice:
             self.cuts[kind] += 1
         if self._on_cut is not None:
             self._on_cut(kind)
+        if kind == "lost":
+            return Verdict.CLOSE  # swallowed: close both ends
+        link.cut.set()  # unanswered: pass the post on, swallow the answer, then close
+        return Verdict.PASS
 
-    def _close(self, *socks: socket.socket) -> None:
-        for sock in socks:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-            with self._lock:
-                self._sockets.discard(sock)
+    def from_server(self, link: Link, chunk: bytes) -> Verdict:
+        # The answer to a cut post is never passed on.
+        return Verdict.CLOSE if link.cut.is_set() else Verdict.PASS
 
-    def close(self) -> None:
-        self._closed.set()
-        self._listener.close()
-        with self._lock:
-            socks = list(self._sockets)
-        self._close(*socks)
+    def keep_open(self, link: Link, *, client_side: bool) -> bool:
+        return client_side and link.cut.is_set()  # the relay side closes both

@@ -13,6 +13,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from cloud.portal.web import render, session_of
+from cloud.sdk import Status
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,17 @@ PAGES: dict[str, Page] = {
     ),
 }
 
+
+# Statuses with a page of their own, wherever they arise. (Where the user has not
+# proved who they are yet, a disabled account gets no page of its own: the reset
+# preflight shows "could not verify", the change form the sign-in wording.)
+PAGE_FOR_STATUS: dict[Status, str] = {
+    Status.NOT_MANAGED: "not_managed",
+    Status.DIRECTORY_UNAVAILABLE: "directory_unavailable",
+    Status.IN_DOUBT: "in_doubt",
+    Status.SUPERSEDED: "superseded",
+    Status.ACCOUNT_DISABLED: "account_disabled",
+}
 
 def show(request: Request, name: str, *, restart: str = "/") -> HTMLResponse:
     page = PAGES[name]

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from cloud.portal.agents import status_of
 from cloud.portal.app import in_thread, services_of
-from cloud.portal.pages import show
+from cloud.portal.pages import PAGE_FOR_STATUS, show
 from cloud.portal.passwords import requirements
 from cloud.portal.signin import SIGNIN_ERRORS
 from cloud.portal.web import (
@@ -26,14 +26,6 @@ from cloud.portal.web import (
 from cloud.sdk import Result, Status
 
 router = APIRouter()
-
-_PAGES = {
-    Status.NOT_MANAGED: "not_managed",
-    Status.DIRECTORY_UNAVAILABLE: "directory_unavailable",
-    Status.IN_DOUBT: "in_doubt",
-    Status.SUPERSEDED: "superseded",
-}
-
 
 @router.get("/change", response_class=HTMLResponse)
 async def change_page(request: Request) -> Response:
@@ -64,8 +56,8 @@ async def change_posted(request: Request) -> Response:
         status = status_of(answer)
         if status is Status.SUCCEEDED:
             return render(request, "done.html", kind="changed")
-        if status in _PAGES:
-            return show(request, _PAGES[status])
+        if status in PAGE_FOR_STATUS and status is not Status.ACCOUNT_DISABLED:
+            return show(request, PAGE_FOR_STATUS[status])
         if status is Status.POLICY_VIOLATION:
             error = answer.message if isinstance(answer, Result) else ""
             rules = requirements((answer.policy if isinstance(answer, Result) else None) or {})

@@ -21,7 +21,7 @@ from cloud.portal import captchas
 from cloud.portal.agents import status_of
 from cloud.portal.app import Services, in_thread, services_of
 from cloud.portal.methods import COUNTRIES, LABELS, BadNumber, masked, parse_phone, usable_methods
-from cloud.portal.pages import show
+from cloud.portal.pages import PAGE_FOR_STATUS, show
 from cloud.portal.passwords import requirements
 from cloud.portal.web import (
     SessionExpired,
@@ -36,16 +36,6 @@ from cloud.portal.web import (
 from cloud.sdk import Result, Status
 
 router = APIRouter()
-
-# Statuses with a page of their own, wherever they arise.
-_PAGE_FOR = {
-    Status.NOT_MANAGED: "not_managed",
-    Status.DIRECTORY_UNAVAILABLE: "directory_unavailable",
-    Status.IN_DOUBT: "in_doubt",
-    Status.SUPERSEDED: "superseded",
-    Status.ACCOUNT_DISABLED: "account_disabled",
-}
-
 
 def _flow(request: Request) -> dict[str, Any]:
     flow = session_of(request).data.get("reset")
@@ -101,8 +91,8 @@ async def who_posted(request: Request) -> Response:
         return show(request, "unlock_not_enabled")
     answer = await in_thread(svc.gateway.send, "preflight", user)
     status = status_of(answer)
-    if status in _PAGE_FOR and status is not Status.ACCOUNT_DISABLED:
-        return show(request, _PAGE_FOR[status])
+    if status in PAGE_FOR_STATUS and status is not Status.ACCOUNT_DISABLED:
+        return show(request, PAGE_FOR_STATUS[status])
     if status is not Status.SUCCEEDED:
         # Unknown, ambiguous or disabled users meet the same page as unregistered ones.
         return show(request, "could_not_verify")
@@ -249,7 +239,7 @@ async def _unlock(request: Request, svc: Services, user: str) -> Response:
     if status is Status.SUCCEEDED:
         session_of(request).data.pop("reset", None)
         return render(request, "done.html", kind="unlocked")
-    return show(request, _PAGE_FOR.get(status, "internal_error"))
+    return show(request, PAGE_FOR_STATUS.get(status, "internal_error"))
 
 
 def _verified_flow(request: Request) -> dict[str, Any]:
@@ -291,7 +281,7 @@ async def password_posted(request: Request) -> Response:
             session_of(request).data.pop("reset", None)
             return render(request, "done.html", kind="reset")
         if status is not Status.POLICY_VIOLATION:
-            return show(request, _PAGE_FOR.get(status, "internal_error"))
+            return show(request, PAGE_FOR_STATUS.get(status, "internal_error"))
         if isinstance(answer, Result):
             flow["policy"] = answer.policy or flow["policy"]
             error = answer.message

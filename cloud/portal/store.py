@@ -194,7 +194,8 @@ def open_store(settings: PortalSettings) -> Store:
     (psycopg is imported only then: the SQLite portal does not need it.)"""
     if settings.database_url is None:
         return SqliteStore(settings.data_dir / "portal.sqlite3")
-    from cloud.portal.store_postgres import PostgresStore, open_errors
+    from cloud.pg_store import open_errors
+    from cloud.portal.store_postgres import PostgresStore
 
     try:
         return PostgresStore(settings.database_url.get_secret_value(),

@@ -16,93 +16,32 @@ The same shape as the relay's PostgreSQL store (cloud/relay/store_postgres.py):
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import json
 import random
-from collections.abc import Iterator
 from typing import Any
 
-try:
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict
-    from psycopg_pool import ConnectionPool, PoolTimeout
-except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
-    raise ImportError(
-        "the PostgreSQL portal store needs psycopg 3 and psycopg_pool: "
-        "pip install 'writeback-agent[postgres]'"
-    ) from exc
-
-import structlog
-
+from cloud.pg_store import PostgresConnections
 from cloud.portal import pg_migrations
 from cloud.portal.store import CodeCheck, Method, Store
-
-log = structlog.get_logger("writeback.portal")
 
 APPLICATION_NAME = "writeback-portal"  # visible in pg_stat_activity
 _SWEEP_ONE_IN = 50  # about one session write in this many drops what has expired
 
 
-def open_errors() -> tuple[type[Exception], ...]:
-    """What opening the store raises when the database is unreachable or too new.
-    (psycopg's messages name host and port, never the password.)"""
-    return (psycopg.Error, PoolTimeout, pg_migrations.SchemaTooNew)
-
-
-class PostgresStore(Store):
-    """The portal's `Store` on PostgreSQL. Thread-safe; share one per process."""
+class PostgresStore(PostgresConnections, Store):
+    """The portal's `Store` on PostgreSQL. Thread-safe; share one per process. The
+    connections are cloud/pg_store.py's."""
 
     def __init__(
         self, dsn: str, *, min_connections: int = 1, max_connections: int = 10,
         connect_timeout: float = 10.0,
     ) -> None:
-        params = conninfo_to_dict(dsn)
-        self._where = "{}:{}/{}".format(*(params.get(k, "") for k in ("host", "port", "dbname")))
-        # Migrate on a plain connection first: an unreachable database fails here at
-        # once with libpq's reason, instead of as a pool timeout.
-        with psycopg.connect(dsn, connect_timeout=max(1, round(connect_timeout)),
-                             application_name=APPLICATION_NAME) as conn:
-            applied = pg_migrations.migrate(conn)
-        if applied:
-            log.info("store.migrated", versions=applied, database=self._where)
-        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
-            dsn, min_size=min_connections, max_size=max_connections, open=False,
-            name=APPLICATION_NAME, timeout=30.0,
-            kwargs={"autocommit": True, "application_name": APPLICATION_NAME},
+        super().__init__(
+            dsn, pg_migrations.PORTAL, application_name=APPLICATION_NAME,
+            min_connections=min_connections, max_connections=max_connections,
+            connect_timeout=connect_timeout,
         )
-        self._pool.open(wait=True, timeout=connect_timeout)
-
-    def __repr__(self) -> str:
-        return f"PostgresStore({self._where!r})"
-
-    @contextlib.contextmanager
-    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
-        """An autocommit connection: each statement is its own transaction."""
-        with self._checked(), self._pool.connection() as conn:
-            yield conn
-
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
-        """A connection inside one transaction (rolled back on an exception)."""
-        with self._checked(), self._pool.connection() as conn, conn.transaction():
-            yield conn
-
-    @contextlib.contextmanager
-    def _checked(self) -> Iterator[None]:
-        """After a database restart every idle pooled connection is dead: the call that
-        meets the first one fails, and the pool is checked at once so the next calls
-        get live ones."""
-        try:
-            yield
-        except psycopg.OperationalError:
-            log.warning("store.connection_lost", database=self._where)
-            self._pool.check()
-            raise
-
-    def schema_version(self) -> int:
-        with self._conn() as conn:
-            return pg_migrations.current_version(conn)
 
     # sessions -------------------------------------------------------------
     def session_get(self, sid: str, now: float) -> dict[str, Any] | None:
@@ -200,6 +139,3 @@ class PostgresStore(Store):
             else:
                 conn.execute("UPDATE portal_codes SET tries = %s WHERE key = %s", (left, key))
             return CodeCheck(False, left, False)
-
-    def close(self) -> None:
-        self._pool.close()

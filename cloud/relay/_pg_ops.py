@@ -42,14 +42,7 @@ class PostgresOps:
             params += (agent_group,)
         with self._conn() as conn:
             rows = conn.execute(sql + " ORDER BY enrolled_at, agent_id", params).fetchall()
-        return [
-            AgentStatus(
-                str(r[0]), str(r[1]), str(r[2]), str(r[3]), float(r[4]),
-                None if r[5] is None else float(r[5]),
-                None if r[6] is None else str(r[6]).encode("utf-8"),
-            )
-            for r in rows
-        ]
+        return [AgentStatus.from_row(row) for row in rows]
 
     def ping(self) -> None:
         # A write-capable round trip: a replica on a read-only standby cannot serve.

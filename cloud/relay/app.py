@@ -18,10 +18,10 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cloud.relay import errors, openapi
-from cloud.relay.authfirst import AuthenticateFirst
+from cloud.relay.authfirst import AuthenticateFirst, replaying
 from cloud.relay.backends import open_store
 from cloud.relay.cache import HotCache
 from cloud.relay.deps import AppStore, RelayContext
@@ -74,16 +74,7 @@ class BodyLimit:
         except TimeoutError:
             await _send_error(send, 408, b"body_timeout", b"request body not sent in time")
             return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(b"".join(chunks), receive), send)
 
 
 async def _send_error(send: Send, status: int, code: bytes, message: bytes) -> None:

@@ -14,7 +14,8 @@ class DatabaseUnavailable(RuntimeError):
 
 def open_store(settings: RelayServerSettings) -> RelayStore:
     if settings.database_url is not None:
-        from cloud.relay.store_postgres import PostgresStore, open_errors
+        from cloud.pg_store import open_errors
+        from cloud.relay.store_postgres import PostgresStore
 
         try:
             return PostgresStore(

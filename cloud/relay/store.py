@@ -80,6 +80,7 @@ Exception tree::
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -107,6 +108,19 @@ class EnrollmentError(StoreError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason  # "invalid_enrollment_code" | "enrollment_code_used" | "..._expired"
+
+    @classmethod
+    def check(cls, row: Sequence[Any] | None, now: float) -> tuple[str, str]:
+        """The (tenant, agent_group) of an enrollment code row (tenant, agent_group,
+        expires_at, used_at) that may be redeemed at `now`; else raises why not."""
+        if row is None:
+            raise cls("invalid_enrollment_code")
+        tenant, group, expires_at, used_at = row
+        if used_at is not None:
+            raise cls("enrollment_code_used")
+        if expires_at <= now:
+            raise cls("enrollment_code_expired")
+        return str(tenant), str(group)
 
 
 class RequestState(StrEnum):
@@ -373,6 +387,15 @@ class AgentStatus:
     enrolled_at: float
     last_seen: float | None
     heartbeat: bytes | None  # canonical JSON of the last verified HeartbeatBody
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> AgentStatus:
+        """From (agent_id, tenant, agent_group, name, enrolled_at, last_seen, status)."""
+        return cls(
+            str(row[0]), str(row[1]), str(row[2]), str(row[3]), float(row[4]),
+            None if row[5] is None else float(row[5]),
+            None if row[6] is None else str(row[6]).encode("utf-8"),
+        )
 
 
 class OpsStore(ABC):

@@ -17,7 +17,9 @@ Why it looks like this:
   of the long-polls stays the fallback when a notification is missed (listener
   reconnecting), so correctness never depends on it.
 - The schema is migrated at construction (cloud/relay/pg_migrations: versioned,
-  idempotent, serialized across replicas by an advisory lock).
+  idempotent, serialized across replicas by an advisory lock); the pool, the
+  migration and the check after a failover are cloud/pg_store.py, shared with the
+  portal.
 - The DSN is never logged or shown: `repr` names host, port and database only. Put
   the password in PGPASSFILE / PGPASSWORD or the WRITEBACK_RELAY_DATABASE_URL
   environment variable, not on a command line.
@@ -25,17 +27,14 @@ Why it looks like this:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 try:
     import psycopg
     from psycopg import errors as pg_errors
-    from psycopg.conninfo import conninfo_to_dict
-    from psycopg_pool import ConnectionPool, PoolTimeout
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
         "the PostgreSQL relay store needs psycopg 3 and psycopg_pool: "
@@ -44,6 +43,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 
 import structlog
 
+from cloud.pg_store import PostgresConnections
 from cloud.relay import pg_migrations
 from cloud.relay._pg_ops import PostgresOps
 from cloud.relay._pg_queue import CHANNEL, MAX_PAYLOAD, PostgresQueue
@@ -66,12 +66,6 @@ _AGENT_COLUMNS = (
 )
 
 
-def open_errors() -> tuple[type[Exception], ...]:
-    """What opening the store raises when the database is unreachable or too new.
-    (psycopg's messages name host and port, never the password.)"""
-    return (psycopg.Error, PoolTimeout, pg_migrations.SchemaTooNew)
-
-
 def _agent(row: tuple[Any, ...]) -> AgentRecord:
     return AgentRecord(
         agent_id=row[0],
@@ -91,63 +85,22 @@ def _wake(conn: psycopg.Connection[Any], key: str) -> None:
         conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, key))
 
 
-class PostgresStore(PostgresOps, PostgresQueue, RelayStore):
-    """`RelayStore` on PostgreSQL. Thread-safe; share one per process. The queue half
-    (leases, permits, results) is in _pg_queue.py."""
+class PostgresStore(PostgresConnections, PostgresOps, PostgresQueue, RelayStore):
+    """`RelayStore` on PostgreSQL. Thread-safe; share one per process. The connections
+    are cloud/pg_store.py's; the queue half (leases, permits, results) is in
+    _pg_queue.py."""
 
     def __init__(
         self, dsn: str, *, min_connections: int = 1, max_connections: int = 10,
         connect_timeout: float = 10.0,
     ) -> None:
-        self._dsn = dsn
-        params = conninfo_to_dict(dsn)
-        self._where = "{}:{}/{}".format(*(params.get(k, "") for k in ("host", "port", "dbname")))
-        # Migrate on a plain connection first: an unreachable database fails here at
-        # once with libpq's reason, instead of as a pool timeout.
-        with psycopg.connect(dsn, connect_timeout=max(1, round(connect_timeout))) as conn:
-            applied = pg_migrations.migrate(conn)
-        if applied:
-            log.info("store.migrated", versions=applied, database=self._where)
-        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
-            dsn, min_size=min_connections, max_size=max_connections, open=False,
-            name="writeback-relay", timeout=30.0,
-            kwargs={"autocommit": True, "application_name": "writeback-relay"},
+        super().__init__(
+            dsn, pg_migrations.RELAY, application_name="writeback-relay",
+            min_connections=min_connections, max_connections=max_connections,
+            connect_timeout=connect_timeout,
         )
-        self._pool.open(wait=True, timeout=connect_timeout)
+        self._dsn = dsn
         self._listeners: list[_Listener] = []
-
-    def __repr__(self) -> str:
-        return f"PostgresStore({self._where!r})"
-
-    @contextlib.contextmanager
-    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
-        """An autocommit connection: each statement is its own transaction."""
-        with self._checked(), self._pool.connection() as conn:
-            yield conn
-
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
-        """A connection inside one transaction (committed at the end, rolled back on
-        an exception)."""
-        with self._checked(), self._pool.connection() as conn, conn.transaction():
-            yield conn
-
-    @contextlib.contextmanager
-    def _checked(self) -> Iterator[None]:
-        """After a database restart or failover every idle pooled connection is dead.
-        The call that meets the first one fails (it cannot know whether its statement
-        ran); the pool is then checked at once, so the next calls get live ones
-        instead of failing one dead connection at a time."""
-        try:
-            yield
-        except psycopg.OperationalError:
-            log.warning("store.connection_lost", database=self._where)
-            self._pool.check()
-            raise
-
-    def schema_version(self) -> int:
-        with self._conn() as conn:
-            return pg_migrations.current_version(conn)
 
     def listen(
         self, on_key: Callable[[str], None], *, ready_timeout: float = 10.0
@@ -166,7 +119,7 @@ class PostgresStore(PostgresOps, PostgresQueue, RelayStore):
         for listener in self._listeners:
             listener.stop()
         self._listeners.clear()
-        self._pool.close()
+        super().close()
 
     # --- tenants and portal keys ---------------------------------------------------------
     def add_tenant(self, tenant: str, token_hash: str, now: float) -> None:
@@ -255,13 +208,7 @@ class PostgresStore(PostgresOps, PostgresQueue, RelayStore):
                 " WHERE code_hash = %s FOR UPDATE",
                 (code_hash,),
             ).fetchone()
-            if row is None:
-                raise EnrollmentError("invalid_enrollment_code")
-            tenant, group, expires_at, used_at = row
-            if used_at is not None:
-                raise EnrollmentError("enrollment_code_used")
-            if expires_at <= now:
-                raise EnrollmentError("enrollment_code_expired")
+            tenant, group = EnrollmentError.check(row, now)
             conn.execute(
                 "UPDATE enrollment_codes SET used_at = %s, agent_id = %s WHERE code_hash = %s",
                 (now, agent_id, code_hash),

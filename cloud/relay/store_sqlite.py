@@ -249,13 +249,7 @@ class SQLiteStore(SQLiteQueue, RelayStore):
                 " WHERE code_hash = ?",
                 (code_hash,),
             ).fetchone()
-            if row is None:
-                raise EnrollmentError("invalid_enrollment_code")
-            tenant, group, expires_at, used_at = row
-            if used_at is not None:
-                raise EnrollmentError("enrollment_code_used")
-            if expires_at <= now:
-                raise EnrollmentError("enrollment_code_expired")
+            tenant, group = EnrollmentError.check(row, now)
             conn.execute(
                 "UPDATE enrollment_codes SET used_at = ?, agent_id = ? WHERE code_hash = ?",
                 (now, agent_id, code_hash),
@@ -384,13 +378,7 @@ class SQLiteStore(SQLiteQueue, RelayStore):
             sql += " AND agent_group = ?"
             params += (agent_group,)
         rows = self._conn().execute(sql + " ORDER BY enrolled_at, agent_id", params).fetchall()
-        return [
-            AgentStatus(
-                row[0], row[1], row[2], row[3], row[4], row[5],
-                None if row[6] is None else str(row[6]).encode("utf-8"),
-            )
-            for row in rows
-        ]
+        return [AgentStatus.from_row(row) for row in rows]
 
     def ping(self) -> None:
         # Take the write lock and give it back: a relay that cannot write cannot serve.

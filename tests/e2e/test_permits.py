@@ -166,6 +166,14 @@ class Pair:
     proxy: CuttingProxy
     relay: RelayProcess
 
+    def wait_written_and_cut(self, request_id: str, log_a: Path) -> None:
+        """Until A's journal says written and the proxy has cut A's result post."""
+        journal_a = self.config_a.parent / "data" / "journal.sqlite3"
+        deadline = time.monotonic() + 30
+        while _journal_state(journal_a, request_id) != "done" or not self.proxy.cut.is_set():
+            assert time.monotonic() < deadline, log_a.read_text()
+            time.sleep(0.05)
+
 
 @pytest.fixture
 def pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Pair, DirectoryEnv]]:
@@ -214,11 +222,7 @@ def test_first_writer_dies_after_writing_and_the_request_is_never_written_again(
             now=now,
         )
         p.system.portal.submit(request)
-        journal_a = p.config_a.parent / "data" / "journal.sqlite3"
-        deadline = time.monotonic() + 30
-        while _journal_state(journal_a, request.id) != "done" or not p.proxy.cut.is_set():
-            assert time.monotonic() < deadline, log_a.read_text()
-            time.sleep(0.05)
+        p.wait_written_and_cut(request.id, log_a)
         after_a = _stamp(env, login)
         assert _writes_between(env, before, after_a) == 1
         agent_a.send_signal(signal.SIGKILL)  # its answer never reached the relay
@@ -258,11 +262,7 @@ def test_a_writer_killed_before_its_answer_got_through_posts_it_after_a_restart(
         before = _stamp(env, login)
         request = p.system.portal.request("reset", login, new_password="Reposted-Answer-8x")
         p.system.portal.submit(request)
-        journal_a = p.config_a.parent / "data" / "journal.sqlite3"
-        deadline = time.monotonic() + 30
-        while _journal_state(journal_a, request.id) != "done" or not p.proxy.cut.is_set():
-            assert time.monotonic() < deadline, log_a.read_text()
-            time.sleep(0.05)
+        p.wait_written_and_cut(request.id, log_a)
         after_a = _stamp(env, login)
         agent_a.send_signal(signal.SIGKILL)  # its answer never reached the relay
         agent_a.wait(10)

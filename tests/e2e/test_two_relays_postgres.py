@@ -13,7 +13,6 @@ import statistics
 import time
 import tomllib
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ import tomli_w
 from tests.e2e.harness import AgentSystem, directory_entry
 from tests.servers.base import BindOutcome, DirectoryEnv, unique_login
 from tests.servers.postgres import PostgresServer
-from tests.servers.relay import RelayProcess, start_relay
+from tests.servers.relay import RelayProcess, start_replicas
 
 pytestmark = pytest.mark.postgres
 RECHECK = 10.0
@@ -35,13 +34,8 @@ def relays(
 ) -> Iterator[tuple[RelayProcess, RelayProcess]]:
     dsn = postgres_server.create_database()
     root = tmp_path_factory.mktemp("pg-relays")
-    with ThreadPoolExecutor(2) as pool:
-        futures = [
-            pool.submit(start_relay, root / name, database_url=dsn, log_level="debug",
-                        poll_interval=RECHECK, lease_timeout=5, presence_timeout=5)
-            for name in ("agents", "portal")
-        ]
-        started = [f.result() for f in futures]
+    started = start_replicas(root, dsn, ("agents", "portal"), log_level="debug",
+                             poll_interval=RECHECK, lease_timeout=5, presence_timeout=5)
     yield started[0], started[1]
     for relay in started:
         relay.stop()

@@ -19,11 +19,12 @@ import itertools
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,18 +35,13 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from agent.transports.relay import RelayTransport, enroll
 from cloud.relay.client import PortalClient
+from tests.servers._process import free_port
 from wire.canonical import b64url_encode as b64url
 from wire.canonical import canonical_json
 from wire.signing import Domain, sign
 
 _REPO = Path(__file__).resolve().parents[2]
 _names = itertools.count(1)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def public_key_b64(key: Ed25519PrivateKey) -> str:
@@ -170,7 +166,7 @@ def start_relay(
              for k, v in settings.items()]
     last_error = ""
     for attempt in range(3):  # a free port can be taken between probe and bind
-        port = _free_port()
+        port = free_port()
         log_path = tmp_path / f"relay-{attempt}.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
@@ -188,6 +184,26 @@ def start_relay(
         if "address already in use" not in last_error.lower():
             break
     raise RuntimeError(f"writeback-relay did not become ready:\n{last_error}")
+
+
+def start_replicas(
+    root: Path, database_url: str, names: Sequence[str] = ("a", "b"), *,
+    ready_timeout: float = 20, log_level: str = "warning", **settings: float | str | bool,
+) -> list[RelayProcess]:
+    """Relays named `names` on one PostgreSQL database, started at once (so their
+    migrations race, as real replicas' do); the rest as for `start_relay`."""
+    with ThreadPoolExecutor(len(names)) as pool:
+        futures = [pool.submit(start_relay, root / name, ready_timeout=ready_timeout,
+                               log_level=log_level, database_url=database_url, **settings)
+                   for name in names]
+        outcomes = [f.exception() or f.result() for f in futures]
+    started = [r for r in outcomes if isinstance(r, RelayProcess)]
+    for failed in outcomes:
+        if isinstance(failed, BaseException):
+            for relay in started:
+                relay.stop()
+            raise failed
+    return started
 
 
 def _wait_ready(relay: RelayProcess, timeout: float) -> bool:

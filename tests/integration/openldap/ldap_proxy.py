@@ -9,8 +9,9 @@ the Password Modify exop and refuse the reconnect a few times.
 
 from __future__ import annotations
 
-import socket
 import threading
+
+from tests.servers.tcp_proxy import Link, TcpProxy, Verdict
 
 EXTENDED_RESPONSE = 0x78  # [APPLICATION 24], constructed
 
@@ -26,72 +27,34 @@ def protocol_op(chunk: bytes) -> int | None:
     return chunk[pos] if pos < len(chunk) else None
 
 
-class LdapProxy:
+class LdapProxy(TcpProxy):
     def __init__(self, upstream: tuple[str, int]) -> None:
-        self._upstream = upstream
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self._listener.getsockname()[1])
-        self.url = f"ldap://127.0.0.1:{self.port}"
         self.connections = 0
         self.sent = bytearray()  # everything any client sent
         self.cut_after: int | None = None  # a protocolOp tag: cut after passing it on
         self.refuse_next = 0  # connections to close at once after a cut
         self.cuts = 0
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._counts = threading.Lock()
+        super().__init__(upstream)
+        self.url = f"ldap://127.0.0.1:{self.port}"
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            with self._lock:
-                self.connections += 1
-                refuse = self.cuts > 0 and self.refuse_next > 0
-                if refuse:
-                    self.refuse_next -= 1
+    def admit(self) -> bool:
+        with self._counts:
+            self.connections += 1
+            refuse = self.cuts > 0 and self.refuse_next > 0
             if refuse:
-                client.close()
-                continue
-            server = socket.create_connection(self._upstream, timeout=10)
-            self._sockets += [client, server]
-            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
+                self.refuse_next -= 1
+        return not refuse
 
-    def _pipe(self, src: socket.socket, dst: socket.socket, from_server: bool) -> None:
-        try:
-            while True:
-                chunk = src.recv(65536)
-                if not chunk:
-                    break
-                if not from_server:
-                    with self._lock:
-                        self.sent += chunk
-                dst.sendall(chunk)
-                if from_server and self.cut_after is not None and (
-                    protocol_op(chunk) == self.cut_after
-                ):
-                    with self._lock:
-                        self.cut_after = None
-                        self.cuts += 1
-                    break
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
+    def from_client(self, link: Link, chunk: bytes) -> Verdict:
+        with self._counts:
+            self.sent += chunk
+        return Verdict.PASS
 
-    def close(self) -> None:
-        self._listener.close()
-        for s in self._sockets:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
+    def from_server(self, link: Link, chunk: bytes) -> Verdict:
+        if self.cut_after is not None and protocol_op(chunk) == self.cut_after:
+            with self._counts:
+                self.cut_after = None
+                self.cuts += 1
+            return Verdict.PASS_THEN_CLOSE
+        return Verdict.PASS

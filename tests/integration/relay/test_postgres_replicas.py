@@ -12,13 +12,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from agent.transports.base import Lease, LeaseLost, PermitDecision
 from tests.servers.postgres import PostgresServer
-from tests.servers.relay import RelayProcess, fake_envelope, start_relay
+from tests.servers.relay import RelayProcess, fake_envelope, start_replicas
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 RECHECK = 10.0
@@ -34,10 +33,8 @@ def replicas(
     """Relays A and B on one database, started at once (tests use their own tenants)."""
     dsn = postgres_server.create_database()
     root = tmp_path_factory.mktemp("replicas")
-    with ThreadPoolExecutor(2) as pool:
-        futures = [pool.submit(start_relay, root / name, database_url=dsn, log_level="info",
-                               poll_interval=RECHECK, lease_timeout=LEASE) for name in "ab"]
-        started = [f.result() for f in futures]
+    started = start_replicas(root, dsn, log_level="info", poll_interval=RECHECK,
+                             lease_timeout=LEASE)
     try:
         yield started[0], started[1]
     finally:

@@ -53,6 +53,19 @@ def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return out
 
 
+def _mutated(doc: Any, path: tuple[Any, ...], value: Any, delete: bool) -> Any:
+    """A copy of `doc` with the item at `path` deleted or replaced by `value`."""
+    doc = copy.deepcopy(doc)
+    parent = doc
+    for part in path[:-1]:
+        parent = parent[part]
+    if delete:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+    return doc
+
+
 PATHS = [p for p in _paths(REQUEST_DOC) if p]
 
 
@@ -90,14 +103,7 @@ def test_random_json(value: Any) -> None:
 @FUZZ
 @given(st.sampled_from(PATHS), json_values, st.booleans(), st.booleans())
 def test_mutated_request(path: tuple[Any, ...], value: Any, delete: bool, resign: bool) -> None:
-    doc = copy.deepcopy(REQUEST_DOC)
-    parent = doc
-    for part in path[:-1]:
-        parent = parent[part]
-    if delete:
-        del parent[path[-1]]
-    else:
-        parent[path[-1]] = value
+    doc = _mutated(REQUEST_DOC, path, value, delete)
     raw = _resign(doc) if resign else json.dumps(doc).encode()
     _must_be_clean(raw)
 
@@ -154,14 +160,7 @@ RESULT_PATHS = [p for p in _paths(RESULT_DOC) if p]
 @FUZZ
 @given(st.sampled_from(RESULT_PATHS), json_values, st.booleans())
 def test_mutated_result_in_sdk(path: tuple[Any, ...], value: Any, delete: bool) -> None:
-    doc = copy.deepcopy(RESULT_DOC)
-    parent = doc
-    for part in path[:-1]:
-        parent = parent[part]
-    if delete:
-        del parent[path[-1]]
-    else:
-        parent[path[-1]] = value
+    doc = _mutated(RESULT_DOC, path, value, delete)
     try:
         verify_result(
             json.dumps(doc).encode(),
