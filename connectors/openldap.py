@@ -374,6 +374,8 @@ class OpenLdapConnector:
         return WriteOutcome(dc=dc, applied=("password",))
 
     def authenticate(self, user: DirectoryUser, password: SecretStr) -> None:
+        # slapd answers an administrator's lock (our "disabled") as accountLocked.
+        self._usable(user)
         bind_as_user(self.settings, user, password)
 
     def unlock(self, user: DirectoryUser) -> WriteOutcome:

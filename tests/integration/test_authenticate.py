@@ -82,8 +82,8 @@ def test_must_change_is_not_a_wrong_password(
 
 
 def test_disabled_account(directory: DirectoryEnv, connector: DirectoryConnector) -> None:
-    if directory.kind == "openldap":
-        pytest.skip("OpenLDAP has no disabled flag; an administrator lock answers accountLocked")
+    # AD: userAccountControl ACCOUNTDISABLE; OpenLDAP: the administrator's permanent
+    # lock (pwdAccountLockedTime 000001010000Z), which slapd itself calls accountLocked.
     _, user = _user(directory, connector, disabled=True)
     with pytest.raises(AccountDisabled):
         connector.authenticate(user, SecretStr(INITIAL))
