@@ -246,8 +246,6 @@ class Pipeline:
                 deadline = min(deadline, refused)
                 # Sent only where the marker was read, and only while the permit runs.
                 user = replace(user, write_by=deadline)
-            else:
-                user = replace(user, server="")
             # The one synced journal write; the lease lets a restart post the answer.
             lease_id = permits.lease_id if permits is not None else None
             self._journal.mark_writing(header.id, lease_id=lease_id)

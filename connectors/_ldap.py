@@ -143,8 +143,11 @@ def server_identity(conn: ldap3.Connection) -> str:
 
 
 def check_write_guard(conn: ldap3.Connection, server: str, write_by: float | None) -> None:
-    """Refuse a write, before anything is sent, on another server than the one the user
-    was read from (its change stamp says nothing there) or past the permit's time."""
+    """For a guarded write (`write_by` set: the pipeline's, under a relay permit), refuse
+    it before anything is sent on another server than the one the user was read from
+    (its change stamp says nothing there) or past the permit's time."""
+    if write_by is None:
+        return
     if server and server_identity(conn) != server:
         raise WriteNotSent(
             "not written: the connection moved to another server since the user was read",

@@ -150,8 +150,8 @@ class DirectoryUser:
     # The pipeline's write marker (agent/permits.py) is made of the two.
     server: str = ""
     change_stamp: str = ""
-    # A write for this user is sent only to `server` (when set) and only before
-    # `write_by` (epoch seconds, when set): the pipeline sets it from its permit.
+    # When set (epoch seconds; the pipeline sets it from its permit), a write for this
+    # user is sent only before `write_by` and only to `server`.
     write_by: float | None = None
 
 

@@ -343,7 +343,9 @@ def test_a_write_is_never_sent_to_another_server_or_after_its_time(
 
     login = _new_user(directory)
     user = _find(connector, login)
-    elsewhere = dataclasses.replace(user, server=user.server + "-another-dc")
+    elsewhere = dataclasses.replace(
+        user, server=user.server + "-another-dc", write_by=time.time() + 60
+    )
     with pytest.raises(WriteNotSent, match="another server"):
         connector.reset_password(elsewhere, secret(NEW))
     late = dataclasses.replace(user, write_by=time.time() - 1)

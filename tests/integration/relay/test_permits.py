@@ -20,7 +20,7 @@ BOB = hashlib.sha256(b"bob").hexdigest()
 def test_redelivery_after_a_permit_is_in_doubt_and_the_first_answer_wins(
     relay_factory: Callable[..., RelayProcess],
 ) -> None:
-    relay = relay_factory(lease_timeout=1)
+    relay = relay_factory(lease_timeout=1, late_answer_grace=2)
     tenant, token = relay.create_tenant()
     first, second = relay.enroll_agent(tenant), relay.enroll_agent(tenant)
     with first.transport() as a, second.transport() as b, relay.portal(token) as portal:
@@ -32,15 +32,27 @@ def test_redelivery_after_a_permit_is_in_doubt_and_the_first_answer_wins(
         permit = a.permit(lease, ALICE, ordered=True)
         assert permit.decision is PermitDecision.GRANTED
         assert permit.lease.expires_at >= lease.expires_at and 0 < permit.valid_for <= 1
-        # a's answer is lost; the lease runs out and b gets the request.
+        # a's answer is lost; the lease runs out and b gets the request. Within the
+        # late-answer grace b is told to wait: a may still post its answer.
         taken = b.lease(wait=5)
         assert taken is not None and taken.request_id == request_id
-        assert b.permit(taken, ALICE, ordered=True).decision is PermitDecision.IN_DOUBT
+        assert b.permit(taken, ALICE, ordered=True).decision is PermitDecision.BUSY
         # a's result arrives late: it is the truth, and b has nothing left to post.
         a.complete(permit.lease, b'{"status":"succeeded","by":"a"}')
         with pytest.raises(LeaseLost):
             b.complete(taken, b'{"status":"in_doubt","by":"b"}')
         assert portal.wait_result(request_id, timeout=5) == b'{"status":"succeeded","by":"a"}'
+
+        # Another request whose holder never answers: in doubt once the grace is over.
+        second_id = portal.submit(fake_envelope(tenant))
+        lease = a.lease(wait=5)
+        assert lease is not None and lease.request_id == second_id
+        assert a.permit(lease, BOB, ordered=True).decision is PermitDecision.GRANTED
+        taken = b.lease(wait=5)
+        assert taken is not None and taken.request_id == second_id
+        assert b.permit(taken, BOB, ordered=True).decision is PermitDecision.BUSY
+        time.sleep(2.2)
+        assert b.permit(taken, BOB, ordered=True).decision is PermitDecision.IN_DOUBT
 
 
 def test_newer_request_supersedes_and_one_permit_per_user(relay: RelayProcess) -> None:

@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 RECHECK = 10.0
 ROUNDS = 10
 LEASE = 2.0
+GRACE = 1.0
 ALICE = hashlib.sha256(b"alice").hexdigest()
 
 
@@ -34,7 +35,7 @@ def replicas(
     dsn = postgres_server.create_database()
     root = tmp_path_factory.mktemp("replicas")
     started = start_replicas(root, dsn, log_level="info", poll_interval=RECHECK,
-                             lease_timeout=LEASE)
+                             lease_timeout=LEASE, late_answer_grace=GRACE)
     try:
         yield started[0], started[1]
     finally:
@@ -165,6 +166,9 @@ def test_write_permits_hold_across_relays(replicas: tuple[RelayProcess, RelayPro
         time.sleep(LEASE + 0.2)  # a's lease runs out mid-write
         taken = on_b.lease(wait=0)
         assert taken is not None and taken.request_id == request_id
+        # a may still post its answer: b waits out the grace, then it is in doubt.
+        assert on_b.permit(taken, ALICE, ordered=True).decision is PermitDecision.BUSY
+        time.sleep(GRACE + 0.1)
         assert on_b.permit(taken, ALICE, ordered=True).decision is PermitDecision.IN_DOUBT
         on_a.complete(permit.lease, b'{"status":"succeeded","by":"a"}')
         with pytest.raises(LeaseLost):
