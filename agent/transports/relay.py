@@ -21,7 +21,7 @@ import ipaddress
 import json
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -225,8 +225,9 @@ class RelayTransport:
             return []
         return [_lease_from(item) for item in response.json()["leases"]]
 
-    def complete_many(self, results: list[tuple[Lease, bytes]]) -> dict[str, str]:
-        """Post several results in one call: request id -> "stored", "lease_lost", ..."""
+    def complete_many(self, results: Sequence[tuple[Lease, bytes]]) -> list[str]:
+        """Post several results in one call; one outcome per result, in order:
+        "stored", "lease_lost" or the relay's refusal code (e.g. "too_large")."""
         body = json.dumps(
             {
                 "results": [
@@ -239,8 +240,14 @@ class RelayTransport:
                 ]
             }
         ).encode()
-        outcomes = self._call("POST", "/v1/agent/results/batch", body=body).json()["outcomes"]
-        return {str(o["request_id"]): str(o["outcome"]) for o in outcomes}
+        data = self._call("POST", "/v1/agent/results/batch", body=body).json()
+        try:
+            outcomes = [(str(o["request_id"]), str(o["outcome"])) for o in data["outcomes"]]
+        except (KeyError, TypeError) as exc:
+            raise TransportError(f"results: unexpected answer from the relay: {exc}") from exc
+        if [rid for rid, _ in outcomes] != [lease.request_id for lease, _ in results]:
+            raise TransportError("results: the relay's outcomes do not match the results sent")
+        return [outcome for _, outcome in outcomes]
 
     def renew(self, lease: Lease) -> Lease:
         response = self._call("POST", f"/v1/agent/leases/{lease.lease_id}/renew")
