@@ -19,17 +19,25 @@ Exception tree::
      +-- RequestExpired           410: expired before any agent answered (never written)
      +-- RequestInDoubt           410: expired after a write was permitted, unanswered
      +-- ResultTimeout            wait_result gave up while it was still queued/leased
+
+Waiting for many: `poll_results` / `wait_results` long-poll for several requests in one
+call (POST /v1/requests/results:wait); `cloud.relay.waiter.ResultWaiter` shares those
+calls between the threads of a portal, each waiting for its own request.
 """
 
 from __future__ import annotations
 
 import ssl
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 _MAX_WAIT = 60.0
+MAX_IDS = 100  # per results:wait call (the relay's limit)
+PENDING = frozenset({"queued", "leased"})
 
 
 class RelayError(Exception):
@@ -78,6 +86,33 @@ class ResultTimeout(RelayError):
     def __init__(self, message: str, *, state: str) -> None:
         super().__init__(message, status=202, code="timeout")
         self.state = state  # "queued" (no agent took it) or "leased" (an agent is on it)
+
+
+@dataclass(frozen=True)
+class ResultState:
+    """One request as a results:wait call saw it: state done (with `result`), queued or
+    leased (still pending), expired, in_doubt or unknown."""
+
+    id: str
+    state: str
+    result: bytes | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self.state not in PENDING
+
+    def value(self) -> bytes:
+        """The result bytes, or the exception `wait_result` raises for this state."""
+        if self.result is not None:
+            return self.result
+        text = f"result {self.id}: {self.state}"
+        if self.state == "expired":
+            raise RequestExpired(text, status=410, code="expired")
+        if self.state == "in_doubt":
+            raise RequestInDoubt(text, status=410, code="in_doubt")
+        if self.state == "unknown":
+            raise UnknownRequest(text, status=404, code="unknown_request")
+        raise ResultTimeout(f"no result for {self.id} yet (state {self.state})", state=self.state)
 
 
 _BY_STATUS: dict[int, type[RelayError]] = {
@@ -200,6 +235,46 @@ class PortalClient:
                 raise ResultTimeout(
                     f"no result for {request_id} after {timeout:.0f}s (state {state})", state=state
                 )
+
+    def poll_results(self, ids: Sequence[str], wait: float = 0.0) -> list[ResultState]:
+        """One long-poll for up to MAX_IDS requests: answered as soon as at least one
+        is settled (done, expired, in_doubt, unknown) or after `wait`; every id's state."""
+        if not 0 < len(ids) <= MAX_IDS:
+            raise ValueError(f"poll_results takes 1 to {MAX_IDS} ids, not {len(ids)}")
+        wait = max(0.0, min(wait, _MAX_WAIT))
+        response = self._send(
+            "POST",
+            "/v1/requests/results:wait",
+            "results",
+            params={"wait": f"{wait:g}"},
+            json={"ids": list(ids)},
+            timeout=self._timeout + wait,
+        )
+        try:
+            return [
+                ResultState(
+                    str(item["id"]),
+                    str(item["state"]),
+                    None if item.get("result") is None else str(item["result"]).encode("utf-8"),
+                )
+                for item in response.json()["requests"]
+            ]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RelayError(f"results: unexpected answer from the relay: {exc}") from exc
+
+    def wait_results(self, ids: Sequence[str], timeout: float = 60.0) -> dict[str, ResultState]:
+        """Long-poll until every one of up to MAX_IDS requests is settled or `timeout`
+        passes; each id's last state (`.value()` gives its result bytes or raises as
+        `wait_result` would: RequestExpired, RequestInDoubt, ResultTimeout, ...)."""
+        deadline = time.monotonic() + timeout
+        pending = list(dict.fromkeys(ids))
+        states: dict[str, ResultState] = {}
+        while True:
+            for state in self.poll_results(pending, wait=deadline - time.monotonic()):
+                states[state.id] = state
+            pending = [i for i in pending if not states.get(i, ResultState(i, "queued")).settled]
+            if not pending or time.monotonic() >= deadline:
+                return states
 
     def close(self) -> None:
         self._client.close()

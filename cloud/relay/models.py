@@ -73,6 +73,27 @@ class Pending(_Body):
     state: str
 
 
+class ResultsWait(_Body):
+    """The requests a portal waits for in one long-poll (POST /v1/requests/results:wait)."""
+
+    ids: list[Annotated[str, Field(pattern=_ID)]] = Field(min_length=1, max_length=100)
+
+
+class RequestResult(_Body):
+    id: str
+    state: str = Field(
+        description="done | queued | leased | expired | in_doubt | unknown (never submitted, "
+        "pruned, or another tenant's)"
+    )
+    result: str | None = Field(
+        None, description="when done: the result envelope, the exact JSON text the agent posted"
+    )
+
+
+class RequestResults(_Body):
+    requests: list[RequestResult] = Field(description="one per id asked for, in that order")
+
+
 class AgentInfo(_Body):
     agent_id: str
     name: str

@@ -1,4 +1,5 @@
-"""Portal side of the relay: list a group's agents, submit a request, wait for its result.
+"""Portal side of the relay: list a group's agents, submit a request, wait for its result
+(or for several results in one long-poll).
 
 A submit with no online agent is refused at once (503 no_agent_online) instead of
 queued, so the user hears "try again later" now, not after the request's expiry.
@@ -24,10 +25,13 @@ from cloud.relay.models import (
     AgentList,
     Pending,
     RequestEnvelope,
+    RequestResult,
+    RequestResults,
+    ResultsWait,
     Submitted,
 )
 from cloud.relay.notify import group_key, request_key
-from cloud.relay.store import RequestState
+from cloud.relay.store import RelayStore, RequestState, RequestStatus
 
 log = structlog.get_logger("writeback.relay")
 router = APIRouter(prefix="/v1", tags=["portal"], responses=ERROR_RESPONSES)
@@ -200,3 +204,57 @@ async def _result(
         if remaining <= 0 or ctx.stopping or await request.is_disconnected():
             return JSONResponse({"state": status.state.value}, status_code=202)
         await ctx.notifier.wait(key, min(ctx.settings.poll_interval, remaining))
+
+
+@router.post("/requests/results:wait", response_model=RequestResults)
+async def wait_results(
+    body: ResultsWait,
+    request: Request,
+    tenant: PortalTenant,
+    ctx: Ctx,
+    wait: float = Query(0.0, ge=0, description="long-poll up to this many seconds (max 60)"),
+) -> RequestResults:
+    """Several results in one long-poll: answered as soon as at least one of the
+    requests is settled (done, expired, in_doubt, or unknown), or when the wait is
+    over, with the state of every one (and the result of each one done)."""
+    ids = list(dict.fromkeys(body.ids))
+    if wait <= 0:
+        return await _results(ids, request, tenant, ctx, 0.0)
+    async with ctx.limits.long_poll(tenant):
+        return await _results(ids, request, tenant, ctx, wait)
+
+
+def _statuses(
+    store: RelayStore, tenant: str, ids: list[str], now: float
+) -> list[RequestStatus | None]:
+    return [store.request_status(tenant, request_id, now) for request_id in ids]
+
+
+def _answer(request_id: str, status: RequestStatus | None) -> RequestResult:
+    if status is None:
+        return RequestResult(id=request_id, state="unknown")
+    if status.state is RequestState.DONE:
+        if status.result is None:  # not readable yet: still the agent's
+            return RequestResult(id=request_id, state=RequestState.LEASED.value)
+        return RequestResult(id=request_id, state="done", result=status.result.decode("utf-8"))
+    return RequestResult(id=request_id, state=status.state.value)
+
+
+_PENDING = frozenset({RequestState.QUEUED.value, RequestState.LEASED.value})
+
+
+async def _results(
+    ids: list[str], request: Request, tenant: str, ctx: RelayContext, wait: float
+) -> RequestResults:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(wait, ctx.settings.max_result_wait)
+    keys = [request_key(tenant, request_id) for request_id in ids]
+    while True:
+        statuses = await ctx.read(_statuses, ctx.store, tenant, ids, ctx.clock())
+        answers = [_answer(i, s) for i, s in zip(ids, statuses, strict=True)]
+        if any(a.state not in _PENDING for a in answers):
+            return RequestResults(requests=answers)
+        remaining = deadline - loop.time()
+        if remaining <= 0 or ctx.stopping or await request.is_disconnected():
+            return RequestResults(requests=answers)
+        await ctx.notifier.wait_any(keys, min(ctx.settings.poll_interval, remaining))
