@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_e2e.py [--directory slapd|samba|both] [--runs 3]
                                         [--levels 1,4,16] [--requests N] [--memory]
                                         [--workers N] [--lease-batch N]
+                                        [--result-batch N] [--result-wait shared|each]
 
 For each directory (a throwaway slapd with ppolicy, a throwaway Samba AD DC):
 
@@ -12,7 +13,9 @@ For each directory (a throwaway slapd with ppolicy, a throwaway Samba AD DC):
 2. the real system: `writeback-relay serve` (SQLite) and `writeback-agent run` as
    processes, a portal in this process using cloud/sdk.py and PortalClient (the agent
    list fetched once, as a portal caches it), one distinct user per request, at each
-   level of outstanding requests;
+   level of outstanding requests; the portal's threads wait for their results over
+   shared long-polls (cloud/relay/waiter.py; `--result-wait each`: one long-poll per
+   request, PortalClient.wait_result);
 3. a short counting pass through a request-counting proxy (its own process) for the
    HTTP calls per request;
 4. with --memory: the relay's RSS over 5,000 requests and the idle agent's CPU and RSS.
@@ -47,6 +50,7 @@ import tomli_w
 
 from bench.procstat import cpu_seconds, descendants, pids_matching, rss_bytes
 from cloud.relay.client import PortalClient
+from cloud.relay.waiter import ResultWaiter
 from cloud.sdk import PortalSigner, build_request, verify_result
 from tests.e2e.harness import directory_entry
 from tests.servers._process import free_port
@@ -137,8 +141,11 @@ def _agent_cli(config: Path, *args: str, **popen: Any) -> Any:
     return subprocess.run(command, capture_output=True, text=True, check=True)
 
 
-# relay.lease_batch of the agents the bench starts (--lease-batch; 1 = the default).
+# relay.lease_batch and relay.result_batch of the agents the bench starts
+# (--lease-batch, --result-batch) and how the portal waits (--result-wait).
 LEASE_BATCH = [1]
+RESULT_BATCH = [16]
+SHARED_WAIT = [True]
 
 
 def start_agent(root: Path, relay_url: str, directory: Directory, code: str, workers: int
@@ -151,7 +158,7 @@ def start_agent(root: Path, relay_url: str, directory: Directory, code: str, wor
     config.write_text(tomli_w.dumps({
         "data_dir": str(data_dir), "agent_name": root.name, "workers": workers,
         "relay": {"url": relay_url, "lease_wait_seconds": 5.0,
-                  "lease_batch": LEASE_BATCH[0]},
+                  "lease_batch": LEASE_BATCH[0], "result_batch": RESULT_BATCH[0]},
         "health": {"port": free_port()},
         "log": {"level": "info", "format": "json"},
         "schedule": {"heartbeat_seconds": 10.0},
@@ -286,6 +293,9 @@ def raw_jobs(directory: Directory, dns: list[str], threads: int) -> Run:
 
 def system_jobs(system: System, client: PortalClient, logins: list[str], threads: int,
                 directory: Directory) -> Run:
+    waiter = ResultWaiter(client) if SHARED_WAIT[0] else None
+    wait = client.wait_result if waiter is None else waiter.wait
+
     def job(login: str) -> Callable[[], bool]:
         def run() -> bool:
             request = build_request(
@@ -293,13 +303,17 @@ def system_jobs(system: System, client: PortalClient, logins: list[str], threads
                 op="reset", user_kind="login", user_value=login, new_password=new_password(),
             )
             client.submit(request.to_bytes())
-            result = verify_result(client.wait_result(request.id, timeout=60), request=request,
+            result = verify_result(wait(request.id, timeout=60), request=request,
                                    trusted_agents=system.agents)
             return bool(result.status == "succeeded")
         return run
 
     pids = {**system.pids(), "directory": directory.pids()}
-    return drive([job(login) for login in logins], threads, pids)
+    try:
+        return drive([job(login) for login in logins], threads, pids)
+    finally:
+        if waiter is not None:
+            waiter.close()
 
 
 def median_runs(runs: list[Run]) -> dict[str, float]:
@@ -382,7 +396,8 @@ def bench_directory(name: str, args: argparse.Namespace, root: Path) -> None:
         logins = [unique_login("bn") for _ in range(requests)]
         dns = [directory.env.create_user(login, INITIAL) for login in logins]
         print(f"\n## {name}: {requests} distinct users, median of {args.runs} runs, "
-              f"agent workers {args.workers}, lease_batch {args.lease_batch}")
+              f"agent workers {args.workers}, lease_batch {args.lease_batch}, "
+              f"result_batch {args.result_batch}, portal result wait {args.result_wait}")
         header = (f"{'':24} {'req/s':>8} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} "
                   f"{'relay':>6} {'agent':>6} {'dir':>6} {'portal':>6}  (CPU ms/request)")
         print(header)
@@ -427,9 +442,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=4, help="agent worker threads")
     parser.add_argument("--lease-batch", type=int, default=1,
                         help="the agent's relay.lease_batch (requests leased per long-poll)")
+    parser.add_argument("--result-batch", type=int, default=16,
+                        help="the agent's relay.result_batch (results per post; 1 = one by one)")
+    parser.add_argument("--result-wait", choices=("shared", "each"), default="shared",
+                        help="portal threads share results:wait long-polls, or one per request")
     parser.add_argument("--memory", action="store_true", help="relay RSS over 5,000 requests")
     args = parser.parse_args(argv)
     LEASE_BATCH[0] = args.lease_batch
+    RESULT_BATCH[0] = args.result_batch
+    SHARED_WAIT[0] = args.result_wait == "shared"
     with tempfile.TemporaryDirectory(prefix="wb-bench-") as tmp:
         for name in ("slapd", "samba") if args.directory == "both" else (args.directory,):
             bench_directory(name, args, Path(tmp))
