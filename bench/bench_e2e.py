@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import json
 import os
 import secrets
 import signal
@@ -345,9 +346,14 @@ def count_http_calls(system: System, directory: Directory, logins: list[str], wo
             counted = System(system.relay, system.tenant, system.token, system.signer, agent,
                              agents, system.root)
             time.sleep(1.0)
-            start = int(count_file.read_text())
+            routes_file = count_file.with_name(count_file.name + ".routes.json")
+            start, routes_before = int(count_file.read_text()), json.loads(routes_file.read_text())
             run = system_jobs(counted, client, logins, 16, directory)
             calls = int(count_file.read_text()) - start
+            routes = json.loads(routes_file.read_text())
+        per_route = {r: (n - routes_before.get(r, 0)) / run.requests for r, n in routes.items()}
+        print("  per request: " + ", ".join(f"{r} {n:.2f}" for r, n in sorted(per_route.items())
+                                           if n >= 0.005))
         return calls / run.requests
     finally:
         stop(agent)
