@@ -10,7 +10,9 @@ A poll covers every request waited for when it starts and returns when one of th
 settled; the thread that made it then polls again for what is left plus what was added
 meanwhile. A request added while every poll is in flight is picked up by the next one
 to return, or by a new poll after `fresh_after` seconds (at most `max_polls` at once),
-so one slow request cannot hold up the others for long.
+so one slow request cannot hold up the others for long. A poller starts its polls at
+least `min_interval` seconds apart, so when results arrive one by one a poll still
+brings several (at the cost of up to that much latency).
 """
 
 from __future__ import annotations
@@ -44,15 +46,17 @@ class ResultWaiter:
         poll_wait: float = 20.0,
         fresh_after: float = 0.2,
         max_polls: int = 4,
+        min_interval: float = 0.05,
         retry_after: float = 0.5,
     ) -> None:
         self._client = client
         self._poll_wait = poll_wait
+        self._min_interval = min_interval
         self._fresh_after = fresh_after
         self._retry_after = retry_after
         self._cond = threading.Condition()
         self._waiting: dict[str, _Waiting] = {}
-        self._unpolled: dict[str, float] = {}  # id -> since when (0: poll again at once)
+        self._unpolled: dict[str, float] = {}  # id -> when to poll it (monotonic)
         self._polling = 0
         self._closed = False
         self._threads = [
@@ -74,7 +78,9 @@ class ResultWaiter:
             if request_id in self._waiting:
                 raise ValueError(f"request {request_id} is waited for already")
             waiting = self._waiting[request_id] = _Waiting()
-            self._unpolled[request_id] = time.monotonic()
+            now = time.monotonic()
+            # While polls are in flight, the next one to return takes it along.
+            self._unpolled[request_id] = now + (self._fresh_after if self._polling else 0.0)
             self._cond.notify_all()
         settled = waiting.done.wait(timeout)
         with self._cond:
@@ -104,34 +110,39 @@ class ResultWaiter:
     # ------------------------------------------------------------------ pollers
 
     def _take(self) -> list[str] | None:
-        """The ids for this thread's next poll; None when closed."""
+        """The ids for this thread's next poll (all waiting ones, once one is due);
+        None when closed."""
         with self._cond:
             while True:
                 if self._closed:
                     return None
-                now = time.monotonic()
-                oldest = min(self._unpolled.values(), default=None)
-                if oldest is not None and (self._polling == 0 or oldest <= now - self._fresh_after):
-                    ids = list(self._unpolled)[:MAX_IDS]
-                    for request_id in ids:
-                        del self._unpolled[request_id]
-                    self._polling += 1
-                    return ids
-                if oldest is None:
+                due = min(self._unpolled.values(), default=None)
+                if due is None:
                     self._cond.wait()
-                else:
-                    self._cond.wait(max(0.001, oldest + self._fresh_after - now))
+                    continue
+                now = time.monotonic()
+                if due > now:
+                    self._cond.wait(due - now)
+                    continue
+                ids = list(self._unpolled)[:MAX_IDS]
+                for request_id in ids:
+                    del self._unpolled[request_id]
+                self._polling += 1
+                return ids
 
     def _poller(self) -> None:
         while (ids := self._take()) is not None:
+            started = time.monotonic()
             states: list[ResultState] = []
             error: RelayError | None = None
             try:
                 states = self._client.poll_results(ids, wait=self._poll_wait)
             except RelayUnavailable:
-                time.sleep(self._retry_after)  # the ids are polled again below
+                started = time.monotonic() + self._retry_after  # polled again after a pause
             except RelayError as exc:
                 error = exc
+            # Polls start at least min_interval apart: more results arrive meanwhile.
+            again = started + self._min_interval
             with self._cond:
                 self._polling -= 1
                 answered = {state.id: state for state in states}
@@ -148,5 +159,7 @@ class ResultWaiter:
                         waiting.done.set()
                     else:
                         waiting.state = state or waiting.state
-                        self._unpolled[request_id] = 0.0  # poll again at once
+                        self._unpolled[request_id] = again
+                for request_id, due in self._unpolled.items():  # added meanwhile: go along
+                    self._unpolled[request_id] = min(due, again)
                 self._cond.notify_all()
