@@ -38,6 +38,7 @@ from agent.connector_pool import ConnectorPool
 from agent.jobs import PeriodicJobs
 from agent.journal import Journal
 from agent.outcome import Identity
+from agent.permit_batch import BatchedPermitTransport, PermitBatcher
 from agent.permits import Deferred, LeasePermits
 from agent.pipeline import Pipeline
 from agent.poster import ResultPoster
@@ -125,6 +126,12 @@ class AgentService(PeriodicJobs):
         self._directory_health: dict[str, bool] = {}
         self._control_transport: Transport | None = None
         self._poster: ResultPoster | None = None  # relay.result_batch > 1
+        relay = settings.relay
+        self._permits = (  # relay.permit_batch > 1
+            PermitBatcher(relay.permit_batch)
+            if relay is not None and relay.permit_batch > 1
+            else None
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -332,7 +339,10 @@ class AgentService(PeriodicJobs):
             return True
 
     def _process(self, transport: Transport, lease: Lease) -> None:
-        permits = LeasePermits(transport, lease, self._stop)
+        asking = transport
+        if self._permits is not None:
+            asking = BatchedPermitTransport(transport, self._permits)
+        permits = LeasePermits(asking, lease, self._stop)
         with self._in_flight_lock:
             self._in_flight += 1
         metrics = self._metrics

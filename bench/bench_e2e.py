@@ -3,7 +3,8 @@
     .venv/bin/python bench/bench_e2e.py [--directory slapd|samba|both] [--runs 3]
                                         [--levels 1,4,16] [--requests N] [--memory]
                                         [--workers N] [--lease-batch N]
-                                        [--result-batch N] [--result-wait shared|each]
+                                        [--result-batch N] [--permit-batch N]
+                                        [--result-wait shared|each]
 
 For each directory (a throwaway slapd with ppolicy, a throwaway Samba AD DC):
 
@@ -146,6 +147,7 @@ def _agent_cli(config: Path, *args: str, **popen: Any) -> Any:
 # (--lease-batch, --result-batch) and how the portal waits (--result-wait).
 LEASE_BATCH = [1]
 RESULT_BATCH = [16]
+PERMIT_BATCH = [1]
 SHARED_WAIT = [True]
 
 
@@ -159,7 +161,8 @@ def start_agent(root: Path, relay_url: str, directory: Directory, code: str, wor
     config.write_text(tomli_w.dumps({
         "data_dir": str(data_dir), "agent_name": root.name, "workers": workers,
         "relay": {"url": relay_url, "lease_wait_seconds": 5.0,
-                  "lease_batch": LEASE_BATCH[0], "result_batch": RESULT_BATCH[0]},
+                  "lease_batch": LEASE_BATCH[0], "result_batch": RESULT_BATCH[0],
+                  "permit_batch": PERMIT_BATCH[0]},
         "health": {"port": free_port()},
         "log": {"level": "info", "format": "json"},
         "schedule": {"heartbeat_seconds": 10.0},
@@ -403,7 +406,8 @@ def bench_directory(name: str, args: argparse.Namespace, root: Path) -> None:
         dns = [directory.env.create_user(login, INITIAL) for login in logins]
         print(f"\n## {name}: {requests} distinct users, median of {args.runs} runs, "
               f"agent workers {args.workers}, lease_batch {args.lease_batch}, "
-              f"result_batch {args.result_batch}, portal result wait {args.result_wait}")
+              f"result_batch {args.result_batch}, permit_batch {args.permit_batch}, "
+              f"portal result wait {args.result_wait}")
         header = (f"{'':24} {'req/s':>8} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} "
                   f"{'relay':>6} {'agent':>6} {'dir':>6} {'portal':>6}  (CPU ms/request)")
         print(header)
@@ -450,12 +454,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="the agent's relay.lease_batch (requests leased per long-poll)")
     parser.add_argument("--result-batch", type=int, default=16,
                         help="the agent's relay.result_batch (results per post; 1 = one by one)")
+    parser.add_argument("--permit-batch", type=int, default=1,
+                        help="the agent's relay.permit_batch (permits per call; 1 = one by one)")
     parser.add_argument("--result-wait", choices=("shared", "each"), default="shared",
                         help="portal threads share results:wait long-polls, or one per request")
     parser.add_argument("--memory", action="store_true", help="relay RSS over 5,000 requests")
     args = parser.parse_args(argv)
     LEASE_BATCH[0] = args.lease_batch
     RESULT_BATCH[0] = args.result_batch
+    PERMIT_BATCH[0] = args.permit_batch
     SHARED_WAIT[0] = args.result_wait == "shared"
     with tempfile.TemporaryDirectory(prefix="wb-bench-") as tmp:
         for name in ("slapd", "samba") if args.directory == "both" else (args.directory,):

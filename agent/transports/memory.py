@@ -72,6 +72,7 @@ class MemoryQueue:
         self.portal_keys: list[dict[str, Any]] = []
         self.heartbeats: list[tuple[str, bytes]] = []  # (agent_id, payload)
         self.batch_posts: list[int] = []  # results per complete_many call
+        self.permit_batches: list[int] = []  # permits per permit_many call
         self._items: dict[str, _Item] = {}
         self._cond = threading.Condition()
 
@@ -264,6 +265,19 @@ class MemoryTransport:
     def permit(self, lease: Lease, user_key: str, *, ordered: bool) -> Permit:
         self._enter()
         return self.queue._permit(lease, self.agent_id, user_key, ordered)
+
+    def permit_many(self, asks: Sequence[tuple[Lease, str, bool]]) -> list[Permit | None]:
+        """As the relay's batch permit call: each decided as by `permit`, None when lost."""
+        self._enter()
+        answers: list[Permit | None] = []
+        for lease, user_key, ordered in asks:
+            try:
+                answers.append(self.queue._permit(lease, self.agent_id, user_key, ordered))
+            except LeaseLost:
+                answers.append(None)
+        with self.queue._cond:
+            self.queue.permit_batches.append(len(asks))
+        return answers
 
     def release(self, lease: Lease) -> None:
         self._enter()

@@ -264,6 +264,38 @@ class RelayTransport:
             raise TransportError(f"permit: unexpected answer from the relay: {exc}") from exc
         return Permit(decision, renewed, valid_for)
 
+    def permit_many(self, asks: Sequence[tuple[Lease, str, bool]]) -> list[Permit | None]:
+        """Several permits (lease, user_key, ordered) in one call, each decided as by
+        `permit`; one answer per ask, in order, None where the lease is lost."""
+        body = json.dumps(
+            {
+                "permits": [
+                    {"lease_id": lease.lease_id, "user_key": key, "ordered": ordered}
+                    for lease, key, ordered in asks
+                ]
+            }
+        ).encode()
+        data = self._call("POST", "/v1/agent/permits", body=body).json()
+        answers: list[Permit | None] = []
+        try:
+            items = data["answers"]
+            if [str(a["lease_id"]) for a in items] != [lease.lease_id for lease, _, _ in asks]:
+                raise ValueError("the answers do not match the permits asked")
+            for (lease, _, _), item in zip(asks, items, strict=True):
+                if item.get("error") == "lease_lost":
+                    answers.append(None)
+                    continue
+                answers.append(
+                    Permit(
+                        PermitDecision(item["decision"]),
+                        replace(lease, expires_at=float(item["lease_expires_at"])),
+                        float(item["lease_seconds"]),
+                    )
+                )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TransportError(f"permits: unexpected answer from the relay: {exc}") from exc
+        return answers
+
     def release(self, lease: Lease) -> None:
         self._call("POST", f"/v1/agent/leases/{lease.lease_id}/release")
 

@@ -167,6 +167,26 @@ class PermitAnswer(_Body):
     lease_seconds: float = Field(description="how long the lease (and the permit) still runs")
 
 
+class PermitBatchItem(PermitAsk):
+    lease_id: str = Field(max_length=128)
+
+
+class PermitBatch(_Body):
+    permits: list[PermitBatchItem] = Field(min_length=1, max_length=16)
+
+
+class PermitBatchAnswer(_Body):
+    lease_id: str
+    decision: str | None = Field(None, description="as the single permit call; null on error")
+    lease_expires_at: float | None = None
+    lease_seconds: float | None = None
+    error: str | None = Field(None, description="lease_lost (the single call's 409), or null")
+
+
+class PermitBatchAnswers(_Body):
+    answers: list[PermitBatchAnswer] = Field(description="one per permit asked, in order")
+
+
 class ResultBody(_Body):
     lease_id: str = Field(max_length=128)
     request_id: str = Field(pattern=_ID)

@@ -41,6 +41,9 @@ from cloud.relay.models import (
     Ok,
     PermitAnswer,
     PermitAsk,
+    PermitBatch,
+    PermitBatchAnswer,
+    PermitBatchAnswers,
     PortalKeyBody,
     PortalKeys,
     PublicKeysBody,
@@ -209,6 +212,21 @@ async def permit(lease_id: str, body: PermitAsk, agent: SignedAgent, ctx: Ctx) -
         lease_expires_at=answer.lease_expires_at,
         lease_seconds=max(0.0, answer.lease_expires_at - now),
     )
+
+
+@router.post("/agent/permits", response_model=PermitBatchAnswers)
+async def permits(body: PermitBatch, agent: SignedAgent, ctx: Ctx) -> PermitBatchAnswers:
+    """Several write permits in one call, each decided exactly as the single permit
+    call decides it (its own store transaction, in the order given)."""
+    answers: list[PermitBatchAnswer] = []
+    for item in body.permits:
+        try:
+            answer = await permit(item.lease_id, item, agent, ctx)
+        except LeaseLost:
+            answers.append(PermitBatchAnswer(lease_id=item.lease_id, error="lease_lost"))
+            continue
+        answers.append(PermitBatchAnswer(lease_id=item.lease_id, **answer.model_dump()))
+    return PermitBatchAnswers(answers=answers)
 
 
 @router.post("/agent/leases/{lease_id}/release", response_model=Ok)

@@ -90,3 +90,27 @@ def test_poster_settles_each_result_of_a_refused_batch(relay: RelayProcess, tmp_
         assert [kw["request_id"] for event, kw in events if event == "result.not_posted"] == [
             bad_id
         ]
+
+
+def test_permits_in_one_call_follow_the_single_call_rules(relay: RelayProcess) -> None:
+    tenant, token = relay.create_tenant()
+    one, two = relay.enroll_agent(tenant), relay.enroll_agent(tenant)
+    with one.transport() as a, two.transport() as b, relay.portal(token) as portal:
+        for _ in range(3):
+            portal.submit(fake_envelope(tenant))
+        older, newer = a.lease_many(wait=5, most=2)
+        (others,) = b.lease_many(wait=5, most=1)
+        same_user, someone = "a" * 64, "b" * 64
+        answers = a.permit_many(
+            [(older, same_user, True), (newer, same_user, True), (others, someone, True)]
+        )
+        assert answers[2] is None  # b's lease: lost to a, as the single call's 409
+        granted, busy = answers[0], answers[1]
+        assert granted is not None and granted.decision.value == "granted"
+        assert busy is not None and busy.decision.value == "busy"  # older one holds the permit
+        assert granted.lease.expires_at >= older.expires_at  # renewed
+        assert a.permit(newer, same_user, ordered=True).decision.value == "busy"  # same answer
+        (again,) = a.permit_many([(older, same_user, True)])  # asked again: the same grant
+        assert again is not None and again.decision.value == "granted"
+        a.complete(older, b'{"status":"succeeded"}')
+        assert a.permit(newer, same_user, ordered=True).decision.value == "granted"
