@@ -4,7 +4,7 @@
                                         [--levels 1,4,16] [--requests N] [--memory]
                                         [--workers N] [--lease-batch N]
                                         [--result-batch N] [--permit-batch N]
-                                        [--result-wait shared|each]
+                                        [--portal shared|each]
 
 For each directory (a throwaway slapd with ppolicy, a throwaway Samba AD DC):
 
@@ -14,9 +14,9 @@ For each directory (a throwaway slapd with ppolicy, a throwaway Samba AD DC):
 2. the real system: `writeback-relay serve` (SQLite) and `writeback-agent run` as
    processes, a portal in this process using cloud/sdk.py and PortalClient (the agent
    list fetched once, as a portal caches it), one distinct user per request, at each
-   level of outstanding requests; the portal's threads wait for their results over
-   shared long-polls (cloud/relay/waiter.py; `--result-wait each`: one long-poll per
-   request, PortalClient.wait_result);
+   level of outstanding requests; the portal's threads submit over shared calls and
+   wait for their results over shared long-polls (cloud/relay/submitter.py and
+   waiter.py; `--portal each`: one submit and one result long-poll per request);
 3. a short counting pass through a request-counting proxy (its own process) for the
    HTTP calls per request;
 4. with --memory: the relay's RSS over 5,000 requests and the idle agent's CPU and RSS.
@@ -52,6 +52,7 @@ import tomli_w
 
 from bench.procstat import cpu_seconds, descendants, pids_matching, rss_bytes
 from cloud.relay.client import PortalClient
+from cloud.relay.submitter import Submitter
 from cloud.relay.waiter import ResultWaiter
 from cloud.sdk import PortalSigner, build_request, verify_result
 from tests.e2e.harness import directory_entry
@@ -144,11 +145,12 @@ def _agent_cli(config: Path, *args: str, **popen: Any) -> Any:
 
 
 # relay.lease_batch and relay.result_batch of the agents the bench starts
-# (--lease-batch, --result-batch) and how the portal waits (--result-wait).
+# (--lease-batch, --result-batch, --permit-batch) and whether the portal's threads
+# share their calls (--portal).
 LEASE_BATCH = [1]
 RESULT_BATCH = [16]
 PERMIT_BATCH = [1]
-SHARED_WAIT = [True]
+SHARED_PORTAL = [True]
 
 
 def start_agent(root: Path, relay_url: str, directory: Directory, code: str, workers: int
@@ -297,8 +299,9 @@ def raw_jobs(directory: Directory, dns: list[str], threads: int) -> Run:
 
 def system_jobs(system: System, client: PortalClient, logins: list[str], threads: int,
                 directory: Directory) -> Run:
-    waiter = ResultWaiter(client) if SHARED_WAIT[0] else None
+    waiter = ResultWaiter(client) if SHARED_PORTAL[0] else None
     wait = client.wait_result if waiter is None else waiter.wait
+    submit = Submitter(client).submit if SHARED_PORTAL[0] else client.submit
 
     def job(login: str) -> Callable[[], bool]:
         def run() -> bool:
@@ -306,7 +309,7 @@ def system_jobs(system: System, client: PortalClient, logins: list[str], threads
                 system.signer, tenant=system.tenant, agent_group="bench", agents=system.agents,
                 op="reset", user_kind="login", user_value=login, new_password=new_password(),
             )
-            client.submit(request.to_bytes())
+            submit(request.to_bytes())
             result = verify_result(wait(request.id, timeout=60), request=request,
                                    trusted_agents=system.agents)
             return bool(result.status == "succeeded")
@@ -407,7 +410,7 @@ def bench_directory(name: str, args: argparse.Namespace, root: Path) -> None:
         print(f"\n## {name}: {requests} distinct users, median of {args.runs} runs, "
               f"agent workers {args.workers}, lease_batch {args.lease_batch}, "
               f"result_batch {args.result_batch}, permit_batch {args.permit_batch}, "
-              f"portal result wait {args.result_wait}")
+              f"portal calls {args.portal}")
         header = (f"{'':24} {'req/s':>8} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} "
                   f"{'relay':>6} {'agent':>6} {'dir':>6} {'portal':>6}  (CPU ms/request)")
         print(header)
@@ -456,14 +459,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="the agent's relay.result_batch (results per post; 1 = one by one)")
     parser.add_argument("--permit-batch", type=int, default=1,
                         help="the agent's relay.permit_batch (permits per call; 1 = one by one)")
-    parser.add_argument("--result-wait", choices=("shared", "each"), default="shared",
-                        help="portal threads share results:wait long-polls, or one per request")
+    parser.add_argument("--portal", choices=("shared", "each"), default="shared",
+                        help="the portal's threads share submit calls and result long-polls "
+                        "(Submitter, ResultWaiter), or one of each per request")
     parser.add_argument("--memory", action="store_true", help="relay RSS over 5,000 requests")
     args = parser.parse_args(argv)
     LEASE_BATCH[0] = args.lease_batch
     RESULT_BATCH[0] = args.result_batch
     PERMIT_BATCH[0] = args.permit_batch
-    SHARED_WAIT[0] = args.result_wait == "shared"
+    SHARED_PORTAL[0] = args.portal == "shared"
     with tempfile.TemporaryDirectory(prefix="wb-bench-") as tmp:
         for name in ("slapd", "samba") if args.directory == "both" else (args.directory,):
             bench_directory(name, args, Path(tmp))

@@ -115,6 +115,21 @@ class ResultState:
         raise ResultTimeout(f"no result for {self.id} yet (state {self.state})", state=self.state)
 
 
+@dataclass(frozen=True)
+class SubmitAnswer:
+    """One envelope of a `submit_many` call: queued as `id`, or refused with `error`."""
+
+    id: str | None
+    error: RelayError | None = None
+
+    def value(self) -> str:
+        """The request id, or raises what `submit` would have raised."""
+        if self.error is not None:
+            raise self.error
+        assert self.id is not None  # noqa: S101  # no error means an id
+        return self.id
+
+
 _BY_STATUS: dict[int, type[RelayError]] = {
     400: InvalidEnvelope,
     401: Forbidden,
@@ -138,20 +153,27 @@ def _raise_for(response: httpx.Response, what: str) -> None:
         body = {}
     code = body.get("error") if isinstance(body, dict) else None
     message = body.get("message", "") if isinstance(body, dict) else ""
+    raise _error(what, status, code, message, response.headers.get("retry-after"))
+
+
+def _error(
+    what: str, status: int, code: str | None, message: str, retry_after: str | None = None
+) -> RelayError:
+    """The exception for a refusal (of a call, or of one item of a batch call)."""
     text = f"{what}: relay answered {status} {code or ''} {message}".rstrip()
     if status == 410 and code == "in_doubt":
-        raise RequestInDoubt(text, status=status, code=code)
+        return RequestInDoubt(text, status=status, code=code)
     if status == 429:
         try:
-            retry_after = float(response.headers.get("retry-after", "1"))
+            seconds = float(retry_after or "1")
         except ValueError:
-            retry_after = 1.0
-        raise RateLimited(text, code=code, retry_after=retry_after)
+            seconds = 1.0
+        return RateLimited(text, code=code, retry_after=seconds)
     if status == 503 and code == "no_agent_online":
-        raise NoAgentOnline(text, status=status, code=code)
+        return NoAgentOnline(text, status=status, code=code)
     if status >= 500:
-        raise RelayUnavailable(text, status=status, code=code)
-    raise _BY_STATUS.get(status, RelayError)(text, status=status, code=code)
+        return RelayUnavailable(text, status=status, code=code)
+    return _BY_STATUS.get(status, RelayError)(text, status=status, code=code)
 
 
 class PortalClient:
@@ -207,6 +229,31 @@ class PortalClient:
             headers={"Content-Type": "application/json"},
         )
         return str(response.json()["id"])
+
+    def submit_many(self, envelopes: Sequence[bytes]) -> list[SubmitAnswer]:
+        """Queue up to 16 envelopes in one call, each as `submit` would: one answer per
+        envelope, in order (`.value()`: its id, or raises what `submit` would have
+        raised for it). Raises for the call as a whole."""
+        response = self._send(
+            "POST",
+            "/v1/requests:batch",
+            "submit",
+            json={"envelopes": [envelope.decode("utf-8") for envelope in envelopes]},
+        )
+        outcomes: list[SubmitAnswer] = []
+        try:
+            for item in response.json()["outcomes"]:
+                if item.get("id") is not None and item.get("error") is None:
+                    outcomes.append(SubmitAnswer(str(item["id"])))
+                else:
+                    status = int(item.get("status") or 500)
+                    refused = _error("submit", status, item.get("error"), item.get("message", ""))
+                    outcomes.append(SubmitAnswer(None, refused))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RelayError(f"submit: unexpected answer from the relay: {exc}") from exc
+        if len(outcomes) != len(envelopes):
+            raise RelayError("submit: the relay answered another number of outcomes")
+        return outcomes
 
     def poll_result(self, request_id: str, wait: float = 0.0) -> tuple[str, bytes | None]:
         """One long-poll: ("done", result bytes) or (state, None) with state queued/leased."""

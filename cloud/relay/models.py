@@ -73,6 +73,24 @@ class Pending(_Body):
     state: str
 
 
+class SubmitBatch(_Body):
+    envelopes: list[str] = Field(
+        min_length=1, max_length=16, description="request envelopes, each its exact JSON text"
+    )
+
+
+class SubmitOutcome(_Body):
+    id: str | None = Field(None, description="set when queued")
+    state: str | None = Field(None, description="queued, when queued")
+    error: str | None = Field(None, description="the single submit's error code when refused")
+    status: int | None = Field(None, description="the single submit's HTTP status when refused")
+    message: str = ""
+
+
+class SubmitOutcomes(_Body):
+    outcomes: list[SubmitOutcome] = Field(description="one per envelope, in order")
+
+
 class ResultsWait(_Body):
     """The requests a portal waits for in one long-poll (POST /v1/requests/results:wait)."""
 

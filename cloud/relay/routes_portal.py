@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from cloud.relay import bounds
 from cloud.relay.auth import RelayHTTPError
 from cloud.relay.deps import Ctx, PortalTenant, RelayContext
-from cloud.relay.errors import ERROR_RESPONSES
+from cloud.relay.errors import ERROR_RESPONSES, translate_store_error
 from cloud.relay.models import (
     ID_PATTERN,
     AgentInfo,
@@ -28,10 +28,13 @@ from cloud.relay.models import (
     RequestResult,
     RequestResults,
     ResultsWait,
+    SubmitBatch,
+    SubmitOutcome,
+    SubmitOutcomes,
     Submitted,
 )
 from cloud.relay.notify import group_key, request_key
-from cloud.relay.store import RelayStore, RequestState, RequestStatus
+from cloud.relay.store import RelayStore, RequestState, RequestStatus, StoreError
 
 log = structlog.get_logger("writeback.relay")
 router = APIRouter(prefix="/v1", tags=["portal"], responses=ERROR_RESPONSES)
@@ -103,8 +106,32 @@ async def list_agents(agent_group: str, tenant: PortalTenant, ctx: Ctx) -> Agent
     },
 )
 async def submit(request: Request, tenant: PortalTenant, ctx: Ctx) -> Submitted:
+    return await _submit(await request.body(), tenant, ctx)
+
+
+@router.post("/requests:batch", response_model=SubmitOutcomes)
+async def submit_many(body: SubmitBatch, tenant: PortalTenant, ctx: Ctx) -> SubmitOutcomes:
+    """Several envelopes in one call (each the exact JSON text of one), each submitted
+    and answered exactly as by POST /v1/requests, in order."""
+    outcomes: list[SubmitOutcome] = []
+    for text in body.envelopes:
+        try:
+            done = await _submit(text.encode("utf-8"), tenant, ctx)
+        except StoreError as exc:
+            refused = translate_store_error(exc, "submit")
+        except RelayHTTPError as exc:
+            refused = exc
+        else:
+            outcomes.append(SubmitOutcome(id=done.id, state=done.state))
+            continue
+        outcomes.append(
+            SubmitOutcome(error=refused.code, status=refused.status, message=refused.message)
+        )
+    return SubmitOutcomes(outcomes=outcomes)
+
+
+async def _submit(body: bytes, tenant: str, ctx: RelayContext) -> Submitted:
     await ctx.limits.hit("submit", tenant)
-    body = await request.body()
     if len(body) > ctx.settings.max_body_bytes:
         raise RelayHTTPError(413, "too_large", f"envelope over {ctx.settings.max_body_bytes} bytes")
     try:
