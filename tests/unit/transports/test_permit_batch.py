@@ -6,8 +6,6 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
-
 from agent.permit_batch import BatchedPermitTransport, PermitBatcher
 from agent.transports.base import Lease, LeaseLost, Permit, PermitDecision, TransportUnavailable
 from agent.transports.memory import MemoryQueue, MemoryTransport
@@ -90,6 +88,4 @@ def test_a_failed_call_fails_every_permit_in_it() -> None:
     agent.fail_next(TransportUnavailable("relay down"), times=2)
     answers = _ask_all(batcher, agent, [(lease, f"{n + 5}" * 64) for n, lease in enumerate(more)])
     assert [type(a) for a in answers] == [TransportUnavailable] * 3
-    with pytest.raises(TransportUnavailable):
-        raise answers[1]  # each worker raises its own exception object
-    assert answers[1] is not answers[2]
+    assert answers[1] is not answers[2]  # each worker raises its own exception object
