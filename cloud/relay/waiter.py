@@ -58,6 +58,7 @@ class ResultWaiter:
         self._waiting: dict[str, _Waiting] = {}
         self._unpolled: dict[str, float] = {}  # id -> when to poll it (monotonic)
         self._polling = 0
+        self._not_before = 0.0  # the next poll starts no sooner (min_interval)
         self._closed = False
         self._threads = [
             threading.Thread(target=self._poller, name=f"result-waiter-{n}", daemon=True)
@@ -79,8 +80,11 @@ class ResultWaiter:
                 raise ValueError(f"request {request_id} is waited for already")
             waiting = self._waiting[request_id] = _Waiting()
             now = time.monotonic()
-            # While polls are in flight, the next one to return takes it along.
-            self._unpolled[request_id] = now + (self._fresh_after if self._polling else 0.0)
+            # While polls are in flight, the next one to return takes it along; else
+            # it goes with the next poll, min_interval after the last one started.
+            self._unpolled[request_id] = (
+                now + self._fresh_after if self._polling else max(now, self._not_before)
+            )
             self._cond.notify_all()
         settled = waiting.done.wait(timeout)
         with self._cond:
@@ -145,6 +149,7 @@ class ResultWaiter:
             again = started + self._min_interval
             with self._cond:
                 self._polling -= 1
+                self._not_before = max(self._not_before, again)
                 answered = {state.id: state for state in states}
                 for request_id in ids:
                     waiting = self._waiting.get(request_id)
