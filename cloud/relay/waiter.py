@@ -10,9 +10,10 @@ A poll covers every request waited for when it starts and returns when one of th
 settled; the thread that made it then polls again for what is left plus what was added
 meanwhile. A request added while every poll is in flight is picked up by the next one
 to return, or by a new poll after `fresh_after` seconds (at most `max_polls` at once),
-so one slow request cannot hold up the others for long. A poller starts its polls at
-least `min_interval` seconds apart, so when results arrive one by one a poll still
-brings several (at the cost of up to that much latency).
+so one slow request cannot hold up the others for long. While requests are still
+pending, polls start at least `min_interval` seconds apart, so when results arrive
+one by one a poll still brings several (at the cost of up to that much latency);
+a request waited for alone is polled at once.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class ResultWaiter:
         poll_wait: float = 20.0,
         fresh_after: float = 0.2,
         max_polls: int = 4,
-        min_interval: float = 0.05,
+        min_interval: float = 0.02,
         retry_after: float = 0.5,
     ) -> None:
         self._client = client
@@ -149,7 +150,6 @@ class ResultWaiter:
             again = started + self._min_interval
             with self._cond:
                 self._polling -= 1
-                self._not_before = max(self._not_before, again)
                 answered = {state.id: state for state in states}
                 for request_id in ids:
                     waiting = self._waiting.get(request_id)
@@ -165,6 +165,9 @@ class ResultWaiter:
                     else:
                         waiting.state = state or waiting.state
                         self._unpolled[request_id] = again
+                        # Others are still pending: pace the next poll. With nothing
+                        # pending a new request is polled at once (no added latency).
+                        self._not_before = max(self._not_before, again)
                 for request_id, due in self._unpolled.items():  # added meanwhile: go along
                     self._unpolled[request_id] = min(due, again)
                 self._cond.notify_all()
