@@ -167,6 +167,12 @@ class RelaySettings(BaseModel):
     timeout_seconds: float = Field(default=40.0, gt=0)
     # >1: one long-poll leases up to this many requests for idle workers (batching).
     lease_batch: int = Field(default=1, ge=1, le=16)
+    # >1: results finished at about the same time go to the relay in one call (up to
+    # this many); 1: each worker posts its own result (POST /v1/agent/results).
+    result_batch: int = Field(default=16, ge=1, le=32)
+    # >1: write permits asked while another worker's permit call is in flight go in
+    # one call when it returns (up to this many); 1: one call per permit.
+    permit_batch: int = Field(default=1, ge=1, le=16)
 
     @field_validator("url")
     @classmethod

@@ -80,6 +80,9 @@ EVENTS: tuple[Event, ...] = (
     Event("result.not_posted", ("warning", "info", "error"),
           "the relay could not take a result (info: the lease was lost, another agent "
           "answers; error: given up); the journal keeps it for a redelivery"),
+    Event("result.poster_failed", ("error",),
+          "a bug in the result poster (traceback follows); the results of that batch are "
+          "not acknowledged, the journal keeps them and a restart posts them again"),
     Event("result.reposted", ("info",),
           "at start: an answer written before a crash, never acknowledged by the relay, "
           "is posted again (the relay takes the permit holder's answer until another "

@@ -8,10 +8,15 @@ back from a long-poll within a short grace) and post its result; `join` waits fo
 workers with a request in hand and not for idle ones blocked in a lease long-poll
 (daemon threads: the process exit closes their connections, and the relay takes no
 lease for a client that has gone). Once the grace is over `join` closes the door: a
-lease that arrives after that is given straight back, never started. Then the
-scheduler and health server stop and connections close. Nothing is lost: a request
-not finished is either released (redelivered at once) or, if the process dies, its
-lease times out and the journal answers in_doubt for a write it interrupted.
+lease that arrives after that is given straight back, never started. Then the result
+poster, the scheduler and the health server stop and connections close. Nothing is
+lost: a request not finished is either released (redelivered at once) or, if the
+process dies, its lease times out and the relay decides on the redelivery (in_doubt
+for a write it interrupted, unless the write marker proves nothing was written).
+
+Results go to the relay in batches (relay.result_batch > 1, agent/poster.py): a
+worker hands its result to the poster and waits until the relay has it, so a
+stopping agent still posts what it has in hand.
 
 Relay outages are survived with exponential backoff plus jitter (capped at 30 s);
 a result that cannot be posted is retried until the lease would have expired; the
@@ -33,8 +38,10 @@ from agent.connector_pool import ConnectorPool
 from agent.jobs import PeriodicJobs
 from agent.journal import Journal
 from agent.outcome import Identity
+from agent.permit_batch import BatchedPermitTransport, PermitBatcher
 from agent.permits import Deferred, LeasePermits
 from agent.pipeline import Pipeline
+from agent.poster import ResultPoster
 from agent.transports.base import (
     AuthenticationFailed,
     Lease,
@@ -118,6 +125,13 @@ class AgentService(PeriodicJobs):
         self._relay_ok = False
         self._directory_health: dict[str, bool] = {}
         self._control_transport: Transport | None = None
+        self._poster: ResultPoster | None = None  # relay.result_batch > 1
+        relay = settings.relay
+        self._permits = (  # relay.permit_batch > 1
+            PermitBatcher(relay.permit_batch)
+            if relay is not None and relay.permit_batch > 1
+            else None
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -137,7 +151,20 @@ class AgentService(PeriodicJobs):
             )
             thread.start()
             self._threads.append(thread)
-        batch = self._settings.relay.lease_batch if self._settings.relay else 1
+        relay = self._settings.relay
+        if relay is not None and relay.result_batch > 1:
+            self._poster = ResultPoster(
+                self._transport_factory,
+                self._journal,
+                self._log,
+                stopping=self._stop.is_set,
+                working=lambda: self._in_flight,
+                backoff=lambda: Backoff(threading.Event(), base=0.25, cap=5.0),
+                most=relay.result_batch,
+                late_post=_LATE_POST_SECONDS,
+            )
+            self._poster.start()
+        batch = relay.lease_batch if relay is not None else 1
         worker: Callable[[], None] = self._worker
         if batch > 1:
             self._free = threading.Semaphore(self._settings.workers)
@@ -190,6 +217,8 @@ class AgentService(PeriodicJobs):
             busy_now = set(self._working)
         for thread in busy_now:  # started during the grace: finish it
             thread.join(remaining())
+        if self._poster is not None:  # the workers waited for their posts: nothing is left
+            self._poster.close(remaining())
         self._connectors.close_all()
         if self._control_transport is not None:
             while True:  # handed out by the dispatcher but never started: give back now
@@ -312,7 +341,10 @@ class AgentService(PeriodicJobs):
             return True
 
     def _process(self, transport: Transport, lease: Lease) -> None:
-        permits = LeasePermits(transport, lease, self._stop)
+        asking = transport
+        if self._permits is not None:
+            asking = BatchedPermitTransport(transport, self._permits)
+        permits = LeasePermits(asking, lease, self._stop)
         with self._in_flight_lock:
             self._in_flight += 1
         metrics = self._metrics
@@ -332,7 +364,10 @@ class AgentService(PeriodicJobs):
             self._release(transport, permits.lease)
         elif isinstance(result, bytes):
             # The permit call renewed the lease: post under its latest expiry.
-            self._complete(transport, permits.lease, result)
+            if self._poster is not None:
+                self._poster.post(permits.lease, result)  # with others finished meanwhile
+            else:
+                self._complete(transport, permits.lease, result)
 
     def _complete(self, transport: Transport, lease: Lease, result: bytes) -> None:
         backoff = Backoff(threading.Event(), base=0.25, cap=5.0)  # finish even while stopping

@@ -3,6 +3,8 @@
     .venv/bin/python bench/bench_e2e.py [--directory slapd|samba|both] [--runs 3]
                                         [--levels 1,4,16] [--requests N] [--memory]
                                         [--workers N] [--lease-batch N]
+                                        [--result-batch N] [--permit-batch N]
+                                        [--portal shared|each]
 
 For each directory (a throwaway slapd with ppolicy, a throwaway Samba AD DC):
 
@@ -12,7 +14,9 @@ For each directory (a throwaway slapd with ppolicy, a throwaway Samba AD DC):
 2. the real system: `writeback-relay serve` (SQLite) and `writeback-agent run` as
    processes, a portal in this process using cloud/sdk.py and PortalClient (the agent
    list fetched once, as a portal caches it), one distinct user per request, at each
-   level of outstanding requests;
+   level of outstanding requests; the portal's threads submit over shared calls and
+   wait for their results over shared long-polls (cloud/relay/submitter.py and
+   waiter.py; `--portal each`: one submit and one result long-poll per request);
 3. a short counting pass through a request-counting proxy (its own process) for the
    HTTP calls per request;
 4. with --memory: the relay's RSS over 5,000 requests and the idle agent's CPU and RSS.
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import json
 import os
 import secrets
 import signal
@@ -47,6 +52,8 @@ import tomli_w
 
 from bench.procstat import cpu_seconds, descendants, pids_matching, rss_bytes
 from cloud.relay.client import PortalClient
+from cloud.relay.submitter import Submitter
+from cloud.relay.waiter import ResultWaiter
 from cloud.sdk import PortalSigner, build_request, verify_result
 from tests.e2e.harness import directory_entry
 from tests.servers._process import free_port
@@ -137,8 +144,13 @@ def _agent_cli(config: Path, *args: str, **popen: Any) -> Any:
     return subprocess.run(command, capture_output=True, text=True, check=True)
 
 
-# relay.lease_batch of the agents the bench starts (--lease-batch; 1 = the default).
+# relay.lease_batch and relay.result_batch of the agents the bench starts
+# (--lease-batch, --result-batch, --permit-batch) and whether the portal's threads
+# share their calls (--portal).
 LEASE_BATCH = [1]
+RESULT_BATCH = [16]
+PERMIT_BATCH = [1]
+SHARED_PORTAL = [True]
 
 
 def start_agent(root: Path, relay_url: str, directory: Directory, code: str, workers: int
@@ -151,7 +163,8 @@ def start_agent(root: Path, relay_url: str, directory: Directory, code: str, wor
     config.write_text(tomli_w.dumps({
         "data_dir": str(data_dir), "agent_name": root.name, "workers": workers,
         "relay": {"url": relay_url, "lease_wait_seconds": 5.0,
-                  "lease_batch": LEASE_BATCH[0]},
+                  "lease_batch": LEASE_BATCH[0], "result_batch": RESULT_BATCH[0],
+                  "permit_batch": PERMIT_BATCH[0]},
         "health": {"port": free_port()},
         "log": {"level": "info", "format": "json"},
         "schedule": {"heartbeat_seconds": 10.0},
@@ -286,20 +299,28 @@ def raw_jobs(directory: Directory, dns: list[str], threads: int) -> Run:
 
 def system_jobs(system: System, client: PortalClient, logins: list[str], threads: int,
                 directory: Directory) -> Run:
+    waiter = ResultWaiter(client) if SHARED_PORTAL[0] else None
+    wait = client.wait_result if waiter is None else waiter.wait
+    submit = Submitter(client).submit if SHARED_PORTAL[0] else client.submit
+
     def job(login: str) -> Callable[[], bool]:
         def run() -> bool:
             request = build_request(
                 system.signer, tenant=system.tenant, agent_group="bench", agents=system.agents,
                 op="reset", user_kind="login", user_value=login, new_password=new_password(),
             )
-            client.submit(request.to_bytes())
-            result = verify_result(client.wait_result(request.id, timeout=60), request=request,
+            submit(request.to_bytes())
+            result = verify_result(wait(request.id, timeout=60), request=request,
                                    trusted_agents=system.agents)
             return bool(result.status == "succeeded")
         return run
 
     pids = {**system.pids(), "directory": directory.pids()}
-    return drive([job(login) for login in logins], threads, pids)
+    try:
+        return drive([job(login) for login in logins], threads, pids)
+    finally:
+        if waiter is not None:
+            waiter.close()
 
 
 def median_runs(runs: list[Run]) -> dict[str, float]:
@@ -331,9 +352,14 @@ def count_http_calls(system: System, directory: Directory, logins: list[str], wo
             counted = System(system.relay, system.tenant, system.token, system.signer, agent,
                              agents, system.root)
             time.sleep(1.0)
-            start = int(count_file.read_text())
+            routes_file = count_file.with_name(count_file.name + ".routes.json")
+            start, routes_before = int(count_file.read_text()), json.loads(routes_file.read_text())
             run = system_jobs(counted, client, logins, 16, directory)
             calls = int(count_file.read_text()) - start
+            routes = json.loads(routes_file.read_text())
+        per_route = {r: (n - routes_before.get(r, 0)) / run.requests for r, n in routes.items()}
+        print("  per request: " + ", ".join(f"{r} {n:.2f}" for r, n in sorted(per_route.items())
+                                           if n >= 0.005))
         return calls / run.requests
     finally:
         stop(agent)
@@ -382,7 +408,9 @@ def bench_directory(name: str, args: argparse.Namespace, root: Path) -> None:
         logins = [unique_login("bn") for _ in range(requests)]
         dns = [directory.env.create_user(login, INITIAL) for login in logins]
         print(f"\n## {name}: {requests} distinct users, median of {args.runs} runs, "
-              f"agent workers {args.workers}, lease_batch {args.lease_batch}")
+              f"agent workers {args.workers}, lease_batch {args.lease_batch}, "
+              f"result_batch {args.result_batch}, permit_batch {args.permit_batch}, "
+              f"portal calls {args.portal}")
         header = (f"{'':24} {'req/s':>8} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} "
                   f"{'relay':>6} {'agent':>6} {'dir':>6} {'portal':>6}  (CPU ms/request)")
         print(header)
@@ -427,9 +455,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=4, help="agent worker threads")
     parser.add_argument("--lease-batch", type=int, default=1,
                         help="the agent's relay.lease_batch (requests leased per long-poll)")
+    parser.add_argument("--result-batch", type=int, default=16,
+                        help="the agent's relay.result_batch (results per post; 1 = one by one)")
+    parser.add_argument("--permit-batch", type=int, default=1,
+                        help="the agent's relay.permit_batch (permits per call; 1 = one by one)")
+    parser.add_argument("--portal", choices=("shared", "each"), default="shared",
+                        help="the portal's threads share submit calls and result long-polls "
+                        "(Submitter, ResultWaiter), or one of each per request")
     parser.add_argument("--memory", action="store_true", help="relay RSS over 5,000 requests")
     args = parser.parse_args(argv)
     LEASE_BATCH[0] = args.lease_batch
+    RESULT_BATCH[0] = args.result_batch
+    PERMIT_BATCH[0] = args.permit_batch
+    SHARED_PORTAL[0] = args.portal == "shared"
     with tempfile.TemporaryDirectory(prefix="wb-bench-") as tmp:
         for name in ("slapd", "samba") if args.directory == "both" else (args.directory,):
             bench_directory(name, args, Path(tmp))

@@ -5,37 +5,47 @@
 Runs as its own process so its CPU is not charged to anything the benchmark reports.
 Each request line seen on a client-to-server stream counts once; the total is written
 to COUNT_FILE on SIGTERM and after every request (cheap: the benchmark runs it only
-in the short counting pass).
+in the short counting pass), and the count per route (ids replaced by {id}) to
+COUNT_FILE.routes.json.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
 import sys
 from pathlib import Path
 
-_REQUEST_LINE = re.compile(rb"(?:GET|POST|PUT|DELETE|PATCH|HEAD) /\S* HTTP/1\.1\r\n")
+_REQUEST_LINE = re.compile(rb"(GET|POST|PUT|DELETE|PATCH|HEAD) (/[^\s?]*)\S* HTTP/1\.1\r\n")
+_IDS = re.compile(r"(?<=/leases/)[^/]+(?=/)|(?<=/requests/)[^/]+(?=/result$)|(?<=/groups/)[^/]+")
 
 
 class Counter:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.total = 0
+        self.routes: dict[str, int] = {}
 
-    def add(self, n: int) -> None:
-        if n:
-            self.total += n
+    def add(self, lines: list[tuple[bytes, bytes]]) -> None:
+        if lines:
+            self.total += len(lines)
+            for method, path in lines:
+                route = method.decode() + " " + _IDS.sub("{id}", path.decode(errors="replace"))
+                self.routes[route] = self.routes.get(route, 0) + 1
             self.write()
 
     def write(self) -> None:
         # Replaced in one step: a reader never sees the file empty (write_text
         # truncates first, and the benchmark read "" once).
-        partial = self.path.with_name(self.path.name + ".tmp")
-        partial.write_text(str(self.total))
-        os.replace(partial, self.path)
+        for path, text in ((self.path, str(self.total)),
+                           (self.path.with_name(self.path.name + ".routes.json"),
+                            json.dumps(self.routes, sort_keys=True))):
+            partial = path.with_name(path.name + ".tmp")
+            partial.write_text(text)
+            os.replace(partial, path)
 
 
 async def _pipe(
@@ -46,7 +56,8 @@ async def _pipe(
         while data := await reader.read(65536):
             if counter is not None:
                 window = tail + data
-                counter.add(len(_REQUEST_LINE.findall(window)) - len(_REQUEST_LINE.findall(tail)))
+                counter.add([(m[1], m[2]) for m in _REQUEST_LINE.finditer(window)
+                             if m.end() > len(tail)])
                 tail = window[-256:]
             writer.write(data)
             await writer.drain()

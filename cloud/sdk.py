@@ -27,6 +27,12 @@ and ``RequestExpired`` only when nothing was ever permitted to write.
 ``password_may_have_changed(status)`` says which answers a portal must not report
 as "nothing changed".
 
+Many requests at once: ``PortalClient.wait_results(ids)`` waits for several in one
+long-poll; ``cloud.relay.submitter.Submitter(client).submit(envelope)`` and
+``cloud.relay.waiter.ResultWaiter(client).wait(request.id)`` let each thread of a busy
+portal submit and wait for its own request while the threads share the calls (what
+``submit`` and ``wait_result`` would return or raise, for far fewer HTTP calls).
+
 Rotation: ``rotate_portal_key(signer, now=..., overlap=...)`` gives the new signer and
 the keyring entries to push to agents (old key with not_after, new key).
 """

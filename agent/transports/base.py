@@ -21,9 +21,15 @@ Exception tree (what the caller should do)::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
+
+# Per-result outcomes of `Transport.complete_many`; any other value is the relay's
+# error code for a result it refused (e.g. "too_large", "malformed_result").
+RESULT_STORED = "stored"  # taken (or the same agent's identical re-post)
+RESULT_LEASE_LOST = "lease_lost"  # another answer is stored: never post this one again
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,12 @@ class Transport(Protocol):
 
     def complete(self, lease: Lease, result: bytes) -> None:
         """Post the signed result. Idempotent for the same agent and request."""
+        ...
+
+    def complete_many(self, results: Sequence[tuple[Lease, bytes]]) -> list[str]:
+        """Post several results in one call; one outcome per result, in order
+        (RESULT_STORED, RESULT_LEASE_LOST or the relay's refusal code). Raises for
+        the call as a whole (TransportUnavailable: nothing is known to be stored)."""
         ...
 
     def heartbeat(self, payload: bytes) -> None:

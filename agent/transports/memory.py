@@ -20,11 +20,13 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from agent.transports.base import (
+    RESULT_LEASE_LOST,
+    RESULT_STORED,
     Lease,
     LeaseLost,
     Permit,
@@ -70,6 +72,8 @@ class MemoryQueue:
         self.clock = clock
         self.portal_keys: list[dict[str, Any]] = []
         self.heartbeats: list[tuple[str, bytes]] = []  # (agent_id, payload)
+        self.batch_posts: list[int] = []  # results per complete_many call
+        self.permit_batches: list[int] = []  # permits per permit_many call
         self._items: dict[str, _Item] = {}
         self._cond = threading.Condition()
 
@@ -273,6 +277,19 @@ class MemoryTransport:
         self._enter()
         return self.queue._permit(lease, self.agent_id, user_key, ordered, marker)
 
+    def permit_many(self, asks: Sequence[tuple[Lease, str, bool]]) -> list[Permit | None]:
+        """As the relay's batch permit call: each decided as by `permit`, None when lost."""
+        self._enter()
+        answers: list[Permit | None] = []
+        for lease, user_key, ordered in asks:
+            try:
+                answers.append(self.queue._permit(lease, self.agent_id, user_key, ordered))
+            except LeaseLost:
+                answers.append(None)
+        with self.queue._cond:
+            self.queue.permit_batches.append(len(asks))
+        return answers
+
     def release(self, lease: Lease) -> None:
         self._enter()
         self.queue._release(lease, self.agent_id)
@@ -280,6 +297,19 @@ class MemoryTransport:
     def complete(self, lease: Lease, result: bytes) -> None:
         self._enter()
         self.queue._complete(lease, self.agent_id, result)
+
+    def complete_many(self, results: Sequence[tuple[Lease, bytes]]) -> list[str]:
+        self._enter()  # an injected fault fails the whole call, as a dropped HTTP call
+        outcomes: list[str] = []
+        for lease, result in results:
+            try:
+                self.queue._complete(lease, self.agent_id, result)
+                outcomes.append(RESULT_STORED)
+            except LeaseLost:
+                outcomes.append(RESULT_LEASE_LOST)
+        with self.queue._cond:
+            self.queue.batch_posts.append(len(results))
+        return outcomes
 
     def heartbeat(self, payload: bytes) -> None:
         self._enter()

@@ -21,7 +21,7 @@ import ipaddress
 import json
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -225,8 +225,9 @@ class RelayTransport:
             return []
         return [_lease_from(item) for item in response.json()["leases"]]
 
-    def complete_many(self, results: list[tuple[Lease, bytes]]) -> dict[str, str]:
-        """Post several results in one call: request id -> "stored", "lease_lost", ..."""
+    def complete_many(self, results: Sequence[tuple[Lease, bytes]]) -> list[str]:
+        """Post several results in one call; one outcome per result, in order:
+        "stored", "lease_lost" or the relay's refusal code (e.g. "too_large")."""
         body = json.dumps(
             {
                 "results": [
@@ -239,8 +240,14 @@ class RelayTransport:
                 ]
             }
         ).encode()
-        outcomes = self._call("POST", "/v1/agent/results/batch", body=body).json()["outcomes"]
-        return {str(o["request_id"]): str(o["outcome"]) for o in outcomes}
+        data = self._call("POST", "/v1/agent/results/batch", body=body).json()
+        try:
+            outcomes = [(str(o["request_id"]), str(o["outcome"])) for o in data["outcomes"]]
+        except (KeyError, TypeError) as exc:
+            raise TransportError(f"results: unexpected answer from the relay: {exc}") from exc
+        if [rid for rid, _ in outcomes] != [lease.request_id for lease, _ in results]:
+            raise TransportError("results: the relay's outcomes do not match the results sent")
+        return [outcome for _, outcome in outcomes]
 
     def renew(self, lease: Lease) -> Lease:
         response = self._call("POST", f"/v1/agent/leases/{lease.lease_id}/renew")
@@ -261,6 +268,38 @@ class RelayTransport:
         except (KeyError, TypeError, ValueError) as exc:
             raise TransportError(f"permit: unexpected answer from the relay: {exc}") from exc
         return Permit(decision, renewed, valid_for)
+
+    def permit_many(self, asks: Sequence[tuple[Lease, str, bool]]) -> list[Permit | None]:
+        """Several permits (lease, user_key, ordered) in one call, each decided as by
+        `permit`; one answer per ask, in order, None where the lease is lost."""
+        body = json.dumps(
+            {
+                "permits": [
+                    {"lease_id": lease.lease_id, "user_key": key, "ordered": ordered}
+                    for lease, key, ordered in asks
+                ]
+            }
+        ).encode()
+        data = self._call("POST", "/v1/agent/permits", body=body).json()
+        answers: list[Permit | None] = []
+        try:
+            items = data["answers"]
+            if [str(a["lease_id"]) for a in items] != [lease.lease_id for lease, _, _ in asks]:
+                raise ValueError("the answers do not match the permits asked")
+            for (lease, _, _), item in zip(asks, items, strict=True):
+                if item.get("error") == "lease_lost":
+                    answers.append(None)
+                    continue
+                answers.append(
+                    Permit(
+                        PermitDecision(item["decision"]),
+                        replace(lease, expires_at=float(item["lease_expires_at"])),
+                        float(item["lease_seconds"]),
+                    )
+                )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TransportError(f"permits: unexpected answer from the relay: {exc}") from exc
+        return answers
 
     def release(self, lease: Lease) -> None:
         self._call("POST", f"/v1/agent/leases/{lease.lease_id}/release")

@@ -2,7 +2,8 @@
 
 Agents talk HTTP/1.1 with keep-alive, one request at a time per connection, so every
 client->relay chunk that starts a request starts with its request line. When that line
-is `POST /v1/agent/results` and the dice say so, the post is cut in one of two ways:
+is a result post (`POST /v1/agent/results`, or `/v1/agent/results/batch` carrying
+several results) and the dice say so, the post is cut in one of two ways:
 
 - `lost`: the request is swallowed (never reaches the relay) and the connection is
   closed: the agent sent its result and the relay never heard of it;
@@ -21,7 +22,7 @@ from collections.abc import Callable
 
 from tests.servers.tcp_proxy import Link, TcpProxy, Verdict
 
-_RESULTS = b"POST /v1/agent/results "
+_RESULTS = (b"POST /v1/agent/results ", b"POST /v1/agent/results/batch ")
 
 
 class CutProxy(TcpProxy):

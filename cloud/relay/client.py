@@ -19,17 +19,25 @@ Exception tree::
      +-- RequestExpired           410: expired before any agent answered (never written)
      +-- RequestInDoubt           410: expired after a write was permitted, unanswered
      +-- ResultTimeout            wait_result gave up while it was still queued/leased
+
+Waiting for many: `poll_results` / `wait_results` long-poll for several requests in one
+call (POST /v1/requests/results:wait); `cloud.relay.waiter.ResultWaiter` shares those
+calls between the threads of a portal, each waiting for its own request.
 """
 
 from __future__ import annotations
 
 import ssl
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 _MAX_WAIT = 60.0
+MAX_IDS = 100  # per results:wait call (the relay's limit)
+PENDING = frozenset({"queued", "leased"})
 
 
 class RelayError(Exception):
@@ -80,6 +88,48 @@ class ResultTimeout(RelayError):
         self.state = state  # "queued" (no agent took it) or "leased" (an agent is on it)
 
 
+@dataclass(frozen=True)
+class ResultState:
+    """One request as a results:wait call saw it: state done (with `result`), queued or
+    leased (still pending), expired, in_doubt or unknown."""
+
+    id: str
+    state: str
+    result: bytes | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self.state not in PENDING
+
+    def value(self) -> bytes:
+        """The result bytes, or the exception `wait_result` raises for this state."""
+        if self.result is not None:
+            return self.result
+        text = f"result {self.id}: {self.state}"
+        if self.state == "expired":
+            raise RequestExpired(text, status=410, code="expired")
+        if self.state == "in_doubt":
+            raise RequestInDoubt(text, status=410, code="in_doubt")
+        if self.state == "unknown":
+            raise UnknownRequest(text, status=404, code="unknown_request")
+        raise ResultTimeout(f"no result for {self.id} yet (state {self.state})", state=self.state)
+
+
+@dataclass(frozen=True)
+class SubmitAnswer:
+    """One envelope of a `submit_many` call: queued as `id`, or refused with `error`."""
+
+    id: str | None
+    error: RelayError | None = None
+
+    def value(self) -> str:
+        """The request id, or raises what `submit` would have raised."""
+        if self.error is not None:
+            raise self.error
+        assert self.id is not None  # noqa: S101  # no error means an id
+        return self.id
+
+
 _BY_STATUS: dict[int, type[RelayError]] = {
     400: InvalidEnvelope,
     401: Forbidden,
@@ -103,20 +153,27 @@ def _raise_for(response: httpx.Response, what: str) -> None:
         body = {}
     code = body.get("error") if isinstance(body, dict) else None
     message = body.get("message", "") if isinstance(body, dict) else ""
+    raise _error(what, status, code, message, response.headers.get("retry-after"))
+
+
+def _error(
+    what: str, status: int, code: str | None, message: str, retry_after: str | None = None
+) -> RelayError:
+    """The exception for a refusal (of a call, or of one item of a batch call)."""
     text = f"{what}: relay answered {status} {code or ''} {message}".rstrip()
     if status == 410 and code == "in_doubt":
-        raise RequestInDoubt(text, status=status, code=code)
+        return RequestInDoubt(text, status=status, code=code)
     if status == 429:
         try:
-            retry_after = float(response.headers.get("retry-after", "1"))
+            seconds = float(retry_after or "1")
         except ValueError:
-            retry_after = 1.0
-        raise RateLimited(text, code=code, retry_after=retry_after)
+            seconds = 1.0
+        return RateLimited(text, code=code, retry_after=seconds)
     if status == 503 and code == "no_agent_online":
-        raise NoAgentOnline(text, status=status, code=code)
+        return NoAgentOnline(text, status=status, code=code)
     if status >= 500:
-        raise RelayUnavailable(text, status=status, code=code)
-    raise _BY_STATUS.get(status, RelayError)(text, status=status, code=code)
+        return RelayUnavailable(text, status=status, code=code)
+    return _BY_STATUS.get(status, RelayError)(text, status=status, code=code)
 
 
 class PortalClient:
@@ -173,6 +230,31 @@ class PortalClient:
         )
         return str(response.json()["id"])
 
+    def submit_many(self, envelopes: Sequence[bytes]) -> list[SubmitAnswer]:
+        """Queue up to 16 envelopes in one call, each as `submit` would: one answer per
+        envelope, in order (`.value()`: its id, or raises what `submit` would have
+        raised for it). Raises for the call as a whole."""
+        response = self._send(
+            "POST",
+            "/v1/requests:batch",
+            "submit",
+            json={"envelopes": [envelope.decode("utf-8") for envelope in envelopes]},
+        )
+        outcomes: list[SubmitAnswer] = []
+        try:
+            for item in response.json()["outcomes"]:
+                if item.get("id") is not None and item.get("error") is None:
+                    outcomes.append(SubmitAnswer(str(item["id"])))
+                else:
+                    status = int(item.get("status") or 500)
+                    refused = _error("submit", status, item.get("error"), item.get("message", ""))
+                    outcomes.append(SubmitAnswer(None, refused))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RelayError(f"submit: unexpected answer from the relay: {exc}") from exc
+        if len(outcomes) != len(envelopes):
+            raise RelayError("submit: the relay answered another number of outcomes")
+        return outcomes
+
     def poll_result(self, request_id: str, wait: float = 0.0) -> tuple[str, bytes | None]:
         """One long-poll: ("done", result bytes) or (state, None) with state queued/leased."""
         wait = max(0.0, min(wait, _MAX_WAIT))
@@ -200,6 +282,46 @@ class PortalClient:
                 raise ResultTimeout(
                     f"no result for {request_id} after {timeout:.0f}s (state {state})", state=state
                 )
+
+    def poll_results(self, ids: Sequence[str], wait: float = 0.0) -> list[ResultState]:
+        """One long-poll for up to MAX_IDS requests: answered as soon as at least one
+        is settled (done, expired, in_doubt, unknown) or after `wait`; every id's state."""
+        if not 0 < len(ids) <= MAX_IDS:
+            raise ValueError(f"poll_results takes 1 to {MAX_IDS} ids, not {len(ids)}")
+        wait = max(0.0, min(wait, _MAX_WAIT))
+        response = self._send(
+            "POST",
+            "/v1/requests/results:wait",
+            "results",
+            params={"wait": f"{wait:g}"},
+            json={"ids": list(ids)},
+            timeout=self._timeout + wait,
+        )
+        try:
+            return [
+                ResultState(
+                    str(item["id"]),
+                    str(item["state"]),
+                    None if item.get("result") is None else str(item["result"]).encode("utf-8"),
+                )
+                for item in response.json()["requests"]
+            ]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RelayError(f"results: unexpected answer from the relay: {exc}") from exc
+
+    def wait_results(self, ids: Sequence[str], timeout: float = 60.0) -> dict[str, ResultState]:
+        """Long-poll until every one of up to MAX_IDS requests is settled or `timeout`
+        passes; each id's last state (`.value()` gives its result bytes or raises as
+        `wait_result` would: RequestExpired, RequestInDoubt, ResultTimeout, ...)."""
+        deadline = time.monotonic() + timeout
+        pending = list(dict.fromkeys(ids))
+        states: dict[str, ResultState] = {}
+        while True:
+            for state in self.poll_results(pending, wait=deadline - time.monotonic()):
+                states[state.id] = state
+            pending = [i for i in pending if not states.get(i, ResultState(i, "queued")).settled]
+            if not pending or time.monotonic() >= deadline:
+                return states
 
     def close(self) -> None:
         self._client.close()

@@ -73,6 +73,45 @@ class Pending(_Body):
     state: str
 
 
+class SubmitBatch(_Body):
+    envelopes: list[str] = Field(
+        min_length=1, max_length=16, description="request envelopes, each its exact JSON text"
+    )
+
+
+class SubmitOutcome(_Body):
+    id: str | None = Field(None, description="set when queued")
+    state: str | None = Field(None, description="queued, when queued")
+    error: str | None = Field(None, description="the single submit's error code when refused")
+    status: int | None = Field(None, description="the single submit's HTTP status when refused")
+    message: str = ""
+
+
+class SubmitOutcomes(_Body):
+    outcomes: list[SubmitOutcome] = Field(description="one per envelope, in order")
+
+
+class ResultsWait(_Body):
+    """The requests a portal waits for in one long-poll (POST /v1/requests/results:wait)."""
+
+    ids: list[Annotated[str, Field(pattern=_ID)]] = Field(min_length=1, max_length=100)
+
+
+class RequestResult(_Body):
+    id: str
+    state: str = Field(
+        description="done | queued | leased | expired | in_doubt | unknown (never submitted, "
+        "pruned, or another tenant's)"
+    )
+    result: str | None = Field(
+        None, description="when done: the result envelope, the exact JSON text the agent posted"
+    )
+
+
+class RequestResults(_Body):
+    requests: list[RequestResult] = Field(description="one per id asked for, in that order")
+
+
 class AgentInfo(_Body):
     agent_id: str
     name: str
@@ -151,6 +190,26 @@ class PermitAnswer(_Body):
     decision: str = Field(description="granted | in_doubt | superseded | busy")
     lease_expires_at: float
     lease_seconds: float = Field(description="how long the lease (and the permit) still runs")
+
+
+class PermitBatchItem(PermitAsk):
+    lease_id: str = Field(max_length=128)
+
+
+class PermitBatch(_Body):
+    permits: list[PermitBatchItem] = Field(min_length=1, max_length=16)
+
+
+class PermitBatchAnswer(_Body):
+    lease_id: str
+    decision: str | None = Field(None, description="as the single permit call; null on error")
+    lease_expires_at: float | None = None
+    lease_seconds: float | None = None
+    error: str | None = Field(None, description="lease_lost (the single call's 409), or null")
+
+
+class PermitBatchAnswers(_Body):
+    answers: list[PermitBatchAnswer] = Field(description="one per permit asked, in order")
 
 
 class ResultBody(_Body):

@@ -15,7 +15,7 @@ stores the request or result it waits for.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol, runtime_checkable
 
 
@@ -41,8 +41,14 @@ class Notifier:
 
     async def wait(self, key: str, timeout: float) -> bool:
         """Sleep until notified or `timeout` passes; True when notified."""
+        return await self.wait_any((key,), timeout)
+
+    async def wait_any(self, keys: Iterable[str], timeout: float) -> bool:
+        """Sleep until any of `keys` is notified or `timeout` passes; True when notified."""
         event = asyncio.Event()
-        self._waiters.setdefault(key, set()).add(event)
+        keys = list(keys)
+        for key in keys:
+            self._waiters.setdefault(key, set()).add(event)
         try:
             async with asyncio.timeout(max(0.0, timeout)):
                 await event.wait()
@@ -50,11 +56,12 @@ class Notifier:
         except TimeoutError:
             return False
         finally:
-            waiters = self._waiters.get(key)
-            if waiters is not None:
-                waiters.discard(event)
-                if not waiters:
-                    del self._waiters[key]
+            for key in keys:
+                waiters = self._waiters.get(key)
+                if waiters is not None:
+                    waiters.discard(event)
+                    if not waiters:
+                        del self._waiters[key]
 
     def notify(self, key: str) -> None:
         for event in self._waiters.get(key, ()):

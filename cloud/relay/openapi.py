@@ -37,7 +37,9 @@ _RATE_LIMITED = {
     "/v1/agents/enroll",
     "/v1/agent/lease",
     "/v1/requests",
+    "/v1/requests:batch",
     "/v1/requests/{request_id}/result",
+    "/v1/requests/results:wait",
 }
 _REFUSALS = {
     "400": "body is not UTF-8 JSON, or a value is out of bounds (nesting, non-finite number)",

@@ -41,6 +41,9 @@ from cloud.relay.models import (
     Ok,
     PermitAnswer,
     PermitAsk,
+    PermitBatch,
+    PermitBatchAnswer,
+    PermitBatchAnswers,
     PortalKeyBody,
     PortalKeys,
     PublicKeysBody,
@@ -213,6 +216,21 @@ async def permit(lease_id: str, body: PermitAsk, agent: SignedAgent, ctx: Ctx) -
     )
 
 
+@router.post("/agent/permits", response_model=PermitBatchAnswers)
+async def permits(body: PermitBatch, agent: SignedAgent, ctx: Ctx) -> PermitBatchAnswers:
+    """Several write permits in one call, each decided exactly as the single permit
+    call decides it (its own store transaction, in the order given)."""
+    answers: list[PermitBatchAnswer] = []
+    for item in body.permits:
+        try:
+            answer = await permit(item.lease_id, item, agent, ctx)
+        except LeaseLost:
+            answers.append(PermitBatchAnswer(lease_id=item.lease_id, error="lease_lost"))
+            continue
+        answers.append(PermitBatchAnswer(lease_id=item.lease_id, **answer.model_dump()))
+    return PermitBatchAnswers(answers=answers)
+
+
 @router.post("/agent/leases/{lease_id}/release", response_model=Ok)
 async def release(lease_id: str, agent: SignedAgent, ctx: Ctx) -> Ok:
     """Give a request back unprocessed (graceful shutdown): another agent gets it now."""
@@ -245,9 +263,10 @@ def _result_bytes(body: ResultBody, max_bytes: int) -> bytes:
 
 
 async def _store_result(
-    body: ResultBody, raw: bytes, agent: AgentRecord, ctx: RelayContext
+    body: ResultBody, raw: bytes, agent: AgentRecord, ctx: RelayContext, *, wake: bool = True
 ) -> None:
-    """Raises LeaseLost; wakes the portal's long-poll on success."""
+    """Raises LeaseLost; wakes the portal's long-poll on success (unless `wake` is
+    False: the caller wakes it)."""
     try:
         stored = await ctx.run(
             ctx.store.complete, body.lease_id, body.request_id, agent.agent_id, raw, ctx.clock()
@@ -261,7 +280,8 @@ async def _store_result(
             lease_id=body.lease_id,
         )
         raise
-    ctx.notifier.notify(request_key(agent.tenant, body.request_id))
+    if wake:
+        ctx.notifier.notify(request_key(agent.tenant, body.request_id))
     log.debug(
         "result.stored" if stored else "result.repeated",
         tenant=agent.tenant,
@@ -279,18 +299,26 @@ async def post_result(body: ResultBody, agent: SignedAgent, ctx: Ctx) -> Ok:
 
 @router.post("/agent/results/batch", response_model=ResultOutcomes)
 async def post_results(body: ResultBatch, agent: SignedAgent, ctx: Ctx) -> ResultOutcomes:
-    """Several results in one call; each is stored or refused on its own."""
+    """Several results in one call; each is stored or refused on its own. The portal's
+    long-polls are woken once all are stored, so a poll waiting for several of them
+    (results:wait) answers with all of them rather than with the first."""
     outcomes: list[ResultOutcome] = []
-    for item in body.results:
-        try:
-            raw = _result_bytes(item, ctx.settings.max_body_bytes)
-            await _store_result(item, raw, agent, ctx)
-            outcome = "stored"
-        except LeaseLost:
-            outcome = "lease_lost"
-        except RelayHTTPError as exc:
-            outcome = exc.code
-        outcomes.append(ResultOutcome(request_id=item.request_id, outcome=outcome))
+    stored: list[str] = []
+    try:
+        for item in body.results:
+            try:
+                raw = _result_bytes(item, ctx.settings.max_body_bytes)
+                await _store_result(item, raw, agent, ctx, wake=False)
+                stored.append(item.request_id)
+                outcome = "stored"
+            except LeaseLost:
+                outcome = "lease_lost"
+            except RelayHTTPError as exc:
+                outcome = exc.code
+            outcomes.append(ResultOutcome(request_id=item.request_id, outcome=outcome))
+    finally:  # also when a store error ends the call: those stored are answered
+        for request_id in stored:
+            ctx.notifier.notify(request_key(agent.tenant, request_id))
     return ResultOutcomes(outcomes=outcomes)
 
 

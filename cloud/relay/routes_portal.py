@@ -1,4 +1,5 @@
-"""Portal side of the relay: list a group's agents, submit a request, wait for its result.
+"""Portal side of the relay: list a group's agents, submit a request, wait for its result
+(or for several results in one long-poll).
 
 A submit with no online agent is refused at once (503 no_agent_online) instead of
 queued, so the user hears "try again later" now, not after the request's expiry.
@@ -17,17 +18,23 @@ from pydantic import ValidationError
 from cloud.relay import bounds
 from cloud.relay.auth import RelayHTTPError
 from cloud.relay.deps import Ctx, PortalTenant, RelayContext
-from cloud.relay.errors import ERROR_RESPONSES
+from cloud.relay.errors import ERROR_RESPONSES, translate_store_error
 from cloud.relay.models import (
     ID_PATTERN,
     AgentInfo,
     AgentList,
     Pending,
     RequestEnvelope,
+    RequestResult,
+    RequestResults,
+    ResultsWait,
+    SubmitBatch,
+    SubmitOutcome,
+    SubmitOutcomes,
     Submitted,
 )
 from cloud.relay.notify import group_key, request_key
-from cloud.relay.store import RequestState
+from cloud.relay.store import RelayStore, RequestState, RequestStatus, StoreError
 
 log = structlog.get_logger("writeback.relay")
 router = APIRouter(prefix="/v1", tags=["portal"], responses=ERROR_RESPONSES)
@@ -99,8 +106,32 @@ async def list_agents(agent_group: str, tenant: PortalTenant, ctx: Ctx) -> Agent
     },
 )
 async def submit(request: Request, tenant: PortalTenant, ctx: Ctx) -> Submitted:
+    return await _submit(await request.body(), tenant, ctx)
+
+
+@router.post("/requests:batch", response_model=SubmitOutcomes)
+async def submit_many(body: SubmitBatch, tenant: PortalTenant, ctx: Ctx) -> SubmitOutcomes:
+    """Several envelopes in one call (each the exact JSON text of one), each submitted
+    and answered exactly as by POST /v1/requests, in order."""
+    outcomes: list[SubmitOutcome] = []
+    for text in body.envelopes:
+        try:
+            done = await _submit(text.encode("utf-8"), tenant, ctx)
+        except StoreError as exc:
+            refused = translate_store_error(exc, "submit")
+        except RelayHTTPError as exc:
+            refused = exc
+        else:
+            outcomes.append(SubmitOutcome(id=done.id, state=done.state))
+            continue
+        outcomes.append(
+            SubmitOutcome(error=refused.code, status=refused.status, message=refused.message)
+        )
+    return SubmitOutcomes(outcomes=outcomes)
+
+
+async def _submit(body: bytes, tenant: str, ctx: RelayContext) -> Submitted:
     await ctx.limits.hit("submit", tenant)
-    body = await request.body()
     if len(body) > ctx.settings.max_body_bytes:
         raise RelayHTTPError(413, "too_large", f"envelope over {ctx.settings.max_body_bytes} bytes")
     try:
@@ -200,3 +231,57 @@ async def _result(
         if remaining <= 0 or ctx.stopping or await request.is_disconnected():
             return JSONResponse({"state": status.state.value}, status_code=202)
         await ctx.notifier.wait(key, min(ctx.settings.poll_interval, remaining))
+
+
+@router.post("/requests/results:wait", response_model=RequestResults)
+async def wait_results(
+    body: ResultsWait,
+    request: Request,
+    tenant: PortalTenant,
+    ctx: Ctx,
+    wait: float = Query(0.0, ge=0, description="long-poll up to this many seconds (max 60)"),
+) -> RequestResults:
+    """Several results in one long-poll: answered as soon as at least one of the
+    requests is settled (done, expired, in_doubt, or unknown), or when the wait is
+    over, with the state of every one (and the result of each one done)."""
+    ids = list(dict.fromkeys(body.ids))
+    if wait <= 0:
+        return await _results(ids, request, tenant, ctx, 0.0)
+    async with ctx.limits.long_poll(tenant):
+        return await _results(ids, request, tenant, ctx, wait)
+
+
+def _statuses(
+    store: RelayStore, tenant: str, ids: list[str], now: float
+) -> list[RequestStatus | None]:
+    return [store.request_status(tenant, request_id, now) for request_id in ids]
+
+
+def _answer(request_id: str, status: RequestStatus | None) -> RequestResult:
+    if status is None:
+        return RequestResult(id=request_id, state="unknown")
+    if status.state is RequestState.DONE:
+        if status.result is None:  # not readable yet: still the agent's
+            return RequestResult(id=request_id, state=RequestState.LEASED.value)
+        return RequestResult(id=request_id, state="done", result=status.result.decode("utf-8"))
+    return RequestResult(id=request_id, state=status.state.value)
+
+
+_PENDING = frozenset({RequestState.QUEUED.value, RequestState.LEASED.value})
+
+
+async def _results(
+    ids: list[str], request: Request, tenant: str, ctx: RelayContext, wait: float
+) -> RequestResults:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(wait, ctx.settings.max_result_wait)
+    keys = [request_key(tenant, request_id) for request_id in ids]
+    while True:
+        statuses = await ctx.read(_statuses, ctx.store, tenant, ids, ctx.clock())
+        answers = [_answer(i, s) for i, s in zip(ids, statuses, strict=True)]
+        if any(a.state not in _PENDING for a in answers):
+            return RequestResults(requests=answers)
+        remaining = deadline - loop.time()
+        if remaining <= 0 or ctx.stopping or await request.is_disconnected():
+            return RequestResults(requests=answers)
+        await ctx.notifier.wait_any(keys, min(ctx.settings.poll_interval, remaining))

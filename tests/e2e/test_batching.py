@@ -1,17 +1,26 @@
 """An agent that leases in batches (relay.lease_batch): one long-poll serves all idle
-workers; every request is answered, and each user gets the password it asked for."""
+workers; every request is answered, and each user gets the password it asked for,
+also when write permits are asked together (relay.permit_batch) and results posted
+together (relay.result_batch)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 from tests.e2e.harness import AgentSystem, directory_entry
 from tests.servers.base import BindOutcome, DirectoryEnv, unique_login
 from tests.servers.relay import RelayProcess
 
 
+@pytest.mark.parametrize(("permit_batch", "result_batch"), [(1, 1), (8, 16)])
 def test_batched_leasing_serves_a_burst(
-    relay: RelayProcess, slapd_env: DirectoryEnv, tmp_path: Path
+    relay: RelayProcess,
+    slapd_env: DirectoryEnv,
+    tmp_path: Path,
+    permit_batch: int,
+    result_batch: int,
 ) -> None:
     system = AgentSystem.create(
         tmp_path / "batch",
@@ -23,6 +32,8 @@ def test_batched_leasing_serves_a_burst(
             "lease_wait_seconds": 2.0,
             "timeout_seconds": 10.0,
             "lease_batch": 4,
+            "permit_batch": permit_batch,
+            "result_batch": result_batch,
         },
     )
     try:

@@ -122,6 +122,10 @@ def test_openapi_says_who_may_call_and_what_submit_checks(relay: RelayProcess) -
     assert "security" not in paths["/healthz"]["get"]
     assert "security" not in paths["/v1/agents/enroll"]["post"]
     assert {"400", "401", "429"} <= set(paths["/v1/requests"]["post"]["responses"])
+    for batched in ("/v1/requests:batch", "/v1/requests/results:wait"):
+        assert paths[batched]["post"]["security"] == [{"portalToken": []}]
+        assert {"400", "401", "429"} <= set(paths[batched]["post"]["responses"])
+    assert paths["/v1/agent/permits"]["post"]["security"] == [{"agentSignature": []}]
     header = paths["/v1/requests"]["post"]["requestBody"]["content"]["application/json"][
         "schema"]["properties"]["header"]["properties"]
     assert header["id"]["pattern"] == "^[A-Za-z0-9_.:-]{1,128}$"

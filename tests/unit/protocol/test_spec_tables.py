@@ -116,7 +116,7 @@ def test_the_spec_stands_on_its_own() -> None:
         r"\.py\b",
         r"DESIGN",
         r"\bcloud[./]",
-        r"(?<![-\w])agent/",
+        r"(?<![-\w])(?<!/v1/)agent/",  # the relay's /v1/agent/... routes are wire
         r"tests/",
     ):
         assert not re.search(pattern, SPEC), pattern

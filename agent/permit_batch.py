@@ -1,0 +1,142 @@
+"""Write permits asked together (relay.permit_batch > 1): the permits workers ask for
+while another worker's permit call is in flight go to the relay in one call
+(POST /v1/agent/permits) as soon as that call returns. Nobody waits for company: a
+worker that finds no call in flight sends at once, with whatever is queued, and a
+permit asked alone goes over the single permit call, as without batching.
+
+The fence is the relay's and does not change: each permit of a batch is decided by
+the same store transaction as a single permit call, and each worker gets exactly
+what the single call would have given it (the Permit, LeaseLost, or the call's
+TransportError), so agent/permits.py waits out BUSY and retries as before.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agent.transports.base import Lease, LeaseLost, Permit, Transport, TransportError
+
+
+@dataclass
+class _Ask:
+    lease: Lease
+    key: str
+    ordered: bool
+    permit: Permit | None = None
+    error: TransportError | None = None
+    done: bool = False
+
+    def answer(self) -> Permit:
+        if self.error is not None:
+            raise self.error
+        assert self.permit is not None  # noqa: S101  # done without error means a permit
+        return self.permit
+
+
+def _copy(exc: TransportError) -> TransportError:
+    """One exception object per worker (each raises its own)."""
+    return type(exc)(str(exc), code=exc.code, status=exc.status)
+
+
+class PermitBatcher:
+    """Shared by the workers; each asks through its own transport (the one that sends
+    a batch is the worker that found no call in flight)."""
+
+    def __init__(self, most: int = 16) -> None:
+        self._most = max(1, min(most, 16))  # the relay takes up to 16 per call
+        self._cond = threading.Condition()
+        self._queue: list[_Ask] = []
+        self._sending = False
+
+    def permit(self, transport: Transport, lease: Lease, user_key: str, *, ordered: bool) -> Permit:
+        ask = _Ask(lease, user_key, ordered)
+        with self._cond:
+            self._queue.append(ask)
+        while True:
+            with self._cond:
+                while self._sending and not ask.done:
+                    self._cond.wait()
+                if ask.done:
+                    return ask.answer()
+                self._sending = True
+                batch, self._queue = self._queue[: self._most], self._queue[self._most :]
+            try:
+                self._send(transport, batch)
+            finally:
+                with self._cond:
+                    for item in batch:  # a bug in _send must not leave a worker waiting
+                        if not item.done:
+                            item.error = TransportError("the permit call failed")
+                            item.done = True
+                    self._sending = False
+                    self._cond.notify_all()
+
+    def _send(self, transport: Transport, batch: list[_Ask]) -> None:
+        if len(batch) == 1:  # alone: the single call, exactly as without batching
+            (ask,) = batch
+            try:
+                ask.permit = transport.permit(ask.lease, ask.key, ordered=ask.ordered)
+            except TransportError as exc:
+                ask.error = exc
+            ask.done = True
+            return
+        permit_many = getattr(transport, "permit_many", None)
+        if permit_many is None:
+            raise TransportError("this transport cannot ask for several permits in one call")
+        try:
+            answers: list[Permit | None] = permit_many([(a.lease, a.key, a.ordered) for a in batch])
+        except LeaseLost as exc:  # a 409 for the whole call is no answer about one lease
+            for ask in batch:
+                ask.error, ask.done = TransportError(f"permits: {exc}"), True
+            return
+        except TransportError as exc:
+            for ask in batch:
+                ask.error, ask.done = _copy(exc), True
+            return
+        for ask, permit in zip(batch, answers, strict=True):
+            if permit is None:
+                ask.error = LeaseLost(f"permit: lease {ask.lease.lease_id} is lost", status=409)
+            else:
+                ask.permit = permit
+            ask.done = True
+
+
+class BatchedPermitTransport:
+    """A worker's transport whose permit calls go through the shared PermitBatcher."""
+
+    def __init__(self, transport: Transport, batcher: PermitBatcher) -> None:
+        self._transport = transport
+        self._batcher = batcher
+
+    def __repr__(self) -> str:
+        return f"BatchedPermitTransport({self._transport!r})"
+
+    def permit(self, lease: Lease, user_key: str, *, ordered: bool) -> Permit:
+        return self._batcher.permit(self._transport, lease, user_key, ordered=ordered)
+
+    def lease(self, wait: float) -> Lease | None:
+        return self._transport.lease(wait)
+
+    def renew(self, lease: Lease) -> Lease:
+        return self._transport.renew(lease)
+
+    def release(self, lease: Lease) -> None:
+        self._transport.release(lease)
+
+    def complete(self, lease: Lease, result: bytes) -> None:
+        self._transport.complete(lease, result)
+
+    def complete_many(self, results: Sequence[tuple[Lease, bytes]]) -> list[str]:
+        return self._transport.complete_many(results)
+
+    def heartbeat(self, payload: bytes) -> None:
+        self._transport.heartbeat(payload)
+
+    def portal_keys(self) -> list[dict[str, Any]]:
+        return self._transport.portal_keys()
+
+    def close(self) -> None:
+        self._transport.close()

@@ -1,0 +1,215 @@
+"""Result posting in batches (relay.result_batch > 1): one call carries the results of
+every worker that finished at about the same time.
+
+A worker hands its signed result to `ResultPoster.post` and waits until the relay has
+taken it or it was given up, exactly as when it posted on its own: `join` still waits
+for a worker with a request in hand, so a stopping agent posts what it has. One
+thread posts; the results that arrive while a call is in flight, or within `linger`
+seconds while other requests are still being worked on, go together in the next call
+(`Transport.complete_many`, up to `most` per call).
+
+Every guarantee of posting one by one holds per result:
+
+- the journal marks a result posted only when the relay answered "stored" for it (or
+  "lease_lost": another answer is stored, so this one must never be posted again);
+- a call the relay did not answer (network fault, 5xx, 429) is retried with backoff,
+  each result until its lease would have expired, plus `late_post` seconds while
+  the agent is not stopping (the relay takes the permit holder's late answer); the
+  results that arrive meanwhile join the retry;
+- a refused result (its own outcome, e.g. too_large) is logged and not retried, as
+  before; a call refused as a whole for its body (413, 422) is split into one call
+  per result, so one bad result cannot sink the others; any other refused call
+  (401/403, 4xx) is logged for each of its results.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.journal import Journal
+from agent.transports.base import (
+    RESULT_LEASE_LOST,
+    RESULT_STORED,
+    Lease,
+    Transport,
+    TransportError,
+    TransportUnavailable,
+)
+
+# What the relay takes in one batch call (cloud/relay/models.py ResultBatch).
+MAX_BATCH = 32
+
+
+@dataclass
+class _Item:
+    lease: Lease
+    result: bytes
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class ResultPoster:
+    """One posting thread for all workers; `post` blocks until its result is settled."""
+
+    def __init__(
+        self,
+        transport_factory: Callable[[], Transport],
+        journal: Journal,
+        log: Any,
+        *,
+        stopping: Callable[[], bool],
+        working: Callable[[], int],
+        backoff: Callable[[], Any],
+        most: int = 16,
+        linger: float = 0.005,
+        late_post: float = 20.0,
+    ) -> None:
+        self._transport_factory = transport_factory
+        self._journal = journal
+        self._log = log
+        self._stopping = stopping
+        self._working = working  # requests still in the pipeline (their results may come)
+        self._backoff = backoff
+        self._most = max(1, min(most, MAX_BATCH))
+        self._linger = linger
+        self._late_post = late_post
+        self._cond = threading.Condition()
+        self._queue: list[_Item] = []
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="result-poster", daemon=True)
+        self._thread.start()
+
+    def post(self, lease: Lease, result: bytes) -> None:
+        """Post under `lease`; returns once the result is stored, refused or given up."""
+        item = _Item(lease, result)
+        with self._cond:
+            if self._closed:  # only after join() gave up on this worker: repost at restart
+                self._log.warning(
+                    "result.not_posted", request_id=lease.request_id, detail="agent stopped"
+                )
+                return
+            self._queue.append(item)
+            self._cond.notify_all()
+        item.done.wait()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Post what is queued, then stop the thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # ------------------------------------------------------------------ the thread
+
+    def _run(self) -> None:
+        transport = self._transport_factory()
+        try:
+            while True:
+                batch = self._next_batch()
+                if not batch:
+                    return
+                try:
+                    self._post(transport, batch)
+                except Exception:  # noqa: BLE001  # a bug must not leave a worker waiting
+                    self._log.exception("result.poster_failed")
+                finally:
+                    for item in batch:
+                        item.done.set()
+        finally:
+            transport.close()
+
+    def _next_batch(self) -> list[_Item]:
+        """Wait for results (none when closed and empty); linger briefly while other
+        requests are still being worked on, so their results share the call."""
+        with self._cond:
+            while not (self._queue or self._closed):
+                self._cond.wait()
+            until = time.monotonic() + self._linger
+            while len(self._queue) < self._most and self._working() > 0 and not self._closed:
+                left = until - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return self._take(self._most)
+
+    def _take(self, room: int) -> list[_Item]:
+        with self._cond:
+            taken, self._queue = self._queue[:room], self._queue[room:]
+            return taken
+
+    def _post(self, transport: Transport, batch: list[_Item]) -> None:
+        """Post `batch` (extended in place) until every item in it is settled; results
+        queued meanwhile join the retries (up to `most` per call)."""
+        backoff = self._backoff()
+        while True:
+            pending = [i for i in batch if not i.done.is_set()]
+            if not pending:
+                return
+            try:
+                outcomes = transport.complete_many([(i.lease, i.result) for i in pending])
+                if len(outcomes) != len(pending):
+                    raise TransportError(
+                        f"relay answered {len(outcomes)} outcomes for {len(pending)} results"
+                    )
+            except TransportUnavailable as exc:
+                if all([self._expired(i, exc) for i in pending]):  # every one checked
+                    return
+                backoff.wait()
+                # Results that arrived meanwhile join the retry.
+                live = sum(not i.done.is_set() for i in batch)
+                batch.extend(self._take(self._most - live))
+                continue
+            except TransportError as exc:
+                if len(pending) > 1 and exc.status in (413, 422):
+                    # One result the relay cannot take (too large, malformed) must not
+                    # sink the others: post each on its own to learn which.
+                    for item in pending:
+                        self._post(transport, [item])
+                    return
+                for item in pending:  # refused: log each, as when posted one by one
+                    self._log.error(
+                        "result.not_posted", request_id=item.lease.request_id, detail=str(exc)
+                    )
+                    item.done.set()
+                return
+            for item, outcome in zip(pending, outcomes, strict=True):
+                self._settle(item, outcome)
+            return
+
+    def _expired(self, item: _Item, exc: TransportError) -> bool:
+        """Given up on (and the worker woken) when the lease, plus the late-post
+        window while the agent runs, is over."""
+        late = 0.0 if self._stopping() else self._late_post
+        if time.time() < item.lease.expires_at + late:
+            return False
+        self._log.warning(
+            "result.not_posted",
+            request_id=item.lease.request_id,
+            detail=f"relay unreachable until the lease expired: {exc}",
+        )
+        item.done.set()
+        return True
+
+    def _settle(self, item: _Item, outcome: str) -> None:
+        request_id = item.lease.request_id
+        try:
+            if outcome == RESULT_STORED:
+                self._journal.mark_posted(request_id)
+            elif outcome == RESULT_LEASE_LOST:
+                self._journal.mark_posted(request_id)  # another answer is stored
+                self._log.info("result.not_posted", request_id=request_id, detail="lease lost")
+            else:
+                self._log.error(
+                    "result.not_posted",
+                    request_id=request_id,
+                    detail=f"the relay refused the result: {outcome}",
+                )
+        finally:
+            item.done.set()

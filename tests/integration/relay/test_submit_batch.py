@@ -1,0 +1,95 @@
+"""Several submits in one call (POST /v1/requests:batch) over real HTTP: each envelope
+gets exactly what the single submit gives it, and Submitter shares the calls between
+a portal's threads."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from cloud.relay.client import (
+    DuplicateRequest,
+    Forbidden,
+    InvalidEnvelope,
+    NoAgentOnline,
+    PortalClient,
+)
+from cloud.relay.submitter import Submitter
+from tests.servers.relay import EnrolledAgent, RelayProcess, fake_envelope
+
+
+def test_each_envelope_is_answered_as_the_single_submit_answers_it(
+    portal: PortalClient, tenant: tuple[str, str], enroll_agent: Callable[..., EnrolledAgent]
+) -> None:
+    enroll_agent()
+    seen = portal.submit(fake_envelope(tenant[0]))
+    first, second = fake_envelope(tenant[0]), fake_envelope(tenant[0])
+    answers = portal.submit_many(
+        [
+            first,
+            fake_envelope(tenant[0], request_id=seen),  # submitted before
+            fake_envelope(tenant[0], exp_in=-5),  # expired
+            fake_envelope("another-tenant"),
+            fake_envelope(tenant[0], group="nobody-online"),
+            b'{"header": {"id": "x"}}',  # malformed
+            second,
+        ]
+    )
+    assert answers[0].value() == json.loads(first)["header"]["id"]
+    for answer, refused, code in [
+        (answers[1], DuplicateRequest, "duplicate_id"),
+        (answers[2], InvalidEnvelope, "expired"),
+        (answers[3], Forbidden, "wrong_tenant"),
+        (answers[4], NoAgentOnline, "no_agent_online"),
+        (answers[5], InvalidEnvelope, "malformed_envelope"),
+    ]:
+        with pytest.raises(refused) as info:
+            answer.value()
+        assert info.value.code == code
+    queued = [answers[0].value(), answers[6].value(), seen]
+    assert [s.state for s in portal.poll_results(queued)] == ["queued"] * 3
+
+
+class _Counting(httpx.HTTPTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.calls.append(request.url.path)
+        return super().handle_request(request)
+
+
+def test_submitter_shares_calls_between_threads(relay: RelayProcess) -> None:
+    tenant, token = relay.create_tenant()
+    relay.enroll_agent(tenant)
+    counting = _Counting()
+    with relay.portal(token, transport=counting) as portal:
+        submitter = Submitter(portal)
+        start = threading.Barrier(12)
+        ids: list[str] = []
+        refused: list[Exception] = []
+
+        def submit(envelope: bytes) -> None:
+            start.wait()
+            try:
+                ids.append(submitter.submit(envelope))
+            except Exception as exc:  # noqa: BLE001  # the test collects what each got
+                refused.append(exc)
+
+        envelopes = [fake_envelope(tenant) for _ in range(11)]
+        envelopes.append(fake_envelope(tenant, exp_in=-5))
+        threads = [threading.Thread(target=submit, args=(e,)) for e in envelopes]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(20)
+        assert len(ids) == 11 and len(refused) == 1
+        assert isinstance(refused[0], InvalidEnvelope) and refused[0].code == "expired"
+        assert [s.state for s in portal.poll_results(ids)] == ["queued"] * 11
+    submits = [c for c in counting.calls if c.startswith("/v1/requests") and "results" not in c]
+    assert 1 <= len(submits) < 12, submits  # shared, not one per envelope

@@ -1,0 +1,192 @@
+"""The result poster (relay.result_batch): results finished together share one call,
+and each keeps the guarantees of posting one by one (journal marked only when the
+relay took it, lease lost settled per result, retries until the lease is over)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.journal import Journal
+from agent.poster import ResultPoster
+from agent.transports.base import Lease
+from agent.transports.memory import MemoryQueue, MemoryTransport
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, dict[str, Any]]] = []
+
+    def _add(self, level: str, event: str, **kw: Any) -> None:
+        self.events.append((level, event, kw))
+
+    def info(self, event: str, **kw: Any) -> None:
+        self._add("info", event, **kw)
+
+    def warning(self, event: str, **kw: Any) -> None:
+        self._add("warning", event, **kw)
+
+    def error(self, event: str, **kw: Any) -> None:
+        self._add("error", event, **kw)
+
+    def exception(self, event: str, **kw: Any) -> None:
+        self._add("exception", event, **kw)
+
+
+class _NoBackoff:
+    def __init__(self) -> None:
+        self.waits = 0
+
+    def wait(self) -> None:
+        self.waits += 1
+        time.sleep(0.02)
+
+
+def _written(journal: Journal, lease: Lease, result: bytes) -> None:
+    """The journal as the pipeline leaves it: written under `lease`, answer kept."""
+    journal.claim(lease.request_id, op="reset", user_ref="u")
+    journal.mark_writing(lease.request_id, lease_id=lease.lease_id)
+    journal.finish(lease.request_id, status="succeeded", result=result)
+
+
+def _leases(queue: MemoryQueue, transport: MemoryTransport, n: int) -> list[Lease]:
+    for i in range(n):
+        queue.put(b"{}", request_id=f"r-{i}")
+    leases = [transport.lease(wait=1) for _ in range(n)]
+    assert all(lease is not None for lease in leases)
+    return [lease for lease in leases if lease is not None]
+
+
+def _poster(
+    transport: MemoryTransport,
+    journal: Journal,
+    log: _Log,
+    *,
+    working: Any = lambda: 0,
+    stopping: Any = lambda: False,
+    linger: float = 0.005,
+) -> ResultPoster:
+    poster = ResultPoster(
+        lambda: transport,
+        journal,
+        log,
+        stopping=stopping,
+        working=working,
+        backoff=_NoBackoff,
+        linger=linger,
+    )
+    poster.start()
+    return poster
+
+
+def _post_all(poster: ResultPoster, items: list[tuple[Lease, bytes]], before: Any = None) -> None:
+    def post(lease: Lease, result: bytes) -> None:
+        if before is not None:
+            before()
+        poster.post(lease, result)
+
+    threads = [threading.Thread(target=post, args=item) for item in items]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+        assert not t.is_alive(), "post() did not return"
+
+
+def test_results_finished_together_go_in_one_call(tmp_path: Path) -> None:
+    queue = MemoryQueue()
+    agent = MemoryTransport(queue, "a")
+    journal, log = Journal(tmp_path / "j.sqlite3"), _Log()
+    leases = _leases(queue, agent, 3)
+    for lease in leases:
+        _written(journal, lease, f"answer {lease.request_id}".encode())
+    busy = [3]
+    lock = threading.Lock()
+
+    def finished() -> None:
+        with lock:
+            busy[0] -= 1
+
+    poster = _poster(MemoryTransport(queue, "a"), journal, log, working=lambda: busy[0], linger=5)
+    started = time.monotonic()
+    _post_all(
+        poster, [(lease, f"answer {lease.request_id}".encode()) for lease in leases], finished
+    )
+    assert time.monotonic() - started < 4, "lingered although no request was left in work"
+    poster.close(5)
+    assert queue.batch_posts == [3]
+    for lease in leases:
+        assert (
+            queue.wait_result(lease.request_id, timeout=1) == f"answer {lease.request_id}".encode()
+        )
+    assert journal.unposted(600) == []  # every one acknowledged
+
+
+def test_a_lost_lease_is_settled_for_that_result_only(tmp_path: Path) -> None:
+    queue = MemoryQueue(lease_timeout=0.2)
+    mine, other = MemoryTransport(queue, "a"), MemoryTransport(queue, "b")
+    journal, log = Journal(tmp_path / "j.sqlite3"), _Log()
+    kept, lost = _leases(queue, mine, 2)
+    time.sleep(0.3)  # both leases time out; b takes one and answers it
+    taken = other.lease(wait=1)
+    assert taken is not None and taken.request_id == kept.request_id
+    other.complete(taken, b"b's answer")
+    again = mine.lease(wait=1)
+    assert again is not None and again.request_id == lost.request_id
+    for lease in (kept, again):
+        _written(journal, lease, b"a's answer")
+    poster = _poster(MemoryTransport(queue, "a"), journal, log)
+    _post_all(poster, [(kept, b"a's answer"), (again, b"a's answer")])
+    poster.close(5)
+    assert queue.wait_result(kept.request_id, timeout=1) == b"b's answer"
+    assert queue.wait_result(again.request_id, timeout=1) == b"a's answer"
+    assert journal.unposted(600) == []  # lease lost: another answer is stored, never resend
+    assert (
+        "info",
+        "result.not_posted",
+        {"request_id": kept.request_id, "detail": "lease lost"},
+    ) in (log.events)
+
+
+def test_an_unreachable_relay_is_retried_and_later_results_join(tmp_path: Path) -> None:
+    queue = MemoryQueue()
+    agent = MemoryTransport(queue, "a")
+    journal, log = Journal(tmp_path / "j.sqlite3"), _Log()
+    first, second = _leases(queue, agent, 2)
+    for lease in (first, second):
+        _written(journal, lease, b"ok")
+    posting = MemoryTransport(queue, "a")
+    posting.fail_next(times=5)
+    poster = _poster(posting, journal, log)
+    threads = [threading.Thread(target=poster.post, args=(first, b"ok"))]
+    threads[0].start()
+    time.sleep(0.05)  # the first call failed; the poster is retrying
+    threads.append(threading.Thread(target=poster.post, args=(second, b"ok")))
+    threads[1].start()
+    for t in threads:
+        t.join(10)
+    poster.close(5)
+    assert queue.wait_result(first.request_id, timeout=1) == b"ok"
+    assert queue.wait_result(second.request_id, timeout=1) == b"ok"
+    assert queue.batch_posts == [2]  # the retry carried both
+    assert journal.unposted(600) == []
+
+
+def test_gives_up_when_the_lease_is_over_and_keeps_the_answer(tmp_path: Path) -> None:
+    queue = MemoryQueue()
+    agent = MemoryTransport(queue, "a")
+    journal, log = Journal(tmp_path / "j.sqlite3"), _Log()
+    (lease,) = _leases(queue, agent, 1)
+    _written(journal, lease, b"ok")
+    posting = MemoryTransport(queue, "a")
+    posting.fail_next(times=10_000)  # the relay never answers
+    short = Lease(lease.lease_id, lease.request_id, b"", time.time() + 0.3)
+    poster = _poster(posting, journal, log, stopping=lambda: True)  # no late-post window
+    started = time.monotonic()
+    poster.post(short, b"ok")
+    assert time.monotonic() - started < 3
+    poster.close(5)
+    assert [r[0] for r in journal.unposted(600)] == [lease.request_id]  # reposted at restart
+    assert any(e[1] == "result.not_posted" and e[0] == "warning" for e in log.events)
