@@ -25,6 +25,7 @@ class _Ask:
     lease: Lease
     key: str
     ordered: bool
+    marker: str | None = None
     permit: Permit | None = None
     error: TransportError | None = None
     done: bool = False
@@ -51,8 +52,16 @@ class PermitBatcher:
         self._queue: list[_Ask] = []
         self._sending = False
 
-    def permit(self, transport: Transport, lease: Lease, user_key: str, *, ordered: bool) -> Permit:
-        ask = _Ask(lease, user_key, ordered)
+    def permit(
+        self,
+        transport: Transport,
+        lease: Lease,
+        user_key: str,
+        *,
+        ordered: bool,
+        marker: str | None = None,
+    ) -> Permit:
+        ask = _Ask(lease, user_key, ordered, marker)
         with self._cond:
             self._queue.append(ask)
         while True:
@@ -78,7 +87,9 @@ class PermitBatcher:
         if len(batch) == 1:  # alone: the single call, exactly as without batching
             (ask,) = batch
             try:
-                ask.permit = transport.permit(ask.lease, ask.key, ordered=ask.ordered)
+                ask.permit = transport.permit(
+                    ask.lease, ask.key, ordered=ask.ordered, marker=ask.marker
+                )
             except TransportError as exc:
                 ask.error = exc
             ask.done = True
@@ -87,7 +98,9 @@ class PermitBatcher:
         if permit_many is None:
             raise TransportError("this transport cannot ask for several permits in one call")
         try:
-            answers: list[Permit | None] = permit_many([(a.lease, a.key, a.ordered) for a in batch])
+            answers: list[Permit | None] = permit_many(
+                [(a.lease, a.key, a.ordered, a.marker) for a in batch]
+            )
         except LeaseLost as exc:  # a 409 for the whole call is no answer about one lease
             for ask in batch:
                 ask.error, ask.done = TransportError(f"permits: {exc}"), True
@@ -114,8 +127,12 @@ class BatchedPermitTransport:
     def __repr__(self) -> str:
         return f"BatchedPermitTransport({self._transport!r})"
 
-    def permit(self, lease: Lease, user_key: str, *, ordered: bool) -> Permit:
-        return self._batcher.permit(self._transport, lease, user_key, ordered=ordered)
+    def permit(
+        self, lease: Lease, user_key: str, *, ordered: bool, marker: str | None = None
+    ) -> Permit:
+        return self._batcher.permit(
+            self._transport, lease, user_key, ordered=ordered, marker=marker
+        )
 
     def lease(self, wait: float) -> Lease | None:
         return self._transport.lease(wait)

@@ -277,13 +277,17 @@ class MemoryTransport:
         self._enter()
         return self.queue._permit(lease, self.agent_id, user_key, ordered, marker)
 
-    def permit_many(self, asks: Sequence[tuple[Lease, str, bool]]) -> list[Permit | None]:
+    def permit_many(
+        self, asks: Sequence[tuple[Lease, str, bool, str | None]]
+    ) -> list[Permit | None]:
         """As the relay's batch permit call: each decided as by `permit`, None when lost."""
         self._enter()
         answers: list[Permit | None] = []
-        for lease, user_key, ordered in asks:
+        for lease, user_key, ordered, marker in asks:
             try:
-                answers.append(self.queue._permit(lease, self.agent_id, user_key, ordered))
+                answers.append(
+                    self.queue._permit(lease, self.agent_id, user_key, ordered, marker)
+                )
             except LeaseLost:
                 answers.append(None)
         with self.queue._cond:

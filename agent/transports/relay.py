@@ -269,24 +269,25 @@ class RelayTransport:
             raise TransportError(f"permit: unexpected answer from the relay: {exc}") from exc
         return Permit(decision, renewed, valid_for)
 
-    def permit_many(self, asks: Sequence[tuple[Lease, str, bool]]) -> list[Permit | None]:
-        """Several permits (lease, user_key, ordered) in one call, each decided as by
-        `permit`; one answer per ask, in order, None where the lease is lost."""
-        body = json.dumps(
-            {
-                "permits": [
-                    {"lease_id": lease.lease_id, "user_key": key, "ordered": ordered}
-                    for lease, key, ordered in asks
-                ]
-            }
-        ).encode()
+    def permit_many(
+        self, asks: Sequence[tuple[Lease, str, bool, str | None]]
+    ) -> list[Permit | None]:
+        """Several permits (lease, user_key, ordered, marker) in one call, each decided
+        as by `permit`; one answer per ask, in order, None where the lease is lost."""
+        items: list[dict[str, Any]] = []
+        for lease, key, ordered, marker in asks:
+            item: dict[str, Any] = {"lease_id": lease.lease_id, "user_key": key, "ordered": ordered}
+            if marker is not None:
+                item["marker"] = marker
+            items.append(item)
+        body = json.dumps({"permits": items}).encode()
         data = self._call("POST", "/v1/agent/permits", body=body).json()
         answers: list[Permit | None] = []
         try:
-            items = data["answers"]
-            if [str(a["lease_id"]) for a in items] != [lease.lease_id for lease, _, _ in asks]:
+            got = data["answers"]
+            if [str(a["lease_id"]) for a in got] != [ask[0].lease_id for ask in asks]:
                 raise ValueError("the answers do not match the permits asked")
-            for (lease, _, _), item in zip(asks, items, strict=True):
+            for (lease, *_), item in zip(asks, got, strict=True):
                 if item.get("error") == "lease_lost":
                     answers.append(None)
                     continue

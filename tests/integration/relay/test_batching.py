@@ -102,7 +102,8 @@ def test_permits_in_one_call_follow_the_single_call_rules(relay: RelayProcess) -
         (others,) = b.lease_many(wait=5, most=1)
         same_user, someone = "a" * 64, "b" * 64
         answers = a.permit_many(
-            [(older, same_user, True), (newer, same_user, True), (others, someone, True)]
+            [(older, same_user, True, "1" * 64), (newer, same_user, True, None),
+             (others, someone, True, None)]
         )
         assert answers[2] is None  # b's lease: lost to a, as the single call's 409
         granted, busy = answers[0], answers[1]
@@ -110,7 +111,7 @@ def test_permits_in_one_call_follow_the_single_call_rules(relay: RelayProcess) -
         assert busy is not None and busy.decision.value == "busy"  # older one holds the permit
         assert granted.lease.expires_at >= older.expires_at  # renewed
         assert a.permit(newer, same_user, ordered=True).decision.value == "busy"  # same answer
-        (again,) = a.permit_many([(older, same_user, True)])  # asked again: the same grant
+        (again,) = a.permit_many([(older, same_user, True, "1" * 64)])  # asked again: the same grant
         assert again is not None and again.decision.value == "granted"
         a.complete(older, b'{"status":"succeeded"}')
         assert a.permit(newer, same_user, ordered=True).decision.value == "granted"

@@ -14,9 +14,11 @@ from agent.transports.memory import MemoryQueue, MemoryTransport
 class _SlowPermits(MemoryTransport):
     """The first single permit call takes a while (a relay under load)."""
 
-    def permit(self, lease: Lease, user_key: str, *, ordered: bool) -> Permit:
+    def permit(
+        self, lease: Lease, user_key: str, *, ordered: bool, marker: str | None = None
+    ) -> Permit:
         time.sleep(0.3)
-        return super().permit(lease, user_key, ordered=ordered)
+        return super().permit(lease, user_key, ordered=ordered, marker=marker)
 
 
 def _leases(queue: MemoryQueue, transport: MemoryTransport, n: int, at: int = 0) -> list[Lease]:
