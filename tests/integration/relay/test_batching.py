@@ -111,7 +111,8 @@ def test_permits_in_one_call_follow_the_single_call_rules(relay: RelayProcess) -
         assert busy is not None and busy.decision.value == "busy"  # older one holds the permit
         assert granted.lease.expires_at >= older.expires_at  # renewed
         assert a.permit(newer, same_user, ordered=True).decision.value == "busy"  # same answer
-        (again,) = a.permit_many([(older, same_user, True, "1" * 64)])  # asked again: the same grant
+        # asked again: the same grant
+        (again,) = a.permit_many([(older, same_user, True, "1" * 64)])
         assert again is not None and again.decision.value == "granted"
         a.complete(older, b'{"status":"succeeded"}')
         assert a.permit(newer, same_user, ordered=True).decision.value == "granted"
