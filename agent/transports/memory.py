@@ -173,8 +173,8 @@ class MemoryQueue:
                 item.permit_lease, item.permit_holder = lease.lease_id, agent_id
                 item.permit_until = item.lease_expires_at
                 item.permit_closed_at, item.permit_marker = None, marker
-            elif decision is PermitDecision.GRANTED:
-                item.permit_until = item.lease_expires_at
+            elif decision is PermitDecision.GRANTED:  # asked again under the same lease
+                item.permit_until, item.permit_marker = item.lease_expires_at, marker
             elif decision is PermitDecision.IN_DOUBT and item.permit_closed_at is None:
                 item.permit_closed_at = max(now, item.permit_until)
             renewed = replace(lease, expires_at=item.lease_expires_at)

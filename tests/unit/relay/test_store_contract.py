@@ -352,6 +352,26 @@ def test_a_redelivery_with_the_holders_marker_takes_the_permit_over(store: Relay
     assert status is not None and status.result == b"succeeded"
 
 
+def test_asked_again_under_the_same_lease_the_marker_is_the_latest(store: RelayStore) -> None:
+    # The holder re-read the entry after its grant (another write had landed since its
+    # first read) and asked again: the relay keeps the marker it sent last.
+    _tenant_with_agents(store, "a1", "a2")
+    store.add_request("t1", "r1", "g", T0 + 600, b"x", now=T0)
+    _leased(store, "a1", "L1", T0)
+    store.permit("L1", "a1", "U", ordered=True, now=T0 + 1, lease_timeout=LEASE, marker=M1)
+    store.permit("L1", "a1", "U", ordered=True, now=T0 + 2, lease_timeout=LEASE, marker=M2)
+    assert _leased(store, "a2", "L2", T0 + 2 + LEASE) == "r1"
+    stale = store.permit(
+        "L2", "a2", "U", ordered=True, now=T0 + 3 + LEASE, lease_timeout=LEASE, marker=M1
+    )
+    assert stale.decision is PermitDecision.IN_DOUBT
+    assert _leased(store, "a2", "L3", T0 + 4 + 2 * LEASE) == "r1"
+    latest = store.permit(
+        "L3", "a2", "U", ordered=True, now=T0 + 5 + 2 * LEASE, lease_timeout=LEASE, marker=M2
+    )
+    assert (latest.decision, latest.taken_over) == (PermitDecision.GRANTED, True)
+
+
 def test_a_redelivery_with_another_marker_or_none_stays_in_doubt(store: RelayStore) -> None:
     _tenant_with_agents(store, "a1", "a2")
     store.add_request("t1", "r1", "g", T0 + 600, b"x", now=T0)
