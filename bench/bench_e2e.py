@@ -45,6 +45,7 @@ from typing import Any
 import ldap3
 import tomli_w
 
+from bench.bench_relay_memory import memory
 from bench.procstat import cpu_seconds, descendants, pids_matching, rss_bytes
 from cloud.relay.client import PortalClient
 from cloud.sdk import PortalSigner, build_request, verify_result
@@ -136,6 +137,9 @@ def _agent_cli(config: Path, *args: str, **popen: Any) -> Any:
         return subprocess.Popen(command, **popen)
     return subprocess.run(command, capture_output=True, text=True, check=True)
 
+
+# Set by --probe: the relay loads bench/_probe/sitecustomize.py (bench_relay_memory.py).
+PROBE_DIR = os.environ.get("WB_PROBE_DIR", "")
 
 # relay.lease_batch of the agents the bench starts (--lease-batch; 1 = the default).
 LEASE_BATCH = [1]
@@ -367,6 +371,8 @@ def memory_pass(system: System, directory: Directory, logins: list[str], total: 
             samples.append(rss_bytes([system.relay.proc.pid]))
         print(f"  relay RSS over {done} requests (MiB): "
               + " ".join(f"{s / 2**20:.0f}" for s in samples))
+        if PROBE_DIR:  # --probe: what SQLite and malloc hold at the end
+            print("  relay at the end: " + memory(system.relay, Path(PROBE_DIR), 0))
     before = cpu_seconds([system.agent.pid])
     time.sleep(10)
     idle = (cpu_seconds([system.agent.pid]) - before) / 10 * 100
@@ -428,9 +434,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lease-batch", type=int, default=1,
                         help="the agent's relay.lease_batch (requests leased per long-poll)")
     parser.add_argument("--memory", action="store_true", help="relay RSS over 5,000 requests")
+    parser.add_argument("--probe", action="store_true",
+                        help="with --memory: SQLite's and malloc's share of the relay's RSS")
     args = parser.parse_args(argv)
     LEASE_BATCH[0] = args.lease_batch
     with tempfile.TemporaryDirectory(prefix="wb-bench-") as tmp:
+        if args.probe:
+            global PROBE_DIR  # noqa: PLW0603 - a flag of this script, set once
+            PROBE_DIR = str(Path(tmp) / "probe")
+            Path(PROBE_DIR).mkdir()
+            os.environ["WB_PROBE_DIR"] = PROBE_DIR
+            os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [
+                str(Path(__file__).with_name("_probe")), os.environ.get("PYTHONPATH")]))
         for name in ("slapd", "samba") if args.directory == "both" else (args.directory,):
             bench_directory(name, args, Path(tmp))
     return 0

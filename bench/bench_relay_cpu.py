@@ -1,7 +1,8 @@
 """Relay CPU per request: the real relay process (SQLite), one agent and one portal
 client over HTTP, each request making the calls a reset makes through the relay
-(submit, lease, post result, fetch result; with --permit also the write permit). Prints the relay's CPU time (user + system,
-from /proc) per request and per HTTP call, and the wall time.
+(submit, lease, post result, fetch result; with --permit also the write permit).
+Prints the relay's CPU time (user + system, from /proc) per request and per HTTP
+call, and the wall time.
 
     .venv/bin/python bench/bench_relay_cpu.py [--requests 400] [--threads 1]
                                               [--runs 1] [--py-spy stacks.txt]
@@ -68,7 +69,7 @@ def _worker(
 def _py_spy(pid: int, out: str) -> subprocess.Popen[bytes]:
     exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     return subprocess.Popen([exe, "record", "-p", str(pid), "-f", "raw", "-r", "200",
-                             "-o", out, "--nonblocking"],
+                             "-o", out, "--nonblocking", "--gil"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -28,10 +28,12 @@ import tracemalloc
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# WRITEBACK_TREE=/path/to/old/tree measures that tree's relay (as in bench_relay_cpu.py).
+if os.environ.get("WRITEBACK_TREE"):
+    sys.path.insert(0, os.environ["WRITEBACK_TREE"])
 
-from bench.procstat import rss_bytes  # noqa: E402
-from tests.servers.relay import EnrolledAgent, RelayProcess, fake_envelope, start_relay  # noqa: E402
+from bench.procstat import rss_bytes
+from tests.servers.relay import EnrolledAgent, RelayProcess, fake_envelope, start_relay
 
 RESULT = b'{"result":{"status":"succeeded","request_id":"x"},"sig":{"kid":"k","value":"v"}}'
 _PROBE = Path(__file__).resolve().with_name("_probe")
@@ -40,7 +42,7 @@ _PROBE = Path(__file__).resolve().with_name("_probe")
 PADDING = [2500]  # envelope filler: a sealed ML-KEM-768 + X25519 request is ~3 KB
 
 
-def _worker(relay: RelayProcess, token: str, agent: EnrolledAgent, todo: list[int],
+def _worker(relay: RelayProcess, token: str, agent: EnrolledAgent, *, todo: list[int],
             lock: threading.Lock, done: list[int]) -> None:
     with relay.portal(token) as portal, agent.transport() as transport:
         while True:
@@ -62,7 +64,8 @@ def _worker(relay: RelayProcess, token: str, agent: EnrolledAgent, todo: list[in
 
 def drive(relay: RelayProcess, token: str, agents: list[EnrolledAgent], count: int) -> None:
     todo, lock, done = list(range(count)), threading.Lock(), [0]
-    threads = [threading.Thread(target=_worker, args=(relay, token, a, todo, lock, done))
+    threads = [threading.Thread(target=_worker, args=(relay, token, a),
+                                kwargs={"todo": todo, "lock": lock, "done": done})
                for a in agents]
     for t in threads:
         t.start()

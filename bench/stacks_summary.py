@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import re
 from collections import Counter
+from pathlib import Path
 
-_IDLE = ("select (selectors.py", "_worker (concurrent/futures/thread.py", "wait (threading.py")
+_IDLE = ("select (selectors.py", "_worker (concurrent/futures/thread.py", "wait (threading.py",
+         "acquire (<built-in>")
 
 
 def main() -> int:
@@ -23,12 +25,13 @@ def main() -> int:
     inclusive: Counter[str] = Counter()
     own: Counter[str] = Counter()
     total = 0
-    for line in open(args.file, encoding="utf-8"):
+    lines = Path(args.file).read_text(encoding="utf-8").splitlines()
+    for line in lines:
         stack, _, count = line.rstrip("\n").rpartition(" ")
         if not stack:
             continue
         frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
-        if any(frames[-1].startswith(i) for i in _IDLE):
+        if any(i in frames[-1] for i in _IDLE):
             continue  # a thread waiting, not working
         n = int(count)
         total += n

@@ -3,12 +3,9 @@ dependencies), so routes state who may call them in their signature."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Annotated, TypeVar
 
 import structlog
@@ -29,6 +26,7 @@ from cloud.relay.notify import Notifier
 from cloud.relay.ratelimit import TenantLimits
 from cloud.relay.settings import RelayServerSettings
 from cloud.relay.store import AgentRecord, RelayStore
+from cloud.relay.storethreads import StoreThreads
 from wire.canonical import b64url_decode, canonical_json
 from wire.errors import Rejected
 from wire.keys import AgentPublicKeys, key_id
@@ -63,13 +61,12 @@ class RelayContext:
     # before the relay serves: a store call never needs a new thread or file
     # descriptor, so a flood that uses up the process's open files cannot turn another
     # tenant's submit into a 500 (docs/relay-limits.md). None: the shared thread pool.
-    executor: ThreadPoolExecutor | None = None
+    executor: StoreThreads | None = None
 
     async def run(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
         """Store calls block (sqlite, psycopg): keep them off the event loop."""
         if self.executor is not None:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.executor, partial(fn, *args, **kwargs))
+            return await self.executor.call(fn, *args, **kwargs)
         return await run_in_threadpool(fn, *args, **kwargs)
 
     async def read(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
