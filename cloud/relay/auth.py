@@ -52,6 +52,15 @@ class RelayHTTPError(Exception):
         self.extra = extra
 
 
+class ReplayedCall(Exception):
+    """A signed agent call whose nonce was used before: answered 401 replayed by the
+    app's handler (errors.py). Not a RelayHTTPError, so no route that answers those
+    per item (a result batch) can take it for one item's refusal and go on."""
+
+    def __init__(self) -> None:
+        super().__init__("401 replayed")
+
+
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
