@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import anyio
 import structlog
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -169,6 +170,12 @@ def create_app(settings: RelayServerSettings, store: AppStore | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # anyio loads its asyncio backend (a module import: a file descriptor) at its
+        # first use, which is FastAPI's first dependency with `yield` (a lease poll's
+        # slot): load it now, not under a descriptor flood (seen as a 500 in the flood
+        # test, test_flood.py).
+        with anyio.CancelScope():
+            pass
         ctx.executor = _store_threads(the_store)
         stop_listening = await _listen_to_other_replicas(ctx)
         tasks = [asyncio.create_task(_prune_forever(ctx)), asyncio.create_task(_sweep(ctx))]
