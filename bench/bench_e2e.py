@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_e2e.py [--directory slapd|samba|both] [--runs 3]
                                         [--levels 1,4,16] [--requests N] [--memory]
-                                        [--workers N] [--lease-batch N]
+                                        [--workers N] [--lease-batch N] [--probe]
 
 For each directory (a throwaway slapd with ppolicy, a throwaway Samba AD DC):
 
@@ -15,7 +15,9 @@ For each directory (a throwaway slapd with ppolicy, a throwaway Samba AD DC):
    level of outstanding requests;
 3. a short counting pass through a request-counting proxy (its own process) for the
    HTTP calls per request;
-4. with --memory: the relay's RSS over 5,000 requests and the idle agent's CPU and RSS.
+4. with --memory: the relay's RSS over 5,000 requests and the idle agent's CPU and RSS;
+   with --probe too, what SQLite and glibc malloc hold in the relay at the end
+   (bench/_probe/sitecustomize.py, as in bench_relay_memory.py).
 
 Printed per level: throughput and its ratio to raw, p50/p99 latency, and the CPU per
 request of each process (relay, agent, directory, portal) read from /proc. Each figure
