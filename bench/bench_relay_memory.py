@@ -12,6 +12,14 @@ which writes a tracemalloc snapshot on SIGUSR1; the bench prints the 25 biggest
 growths between the first and the last sample (Python objects only: memory the C
 allocator keeps but Python freed does not show there, which tells a leak from
 allocator high water).
+
+What it showed (2026-11, SQLite store, 16 threads): the relay's growth is SQLite's
+page cache, up to 2 MiB per connection, one connection per thread that ever ran a
+store call. With store calls on anyio's thread pool (up to 40 threads) that was
+84 -> 124 MiB over 5,000 requests and still rising (SQLite 7 -> 51 MiB); with the
+fixed 8 store threads it is 78 -> 89 MiB over 10,000 requests, +0.6 MiB over the
+last 5,000 (SQLite peaks at 18 MiB: 9 connections), and Python's own heap
+(tracemalloc) does not grow at all.
 """
 
 from __future__ import annotations

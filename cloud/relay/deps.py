@@ -137,7 +137,7 @@ class PendingNonce:
         return fn(*args, **kwargs)
 
 
-# The pending nonce of the agent call being served (set by `authenticate_agent`).
+# The pending nonce of the agent call being served (set by `authenticate_agent_deferred`).
 _PENDING_NONCE: ContextVar[PendingNonce | None] = ContextVar("relay_pending_nonce", default=None)
 
 
