@@ -4,7 +4,7 @@
                                         [--levels 1,4,16] [--requests N] [--memory]
                                         [--workers N] [--lease-batch N]
                                         [--result-batch N] [--permit-batch N]
-                                        [--portal shared|each]
+                                        [--portal shared|each] [--probe]
 
 For each directory (a throwaway slapd with ppolicy, a throwaway Samba AD DC):
 
@@ -19,7 +19,9 @@ For each directory (a throwaway slapd with ppolicy, a throwaway Samba AD DC):
    waiter.py; `--portal each`: one submit and one result long-poll per request);
 3. a short counting pass through a request-counting proxy (its own process) for the
    HTTP calls per request;
-4. with --memory: the relay's RSS over 5,000 requests and the idle agent's CPU and RSS.
+4. with --memory: the relay's RSS over 5,000 requests and the idle agent's CPU and RSS;
+   with --probe too, what SQLite and glibc malloc hold in the relay at the end
+   (bench/_probe/sitecustomize.py, as in bench_relay_memory.py).
 
 Printed per level: throughput and its ratio to raw, p50/p99 latency, and the CPU per
 request of each process (relay, agent, directory, portal) read from /proc. Each figure
@@ -50,6 +52,7 @@ from typing import Any
 import ldap3
 import tomli_w
 
+from bench.bench_relay_memory import memory
 from bench.procstat import cpu_seconds, descendants, pids_matching, rss_bytes
 from cloud.relay.client import PortalClient
 from cloud.relay.submitter import Submitter
@@ -143,6 +146,9 @@ def _agent_cli(config: Path, *args: str, **popen: Any) -> Any:
         return subprocess.Popen(command, **popen)
     return subprocess.run(command, capture_output=True, text=True, check=True)
 
+
+# Set by --probe: the relay loads bench/_probe/sitecustomize.py (bench_relay_memory.py).
+PROBE_DIR = os.environ.get("WB_PROBE_DIR", "")
 
 # relay.lease_batch and relay.result_batch of the agents the bench starts
 # (--lease-batch, --result-batch, --permit-batch) and whether the portal's threads
@@ -393,6 +399,8 @@ def memory_pass(system: System, directory: Directory, logins: list[str], total: 
             samples.append(rss_bytes([system.relay.proc.pid]))
         print(f"  relay RSS over {done} requests (MiB): "
               + " ".join(f"{s / 2**20:.0f}" for s in samples))
+        if PROBE_DIR:  # --probe: what SQLite and malloc hold at the end
+            print("  relay at the end: " + memory(system.relay, Path(PROBE_DIR), 0))
     before = cpu_seconds([system.agent.pid])
     time.sleep(10)
     idle = (cpu_seconds([system.agent.pid]) - before) / 10 * 100
@@ -463,12 +471,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="the portal's threads share submit calls and result long-polls "
                         "(Submitter, ResultWaiter), or one of each per request")
     parser.add_argument("--memory", action="store_true", help="relay RSS over 5,000 requests")
+    parser.add_argument("--probe", action="store_true",
+                        help="with --memory: SQLite's and malloc's share of the relay's RSS")
     args = parser.parse_args(argv)
     LEASE_BATCH[0] = args.lease_batch
     RESULT_BATCH[0] = args.result_batch
     PERMIT_BATCH[0] = args.permit_batch
     SHARED_PORTAL[0] = args.portal == "shared"
     with tempfile.TemporaryDirectory(prefix="wb-bench-") as tmp:
+        if args.probe:
+            global PROBE_DIR  # noqa: PLW0603 - a flag of this script, set once
+            PROBE_DIR = str(Path(tmp) / "probe")
+            Path(PROBE_DIR).mkdir()
+            os.environ["WB_PROBE_DIR"] = PROBE_DIR
+            os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [
+                str(Path(__file__).with_name("_probe")), os.environ.get("PYTHONPATH")]))
         for name in ("slapd", "samba") if args.directory == "both" else (args.directory,):
             bench_directory(name, args, Path(tmp))
     return 0

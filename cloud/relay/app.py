@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
+import anyio
 import structlog
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -33,6 +32,7 @@ from cloud.relay.routes_agent import router as agent_router
 from cloud.relay.routes_ops import router as ops_router
 from cloud.relay.routes_portal import router as portal_router
 from cloud.relay.settings import RelayServerSettings
+from cloud.relay.storethreads import StoreThreads
 
 log = structlog.get_logger("writeback.relay")
 
@@ -132,24 +132,13 @@ async def _listen_to_other_replicas(ctx: RelayContext) -> Callable[[], None] | N
 _STORE_THREADS = 8
 
 
-async def _store_threads(store: AppStore) -> ThreadPoolExecutor | None:
+def _store_threads(store: AppStore) -> StoreThreads | None:
     """Start the store's threads and open each one's connection now (SQLite keeps one
     connection per thread), while file descriptors are to be had."""
     warm = getattr(store, "warm_thread", None)
     if warm is None:
         return None
-    executor = ThreadPoolExecutor(_STORE_THREADS, thread_name_prefix="relay-store")
-    barrier = threading.Barrier(_STORE_THREADS)
-
-    def start_one() -> None:
-        warm()
-        barrier.wait(10)  # every task on its own thread: all threads get started
-
-    loop = asyncio.get_running_loop()
-    await asyncio.gather(
-        *(loop.run_in_executor(executor, start_one) for _ in range(_STORE_THREADS))
-    )
-    return executor
+    return StoreThreads(_STORE_THREADS, warm)
 
 
 def create_app(settings: RelayServerSettings, store: AppStore | None = None) -> FastAPI:
@@ -172,7 +161,13 @@ def create_app(settings: RelayServerSettings, store: AppStore | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ctx.executor = await _store_threads(the_store)
+        # anyio loads its asyncio backend (a module import: a file descriptor) at its
+        # first use, which is FastAPI's first dependency with `yield` (a lease poll's
+        # slot): load it now, not under a descriptor flood (seen as a 500 in the flood
+        # test, test_flood.py).
+        with anyio.CancelScope():
+            pass
+        ctx.executor = _store_threads(the_store)
         stop_listening = await _listen_to_other_replicas(ctx)
         tasks = [asyncio.create_task(_prune_forever(ctx)), asyncio.create_task(_sweep(ctx))]
         try:
@@ -185,7 +180,7 @@ def create_app(settings: RelayServerSettings, store: AppStore | None = None) -> 
             if stop_listening is not None:
                 await ctx.run(stop_listening)
             if ctx.executor is not None:
-                ctx.executor.shutdown(wait=False)
+                ctx.executor.shutdown()
             if owned:
                 ctx.store.close()
 

@@ -11,6 +11,7 @@ clock from a removed agent.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -50,6 +51,15 @@ class RelayHTTPError(Exception):
         self.message = message
         self.headers = headers or {}
         self.extra = extra
+
+
+class ReplayedCall(Exception):
+    """A signed agent call whose nonce was used before: answered 401 replayed by the
+    app's handler (errors.py). Not a RelayHTTPError, so no route that answers those
+    per item (a result batch) can take it for one item's refusal and go on."""
+
+    def __init__(self) -> None:
+        super().__init__("401 replayed")
 
 
 def hash_secret(secret: str) -> str:
@@ -109,6 +119,12 @@ class AgentCredentials:
     signature: bytes
 
 
+@functools.lru_cache(maxsize=4096)
+def _public_key(sign_key: str) -> Ed25519PublicKey:
+    """The enrolled key, decoded once per key rather than on every call (bounded)."""
+    return Ed25519PublicKey.from_public_bytes(b64url_decode(sign_key))
+
+
 def parse_agent_authorization(authorization: str | None) -> AgentCredentials:
     if not authorization:
         raise RelayHTTPError(401, "missing_authorization", f"expected {AUTH_SCHEME} signature")
@@ -149,9 +165,7 @@ def verify_agent_request(
         raise RelayHTTPError(401, "agent_removed", "this agent was removed; enroll it again")
     message = auth_message(method, path_with_query, creds.ts, creds.nonce, body)
     try:
-        Ed25519PublicKey.from_public_bytes(b64url_decode(agent.sign_key)).verify(
-            creds.signature, message
-        )
+        _public_key(agent.sign_key).verify(creds.signature, message)
     except InvalidSignature as exc:
         raise RelayHTTPError(401, "bad_signature", "signature does not verify") from exc
     return agent

@@ -5,7 +5,7 @@ dependencies, so an unauthenticated caller sending a malformed body used to get 
 or 422 (and learn about our schema) instead of 401. This middleware runs the same
 checks as the dependencies in deps.py first, by path prefix, and leaves the identity
 in the request state for them; nothing is checked twice (an agent's nonce is burned
-once).
+once: with the call's first store call, or at its end if it made none; deps.PendingNonce).
 
     /v1/agent/...             signed agent call (WBA1)
     /v1/groups/..., /v1/requests...   portal tenant token
@@ -28,7 +28,7 @@ from cloud.relay.deps import (
     IDENTITY,
     RelayContext,
     authenticate_admin,
-    authenticate_agent,
+    authenticate_agent_deferred,
     authenticate_portal,
 )
 from cloud.relay.errors import error_response, translate_store_error
@@ -38,7 +38,7 @@ Check = Callable[[Request, RelayContext], Awaitable[object]]
 
 # (path prefix, check, OpenAPI security scheme name: see openapi.py)
 _BY_PREFIX: tuple[tuple[str, Check, str], ...] = (
-    ("/v1/agent/", authenticate_agent, "agentSignature"),
+    ("/v1/agent/", authenticate_agent_deferred, "agentSignature"),
     ("/v1/groups/", authenticate_portal, "portalToken"),
     ("/v1/requests", authenticate_portal, "portalToken"),
     ("/v1/admin/", authenticate_admin, "adminToken"),
@@ -81,7 +81,12 @@ class AuthenticateFirst:
             return
         scope.setdefault("state", {})[IDENTITY] = identity
         body = await request.body()  # already read (and bounded) by BodyLimit
-        await self.app(scope, replaying(body, receive), send)
+        try:
+            await self.app(scope, replaying(body, receive), send)
+        finally:
+            # An agent call that made no store call (refused before it got that far)
+            # still uses up its nonce.
+            await self.ctx.spend_pending_nonce()
 
 
 def replaying(body: bytes, receive: Receive) -> Receive:

@@ -3,13 +3,12 @@ dependencies), so routes state who may call them in their signature."""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import structlog
 from fastapi import Depends, Request
@@ -17,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cloud.relay.auth import (
     RelayHTTPError,
+    ReplayedCall,
     bearer_token,
     check_admin,
     hash_secret,
@@ -29,6 +29,7 @@ from cloud.relay.notify import Notifier
 from cloud.relay.ratelimit import TenantLimits
 from cloud.relay.settings import RelayServerSettings
 from cloud.relay.store import AgentRecord, RelayStore
+from cloud.relay.storethreads import StoreThreads
 from wire.canonical import b64url_decode, canonical_json
 from wire.errors import Rejected
 from wire.keys import AgentPublicKeys, key_id
@@ -63,14 +64,38 @@ class RelayContext:
     # before the relay serves: a store call never needs a new thread or file
     # descriptor, so a flood that uses up the process's open files cannot turn another
     # tenant's submit into a 500 (docs/relay-limits.md). None: the shared thread pool.
-    executor: ThreadPoolExecutor | None = None
+    executor: StoreThreads | None = None
 
     async def run(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
-        """Store calls block (sqlite, psycopg): keep them off the event loop."""
+        """Store calls block (sqlite, psycopg): keep them off the event loop.
+
+        The first store call of a signed agent call first records that call's nonce,
+        in the same trip to a store thread (see `PendingNonce`); a replay is refused
+        there, before the call changes anything."""
+        pending = _PENDING_NONCE.get()
+        if pending is not None and pending.state != "spent":
+            if pending.state == "replayed":
+                raise ReplayedCall  # nothing more is done for a replayed call
+            pending.state = "spent"
+            try:
+                return await self._run(pending.then, self.store, fn, args, kwargs)
+            except ReplayedCall:
+                pending.state = "replayed"
+                log.warning("agent.auth_failed", agent_id=pending.agent_id, error="replayed")
+                raise
+        return await self._run(fn, *args, **kwargs)
+
+    async def _run(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
         if self.executor is not None:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.executor, partial(fn, *args, **kwargs))
+            return await self.executor.call(fn, *args, **kwargs)
         return await run_in_threadpool(fn, *args, **kwargs)
+
+    async def spend_pending_nonce(self) -> None:
+        """Record the nonce of this signed call if no store call has done so yet."""
+        pending = _PENDING_NONCE.get()
+        if pending is not None and pending.state == "pending":
+            with contextlib.suppress(ReplayedCall):  # answered already: only record it
+                await self.run(lambda: None)
 
     async def read(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
         """A store read: inline when the store says its reads never wait (SQLite in WAL
@@ -84,6 +109,36 @@ class RelayContext:
         """Record presence, at most every presence_timeout / 6 per agent and process."""
         if self.cache.presence_due(agent_id):
             await self.run(self.store.touch_agent, agent_id, now)
+
+
+@dataclass
+class PendingNonce:
+    """A verified agent call's nonce, not recorded yet.
+
+    Why: recording a nonce is a store write, so it costs a trip to a store thread;
+    every agent route makes a store call anyway, so the nonce rides with the first
+    one (`RelayContext.run`) instead of taking a trip of its own: one thread hop per
+    call less. What stays: the nonce is recorded, in the store shared by every relay
+    process, before the call's first store operation, which is refused (401
+    replayed) when the nonce was used before; a call that ends without any store
+    call has it recorded at its end (`authfirst.AuthenticateFirst`)."""
+
+    agent_id: str
+    nonce: str
+    ts: int
+    state: Literal["pending", "spent", "replayed"] = "pending"
+
+    def then(
+        self, store: AppStore, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> T:
+        """On a store thread: record the nonce, then run `fn` (refused if replayed)."""
+        if not store.use_nonce(self.agent_id, self.nonce, self.ts):
+            raise ReplayedCall
+        return fn(*args, **kwargs)
+
+
+# The pending nonce of the agent call being served (set by `authenticate_agent_deferred`).
+_PENDING_NONCE: ContextVar[PendingNonce | None] = ContextVar("relay_pending_nonce", default=None)
 
 
 async def get_ctx(request: Request) -> RelayContext:
@@ -143,7 +198,20 @@ def _path_with_query(request: Request) -> bytes:
 
 
 async def authenticate_agent(request: Request, ctx: RelayContext) -> AgentRecord:
-    """Verify the WBA1 signature over method, path, timestamp, nonce and body."""
+    """Verify the WBA1 signature over method, path, timestamp, nonce and body, and
+    record the nonce now."""
+    return await _authenticate_agent(request, ctx, defer_nonce=False)
+
+
+async def authenticate_agent_deferred(request: Request, ctx: RelayContext) -> AgentRecord:
+    """As `authenticate_agent`, but the nonce is recorded with the call's first store
+    call (`PendingNonce`); the caller spends it at the end if nothing did."""
+    return await _authenticate_agent(request, ctx, defer_nonce=True)
+
+
+async def _authenticate_agent(
+    request: Request, ctx: RelayContext, *, defer_nonce: bool
+) -> AgentRecord:
     creds = parse_agent_authorization(request.headers.get("authorization"))
     body = await request.body()
     agent = await ctx.cache.agent(
@@ -162,7 +230,11 @@ async def authenticate_agent(request: Request, ctx: RelayContext) -> AgentRecord
         # Usable once: the nonce is recorded in the store, so a replay is refused by
         # every relay process sharing the database, for as long as the clock window
         # would accept its timestamp (older nonces are pruned: the window refuses them).
-        if not await ctx.run(ctx.store.use_nonce, verified.agent_id, creds.nonce, int(creds.ts)):
+        if defer_nonce:
+            _PENDING_NONCE.set(PendingNonce(verified.agent_id, creds.nonce, int(creds.ts)))
+        elif not await ctx.run(
+            ctx.store.use_nonce, verified.agent_id, creds.nonce, int(creds.ts)
+        ):
             raise RelayHTTPError(401, "replayed", "this signed call was used before")
     except RelayHTTPError as exc:
         log.warning("agent.auth_failed", agent_id=creds.agent_id, error=exc.code)

@@ -6,6 +6,7 @@ Routes raise; nothing below the app catches to translate. The handlers registere
 envelope). What is mapped::
 
     RelayHTTPError          as raised (auth, validation the routes do themselves)
+    ReplayedCall            401 replayed (a signed agent call's nonce was used before)
     StoreError              by the table below (class, and route name where the same
      +-- DuplicateError       store error means different things to different routes)
      +-- NotFoundError
@@ -29,7 +30,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from cloud.relay.admin import InvalidPortalKey
-from cloud.relay.auth import RelayHTTPError
+from cloud.relay.auth import RelayHTTPError, ReplayedCall
 from cloud.relay.models import ErrorBody
 from cloud.relay.store import (
     DuplicateError,
@@ -104,6 +105,13 @@ async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
     return error_response(mapped)
 
 
+REPLAYED = RelayHTTPError(401, "replayed", "this signed call was used before")
+
+
+async def _replayed(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(REPLAYED)
+
+
 async def _invalid_portal_key(request: Request, exc: Exception) -> JSONResponse:
     return error_response(RelayHTTPError(422, "invalid_portal_key", str(exc)))
 
@@ -132,6 +140,7 @@ async def _http_exception(request: Request, exc: HTTPException) -> JSONResponse:
 _HANDLERS: tuple[tuple[type[Exception], Any], ...] = (
     (RelayHTTPError, _relay_error),
     (StoreError, _store_error),
+    (ReplayedCall, _replayed),
     (InvalidPortalKey, _invalid_portal_key),
     (RequestValidationError, _invalid_body),
     (HTTPException, _http_exception),

@@ -209,6 +209,7 @@ async def _result(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, ctx.settings.max_result_wait)
     key = request_key(tenant, request_id)
+    waited = False
     while True:
         status = await ctx.read(ctx.store.request_status, tenant, request_id, ctx.clock())
         if status is None:
@@ -228,9 +229,12 @@ async def _result(
                 status_code=410,
             )
         remaining = deadline - loop.time()
-        if remaining <= 0 or ctx.stopping or await request.is_disconnected():
+        # (A client that just asked is still there: the disconnect check, which costs
+        # more than the status read, starts after the first wait.)
+        if remaining <= 0 or ctx.stopping or (waited and await request.is_disconnected()):
             return JSONResponse({"state": status.state.value}, status_code=202)
         await ctx.notifier.wait(key, min(ctx.settings.poll_interval, remaining))
+        waited = True
 
 
 @router.post("/requests/results:wait", response_model=RequestResults)

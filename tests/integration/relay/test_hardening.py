@@ -93,6 +93,30 @@ def test_non_finite_exp_is_a_400_naming_the_field(
     assert "finite" in response.json()["message"]
 
 
+def test_a_replayed_result_batch_is_refused_whole(
+    relay: RelayProcess, tenant: tuple[str, str], enroll_agent: Callable[..., EnrolledAgent]
+) -> None:
+    """The batch route answers each item on its own (stored, lease_lost, malformed...):
+    a replay must still be refused as a whole (401), not item by item with a 200."""
+    agent = enroll_agent()
+    with relay.portal(tenant[1]) as portal, agent.transport() as transport:
+        for n in range(2):
+            portal.submit(fake_envelope(tenant[0], request_id=f"replay-{n}"))
+        leases = [transport.lease(wait=5) for _ in range(2)]
+        items = [{"lease_id": lease.lease_id, "request_id": lease.request_id,
+                  "result": json.dumps({"n": 1})} for lease in leases if lease is not None]
+        assert len(items) == 2
+        body = json.dumps({"results": items}).encode()
+        header, _ = _signed_post(agent, "/v1/agent/results/batch", body)
+        sent: dict[str, Any] = {"content": body, "headers": {
+            "Authorization": header, "Content-Type": "application/json"}}
+        answer = httpx.post(relay.base_url + "/v1/agent/results/batch", **sent)
+        assert answer.status_code == 200, answer.text
+        assert [o["outcome"] for o in answer.json()["outcomes"]] == ["stored", "stored"]
+        replay = httpx.post(relay.base_url + "/v1/agent/results/batch", **sent)
+        assert (replay.status_code, replay.json()["error"]) == (401, "replayed")
+
+
 def test_a_signed_call_is_usable_once_even_on_another_relay(tmp_path: Path) -> None:
     first = start_relay(tmp_path / "shared")
     second = start_relay(tmp_path / "shared")  # same database file
