@@ -67,6 +67,12 @@ class PermitGate(Protocol):
     def lease_id(self) -> str:
         """The lease a granted permit belongs to (the journal keeps it for a re-post)."""
         ...
+
+    @property
+    def waited(self) -> bool:
+        """True once an ask was answered BUSY (another write to the user was open)."""
+        ...
+
     def ask(
         self, key: str, *, ordered: bool, deadline: float, marker: str | None = None
     ) -> Permit:
@@ -103,6 +109,7 @@ class LeasePermits:
         self._stop = stop
         self._busy_wait = busy_wait
         self._sleep = sleep
+        self.waited = False
 
     def ask(
         self, key: str, *, ordered: bool, deadline: float, marker: str | None = None
@@ -123,6 +130,7 @@ class LeasePermits:
                 self.lease = permit.lease
                 if permit.decision is not PermitDecision.BUSY:
                     return permit
+                self.waited = True
                 if self._stop.is_set() or time.time() + delay >= give_up_busy:
                     raise GiveBack("another write to this user is still open")
             self._stop.wait(delay)

@@ -244,17 +244,19 @@ class Pipeline:
                 if isinstance(refused, Outcome):
                     return refused
                 deadline = min(deadline, refused)
-                # Another request's write to this user may have landed between our
-                # read and our grant (its permit closed just before we asked). Our
-                # permit now excludes any other: read the stamp again, and if it moved,
-                # ask again with the true marker (same lease: the same grant).
-                fresh = self._retry(lambda: connector.find_user(route.query), deadline)
-                if fresh.id == user.id and fresh.change_stamp != user.change_stamp:
-                    user = found = fresh
-                    refused = self._ask_permit(permits, header, user, directory.name, deadline)
-                    if isinstance(refused, Outcome):
-                        return refused
-                    deadline = min(deadline, refused)
+                if permits.waited:
+                    # Another write to this user was open while we asked: it may have
+                    # changed the entry after our read. Our permit now excludes any
+                    # other; read the stamp again so the marker the relay keeps is true.
+                    fresh = self._retry(lambda: connector.find_user(route.query), deadline)
+                    if fresh.id == user.id and fresh.change_stamp != user.change_stamp:
+                        user = found = fresh
+                        refused = self._ask_permit(
+                            permits, header, user, directory.name, deadline
+                        )
+                        if isinstance(refused, Outcome):
+                            return refused
+                        deadline = min(deadline, refused)
                 # Sent only where the marker was read, and only while the permit runs.
                 user = replace(user, write_by=deadline)
             # The one synced journal write; the lease lets a restart post the answer.
