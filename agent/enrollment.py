@@ -13,7 +13,6 @@ that pin keys by hand (docs/security.md).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 from agent.config import Settings
 from agent.transports.relay import RelayTransport
 from wire.errors import KeyFileError
+from wire.files import write_private
 from wire.keyring import PortalKeyring, TrustedPortalKey
 from wire.keys import AgentKeys
 
@@ -37,12 +37,7 @@ class Enrollment:
     relay_url: str
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(self.__dict__, f, indent=2, sort_keys=True)
-        tmp.replace(path)
+        write_private(path, json.dumps(self.__dict__, indent=2, sort_keys=True))
 
     @classmethod
     def load(cls, path: Path) -> Enrollment:

@@ -148,7 +148,12 @@ class PeriodicJobs:
                 self._log.warning("key.expiring", key=name, seconds_left=int(remaining))
 
     def _prune_previous_key(self, now: float) -> None:
-        """The previous HPKE key past its window leaves memory and the disk."""
+        """The previous HPKE key past its window leaves memory and the disk (one key
+        file write at a time: the scheduler and a manual check can run this together)."""
+        with self._keyring_lock:
+            self._prune_previous_key_locked(now)
+
+    def _prune_previous_key_locked(self, now: float) -> None:
         keys = self._verifier.agent_keys if self._verifier is not None else self._keys
         pruned = keys.pruned(int(now))
         if pruned is keys or keys.previous_kem is None:

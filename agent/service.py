@@ -118,7 +118,7 @@ class AgentService(PeriodicJobs):
         self._in_flight_lock = threading.Lock()
         self._working: set[threading.Thread] = set()  # workers with a request in hand
         self._closing = False  # set by join(): no request may start any more
-        self._keyring_lock = threading.Lock()  # one refresh (and keyring file write) at a time
+        self._keyring_lock = threading.Lock()  # one key or keyring file write at a time
         # Batch mode (relay.lease_batch > 1): the dispatcher leases for idle workers.
         self._handoff: queue.Queue[Lease] = queue.Queue()
         self._free = threading.Semaphore(0)  # idle workers

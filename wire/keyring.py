@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from wire.canonical import b64url_decode
 from wire.errors import KeyFileError, Rejected
+from wire.files import write_private
 from wire.keys import ed25519_public_key, key_id
 from wire.messages import SIGN_KID_PATTERN, UnixTime
 from wire.status import RejectReason
@@ -96,11 +97,7 @@ class PortalKeyring:
 
     def save(self, path: Path) -> None:
         """Public keys only, but write 0600 anyway: the trust anchor must not be edited."""
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(self.to_json(), encoding="utf-8")
-        tmp.chmod(0o600)
-        tmp.replace(path)
+        write_private(path, self.to_json())
 
     @classmethod
     def load(cls, path: Path) -> PortalKeyring:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from wire.canonical import b64url_decode, b64url_encode, sha256
 from wire.errors import KeyFileError
+from wire.files import write_private
 from wire.messages import (
     KEM_KID_PATTERN,
     NAME_PATTERN,
@@ -326,23 +327,10 @@ def _load_kem(path: Path) -> KemPrivateKey:
 
 
 def _write_key(path: Path, alg: str, raw: bytes, *, not_after: int | None = None) -> None:
-    """Atomic write with mode 0600 from the first byte (O_EXCL temp file + rename)."""
     doc: dict[str, Any] = {"v": 1, "alg": alg, "private": b64url_encode(raw)}
     if not_after is not None:
         doc["not_after"] = not_after
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_private(path, json.dumps(doc) + "\n")
 
 
 def _read_key(path: Path) -> tuple[str, bytes, int | None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,27 @@ def test_portal_signer_file(tmp_path: Path) -> None:
     signer.save(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert PortalSigner.load(path).kid == signer.kid
+
+
+def test_two_writers_of_one_key_file_at_once_both_succeed(tmp_path: Path) -> None:
+    """The scheduler's key-expiry job and a manual check can save the same keys together
+    (a CI run once failed on a shared temp file); each write is whole, no temp is left."""
+    keys = AgentKeys.generate()
+    errors: list[BaseException] = []
+
+    def save() -> None:
+        try:
+            for _ in range(30):
+                keys.save(tmp_path)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assert
+            errors.append(exc)
+
+    threads = [threading.Thread(target=save) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert AgentKeys.load(tmp_path).kem.kid == keys.kem.kid
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in tmp_path.iterdir())
