@@ -115,4 +115,6 @@ def test_permits_in_one_call_follow_the_single_call_rules(relay: RelayProcess) -
         (again,) = a.permit_many([(older, same_user, True, "1" * 64)])
         assert again is not None and again.decision.value == "granted"
         a.complete(older, b'{"status":"succeeded"}')
+        # That write closed after `newer` was leased: reserved for a fresh read, then granted.
+        assert a.permit(newer, same_user, ordered=True).decision.value == "recheck"
         assert a.permit(newer, same_user, ordered=True).decision.value == "granted"
