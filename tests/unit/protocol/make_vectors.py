@@ -23,6 +23,7 @@ from wire.sealing import SEAL_DOMAIN, seal_info, suite
 from wire.signing import Domain, signature_input
 
 from . import ed25519_math
+from .make_relay_vectors import relay_vectors
 
 OUT = Path(__file__).resolve().parents[3] / "docs" / "test-vectors"
 
@@ -625,6 +626,7 @@ def main() -> None:
     write("request-mlkem768-x25519.json", request_vector("mlkem768-x25519"))
     write("rejections.json", rejection_vectors())
     write("result.json", result_vector(x["request_hash"]))
+    write("relay.json", relay_vectors())
 
 
 if __name__ == "__main__":

@@ -120,3 +120,43 @@ def test_the_spec_stands_on_its_own() -> None:
         r"tests/",
     ):
         assert not re.search(pattern, SPEC), pattern
+
+
+def _route(cell: str) -> tuple[str, str]:
+    method, target = code(cell).split(" ", 1)
+    path = re.sub(r"\{[^}]+\}", "{}", target.split("?", 1)[0])
+    return method, path
+
+
+def test_the_relay_routes_are_those_the_relay_serves() -> None:
+    from cloud.relay.routes_agent import router as agent_router
+    from cloud.relay.routes_portal import router as portal_router
+
+    served = {
+        (method, re.sub(r"\{[^}]+\}", "{}", route.path))
+        for route in [*agent_router.routes, *portal_router.routes]
+        for method in getattr(route, "methods", ())
+    }
+    assert sorted(_route(row[0]) for row in table("routes")) == sorted(served)
+
+
+def test_permit_decisions_are_those_of_the_relay_and_the_agent() -> None:
+    # A decision added to the code (or the spec) alone fails here: write its row in
+    # the permit_decisions table of section 12.3, saying what the agent does with it.
+    from agent.transports.base import PermitDecision as AgentDecision
+    from cloud.relay.models import PermitAnswer
+    from cloud.relay.store import PermitDecision as RelayDecision
+
+    in_spec = column("permit_decisions")
+    assert sorted(in_spec) == sorted(d.value for d in RelayDecision)
+    assert sorted(in_spec) == sorted(d.value for d in AgentDecision)
+    described = PermitAnswer.model_fields["decision"].description or ""
+    assert sorted(in_spec) == sorted(described.replace(" ", "").split("|"))
+
+
+def test_the_states_a_portal_waits_on_are_those_of_the_relay() -> None:
+    from cloud.relay.store import RequestState
+
+    section = SPEC.split("### 12.5 ", 1)[1]
+    named = set(re.findall(r"`([a-z_]+)`", section.split("It counts", 1)[0]))
+    assert {s.value for s in RequestState} | {"unknown"} <= named
