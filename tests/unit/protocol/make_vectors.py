@@ -246,6 +246,19 @@ def rejection_vectors() -> dict[str, Any]:  # noqa: PLR0915 - one flat list of c
         mutated(lambda d: (d["header"].update(v=2), d["header"].pop("op")), resign=True),
         "unsupported_version",
     )
+
+    # 2. strict parse, seen only because it comes before the version check
+    def nested(levels: int) -> str:
+        return "[" * levels + "1" + "]" * levels
+
+    def v2(x: str) -> str:
+        assert good_text.count('"v":1}') == 1
+        return good_text.replace('"v":1}', '"v":2,"x":' + x + "}")
+
+    # the envelope and the header enclose x: 2 + 31 lists = 33 around the 1
+    case("nesting_33_levels_before_version", v2(nested(31)), "malformed")
+    case("nesting_32_levels_is_fine", v2(nested(30)), "unsupported_version")
+    case("lone_surrogate_before_version", v2('"\\ud800"'), "malformed")
     # 4. schema
     case("missing_field", mutated(lambda d: d["header"].pop("exp"), resign=True), "malformed")
     case("extra_field", mutated(lambda d: d["header"].update(x=1), resign=True), "malformed")
@@ -267,6 +280,17 @@ def rejection_vectors() -> dict[str, Any]:  # noqa: PLR0915 - one flat list of c
         signed(_header(user={"kind": "upn", "value": "\U0001f600" * 257}), change_pt),
         "malformed",
     )
+    case(
+        "user_value_control_character",
+        signed(_header(user={"kind": "login", "value": "j\u0007rgen"}), change_pt),
+        "malformed",
+    )
+    case(
+        "user_value_delete_character",
+        signed(_header(user={"kind": "login", "value": "j\u007frgen"}), change_pt),
+        "malformed",
+    )
+    case("id_uppercase", signed(_header(id=REQUEST_ID.upper()), change_pt), "malformed")
     case(
         "signature_noncanonical_trailing_bits",
         mutated(lambda d: d["sig"].update(value=_noncanonical_tail(d["sig"]["value"]))),
@@ -332,6 +356,13 @@ def rejection_vectors() -> dict[str, Any]:  # noqa: PLR0915 - one flat list of c
         d["sig"]["value"] = b64url_encode(ed25519_math.sign_with_torsion_r(PORTAL_SEED, msg))
 
     case("signature_valid_only_cofactored", mutated(torsion_r), "bad_signature")
+
+    def noncanonical_r(d: dict[str, Any]) -> None:
+        msg = signature_input(Domain.REQUEST, {"header": d["header"], "sealed": d["sealed"]})
+        sig = ed25519_math.sign_with_noncanonical_identity_r(PORTAL_SEED, msg)
+        d["sig"]["value"] = b64url_encode(sig)
+
+    case("signature_r_noncanonical", mutated(noncanonical_r), "bad_signature")
     case("wrong_tenant", json.dumps(good), "wrong_tenant", tenant="other")
     case("wrong_agent_group", json.dumps(good), "wrong_agent_group", agent_group="branch")
     case("bad_lifetime", json.dumps(good), "bad_lifetime", max_lifetime=119)
@@ -537,6 +568,7 @@ def canonical_vectors() -> dict[str, Any]:
         ("solidus_not_escaped", "a/b"),
         ("integers", [0, -1, 9007199254740991, -9007199254740991]),
         ("empty", {"a": "", "b": [], "c": {}}),
+        ("nesting_32_levels", json.loads("[" * 32 + "1" + "]" * 32)),
     ]
     invalid = [
         ("float", "1.5"),
@@ -549,6 +581,7 @@ def canonical_vectors() -> dict[str, Any]:
         ("nan", "NaN"),
         ("duplicate_key", '{"a":1,"a":2}'),
         ("byte_order_mark", "\ufeff{}"),
+        ("nesting_33_levels", "[" * 33 + "1" + "]" * 33),
     ]
     noncanonical = [
         ("uppercase_u_escape", '"\\u001F"'),
