@@ -320,8 +320,8 @@ def _secret(plaintext: bytes, want: set[str], m: set[str]) -> Any:
             raise Reject("malformed")
         if value is not None and not isinstance(value, str):
             raise Reject("malformed")
-        checked = value is not None and "secret_lengths_unchecked" not in m
-        if checked and not 1 <= _length(value, m) <= 512:
+        lengths = "secret_lengths_unchecked" not in m
+        if lengths and isinstance(value, str) and not 1 <= _length(value, m) <= 512:
             raise Reject("malformed")
     return {"new_password": secret.get("new_password"), "old_password": secret.get("old_password")}
 
