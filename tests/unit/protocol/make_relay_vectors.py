@@ -135,6 +135,159 @@ def _empty_body_call(sk: ed25519.Ed25519PrivateKey) -> dict[str, Any]:
     }
 
 
+def _hex(label: str) -> str:
+    return hashlib.sha256(label.encode("utf-8")).hexdigest()
+
+
+def _scenarios() -> list[dict[str, Any]]:
+    """Section 12.3's decisions, step by step (lease time 30 s, grace 25 s)."""
+    u, m1, m2 = _hex("user U"), _hex("marker 1"), _hex("marker 2")
+
+    def submit(at: float, request: str) -> dict[str, Any]:
+        return {"at": at, "do": "submit", "request": request}
+
+    def lease(at: float, agent: str, lease_id: str, request: str) -> dict[str, Any]:
+        return {"at": at, "do": "lease", "agent": agent, "lease": lease_id, "want": request}
+
+    def ask(
+        at: float, agent: str, lease_id: str, want: str, *, ordered: bool = True,
+        marker: str | None = m1, user: str = u,
+    ) -> dict[str, Any]:  # fmt: skip
+        return {"at": at, "do": "ask", "agent": agent, "lease": lease_id, "user_key": user,
+                "ordered": ordered, "marker": marker, "want": want}  # fmt: skip
+
+    def post(at: float, agent: str, lease_id: str, request: str, want: str) -> dict[str, Any]:
+        return {"at": at, "do": "post", "agent": agent, "lease": lease_id, "request": request,
+                "want": want}  # fmt: skip
+
+    def release(at: float, agent: str, lease_id: str) -> dict[str, Any]:
+        return {"at": at, "do": "release", "agent": agent, "lease": lease_id}
+
+    return [
+        {
+            "name": "asked_again_under_the_same_lease",
+            "steps": [
+                submit(0, "r1"),
+                lease(0, "a1", "L1", "r1"),
+                ask(1, "a1", "L1", "granted"),
+                ask(2, "a1", "L1", "granted", marker=m2),
+                post(3, "a1", "L1", "r1", "stored"),
+                post(4, "a1", "L1", "r1", "stored"),
+                ask(5, "a1", "L1", "lease_lost"),
+            ],
+        },
+        {
+            "name": "the_newer_request_wins",
+            "steps": [
+                submit(0, "r1"),
+                submit(0, "r2"),
+                lease(0, "a1", "L1", "r1"),
+                lease(0, "a2", "L2", "r2"),
+                ask(1, "a2", "L2", "granted"),
+                ask(2, "a1", "L1", "superseded"),
+                ask(3, "a1", "L1", "superseded"),
+            ],
+        },
+        {
+            "name": "one_open_permit_per_user",
+            "steps": [
+                submit(0, "r1"),
+                submit(0, "r2"),
+                submit(0, "r3"),
+                lease(0, "a1", "L1", "r1"),
+                lease(0, "a2", "L2", "r2"),
+                lease(0, "a2", "L3", "r3"),
+                ask(1, "a1", "L1", "granted"),
+                ask(1, "a2", "L2", "busy"),
+                ask(1, "a2", "L3", "busy", ordered=False),
+                ask(1, "a2", "L3", "granted", ordered=False, user=_hex("user V")),
+                post(2, "a1", "L1", "r1", "stored"),
+                ask(3, "a2", "L2", "granted"),
+            ],
+        },
+        {
+            "name": "unordered_asks_neither_supersede_nor_are_superseded",
+            "steps": [
+                submit(0, "r1"),
+                submit(0, "r2"),
+                submit(0, "r3"),
+                lease(0, "a1", "L1", "r1"),
+                lease(0, "a1", "L2", "r2"),
+                lease(0, "a1", "L3", "r3"),
+                ask(1, "a1", "L3", "granted", ordered=False),
+                post(2, "a1", "L3", "r3", "stored"),
+                ask(3, "a1", "L1", "granted"),
+                post(4, "a1", "L1", "r1", "stored"),
+                ask(5, "a1", "L2", "granted"),
+            ],
+        },
+        {
+            "name": "a_redelivery_waits_for_the_late_answer_then_is_in_doubt",
+            "steps": [
+                submit(0, "r1"),
+                lease(0, "a1", "L1", "r1"),
+                ask(1, "a1", "L1", "granted"),
+                lease(32, "a2", "L2", "r1"),
+                ask(33, "a2", "L2", "busy", marker=m2),
+                ask(55, "a2", "L2", "busy", marker=None),
+                ask(56, "a2", "L2", "in_doubt", marker=m2),
+                ask(57, "a2", "L2", "in_doubt", marker=None),
+            ],
+        },
+        {
+            "name": "the_first_writers_late_answer_is_kept",
+            "steps": [
+                submit(0, "r1"),
+                lease(0, "a1", "L1", "r1"),
+                ask(1, "a1", "L1", "granted"),
+                lease(32, "a2", "L2", "r1"),
+                ask(33, "a2", "L2", "busy", marker=m2),
+                post(40, "a1", "L1", "r1", "stored"),
+                ask(41, "a2", "L2", "lease_lost"),
+                post(42, "a2", "L2", "r1", "lease_lost"),
+            ],
+        },
+        {
+            "name": "the_holders_marker_takes_the_permit_over",
+            "steps": [
+                submit(0, "r1"),
+                lease(0, "a1", "L1", "r1"),
+                ask(1, "a1", "L1", "granted"),
+                lease(32, "a2", "L2", "r1"),
+                ask(33, "a2", "L2", "granted"),
+                post(34, "a1", "L1", "r1", "lease_lost"),
+                post(35, "a2", "L2", "r1", "stored"),
+            ],
+        },
+        {
+            "name": "no_takeover_while_the_holders_permit_runs",
+            "steps": [
+                submit(0, "r1"),
+                lease(0, "a1", "L1", "r1"),
+                ask(1, "a1", "L1", "granted"),
+                release(2, "a1", "L1"),
+                lease(3, "a2", "L2", "r1"),
+                ask(4, "a2", "L2", "busy"),
+                ask(31, "a2", "L2", "granted"),
+            ],
+        },
+        {
+            "name": "busy_until_the_holder_answers",
+            "steps": [
+                submit(0, "r1"),
+                submit(0, "r2"),
+                lease(0, "a1", "L1", "r1"),
+                ask(1, "a1", "L1", "granted"),
+                lease(1, "a2", "L2", "r2"),
+                ask(2, "a2", "L2", "busy"),
+                post(3, "a1", "L1", "r1", "stored"),
+                ask(4, "a2", "L2", "granted"),
+                post(5, "a2", "L2", "r2", "stored"),
+            ],
+        },
+    ]
+
+
 def relay_vectors() -> dict[str, Any]:
     keys = _user_keys()
     key = keys[0]["user_key"]
@@ -145,7 +298,16 @@ def relay_vectors() -> dict[str, Any]:
         "markers: user_key, server, change_stamp -> marker (null: no stamp, no marker). "
         "signed_call: one agent call, signed with the agent signing key of result.json "
         "(agent_signing_private_key there). permit_asks: the permit body each op sends "
-        "(null: the op asks no permit).",
+        "(null: the op asks no permit). permit_scenarios: section 12.3 step by step: "
+        "at (seconds from the start), do: submit (queue a request), lease (the agent takes "
+        "the oldest leasable request; want: which), ask (a permit; want: the decision or "
+        "lease_lost), post (a result; want: stored or lease_lost), release.",
+        "permit_scenarios": {
+            "lease_seconds": 30,
+            "late_answer_grace": 25,
+            "request_lifetime": 600,
+            "scenarios": _scenarios(),
+        },
         "user_keys": keys,
         "markers": markers,
         "signed_call": _signed_call(str(markers[0]["marker"]), key),
