@@ -163,3 +163,18 @@ def test_the_states_a_portal_waits_on_are_those_of_the_relay() -> None:
     section = SPEC.split("### 12.5 ", 1)[1]
     named = set(re.findall(r"`([a-z_]+)`", section.split("It counts", 1)[0]))
     assert {s.value for s in RequestState} | {"unknown"} <= named
+
+
+def test_the_policy_members_are_those_the_agent_sends() -> None:
+    import datetime as dt
+
+    from connectors.base import PasswordPolicy
+
+    types = {"integer": int, "boolean": bool, "null": type(None)}
+    rows = {code(row[0]): row[1] for row in table("policy_members")}
+    for policy in (PasswordPolicy(), PasswordPolicy(max_length=127, max_age=dt.timedelta(days=9))):
+        sent = policy.describe()
+        assert sorted(rows) == sorted(sent)
+        for name, value in sent.items():
+            allowed = tuple(types[t] for t in re.findall(r"integer|boolean|null", rows[name]))
+            assert type(value) in allowed, (name, value)
