@@ -487,6 +487,12 @@ def _signed_result(payload: dict[str, Any], seed: bytes = AGENT_SIGN_SEED) -> st
     ).decode("utf-8")
 
 
+def _in(text: str, old: str, new: str) -> str:
+    """``text`` with its one ``old`` replaced (so a vector never silently stays valid)."""
+    assert text.count(old) == 1, old
+    return text.replace(old, new)
+
+
 def result_vector(request_hash: str) -> dict[str, Any]:
     keys = agent_keys("x25519")
     body = make_result(
@@ -500,7 +506,15 @@ def result_vector(request_hash: str) -> dict[str, Any]:
         # canonical encoder show its escapes (U+001F lowercase, \b \f \r short).
         detail="minimum length 12\x1f\b\f\r\t\n\x00",
         dc="dc1.acme.example",
-        policy={"min_length": 12, "complexity": True, "history": 24, "min_age": 0},
+        policy={
+            "min_length": 12,
+            "max_length": None,
+            "complexity": True,
+            "history_length": 24,
+            "min_age_seconds": 0,
+            "max_age_seconds": None,
+            "lockout_threshold": 0,
+        },
         received_at=NOW + 1,
         completed_at=NOW + 2,
     )
@@ -521,9 +535,21 @@ def result_vector(request_hash: str) -> dict[str, Any]:
         wire.replace('"tenant":"acme"', '"tenant":"acme","tenant":"acme"'),
         "malformed",
     )
-    case("minus_zero", wire.replace('"min_age":0', '"min_age":-0'), "malformed")
-    case("float", wire.replace('"history":24', '"history":24.0'), "malformed")
-    case("exponent", wire.replace('"history":24', '"history":2.4e1'), "malformed")
+    case("minus_zero", _in(wire, '"min_age_seconds":0', '"min_age_seconds":-0'), "malformed")
+    case("float", _in(wire, '"history_length":24', '"history_length":24.0'), "malformed")
+    case("exponent", _in(wire, '"history_length":24', '"history_length":2.4e1'), "malformed")
+    deep = "[" * 31 + "1" + "]" * 31  # inside result, policy and 31 lists: 33
+    case(
+        "nesting_33_levels",
+        _in(wire, '"lockout_threshold":0', '"lockout_threshold":' + deep),
+        "malformed",
+    )
+    case("lone_surrogate", _in(wire, "minimum length 12", "minimum length 12\\ud800"), "malformed")
+    case(
+        "detail_2001_code_points", _signed_result(changed(detail="\U0001f600" * 2001)), "malformed"
+    )
+    case("message_control_character", _signed_result(changed(message="a\u0007b")), "malformed")
+    case("reason_not_a_reason", _signed_result(changed(reason="Too Short")), "malformed")
     case("byte_order_mark", "\ufeff" + wire, "malformed")
     case("unknown_status", _signed_result(changed(status="maybe")), "malformed")
     case(
@@ -544,6 +570,20 @@ def result_vector(request_hash: str) -> dict[str, Any]:
         _signed_result(changed(request_hash=sha256_b64(b"other"))),
         "wrong_request",
     )
+    case(
+        "request_hash_null_but_not_rejected",
+        _signed_result(changed(request_hash=None)),
+        "malformed",
+    )
+
+    def s_plus_l(text: str) -> str:
+        doc = json.loads(text)
+        raw = b64url_decode(doc["sig"]["value"])
+        s = int.from_bytes(raw[32:], "little") + ed25519_math.L
+        doc["sig"]["value"] = b64url_encode(raw[:32] + s.to_bytes(32, "little"))
+        return canonical_json(doc).decode("utf-8")
+
+    case("signature_s_not_reduced", s_plus_l(wire), "bad_signature")
     case("other_tenant", _signed_result(changed(tenant="other")), "wrong_tenant")
     return {
         "description": "A signed result answering request-x25519.json, and results a portal "
