@@ -320,6 +320,16 @@ def rejection_vectors() -> dict[str, Any]:  # noqa: PLR0915 - one flat list of c
         signed(_header(kem="mlkem768-x25519"), change_pt),
         "malformed",
     )
+
+    def with_others(count: int, length: int = 24) -> str:
+        """Our entry plus ``count`` entries for other agents, ``length`` characters each."""
+        doc = _sealed_doc(_header(), change_pt)
+        for i in range(count):
+            doc["sealed"][f"x25519_{i:022d}"] = "A" * length
+        return _resign(doc)
+
+    case("sealed_65_entries", with_others(64), "malformed")
+    case("sealed_entry_10242_characters", with_others(1, 10242), "malformed")
     # 5.-8. key, signature, recipient, time
     case(
         "unknown_key",
@@ -445,6 +455,8 @@ def rejection_vectors() -> dict[str, Any]:  # noqa: PLR0915 - one flat list of c
 
     # Requests a strict verifier must accept (boundaries and forms that look odd).
     accept("change", good_text, change_pt)
+    accept("sealed_64_entries", with_others(63), change_pt)
+    accept("sealed_entry_10240_characters", with_others(1, 10240), change_pt)
     accept("key_valid_from_now", good_text, change_pt, portal_not_before=NOW + 5)
     accept("key_valid_until_now", good_text, change_pt, portal_not_after=NOW + 5)
     accept("lifetime_at_limit", good_text, change_pt, max_lifetime=120)

@@ -58,6 +58,7 @@ MISTAKES = {
     "lenient_ed25519": "ZIP-215: all three Ed25519 leniencies at once",
     "lenient_ed25519_keys": "public keys not checked for encoding and small order",
     "options_optional": "header.options may be left out",
+    "no_sealed_limits": "more than 64 sealed entries or entries over 10240 characters accepted",
     "utf16_lengths": "lengths counted in UTF-16 code units",
     "utf8_lengths": "lengths counted in UTF-8 bytes",
     "no_printable_check": "control characters accepted in user.value",
@@ -136,6 +137,25 @@ def _str(v: Any, pattern: re.Pattern[str]) -> str:
     return v
 
 
+def _sealed(h: dict[str, Any], sealed: Any, m: set[str]) -> None:
+    limits = "no_sealed_limits" not in m
+    if not isinstance(sealed, dict) or (limits and len(sealed) > 64):
+        raise Reject("malformed")
+    for kid, entry in sealed.items():
+        _str(kid, KEM_KID)
+        if not isinstance(entry, str) or not 1 <= len(entry) <= (10240 if limits else 10**9):
+            raise Reject("malformed")
+        if "b64_errors_late" not in m:
+            try:
+                b64(entry, m)
+            except ValueError as exc:
+                raise Reject("malformed") from exc
+        if "no_kid_prefix_check" not in m and not kid.startswith(KID_KIND[h["kem"]] + "_"):
+            raise Reject("malformed")
+    if "no_op_sealed_check" not in m and bool(sealed) != bool(OPS[h["op"]]):
+        raise Reject("malformed")
+
+
 def schema(doc: Any, m: set[str]) -> None:
     env = _exact(doc, {"header", "sealed", "sig"})
     keys = {
@@ -174,22 +194,7 @@ def schema(doc: Any, m: set[str]) -> None:
             raise Reject("malformed")
     _int(h["iat"])
     _int(h["exp"])
-    sealed = env["sealed"]
-    if not isinstance(sealed, dict) or len(sealed) > 64:
-        raise Reject("malformed")
-    for kid, entry in sealed.items():
-        _str(kid, KEM_KID)
-        if not isinstance(entry, str) or not 1 <= len(entry) <= 10240:
-            raise Reject("malformed")
-        if "b64_errors_late" not in m:
-            try:
-                b64(entry, m)
-            except ValueError as exc:
-                raise Reject("malformed") from exc
-        if "no_kid_prefix_check" not in m and not kid.startswith(KID_KIND[h["kem"]] + "_"):
-            raise Reject("malformed")
-    if "no_op_sealed_check" not in m and bool(sealed) != bool(OPS[h["op"]]):
-        raise Reject("malformed")
+    _sealed(h, env["sealed"], m)
     sig = _exact(env["sig"], {"kid", "alg", "value"})
     _str(sig["kid"], SIGN_KID)
     if sig["alg"] != "ed25519" or not isinstance(sig["value"], str):
