@@ -454,7 +454,22 @@ def rejection_vectors() -> dict[str, Any]:  # noqa: PLR0915 - one flat list of c
         case(name, signed(_header(op=op), pt), "malformed")
 
     # Requests a strict verifier must accept (boundaries and forms that look odd).
+    # Two failures at once: the earlier step of section 6 gives the reason.
+    def wire_of(name: str) -> str:
+        return str(next(c["wire"] for c in cases if c["name"] == name))
+
+    bad_sig, not_ours = wire_of("header_changed"), wire_of("not_for_this_agent")
+    case("too_large_before_parse", "{" + "x" * 300, "too_large", max_bytes=256)
+    case("retired_before_signature", bad_sig, "retired_key", portal_not_after=NOW + 4)
+    case("signature_before_tenant", bad_sig, "bad_signature", tenant="other")
+    case("tenant_before_group", good_text, "wrong_tenant", tenant="other", agent_group="branch")
+    case("group_before_lifetime", good_text, "wrong_agent_group", agent_group="b", max_lifetime=119)
+    case("lifetime_before_iat", good_text, "bad_lifetime", max_lifetime=119, now=NOW - 61)
+    case("expired_before_recipient", not_ours, "expired", now=NOW + 181)
+    case("tenant_differs_in_case", good_text, "wrong_tenant", tenant="ACME")
+    case("agent_group_differs_in_case", good_text, "wrong_agent_group", agent_group="HQ")
     accept("change", good_text, change_pt)
+    accept("size_at_limit", good_text, change_pt, max_bytes=len(good_text.encode("utf-8")))
     accept("sealed_64_entries", with_others(63), change_pt)
     accept("sealed_entry_10240_characters", with_others(1, 10240), change_pt)
     accept("key_valid_from_now", good_text, change_pt, portal_not_before=NOW + 5)

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +59,15 @@ MISTAKES = {
     "lenient_ed25519": "ZIP-215: all three Ed25519 leniencies at once",
     "lenient_ed25519_keys": "public keys not checked for encoding and small order",
     "options_optional": "header.options may be left out",
+    "exclusive_max_bytes": "a request of exactly max_bytes refused",
+    "parse_before_size": "the size checked after parsing",
+    "names_any_case": "tenant and agent group compared without case",
+    "swap_retired_signature": "the signature checked before the key's not_after",
+    "swap_signature_tenant": "the tenant checked before the signature",
+    "swap_tenant_group": "the agent group checked before the tenant",
+    "swap_group_lifetime": "the lifetime checked before the agent group",
+    "swap_lifetime_iat": "iat checked before the lifetime",
+    "swap_exp_recipient": "the recipient looked for before the expiry",
     "no_sealed_limits": "more than 64 sealed entries or entries over 10240 characters accepted",
     "utf16_lengths": "lengths counted in UTF-16 code units",
     "utf8_lengths": "lengths counted in UTF-8 bytes",
@@ -218,10 +228,15 @@ def check_version(doc: Any) -> None:
 # --- the verifier -------------------------------------------------------------------
 
 
+STEPS = ["key", "retired", "signature", "tenant", "group", "lifetime", "iat", "exp", "recipient"]
+
+
 def verify(raw: bytes, cfg: Settings) -> dict[str, Any] | None:
     """The opened secret part (None for ops without one); raises Reject."""
     m = cfg.mistakes
-    if len(raw) > cfg.max_bytes:
+    if "parse_before_size" in m:
+        parse(raw, m)
+    if len(raw) > cfg.max_bytes or (len(raw) == cfg.max_bytes and "exclusive_max_bytes" in m):
         raise Reject("too_large")
     doc = parse(raw, m)
     if "version_after_schema" in m:
@@ -230,67 +245,93 @@ def verify(raw: bytes, cfg: Settings) -> dict[str, Any] | None:
     else:
         check_version(doc)
         schema(doc, m)
-    h, sealed, sig = doc["header"], doc["sealed"], doc["sig"]
+    h, sealed = doc["header"], doc["sealed"]
     try:
         payload = canonical({"header": h, "sealed": sealed}, m)
     except ValueError as exc:
         raise Reject("malformed") from exc
-    # keyring
-    portal_kid = (
-        "ed25519_" + base64.urlsafe_b64encode(hashlib.sha256(cfg.portal_key).digest()).decode()[:22]
-    )
-    if sig["kid"] != portal_kid:
-        raise Reject("unknown_key")
-    nb, na, now = cfg.portal_not_before, cfg.portal_not_after, cfg.now
-    early = nb is not None and (now < nb or (now == nb and "exclusive_not_before" in m))
-    if early and "ignore_not_before" not in m:
-        raise Reject("unknown_key")
-    if na is not None and (now > na or (now == na and "exclusive_not_after" in m)):
-        raise Reject("retired_key")
-    message = b"writeback-agent/request/v1\x00" + payload
-    try:
-        signature = b64(sig["value"], m)
-    except ValueError as exc:  # only with b64_errors_late: the schema checked it before
-        raise Reject("bad_signature") from exc
-    if not _signature_ok(cfg.portal_key, signature, message, m):
-        raise Reject("bad_signature")
-    if h["tenant"] != cfg.tenant:
-        raise Reject("wrong_tenant")
-    if h["agent_group"] != cfg.agent_group:
-        raise Reject("wrong_agent_group")
-    lifetime = h["exp"] - h["iat"]
-    if not 0 < lifetime <= cfg.max_lifetime or (
-        lifetime == cfg.max_lifetime and "exclusive_lifetime" in m
-    ):
-        raise Reject("bad_lifetime")
-    if h["iat"] > now + cfg.max_skew or (
-        h["iat"] == now + cfg.max_skew and "exclusive_iat_skew" in m
-    ):
-        raise Reject("not_yet_valid")
-    if now > h["exp"] + cfg.max_skew or (
-        now == h["exp"] + cfg.max_skew and "exclusive_exp_skew" in m
-    ):
-        raise Reject("expired")
+    checks = _checks(doc, payload, cfg)
+    order = list(STEPS)
+    for i in range(len(order) - 1):
+        if f"swap_{order[i]}_{order[i + 1]}" in m:
+            order[i], order[i + 1] = order[i + 1], order[i]
     want = OPS[h["op"]]
-    if not want:  # nothing to open (a lenient verifier ignores a stray sealed entry)
+    for name in order:
+        if name != "recipient" or want:  # ops without a secret stop before the recipient
+            checks[name]()
+    if not want:
         return None
     opened: dict[str, Any] = _open(h, sealed, cfg, want)
     return opened
 
 
-def _open(h: dict[str, Any], sealed: dict[str, str], cfg: Settings, want: set[str]) -> Any:
+def _checks(doc: dict[str, Any], payload: bytes, cfg: Settings) -> dict[str, Callable[[], None]]:
+    """Steps 5-12 and 14 of section 6, each raising its reason."""
+    m, h, sig, now = cfg.mistakes, doc["header"], doc["sig"], cfg.now
+    nb, na = cfg.portal_not_before, cfg.portal_not_after
+
+    def fail(reason: str, failed: bool) -> None:
+        if failed:
+            raise Reject(reason)
+
+    def key() -> None:
+        digest = base64.urlsafe_b64encode(hashlib.sha256(cfg.portal_key).digest()).decode()
+        fail("unknown_key", sig["kid"] != "ed25519_" + digest[:22])
+        early = nb is not None and (now < nb or (now == nb and "exclusive_not_before" in m))
+        fail("unknown_key", early and "ignore_not_before" not in m)
+
+    def signature() -> None:
+        try:
+            value = b64(sig["value"], m)
+        except ValueError as exc:  # only with b64_errors_late: the schema checked it before
+            raise Reject("bad_signature") from exc
+        message = b"writeback-agent/request/v1\x00" + payload
+        fail("bad_signature", not _signature_ok(cfg.portal_key, value, message, m))
+
+    def same(a: str, b: str) -> bool:
+        return a.lower() == b.lower() if "names_any_case" in m else a == b
+
+    lifetime, skew = h["exp"] - h["iat"], cfg.max_skew
+    return {
+        "key": key,
+        "retired": lambda: fail(
+            "retired_key",
+            na is not None and (now > na or (now == na and "exclusive_not_after" in m)),
+        ),
+        "signature": signature,
+        "tenant": lambda: fail("wrong_tenant", not same(h["tenant"], cfg.tenant)),
+        "group": lambda: fail("wrong_agent_group", not same(h["agent_group"], cfg.agent_group)),
+        "lifetime": lambda: fail(
+            "bad_lifetime",
+            not 0 < lifetime <= cfg.max_lifetime
+            or (lifetime == cfg.max_lifetime and "exclusive_lifetime" in m),
+        ),
+        "iat": lambda: fail(
+            "not_yet_valid",
+            h["iat"] > now + skew or (h["iat"] == now + skew and "exclusive_iat_skew" in m),
+        ),
+        "exp": lambda: fail(
+            "expired",
+            now > h["exp"] + skew or (now == h["exp"] + skew and "exclusive_exp_skew" in m),
+        ),
+        "recipient": lambda: fail("not_for_this_agent", not _entries(doc["sealed"], cfg)),
+    }
+
+
+def _entries(sealed: dict[str, str], cfg: Settings) -> list[str]:
+    """Step 14: the entries this agent tries (exactly its own kid, when correct)."""
     m = cfg.mistakes
     if "any_sealed_entry" in m:
-        entries = list(sealed.values())
-    elif "kid_hash_only" in m:
+        return list(sealed.values())
+    if "kid_hash_only" in m:
         tail = cfg.kem_kid.split("_", 1)[1]
-        entries = [v for k, v in sealed.items() if k.split("_", 1)[1] == tail]
-    else:
-        entries = [sealed[cfg.kem_kid]] if cfg.kem_kid in sealed else []
-    if not entries:
-        if not want:
-            return None
-        raise Reject("not_for_this_agent")
+        return [v for k, v in sealed.items() if k.split("_", 1)[1] == tail]
+    return [sealed[cfg.kem_kid]] if cfg.kem_kid in sealed else []
+
+
+def _open(h: dict[str, Any], sealed: dict[str, str], cfg: Settings, want: set[str]) -> Any:
+    m = cfg.mistakes
+    entries = _entries(sealed, cfg)
     kem = cfg.kem if "no_kid_prefix_check" in m else h["kem"]
     info = (
         b"writeback-agent/seal/v1\x00"
