@@ -117,13 +117,12 @@ def test_the_signed_call_from_the_spec_the_agent_and_the_relay(which: str) -> No
 
 
 def test_permit_bodies_per_op() -> None:
-    from agent.pipeline import _ORDERED_OPS, _WRITE_OPS
-
+    # Section 12.3: reset and change are ordered, unlock is not, the others ask nothing.
     asks = load("relay.json")["permit_asks"]
-    assert {op for op, ask in asks.items() if ask is not None} == set(_WRITE_OPS)
+    assert {op for op, ask in asks.items() if ask is not None} == {"reset", "change", "unlock"}
     for op, ask in asks.items():
         if ask is None:
             continue
-        assert ask["ordered"] is (op in _ORDERED_OPS), op
+        assert ask["ordered"] is (op in {"reset", "change"}), op
         PermitAsk.model_validate(ask)
         PermitBatchItem.model_validate({**ask, "lease_id": "lse_1"})
