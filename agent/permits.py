@@ -22,11 +22,11 @@ from agent.transports.base import (
     Lease,
     LeaseLost,
     Permit,
-    PermitDecision,
     Transport,
     TransportError,
     TransportUnavailable,
 )
+from wire.permits import PermitDecision
 
 # How long a worker waits for another write to the same user before giving the
 # lease back (the request goes back to the queue, oldest first).
@@ -68,15 +68,11 @@ class PermitGate(Protocol):
         """The lease a granted permit belongs to (the journal keeps it for a re-post)."""
         ...
 
-    @property
-    def waited(self) -> bool:
-        """True once an ask was answered BUSY (another write to the user was open)."""
-        ...
-
     def ask(
         self, key: str, *, ordered: bool, deadline: float, marker: str | None = None
     ) -> Permit:
-        """GRANTED, IN_DOUBT or SUPERSEDED (BUSY is waited out). Raises LeaseLost
+        """GRANTED, RECHECK, IN_DOUBT or SUPERSEDED (BUSY is waited out). RECHECK
+        reserves the permit: read the user again, then ask again. Raises LeaseLost
         (another agent may hold the request now) or GiveBack."""
         ...
 
@@ -109,7 +105,6 @@ class LeasePermits:
         self._stop = stop
         self._busy_wait = busy_wait
         self._sleep = sleep
-        self.waited = False
 
     def ask(
         self, key: str, *, ordered: bool, deadline: float, marker: str | None = None
@@ -130,7 +125,6 @@ class LeasePermits:
                 self.lease = permit.lease
                 if permit.decision is not PermitDecision.BUSY:
                     return permit
-                self.waited = True
                 if self._stop.is_set() or time.time() + delay >= give_up_busy:
                     raise GiveBack("another write to this user is still open")
             self._stop.wait(delay)

@@ -39,13 +39,14 @@ from pydantic import SecretStr
 
 from agent.config import DirectoryConfig, Settings
 from agent.connector_pool import ConnectorPool
+from agent.fence import ask_to_write
 from agent.journal import ClaimKind, Journal
 from agent.outcome import Answers, Identity, Outcome, Run
-from agent.permits import Deferred, GiveBack, PermitGate, user_key, write_marker
+from agent.permits import Deferred, GiveBack, PermitGate
 from agent.retries import retry_reads, retry_unsent
 from agent.routing import DirectoryRouter
 from agent.scope import not_managed_reason
-from agent.transports.base import LeaseLost, PermitDecision
+from agent.transports.base import LeaseLost
 from connectors.base import (
     AccountDisabled,
     DirectoryConnector,
@@ -72,7 +73,6 @@ def _required(secret: SecretStr | None) -> SecretStr:
 
 
 # Ops that set a password: a newer one supersedes an older one for the same user.
-_ORDERED_OPS = frozenset({"reset", "change"})
 _WRITE_OPS = frozenset({"reset", "change", "unlock"})
 # Stop retrying a write this long before the permit's lease runs out.
 _PERMIT_MARGIN = 2.0
@@ -240,23 +240,20 @@ class Pipeline:
                     directory=directory.name,
                 )
             if permits is not None and header.op in _WRITE_OPS:
-                refused = self._ask_permit(permits, header, user, directory.name, deadline)
-                if isinstance(refused, Outcome):
-                    return refused
-                deadline = min(deadline, refused)
-                if permits.waited:
-                    # Another write to this user was open while we asked: it may have
-                    # changed the entry after our read. Our permit now excludes any
-                    # other; read the stamp again so the marker the relay keeps is true.
-                    fresh = self._retry(lambda: connector.find_user(route.query), deadline)
-                    if fresh.id == user.id and fresh.change_stamp != user.change_stamp:
-                        user = found = fresh
-                        refused = self._ask_permit(
-                            permits, header, user, directory.name, deadline
-                        )
-                        if isinstance(refused, Outcome):
-                            return refused
-                        deadline = min(deadline, refused)
+                query = route.query
+                user, permit = ask_to_write(
+                    permits,
+                    header,
+                    user,
+                    directory.name,
+                    deadline,
+                    reread=lambda: self._retry(lambda: connector.find_user(query), deadline),
+                )
+                found = user
+                if isinstance(permit, Outcome):
+                    return permit
+                # Writes (and their retries) stop before the relay could hand the lease on.
+                deadline = min(deadline, permit - _PERMIT_MARGIN)
                 # Sent only where the marker was read, and only while the permit runs.
                 user = replace(user, write_by=deadline)
             # The one synced journal write; the lease lets a restart post the answer.
@@ -295,41 +292,6 @@ class Pipeline:
             name = directory.name if directory else None
             status = Status.IN_DOUBT if state.writing else Status.INTERNAL_ERROR
             return Outcome(status, "internal_error", type(exc).__name__, directory=name)
-
-    def _ask_permit(
-        self,
-        permits: PermitGate,
-        header: RequestHeader,
-        user: DirectoryUser,
-        directory: str,
-        deadline: float,
-    ) -> Outcome | float:
-        """The write deadline under a granted permit, or the answer when refused."""
-        immutable = user.id or f"dn:{user.dn}"  # every directory we support has an id
-        key = user_key(header.tenant, immutable)
-        permit = permits.ask(
-            key,
-            ordered=header.op in _ORDERED_OPS,
-            deadline=deadline,
-            marker=write_marker(key, user.server, user.change_stamp),
-        )
-        if permit.decision is PermitDecision.IN_DOUBT:
-            return Outcome(
-                Status.IN_DOUBT,
-                "redelivered",
-                "a write for this request was permitted before (another agent or an earlier "
-                "lease) and its outcome is unknown; it is not written again",
-                directory=directory,
-            )
-        if permit.decision is PermitDecision.SUPERSEDED:
-            return Outcome(
-                Status.SUPERSEDED,
-                None,
-                f"a newer request for {user.dn} was permitted first; this one is not written",
-                directory=directory,
-            )
-        # Writes (and their retries) stop before the relay could hand the lease on.
-        return time.time() + permit.valid_for - _PERMIT_MARGIN
 
     def _write(
         self,

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Protocol
+
+from wire.permits import PermitDecision
 
 # Per-result outcomes of `Transport.complete_many`; any other value is the relay's
 # error code for a result it refused (e.g. "too_large", "malformed_result").
@@ -47,15 +48,6 @@ class Lease:
             f"Lease(lease_id={self.lease_id!r}, request_id={self.request_id!r}, "
             f"envelope=<{len(self.envelope)} bytes>, expires_at={self.expires_at})"
         )
-
-
-class PermitDecision(StrEnum):
-    """The relay's answer to "may I write to this user now?" (docs/protocol.md)."""
-
-    GRANTED = "granted"  # write now
-    IN_DOUBT = "in_doubt"  # permitted before under another lease: never write it again
-    SUPERSEDED = "superseded"  # a newer request for this user was permitted
-    BUSY = "busy"  # another request for this user holds an open permit: ask again
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,10 @@ from agent.transports.base import (
     Lease,
     LeaseLost,
     Permit,
-    PermitDecision,
     TransportError,
     TransportUnavailable,
 )
+from wire.permits import HeldPermit, Record, UserPermits, plan_permit
 
 
 @dataclass
@@ -54,7 +54,15 @@ class _Item:
     permit_until: float = 0.0
     permit_closed_at: float | None = None
     permit_marker: str | None = None
+    permit_reserved: bool = False
+    leased_at: float | None = None
     result_lease: str | None = None
+
+    def wrote_since(self, since: float) -> bool:
+        if self.permit_lease is None or self.permit_reserved:
+            return False
+        last = self.permit_closed_at if self.permit_closed_at is not None else self.permit_until
+        return last >= since
 
     def permit_open(self, now: float) -> bool:
         if self.permit_lease is None:
@@ -134,6 +142,7 @@ class MemoryQueue:
                         item.lease_id = uuid.uuid4().hex
                         item.holder = agent_id
                         item.lease_expires_at = now + self.lease_timeout
+                        item.leased_at = now
                         item.attempts += 1
                         return Lease(
                             item.lease_id, item.request_id, item.envelope, item.lease_expires_at
@@ -167,39 +176,44 @@ class MemoryQueue:
                 raise LeaseLost(f"request {lease.request_id} is completed", status=409)
             now = self.clock()
             item.lease_expires_at = now + self.lease_timeout
-            decision = self._decide(item, user_key, ordered, now, marker)
-            if decision is PermitDecision.GRANTED and item.permit_lease != lease.lease_id:
+            held = HeldPermit(
+                item.permit_lease,
+                item.permit_until if item.permit_lease else None,
+                item.permit_closed_at,
+                item.permit_marker,
+                item.permit_reserved,
+            )
+            plan = plan_permit(
+                held,
+                self._user_permits(item, user_key, now),
+                lease_id=lease.lease_id,
+                leased_at=item.leased_at,
+                ordered=ordered,
+                marker=marker,
+                now=now,
+            )
+            if plan.record in (Record.GRANT, Record.RESERVE):
                 item.user_key, item.ordered = user_key, ordered
                 item.permit_lease, item.permit_holder = lease.lease_id, agent_id
                 item.permit_until = item.lease_expires_at
                 item.permit_closed_at, item.permit_marker = None, marker
-            elif decision is PermitDecision.GRANTED:  # asked again under the same lease
-                item.permit_until, item.permit_marker = item.lease_expires_at, marker
-            elif decision is PermitDecision.IN_DOUBT and item.permit_closed_at is None:
-                item.permit_closed_at = max(now, item.permit_until)
+                item.permit_reserved = plan.record is Record.RESERVE
+            elif plan.record is Record.CLOSE_IN_DOUBT:
+                item.permit_closed_at = plan.close_at
             renewed = replace(lease, expires_at=item.lease_expires_at)
-            return Permit(decision, renewed, self.lease_timeout)
+            return Permit(plan.decision, renewed, self.lease_timeout)
 
-    def _decide(
-        self, item: _Item, user_key: str, ordered: bool, now: float, marker: str | None
-    ) -> PermitDecision:
-        if item.permit_lease == item.lease_id:
-            return PermitDecision.GRANTED
-        if item.permit_lease is not None and not (
-            marker is not None and marker == item.permit_marker and item.permit_until <= now
-        ):
-            return PermitDecision.IN_DOUBT
-        # First permit, or a redelivery whose marker proves the holder never wrote.
-        same_user = [
+    def _user_permits(self, item: _Item, user_key: str, now: float) -> UserPermits:
+        others = [
             other
             for other in self._items.values()
             if other is not item and other.user_key == user_key and other.permit_lease
         ]
-        if ordered and any(o.ordered and o.seq > item.seq for o in same_user):
-            return PermitDecision.SUPERSEDED
-        if any(o.permit_open(now) for o in same_user):
-            return PermitDecision.BUSY
-        return PermitDecision.GRANTED
+        return UserPermits(
+            newer_permitted=lambda: any(o.ordered and o.seq > item.seq for o in others),
+            open_permit=lambda: any(o.permit_open(now) for o in others),
+            wrote_since=lambda since: any(o.wrote_since(since) for o in others),
+        )
 
     def _release(self, lease: Lease, agent_id: str) -> None:
         with self._cond:
@@ -208,6 +222,9 @@ class MemoryQueue:
                 raise LeaseLost(f"request {lease.request_id} is completed", status=409)
             item.lease_id = item.holder = None
             item.lease_expires_at = 0.0
+            if item.permit_reserved:  # a reservation never licensed a write
+                item.permit_lease = item.permit_holder = None
+                item.permit_reserved = False
             self._cond.notify_all()
 
     def _complete(self, lease: Lease, agent_id: str, result: bytes) -> None:

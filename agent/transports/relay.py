@@ -36,10 +36,10 @@ from agent.transports.base import (
     Lease,
     LeaseLost,
     Permit,
-    PermitDecision,
     TransportError,
     TransportUnavailable,
 )
+from wire.permits import PermitDecision
 from wire.signed_call import auth_message, authorization_value, new_nonce
 
 # Long-polls may take this much longer than their wait before we call it a timeout.

@@ -31,12 +31,11 @@ from cloud.relay.store import (
     LeaseGrant,
     LeaseLost,
     Permit,
-    PermitDecision,
     QueueStore,
     RequestState,
     RequestStatus,
-    takes_over,
 )
+from wire.permits import HeldPermit, Record, UserPermits, plan_permit
 
 CHANNEL = "writeback_relay_wake"
 # NOTIFY payloads must stay under 8000 bytes; a longer key (an absurd request id) is
@@ -50,6 +49,12 @@ _LEASABLE = (
     "state <> 'done' AND exp > %(now)s"
     " AND (state = 'queued' OR (state = 'leased' AND lease_expires_at <= %(now)s))"
 )
+# A permit that may have written at or after a time (a reservation never wrote; an
+# unclosed permit could write until its time ran out).
+_WROTE_SINCE = (
+    "permit_lease IS NOT NULL AND NOT permit_reserved"
+    " AND coalesce(permit_closed_at, permit_until) >= %(since)s"
+)
 # The wake-up keys of cloud/relay/notify.py, built in SQL from the row that changed
 # (test_store_postgres checks that they match), announced when short enough.
 _GROUP_KEY_SQL = "'group:' || tenant || '/' || agent_group"
@@ -62,6 +67,23 @@ _OPEN_PERMIT = (
     "permit_lease IS NOT NULL AND (permit_closed_at IS NULL OR permit_closed_at > %(now)s)"
     " AND NOT (exp <= %(now)s AND permit_until <= %(now)s)"
 )
+
+
+def _user_permits(conn: psycopg.Connection[Any], params: dict[str, Any]) -> UserPermits:
+    """The user's other requests, as `plan_permit` asks about them."""
+
+    def one(where: str, **more: Any) -> bool:
+        return conn.execute(
+            "SELECT 1 FROM requests WHERE tenant = %(tenant)s AND user_key = %(user_key)s"  # noqa: S608
+            " AND request_id <> %(request_id)s AND " + where + " LIMIT 1",
+            {**params, **more},
+        ).fetchone() is not None
+
+    return UserPermits(
+        newer_permitted=lambda: one("ordered AND permit_lease IS NOT NULL AND seq > %(seq)s"),
+        open_permit=lambda: one(_OPEN_PERMIT),
+        wrote_since=lambda since: one(_WROTE_SINCE, since=since),
+    )
 
 
 def _announcing(**params: Any) -> dict[str, Any]:
@@ -122,7 +144,7 @@ class PostgresQueue(QueueStore):
                 " ORDER BY created_at, request_id LIMIT 1 FOR UPDATE SKIP LOCKED)"
                 " UPDATE requests r SET state = 'leased', lease_id = %(lease_id)s,"
                 " leased_by = %(agent_id)s, lease_expires_at = %(expires_at)s,"
-                " attempts = r.attempts + 1"
+                " leased_at = %(now)s, attempts = r.attempts + 1"
                 " WHERE r.tenant = %(tenant)s AND r.request_id = (SELECT request_id FROM next)"
                 " RETURNING r.request_id, r.envelope",
                 {"tenant": tenant, "group": agent_group, "now": now, "lease_id": lease_id,
@@ -159,24 +181,15 @@ class PostgresQueue(QueueStore):
         expires_at = now + lease_timeout
         with self._tx() as conn:
             row = conn.execute(
-                "SELECT request_id, tenant, seq, permit_lease, permit_until, permit_closed_at,"
-                " permit_marker FROM requests"
+                "SELECT request_id, tenant, seq, leased_at, permit_lease, permit_until,"
+                " permit_closed_at, permit_marker, permit_reserved FROM requests"
                 " WHERE lease_id = %s AND leased_by = %s AND state = 'leased' FOR UPDATE",
                 (lease_id, agent_id),
             ).fetchone()
             if row is None:
                 raise LeaseLost(f"lease {lease_id} is not held by {agent_id}")
-            request_id, tenant, seq, permit_lease, permit_until, closed_at, held_marker = row
-            taken_over = takes_over(
-                permit_lease=permit_lease,
-                lease_id=lease_id,
-                held_marker=held_marker,
-                marker=marker,
-                permit_until=permit_until,
-                now=now,
-            )
-            if taken_over:
-                permit_lease = None  # decided as if first asked
+            request_id, tenant, seq, leased_at, *permit = row
+            held = HeldPermit(permit[0], permit[1], permit[2], permit[3], bool(permit[4]))
             conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
                 (f"{len(tenant)}:{tenant}/{user_key}",),  # unambiguous whatever the tenant
@@ -185,72 +198,42 @@ class PostgresQueue(QueueStore):
                 "UPDATE requests SET lease_expires_at = %s WHERE lease_id = %s",
                 (expires_at, lease_id),
             )
-            decision = self._decide(
-                conn, tenant=tenant, request_id=request_id, seq=seq, lease_id=lease_id,
-                permit_lease=permit_lease, user_key=user_key, ordered=ordered, now=now,
+            params = {"tenant": tenant, "user_key": user_key, "seq": seq,
+                      "request_id": request_id, "now": now}
+            plan = plan_permit(
+                held,
+                _user_permits(conn, params),
+                lease_id=lease_id,
+                leased_at=leased_at,
+                ordered=ordered,
+                marker=marker,
+                now=now,
+                late_answer_grace=late_answer_grace,
             )
-            if decision is PermitDecision.GRANTED:
-                # Asked again under the same lease: the permit lasts as the lease does.
+            if plan.record in (Record.GRANT, Record.RESERVE):
                 conn.execute(
                     "UPDATE requests SET user_key = %s, ordered = %s, permit_lease = %s,"
                     " permit_agent = %s, permit_until = %s, permit_closed_at = NULL,"
-                    " permit_marker = %s WHERE lease_id = %s",
-                    (user_key, ordered, lease_id, agent_id, expires_at, marker, lease_id),
+                    " permit_marker = %s, permit_reserved = %s WHERE lease_id = %s",
+                    (user_key, ordered, lease_id, agent_id, expires_at, marker,
+                     plan.record is Record.RESERVE, lease_id),
                 )
-            elif (
-                decision is PermitDecision.IN_DOUBT
-                and late_answer_grace > 0
-                and now < float(permit_until or 0) + late_answer_grace
-            ):
-                decision = PermitDecision.BUSY  # the holder may still post its answer
-            elif decision is PermitDecision.IN_DOUBT and closed_at is None:
-                # The outcome is now recorded as in doubt; the permit still excludes
-                # other writes to this user until its holder's lease has run out.
+            elif plan.record is Record.CLOSE_IN_DOUBT:
                 conn.execute(
                     "UPDATE requests SET permit_closed_at = %s WHERE lease_id = %s",
-                    (max(now, float(permit_until or now)), lease_id),
+                    (plan.close_at, lease_id),
                 )
-        return Permit(decision, expires_at, taken_over and decision is PermitDecision.GRANTED)
-
-    @staticmethod
-    def _decide(
-        conn: psycopg.Connection[Any],
-        *,
-        tenant: str,
-        request_id: str,
-        seq: int,
-        lease_id: str,
-        permit_lease: str | None,
-        user_key: str,
-        ordered: bool,
-        now: float,
-    ) -> PermitDecision:
-        if permit_lease is not None:
-            # Asked again under the same lease (a lost answer): the same grant.
-            # Under another lease: a redelivery of a request that may be written.
-            return PermitDecision.GRANTED if permit_lease == lease_id else PermitDecision.IN_DOUBT
-        params = {"tenant": tenant, "user_key": user_key, "seq": seq,
-                  "request_id": request_id, "now": now}
-        if ordered:
-            newer = conn.execute(
-                "SELECT 1 FROM requests WHERE tenant = %(tenant)s AND user_key = %(user_key)s"
-                " AND ordered AND permit_lease IS NOT NULL AND seq > %(seq)s LIMIT 1",
-                params,
-            ).fetchone()
-            if newer is not None:
-                return PermitDecision.SUPERSEDED
-        busy = conn.execute(
-            "SELECT 1 FROM requests WHERE tenant = %(tenant)s AND user_key = %(user_key)s"  # noqa: S608
-            " AND request_id <> %(request_id)s AND " + _OPEN_PERMIT + " LIMIT 1",
-            params,
-        ).fetchone()
-        return PermitDecision.BUSY if busy is not None else PermitDecision.GRANTED
+        return Permit(plan.decision, expires_at, plan.taken_over)
 
     def release(self, lease_id: str, agent_id: str) -> str:
         with self._conn() as conn:
             row = conn.execute(
                 "WITH back AS (UPDATE requests SET state = 'queued', lease_id = NULL,"  # noqa: S608
-                " leased_by = NULL, lease_expires_at = NULL WHERE lease_id = %(lease_id)s"
+                " leased_by = NULL, lease_expires_at = NULL,"
+                # A reservation (RECHECK) never licensed a write: given back, it is no
+                # permit at all.
+                " permit_lease = CASE WHEN permit_reserved THEN NULL ELSE permit_lease END,"
+                " permit_reserved = false WHERE lease_id = %(lease_id)s"
                 " AND leased_by = %(agent_id)s AND state = 'leased'"
                 " RETURNING request_id, " + _GROUP_KEY_SQL + " AS key)"
                 " SELECT request_id, " + _ANNOUNCE + " FROM back",
@@ -297,13 +280,14 @@ class PostgresQueue(QueueStore):
     def request_status(self, tenant: str, request_id: str, now: float) -> RequestStatus | None:
         with self._conn() as conn:
             row = conn.execute(
-                "SELECT state, exp, lease_expires_at, result, permit_lease FROM requests"
+                "SELECT state, exp, lease_expires_at, result,"
+                " permit_lease IS NOT NULL AND NOT permit_reserved FROM requests"
                 " WHERE tenant = %s AND request_id = %s",
                 (tenant, request_id),
             ).fetchone()
         if row is None:
             return None
-        state, exp, lease_expires_at, result, permit_lease = row
+        state, exp, lease_expires_at, result, permitted = row
         if state == "done":
             return RequestStatus(RequestState.DONE, bytes(result))
         if state == "leased" and lease_expires_at > now:
@@ -311,7 +295,7 @@ class PostgresQueue(QueueStore):
         if exp <= now:
             # Expired unanswered: certain only if no write was ever permitted.
             return RequestStatus(
-                RequestState.EXPIRED if permit_lease is None else RequestState.IN_DOUBT
+                RequestState.IN_DOUBT if permitted else RequestState.EXPIRED
             )
         return RequestStatus(RequestState.QUEUED)
 

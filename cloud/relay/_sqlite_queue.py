@@ -15,12 +15,11 @@ from cloud.relay.store import (
     LeaseGrant,
     LeaseLost,
     Permit,
-    PermitDecision,
     QueueStore,
     RequestState,
     RequestStatus,
-    takes_over,
 )
+from wire.permits import HeldPermit, Record, UserPermits, plan_permit
 
 # Columns added with write permits; ALTERed into databases made before them.
 PERMIT_COLUMNS = (
@@ -33,6 +32,8 @@ PERMIT_COLUMNS = (
     ("permit_closed_at", "REAL"),
     ("result_lease", "TEXT"),
     ("permit_marker", "TEXT"),
+    ("permit_reserved", "INTEGER"),
+    ("leased_at", "REAL"),
 )
 PERMIT_INDEX = "CREATE INDEX IF NOT EXISTS requests_by_user ON requests (tenant, user_key)"
 
@@ -44,11 +45,62 @@ _OPEN_PERMIT = (
     " AND NOT (exp <= ? AND permit_until <= ?)"
 )
 
+# A permit that may have written at or after a time (a reservation never wrote; an
+# unclosed permit could write until its time ran out).
+_WROTE_SINCE = (
+    "permit_lease IS NOT NULL AND COALESCE(permit_reserved, 0) = 0"
+    " AND COALESCE(permit_closed_at, permit_until) >= ?"
+)
+
+# A reservation (RECHECK) never licensed a write: given back, it is no permit at all.
+_DROP_RESERVATION = (
+    " permit_lease = CASE WHEN permit_reserved = 1 THEN NULL ELSE permit_lease END,"
+    " permit_reserved = NULL"
+)
+
 # A request can be leased when nobody holds it (or the holder's lease timed out)
 # and it has not expired. Used twice: to find candidates and to guard the UPDATE.
 # (Constant SQL spliced into constant SQL, values bound: the S608 noqas below.)
 _LEASABLE = "exp > ? AND (state = 'queued' OR (state = 'leased' AND lease_expires_at <= ?))"
 _CANDIDATES = 8
+
+
+class _UserPermits:
+    """The user's other requests, as `plan_permit` asks about them."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        tenant: str,
+        user_key: str,
+        request_id: str,
+        seq: int | None,
+        now: float,
+    ) -> None:
+        self._conn, self._now = conn, now
+        self._who = (tenant, user_key, request_id)
+        self._seq = seq if seq is not None else 0
+
+    def answers(self) -> UserPermits:
+        return UserPermits(self._newer_permitted, self._open_permit, self._wrote_since)
+
+    def _one(self, where: str, *params: object) -> bool:
+        row = self._conn.execute(
+            "SELECT 1 FROM requests WHERE tenant = ? AND user_key = ? AND request_id <> ?"  # noqa: S608
+            " AND " + where + " LIMIT 1",
+            (*self._who, *params),
+        ).fetchone()
+        return row is not None
+
+    def _newer_permitted(self) -> bool:
+        return self._one("ordered = 1 AND permit_lease IS NOT NULL AND seq > ?", self._seq)
+
+    def _open_permit(self) -> bool:
+        return self._one(_OPEN_PERMIT, self._now, self._now, self._now)
+
+    def _wrote_since(self, since: float) -> bool:
+        return self._one(_WROTE_SINCE, since)
 
 
 class SQLiteQueue(QueueStore):
@@ -110,9 +162,9 @@ class SQLiteQueue(QueueStore):
             for (request_id,) in candidates:
                 row = conn.execute(
                     "UPDATE requests SET state = 'leased', lease_id = ?, leased_by = ?,"  # noqa: S608
-                    " lease_expires_at = ?, attempts = attempts + 1"
+                    " lease_expires_at = ?, leased_at = ?, attempts = attempts + 1"
                     " WHERE tenant = ? AND request_id = ? AND " + _LEASABLE + " RETURNING envelope",
-                    (lease_id, agent_id, expires_at, tenant, request_id, now, now),
+                    (lease_id, agent_id, expires_at, now, tenant, request_id, now, now),
                 ).fetchone()
                 if row is not None:
                     return LeaseGrant(lease_id, request_id, tenant, bytes(row[0]), expires_at)
@@ -144,93 +196,62 @@ class SQLiteQueue(QueueStore):
         expires_at = now + lease_timeout
         with self._tx() as conn:
             row = conn.execute(
-                "SELECT request_id, tenant, seq, permit_lease, permit_until, permit_closed_at,"
-                " permit_marker FROM requests"
+                "SELECT request_id, tenant, seq, leased_at, permit_lease, permit_until,"
+                " permit_closed_at, permit_marker, permit_reserved FROM requests"
                 " WHERE lease_id = ? AND leased_by = ? AND state = 'leased'",
                 (lease_id, agent_id),
             ).fetchone()
             if row is None:
                 raise LeaseLost(f"lease {lease_id} is not held by {agent_id}")
-            request_id, tenant, seq, permit_lease, permit_until, closed_at, held_marker = row
-            taken_over = takes_over(
-                permit_lease=permit_lease,
-                lease_id=lease_id,
-                held_marker=held_marker,
-                marker=marker,
-                permit_until=permit_until,
-                now=now,
-            )
-            if taken_over:
-                permit_lease = None  # decided as if first asked
+            request_id, tenant, seq, leased_at, *permit = row
+            held = HeldPermit(permit[0], permit[1], permit[2], permit[3], bool(permit[4]))
             conn.execute(
                 "UPDATE requests SET lease_expires_at = ? WHERE lease_id = ?",
                 (expires_at, lease_id),
             )
-            decision = self._decide(
-                conn,
-                (tenant, request_id, seq, lease_id, permit_lease),
-                user_key,
+            plan = plan_permit(
+                held,
+                _UserPermits(
+                    conn, tenant=tenant, user_key=user_key, request_id=request_id, seq=seq, now=now
+                ).answers(),
+                lease_id=lease_id,
+                leased_at=leased_at,
                 ordered=ordered,
+                marker=marker,
                 now=now,
+                late_answer_grace=late_answer_grace,
             )
-            if decision is PermitDecision.GRANTED:
+            if plan.record in (Record.GRANT, Record.RESERVE):
                 conn.execute(
                     "UPDATE requests SET user_key = ?, ordered = ?, permit_lease = ?,"
                     " permit_agent = ?, permit_until = ?, permit_closed_at = NULL,"
-                    " permit_marker = ? WHERE lease_id = ?",
-                    (user_key, int(ordered), lease_id, agent_id, expires_at, marker, lease_id),
+                    " permit_marker = ?, permit_reserved = ? WHERE lease_id = ?",
+                    (
+                        user_key,
+                        int(ordered),
+                        lease_id,
+                        agent_id,
+                        expires_at,
+                        marker,
+                        int(plan.record is Record.RESERVE),
+                        lease_id,
+                    ),
                 )
-            elif (
-                decision is PermitDecision.IN_DOUBT
-                and late_answer_grace > 0
-                and now < float(permit_until or 0) + late_answer_grace
-            ):
-                decision = PermitDecision.BUSY  # the holder may still post its answer
-            elif decision is PermitDecision.IN_DOUBT and closed_at is None:
-                # The outcome is now recorded as in doubt; the permit still excludes
-                # other writes to this user until its holder's lease has run out.
+            elif plan.record is Record.CLOSE_IN_DOUBT:
                 conn.execute(
                     "UPDATE requests SET permit_closed_at = ? WHERE lease_id = ?",
-                    (max(now, float(permit_until or now)), lease_id),
+                    (plan.close_at, lease_id),
                 )
-        return Permit(decision, expires_at, taken_over and decision is PermitDecision.GRANTED)
-
-    @staticmethod
-    def _decide(
-        conn: sqlite3.Connection,
-        request: tuple[str, str, int | None, str, str | None],
-        user_key: str,
-        *,
-        ordered: bool,
-        now: float,
-    ) -> PermitDecision:
-        tenant, request_id, seq, lease_id, permit_lease = request
-        if permit_lease is not None:
-            # Asked again under the same lease (a lost answer): the same grant.
-            # Under another lease: a redelivery of a request that may be written.
-            return PermitDecision.GRANTED if permit_lease == lease_id else PermitDecision.IN_DOUBT
-        if ordered:
-            newer = conn.execute(
-                "SELECT 1 FROM requests WHERE tenant = ? AND user_key = ? AND ordered = 1"
-                " AND permit_lease IS NOT NULL AND seq > ? LIMIT 1",
-                (tenant, user_key, seq if seq is not None else 0),
-            ).fetchone()
-            if newer is not None:
-                return PermitDecision.SUPERSEDED
-        busy = conn.execute(
-            "SELECT 1 FROM requests WHERE tenant = ? AND user_key = ? AND request_id <> ? AND "  # noqa: S608 constant
-            + _OPEN_PERMIT
-            + " LIMIT 1",
-            (tenant, user_key, request_id, now, now, now),
-        ).fetchone()
-        return PermitDecision.BUSY if busy is not None else PermitDecision.GRANTED
+        return Permit(plan.decision, expires_at, plan.taken_over)
 
     def release(self, lease_id: str, agent_id: str) -> str:
         row = (
             self._conn()
             .execute(
-                "UPDATE requests SET state = 'queued', lease_id = NULL, leased_by = NULL,"
-                " lease_expires_at = NULL WHERE lease_id = ? AND leased_by = ? AND state = 'leased'"
+                "UPDATE requests SET state = 'queued', lease_id = NULL, leased_by = NULL,"  # noqa: S608
+                " lease_expires_at = NULL,"
+                + _DROP_RESERVATION
+                + " WHERE lease_id = ? AND leased_by = ? AND state = 'leased'"
                 " RETURNING request_id",
                 (lease_id, agent_id),
             )
@@ -281,7 +302,8 @@ class SQLiteQueue(QueueStore):
         row = (
             self._conn()
             .execute(
-                "SELECT state, exp, lease_expires_at, result, permit_lease FROM requests"
+                "SELECT state, exp, lease_expires_at, result,"
+                " permit_lease IS NOT NULL AND COALESCE(permit_reserved, 0) = 0 FROM requests"
                 " WHERE tenant = ? AND request_id = ?",
                 (tenant, request_id),
             )
@@ -289,16 +311,14 @@ class SQLiteQueue(QueueStore):
         )
         if row is None:
             return None
-        state, exp, lease_expires_at, result, permit_lease = row
+        state, exp, lease_expires_at, result, permitted = row
         if state == "done":
             return RequestStatus(RequestState.DONE, bytes(result))
         if state == "leased" and lease_expires_at > now:
             return RequestStatus(RequestState.LEASED)
         if exp <= now:
             # Expired unanswered: certain only if no write was ever permitted.
-            return RequestStatus(
-                RequestState.EXPIRED if permit_lease is None else RequestState.IN_DOUBT
-            )
+            return RequestStatus(RequestState.IN_DOUBT if permitted else RequestState.EXPIRED)
         return RequestStatus(RequestState.QUEUED)
 
     def request_tenant_group(self, lease_id: str) -> tuple[str, str, str] | None:

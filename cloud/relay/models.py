@@ -187,7 +187,7 @@ class PermitAsk(_Body):
 
 
 class PermitAnswer(_Body):
-    decision: str = Field(description="granted | in_doubt | superseded | busy")
+    decision: str = Field(description="granted | in_doubt | superseded | busy | recheck")
     lease_expires_at: float
     lease_seconds: float = Field(description="how long the lease (and the permit) still runs")
 

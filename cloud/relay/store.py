@@ -35,30 +35,19 @@ request "newer" than one submitted after it by another instance). The sequence i
 not signed; a relay could reorder, but it can only choose which of the user's own
 requests wins, and every answer stays true to that order (the loser says superseded).
 Before it writes, the agent holding the lease asks
-`permit(lease, user_key)`; the answer is one of `PermitDecision`:
-
-- IN_DOUBT   this request was permitted before, under another lease (the agent that
-             got that permit died or lost its lease mid-write): never write it again.
-             If that first writer's result arrives it is stored (`complete` accepts
-             the permit holder's result); otherwise the request is answered in_doubt.
-             Unless the write marker proves the holder never wrote: the agent sends,
-             with every ask, a hash of the server it read the user from and the
-             entry's change stamp there, read before the ask (agent/permits.py
-             `write_marker`); the holder writes only to that server and only while
-             its lease runs. A redelivery, asked after that lease ended, whose marker
-             equals the holder's has read an entry nobody wrote to: the permit moves to
-             the new lease (the old holder can no longer post) and the request is
-             decided as if first asked (GRANTED, SUPERSEDED or BUSY). And not before
-             `late_answer_grace` after the holder's lease ended: until then the
-             holder, which may have written and lost its answer's post, can still
-             answer (it retries, or re-posts after a restart); the redelivery is told
-             BUSY meanwhile, waits a little and gives the lease back.
-- SUPERSEDED a request for the same user with a higher sequence number was permitted
-             (ordered ops only: reset, change): this older one is never written.
-- BUSY       another request for this user holds an open permit; ask again soon
-             (the lease is renewed meanwhile).
-- GRANTED    write now. The lease is renewed (the permit replaces the renew call)
-             and the permit is recorded with the request, durably, before the answer.
+`permit(lease, user_key, marker=...)`; the answer is one of `PermitDecision`
+(GRANTED, IN_DOUBT, SUPERSEDED, BUSY, RECHECK). The rules are in one place,
+wire/permits.py `plan_permit`, shared by both stores and the agent's in-memory
+transport; a store reads the request's permit under its lock, answers three
+questions about the user's other requests (a newer ordered one permitted? another
+permit open? another permit that may have written since this lease began?) and
+records what the plan says. The write marker (agent/permits.py `write_marker`) is a
+hash of the server the agent read the user from and the entry's change stamp there;
+a redelivery whose marker equals the holder's, asked after the holder's time ran
+out, proves the holder never wrote and takes the permit over. RECHECK reserves the
+permit (exclusive, not a licence to write) when another write to the user may have
+landed after this lease began, i.e. possibly after the agent's read: the agent reads
+again and confirms with a fresh marker, so the marker the relay keeps is always true.
 
 A permit is open from its grant until its holder's result is stored, or, once the
 holder's lease is lost, until its outcome is recorded as in doubt: a redelivery was
@@ -84,6 +73,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+from wire.permits import PermitDecision
 
 
 class StoreError(Exception):
@@ -135,39 +126,11 @@ class RequestState(StrEnum):
     IN_DOUBT = "in_doubt"
 
 
-class PermitDecision(StrEnum):
-    GRANTED = "granted"
-    IN_DOUBT = "in_doubt"
-    SUPERSEDED = "superseded"
-    BUSY = "busy"
-
-
 @dataclass(frozen=True)
 class Permit:
     decision: PermitDecision
     lease_expires_at: float  # the lease, renewed by every permit call
-    taken_over: bool = False  # granted to a redelivery: the marker proved no write
-
-
-def takes_over(
-    *,
-    permit_lease: str | None,
-    lease_id: str,
-    held_marker: str | None,
-    marker: str | None,
-    permit_until: float | None,
-    now: float,
-) -> bool:
-    """A redelivery whose write marker equals the permit holder's, asked after the
-    holder's lease (and so its right to write) ran out: the holder never wrote."""
-    return (
-        permit_lease is not None
-        and permit_lease != lease_id
-        and marker is not None
-        and marker == held_marker
-        and permit_until is not None
-        and float(permit_until) <= now
-    )
+    taken_over: bool = False  # granted to a redelivery: the holder provably never wrote
 
 
 @dataclass(frozen=True)

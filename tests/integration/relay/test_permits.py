@@ -9,9 +9,10 @@ from collections.abc import Callable
 
 import pytest
 
-from agent.transports.base import LeaseLost, PermitDecision
+from agent.transports.base import LeaseLost
 from cloud.relay.client import RequestExpired, RequestInDoubt
 from tests.servers.relay import RelayProcess, fake_envelope
+from wire.permits import PermitDecision
 
 ALICE = hashlib.sha256(b"alice").hexdigest()
 BOB = hashlib.sha256(b"bob").hexdigest()

@@ -15,9 +15,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.transports.base import Lease, LeaseLost, PermitDecision
+from agent.transports.base import Lease, LeaseLost
 from tests.servers.postgres import PostgresServer
 from tests.servers.relay import RelayProcess, fake_envelope, start_replicas
+from wire.permits import PermitDecision
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 RECHECK = 10.0
@@ -180,8 +181,10 @@ def test_write_permits_hold_across_relays(replicas: tuple[RelayProcess, RelayPro
         l_old, l_new = on_b.lease(wait=5), on_a.lease(wait=5)
         assert l_old is not None and l_new is not None
         assert (l_old.request_id, l_new.request_id) == (older, newer)
-        assert on_a.permit(l_new, ALICE, ordered=True).decision is PermitDecision.GRANTED
+        # The user's last write closed after these leases began: reserved, then confirmed.
+        assert on_a.permit(l_new, ALICE, ordered=True).decision is PermitDecision.RECHECK
         assert on_b.permit(l_old, ALICE, ordered=True).decision is PermitDecision.SUPERSEDED
+        assert on_a.permit(l_new, ALICE, ordered=True).decision is PermitDecision.GRANTED
         on_a.complete(l_new, b'{"status":"succeeded"}')
         on_b.complete(l_old, b'{"status":"superseded"}')
     on_a.close()

@@ -146,13 +146,11 @@ def test_the_relay_routes_are_those_the_relay_serves() -> None:
 def test_permit_decisions_are_those_of_the_relay_and_the_agent() -> None:
     # A decision added to the code (or the spec) alone fails here: write its row in
     # the permit_decisions table of section 12.3, saying what the agent does with it.
-    from agent.transports.base import PermitDecision as AgentDecision
     from cloud.relay.models import PermitAnswer
-    from cloud.relay.store import PermitDecision as RelayDecision
+    from wire.permits import PermitDecision  # the relay's stores and the agent share it
 
     in_spec = column("permit_decisions")
-    assert sorted(in_spec) == sorted(d.value for d in RelayDecision)
-    assert sorted(in_spec) == sorted(d.value for d in AgentDecision)
+    assert sorted(in_spec) == sorted(d.value for d in PermitDecision)
     described = PermitAnswer.model_fields["decision"].description or ""
     assert sorted(in_spec) == sorted(described.replace(" ", "").split("|"))
 

@@ -17,12 +17,12 @@ from cloud.relay.store import (
     EnrollmentError,
     LeaseLost,
     NotFoundError,
-    PermitDecision,
     PortalKey,
     RelayStore,
     RequestState,
 )
 from cloud.relay.store_sqlite import SQLiteStore
+from wire.permits import PermitDecision
 
 T0 = 1_700_000_000.0
 LEASE = 30.0
@@ -320,6 +320,7 @@ def test_redelivery_after_a_permit_is_in_doubt_never_granted(store: RelayStore) 
     assert _permit(store, "L2", "a2", T0 + 3 + LEASE, user="other") is PermitDecision.IN_DOUBT
     # Recorded in doubt: a newer request for the user may be written now.
     assert _leased(store, "a1", "L3", T0 + 3 + LEASE) == "r2"
+    assert _permit(store, "L3", "a1", T0 + 3 + LEASE) is PermitDecision.RECHECK
     assert _permit(store, "L3", "a1", T0 + 3 + LEASE) is PermitDecision.GRANTED
     assert store.complete("L2", "r1", "a2", b"in_doubt", T0 + 4 + LEASE) is True
     status = store.request_status("t1", "r1", T0 + 5 + LEASE)
@@ -457,7 +458,84 @@ def test_a_taken_over_permit_keeps_the_users_writes_in_order(store: RelayStore) 
     assert (taken.decision, taken.taken_over) == (PermitDecision.GRANTED, True)
     assert _permit(store, "L3b", "a2", T0 + 3 + LEASE) is PermitDecision.BUSY
     store.complete("L2", "old", "a2", b"succeeded", T0 + 4 + LEASE)
+    assert _permit(store, "L3b", "a2", T0 + 5 + LEASE) is PermitDecision.RECHECK
     assert _permit(store, "L3b", "a2", T0 + 5 + LEASE) is PermitDecision.GRANTED
+
+
+def _recheck_setup(store: RelayStore) -> None:
+    """Two resets for one user, both leased at T0; r1 is written and closed at T0 + 2,
+    after r2's agent read the entry (its marker M1 describes the entry before r1)."""
+    _tenant_with_agents(store, "a1", "a2")
+    store.add_request("t1", "r1", "g", T0 + 600, b"x", now=T0)
+    store.add_request("t1", "r2", "g", T0 + 600, b"x", now=T0)
+    assert _leased(store, "a1", "L1", T0) == "r1"
+    assert _leased(store, "a2", "L2", T0) == "r2"
+    assert _permit(store, "L1", "a1", T0 + 1) is PermitDecision.GRANTED
+    store.complete("L1", "r1", "a1", b"succeeded", T0 + 2)
+
+
+def test_a_write_after_the_lease_began_reserves_the_permit_for_a_fresh_read(
+    store: RelayStore,
+) -> None:
+    _recheck_setup(store)
+    ask = store.permit("L2", "a2", "U", ordered=True, now=T0 + 3, lease_timeout=LEASE, marker=M1)
+    assert ask.decision is PermitDecision.RECHECK
+    # The reservation excludes every other write to the user, as a grant does.
+    store.add_request("t1", "r3", "g", T0 + 600, b"x", now=T0 + 3)
+    assert _leased(store, "a1", "L3", T0 + 3) == "r3"
+    assert _permit(store, "L3", "a1", T0 + 4) is PermitDecision.BUSY  # newer: waits
+    store.add_request("t1", "u1", "g", T0 + 600, b"x", now=T0 + 4)
+    assert _leased(store, "a1", "L4", T0 + 4) == "u1"
+    assert _permit(store, "L4", "a1", T0 + 4, ordered=False) is PermitDecision.BUSY
+    # Confirmed with the marker read after the reservation: granted.
+    ok = store.permit("L2", "a2", "U", ordered=True, now=T0 + 5, lease_timeout=LEASE, marker=M2)
+    assert ok.decision is PermitDecision.GRANTED
+
+
+def test_a_write_closed_before_the_lease_began_needs_no_recheck(store: RelayStore) -> None:
+    _tenant_with_agents(store, "a1", "a2")
+    store.add_request("t1", "r1", "g", T0 + 600, b"x", now=T0)
+    store.add_request("t1", "r2", "g", T0 + 600, b"x", now=T0)
+    assert _leased(store, "a1", "L1", T0) == "r1"
+    assert _permit(store, "L1", "a1", T0 + 1) is PermitDecision.GRANTED
+    store.complete("L1", "r1", "a1", b"succeeded", T0 + 2)
+    # Leased well after that write closed: the agent's read saw it.
+    assert _leased(store, "a2", "L2", T0 + 10) == "r2"
+    assert _permit(store, "L2", "a2", T0 + 11) is PermitDecision.GRANTED
+
+
+def test_a_reservation_whose_holder_died_is_taken_over_whatever_the_marker(
+    store: RelayStore,
+) -> None:
+    """Reserved, never confirmed: no write was licensed, so the redelivery takes the
+    permit over at once (no grace) although the entry changed (r1's write)."""
+    _recheck_setup(store)
+    ask = store.permit("L2", "a2", "U", ordered=True, now=T0 + 3, lease_timeout=LEASE, marker=M1)
+    assert ask.decision is PermitDecision.RECHECK
+    assert _leased(store, "a1", "L5", T0 + 4 + LEASE) == "r2"  # a2 died
+    taken = store.permit(
+        "L5", "a1", "U", ordered=True, now=T0 + 5 + LEASE, lease_timeout=LEASE, marker=M2,
+        late_answer_grace=25,
+    )
+    assert (taken.decision, taken.taken_over) == (PermitDecision.GRANTED, True)
+    with pytest.raises(LeaseLost):  # the dead holder's confirmation comes too late
+        store.permit("L2", "a2", "U", ordered=True, now=T0 + 6 + LEASE, lease_timeout=LEASE)
+
+
+def test_a_reservation_given_back_or_expired_licensed_no_write(store: RelayStore) -> None:
+    _recheck_setup(store)
+    assert _permit(store, "L2", "a2", T0 + 3) is PermitDecision.RECHECK
+    store.release("L2", "a2")  # e.g. the entry changed: the redelivery decides afresh
+    store.add_request("t1", "u1", "g", T0 + 600, b"x", now=T0 + 4)
+    assert _leased(store, "a1", "L3", T0 + 10) == "r2"
+    assert _leased(store, "a1", "L4", T0 + 10) == "u1"
+    # Nothing of r2 is open: another request for the user is not held back.
+    assert _permit(store, "L4", "a1", T0 + 11, ordered=False) is PermitDecision.GRANTED
+    store.complete("L4", "u1", "a1", b"succeeded", T0 + 12)
+    # r2 reserved again under its new lease, then the request expires unanswered.
+    assert _permit(store, "L3", "a1", T0 + 13) is PermitDecision.RECHECK
+    status = store.request_status("t1", "r2", T0 + 601)
+    assert status is not None and status.state is RequestState.EXPIRED
 
 
 def test_the_first_writers_late_answer_is_kept(store: RelayStore) -> None:
@@ -502,10 +580,12 @@ def test_an_open_permit_makes_the_next_one_wait(store: RelayStore) -> None:
     assert _permit(store, "L2", "a2", T0 + 1) is PermitDecision.BUSY
     assert _permit(store, "L3", "a2", T0 + 1, ordered=False) is PermitDecision.BUSY  # unlock too
     store.complete("L1", "r1", "a1", b"ok", T0 + 2)
+    assert _permit(store, "L3", "a2", T0 + 3, ordered=False) is PermitDecision.RECHECK
     assert _permit(store, "L3", "a2", T0 + 3, ordered=False) is PermitDecision.GRANTED
     assert _permit(store, "L2", "a2", T0 + 3) is PermitDecision.BUSY
     store.complete("L3", "r3", "a2", b"ok", T0 + 4)
     # r2 is older than r3, but r3 does not set a password: it supersedes nothing.
+    assert _permit(store, "L2", "a2", T0 + 5) is PermitDecision.RECHECK
     assert _permit(store, "L2", "a2", T0 + 5) is PermitDecision.GRANTED
 
 
@@ -521,6 +601,7 @@ def test_a_removed_agents_permit_excludes_until_its_lease_would_end(store: Relay
     store.complete("L2", "r1", "a2", b"in_doubt", T0 + 3)
     assert _leased(store, "a2", "L3", T0 + 4) == "r2"
     assert _permit(store, "L3", "a2", T0 + 4) is PermitDecision.BUSY
+    assert _permit(store, "L3", "a2", T0 + 1 + LEASE) is PermitDecision.RECHECK
     assert _permit(store, "L3", "a2", T0 + 1 + LEASE) is PermitDecision.GRANTED
 
 
@@ -539,6 +620,7 @@ def test_an_expired_request_with_an_unanswered_permit_is_in_doubt(store: RelaySt
     assert status is not None and status.state is RequestState.EXPIRED
     assert _leased(store, "a2", "L2", T0 + 2) == "r2"
     assert _permit(store, "L2", "a2", T0 + 3) is PermitDecision.BUSY
+    assert _permit(store, "L2", "a2", T0 + 1 + LEASE) is PermitDecision.RECHECK
     assert _permit(store, "L2", "a2", T0 + 1 + LEASE) is PermitDecision.GRANTED
 
 
@@ -567,6 +649,8 @@ def test_permits_from_two_handles_never_overlap(
                 n += 1
                 while True:
                     decision = _permit(handle, grant.lease_id, agent, T0 + 2)
+                    if decision is PermitDecision.RECHECK:  # reserved: confirm
+                        decision = _permit(handle, grant.lease_id, agent, T0 + 2)
                     if decision is not PermitDecision.BUSY:
                         break
                 if decision is PermitDecision.GRANTED:

@@ -84,8 +84,8 @@ def test_an_older_database_is_upgraded_and_keeps_its_rows(postgres_dsn: str) -> 
     import psycopg
 
     from cloud.relay.pg_migrations import migrations
-    from cloud.relay.store import PermitDecision
     from cloud.relay.store_postgres import PostgresStore
+    from wire.permits import PermitDecision
 
     first = migrations()[0]
     assert first.version == 1

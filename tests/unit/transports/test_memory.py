@@ -113,7 +113,7 @@ def test_fault_injection_heartbeats_and_keys() -> None:
 
 
 def test_permits_follow_the_relays_rules() -> None:
-    from agent.transports.base import PermitDecision
+    from wire.permits import PermitDecision
 
     queue = MemoryQueue(lease_timeout=0.2)
     a, b = MemoryTransport(queue, "a"), MemoryTransport(queue, "b")

@@ -7,8 +7,9 @@ import threading
 import time
 
 from agent.permit_batch import BatchedPermitTransport, PermitBatcher
-from agent.transports.base import Lease, LeaseLost, Permit, PermitDecision, TransportUnavailable
+from agent.transports.base import Lease, LeaseLost, Permit, TransportUnavailable
 from agent.transports.memory import MemoryQueue, MemoryTransport
+from wire.permits import PermitDecision
 
 
 class _SlowPermits(MemoryTransport):

@@ -10,8 +10,9 @@ import time
 import pytest
 
 from agent.permits import GiveBack, LeasePermits, user_key
-from agent.transports.base import LeaseLost, PermitDecision, TransportUnavailable
+from agent.transports.base import LeaseLost, TransportUnavailable
 from agent.transports.memory import MemoryQueue, MemoryTransport
+from wire.permits import PermitDecision
 
 
 def _two_leases() -> tuple[MemoryTransport, MemoryTransport, object, object]:
@@ -29,15 +30,20 @@ def test_user_key_is_the_same_for_every_spelling_of_one_id() -> None:
     assert len(user_key("t", guid)) == 64 and guid.lower() not in user_key("t", guid)
 
 
-def test_busy_is_waited_out_then_granted() -> None:
+def test_busy_is_waited_out_then_reserved_for_a_fresh_read_then_granted() -> None:
+    """The other write closed while we waited, after our lease began: it may postdate
+    our read, so the relay reserves the permit (RECHECK) and grants the confirmation."""
     a, b, first, second = _two_leases()
     assert a.permit(first, "U", ordered=False).decision is PermitDecision.GRANTED  # type: ignore[arg-type]
     threading.Timer(0.3, a.complete, args=(first, b"done")).start()
     gate = LeasePermits(b, second, threading.Event(), busy_wait=5)  # type: ignore[arg-type]
     started = time.monotonic()
-    permit = gate.ask("U", ordered=False, deadline=time.time() + 10)
-    assert permit.decision is PermitDecision.GRANTED
+    permit = gate.ask("U", ordered=False, deadline=time.time() + 10, marker="m-stale")
+    assert permit.decision is PermitDecision.RECHECK
     assert 0.25 < time.monotonic() - started < 3
+    # Reserved: another request for the user waits; the confirmation is granted.
+    again = gate.ask("U", ordered=False, deadline=time.time() + 10, marker="m-fresh")
+    assert again.decision is PermitDecision.GRANTED
 
 
 def test_busy_too_long_gives_the_lease_back() -> None:
