@@ -178,3 +178,11 @@ def test_the_policy_members_are_those_the_agent_sends() -> None:
         for name, value in sent.items():
             allowed = tuple(types[t] for t in re.findall(r"integer|boolean|null", rows[name]))
             assert type(value) in allowed, (name, value)
+
+
+def test_every_section_the_spec_refers_to_exists() -> None:
+    heads = set(re.findall(r"^#{2,4} (\d+(?:\.\d+)*)\.? ", SPEC, re.MULTILINE))
+    refs = re.findall(r"(?<!RFC \d{4}\s)sections? (\d+(?:\.\d+)*)", SPEC)
+    refs += re.findall(r"\((\d+\.\d+)[,)]", SPEC)
+    refs += re.findall(r"sections \d+(?:\.\d+)*(?:, \d+(?:\.\d+)*)* and (\d+(?:\.\d+)*)", SPEC)
+    assert refs and sorted(set(refs) - heads) == []
