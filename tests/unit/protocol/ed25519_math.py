@@ -115,3 +115,13 @@ def verify_cofactored(public: bytes, sig: bytes, msg: bytes) -> bool:
     s = int.from_bytes(sig[32:], "little")
     k = h512(sig[:32] + public + msg) % L
     return encode(mul(8 * s, BASE)) == encode(add(mul(8, r), mul(8 * k, big_a)))
+
+
+def sign_with_noncanonical_identity_r(seed: bytes, msg: bytes) -> bytes:
+    """R = the identity written non-canonically (y = p + 1) and S = k*a: the equation
+    holds when R is compared as a point, never when compared as bytes (RFC 8032)."""
+    a, _ = expand_seed(seed)
+    big_a = encode(mul(a, BASE))
+    r_enc = (P + 1).to_bytes(32, "little")
+    k = h512(r_enc + big_a + msg) % L
+    return r_enc + (k * a % L).to_bytes(32, "little")

@@ -23,6 +23,7 @@ from wire.sealing import SEAL_DOMAIN, seal_info, suite
 from wire.signing import Domain, signature_input
 
 from . import ed25519_math
+from .make_relay_vectors import relay_vectors
 
 OUT = Path(__file__).resolve().parents[3] / "docs" / "test-vectors"
 
@@ -245,6 +246,19 @@ def rejection_vectors() -> dict[str, Any]:  # noqa: PLR0915 - one flat list of c
         mutated(lambda d: (d["header"].update(v=2), d["header"].pop("op")), resign=True),
         "unsupported_version",
     )
+
+    # 2. strict parse, seen only because it comes before the version check
+    def nested(levels: int) -> str:
+        return "[" * levels + "1" + "]" * levels
+
+    def v2(x: str) -> str:
+        assert good_text.count('"v":1}') == 1
+        return good_text.replace('"v":1}', '"v":2,"x":' + x + "}")
+
+    # the envelope and the header enclose x: 2 + 31 lists = 33 around the 1
+    case("nesting_33_levels_before_version", v2(nested(31)), "malformed")
+    case("nesting_32_levels_is_fine", v2(nested(30)), "unsupported_version")
+    case("lone_surrogate_before_version", v2('"\\ud800"'), "malformed")
     # 4. schema
     case("missing_field", mutated(lambda d: d["header"].pop("exp"), resign=True), "malformed")
     case("extra_field", mutated(lambda d: d["header"].update(x=1), resign=True), "malformed")
@@ -266,6 +280,17 @@ def rejection_vectors() -> dict[str, Any]:  # noqa: PLR0915 - one flat list of c
         signed(_header(user={"kind": "upn", "value": "\U0001f600" * 257}), change_pt),
         "malformed",
     )
+    case(
+        "user_value_control_character",
+        signed(_header(user={"kind": "login", "value": "j\u0007rgen"}), change_pt),
+        "malformed",
+    )
+    case(
+        "user_value_delete_character",
+        signed(_header(user={"kind": "login", "value": "j\u007frgen"}), change_pt),
+        "malformed",
+    )
+    case("id_uppercase", signed(_header(id=REQUEST_ID.upper()), change_pt), "malformed")
     case(
         "signature_noncanonical_trailing_bits",
         mutated(lambda d: d["sig"].update(value=_noncanonical_tail(d["sig"]["value"]))),
@@ -295,6 +320,16 @@ def rejection_vectors() -> dict[str, Any]:  # noqa: PLR0915 - one flat list of c
         signed(_header(kem="mlkem768-x25519"), change_pt),
         "malformed",
     )
+
+    def with_others(count: int, length: int = 24) -> str:
+        """Our entry plus ``count`` entries for other agents, ``length`` characters each."""
+        doc = _sealed_doc(_header(), change_pt)
+        for i in range(count):
+            doc["sealed"][f"x25519_{i:022d}"] = "A" * length
+        return _resign(doc)
+
+    case("sealed_65_entries", with_others(64), "malformed")
+    case("sealed_entry_10242_characters", with_others(1, 10242), "malformed")
     # 5.-8. key, signature, recipient, time
     case(
         "unknown_key",
@@ -331,6 +366,13 @@ def rejection_vectors() -> dict[str, Any]:  # noqa: PLR0915 - one flat list of c
         d["sig"]["value"] = b64url_encode(ed25519_math.sign_with_torsion_r(PORTAL_SEED, msg))
 
     case("signature_valid_only_cofactored", mutated(torsion_r), "bad_signature")
+
+    def noncanonical_r(d: dict[str, Any]) -> None:
+        msg = signature_input(Domain.REQUEST, {"header": d["header"], "sealed": d["sealed"]})
+        sig = ed25519_math.sign_with_noncanonical_identity_r(PORTAL_SEED, msg)
+        d["sig"]["value"] = b64url_encode(sig)
+
+    case("signature_r_noncanonical", mutated(noncanonical_r), "bad_signature")
     case("wrong_tenant", json.dumps(good), "wrong_tenant", tenant="other")
     case("wrong_agent_group", json.dumps(good), "wrong_agent_group", agent_group="branch")
     case("bad_lifetime", json.dumps(good), "bad_lifetime", max_lifetime=119)
@@ -412,7 +454,24 @@ def rejection_vectors() -> dict[str, Any]:  # noqa: PLR0915 - one flat list of c
         case(name, signed(_header(op=op), pt), "malformed")
 
     # Requests a strict verifier must accept (boundaries and forms that look odd).
+    # Two failures at once: the earlier step of section 6 gives the reason.
+    def wire_of(name: str) -> str:
+        return str(next(c["wire"] for c in cases if c["name"] == name))
+
+    bad_sig, not_ours = wire_of("header_changed"), wire_of("not_for_this_agent")
+    case("too_large_before_parse", "{" + "x" * 300, "too_large", max_bytes=256)
+    case("retired_before_signature", bad_sig, "retired_key", portal_not_after=NOW + 4)
+    case("signature_before_tenant", bad_sig, "bad_signature", tenant="other")
+    case("tenant_before_group", good_text, "wrong_tenant", tenant="other", agent_group="branch")
+    case("group_before_lifetime", good_text, "wrong_agent_group", agent_group="b", max_lifetime=119)
+    case("lifetime_before_iat", good_text, "bad_lifetime", max_lifetime=119, now=NOW - 61)
+    case("expired_before_recipient", not_ours, "expired", now=NOW + 181)
+    case("tenant_differs_in_case", good_text, "wrong_tenant", tenant="ACME")
+    case("agent_group_differs_in_case", good_text, "wrong_agent_group", agent_group="HQ")
     accept("change", good_text, change_pt)
+    accept("size_at_limit", good_text, change_pt, max_bytes=len(good_text.encode("utf-8")))
+    accept("sealed_64_entries", with_others(63), change_pt)
+    accept("sealed_entry_10240_characters", with_others(1, 10240), change_pt)
     accept("key_valid_from_now", good_text, change_pt, portal_not_before=NOW + 5)
     accept("key_valid_until_now", good_text, change_pt, portal_not_after=NOW + 5)
     accept("lifetime_at_limit", good_text, change_pt, max_lifetime=120)
@@ -455,6 +514,12 @@ def _signed_result(payload: dict[str, Any], seed: bytes = AGENT_SIGN_SEED) -> st
     ).decode("utf-8")
 
 
+def _in(text: str, old: str, new: str) -> str:
+    """``text`` with its one ``old`` replaced (so a vector never silently stays valid)."""
+    assert text.count(old) == 1, old
+    return text.replace(old, new)
+
+
 def result_vector(request_hash: str) -> dict[str, Any]:
     keys = agent_keys("x25519")
     body = make_result(
@@ -468,7 +533,15 @@ def result_vector(request_hash: str) -> dict[str, Any]:
         # canonical encoder show its escapes (U+001F lowercase, \b \f \r short).
         detail="minimum length 12\x1f\b\f\r\t\n\x00",
         dc="dc1.acme.example",
-        policy={"min_length": 12, "complexity": True, "history": 24, "min_age": 0},
+        policy={
+            "min_length": 12,
+            "max_length": None,
+            "complexity": True,
+            "history_length": 24,
+            "min_age_seconds": 0,
+            "max_age_seconds": None,
+            "lockout_threshold": 0,
+        },
         received_at=NOW + 1,
         completed_at=NOW + 2,
     )
@@ -489,9 +562,21 @@ def result_vector(request_hash: str) -> dict[str, Any]:
         wire.replace('"tenant":"acme"', '"tenant":"acme","tenant":"acme"'),
         "malformed",
     )
-    case("minus_zero", wire.replace('"min_age":0', '"min_age":-0'), "malformed")
-    case("float", wire.replace('"history":24', '"history":24.0'), "malformed")
-    case("exponent", wire.replace('"history":24', '"history":2.4e1'), "malformed")
+    case("minus_zero", _in(wire, '"min_age_seconds":0', '"min_age_seconds":-0'), "malformed")
+    case("float", _in(wire, '"history_length":24', '"history_length":24.0'), "malformed")
+    case("exponent", _in(wire, '"history_length":24', '"history_length":2.4e1'), "malformed")
+    deep = "[" * 31 + "1" + "]" * 31  # inside result, policy and 31 lists: 33
+    case(
+        "nesting_33_levels",
+        _in(wire, '"lockout_threshold":0', '"lockout_threshold":' + deep),
+        "malformed",
+    )
+    case("lone_surrogate", _in(wire, "minimum length 12", "minimum length 12\\ud800"), "malformed")
+    case(
+        "detail_2001_code_points", _signed_result(changed(detail="\U0001f600" * 2001)), "malformed"
+    )
+    case("message_control_character", _signed_result(changed(message="a\u0007b")), "malformed")
+    case("reason_not_a_reason", _signed_result(changed(reason="Too Short")), "malformed")
     case("byte_order_mark", "\ufeff" + wire, "malformed")
     case("unknown_status", _signed_result(changed(status="maybe")), "malformed")
     case(
@@ -512,6 +597,20 @@ def result_vector(request_hash: str) -> dict[str, Any]:
         _signed_result(changed(request_hash=sha256_b64(b"other"))),
         "wrong_request",
     )
+    case(
+        "request_hash_null_but_not_rejected",
+        _signed_result(changed(request_hash=None)),
+        "malformed",
+    )
+
+    def s_plus_l(text: str) -> str:
+        doc = json.loads(text)
+        raw = b64url_decode(doc["sig"]["value"])
+        s = int.from_bytes(raw[32:], "little") + ed25519_math.L
+        doc["sig"]["value"] = b64url_encode(raw[:32] + s.to_bytes(32, "little"))
+        return canonical_json(doc).decode("utf-8")
+
+    case("signature_s_not_reduced", s_plus_l(wire), "bad_signature")
     case("other_tenant", _signed_result(changed(tenant="other")), "wrong_tenant")
     return {
         "description": "A signed result answering request-x25519.json, and results a portal "
@@ -536,6 +635,7 @@ def canonical_vectors() -> dict[str, Any]:
         ("solidus_not_escaped", "a/b"),
         ("integers", [0, -1, 9007199254740991, -9007199254740991]),
         ("empty", {"a": "", "b": [], "c": {}}),
+        ("nesting_32_levels", json.loads("[" * 32 + "1" + "]" * 32)),
     ]
     invalid = [
         ("float", "1.5"),
@@ -548,6 +648,7 @@ def canonical_vectors() -> dict[str, Any]:
         ("nan", "NaN"),
         ("duplicate_key", '{"a":1,"a":2}'),
         ("byte_order_mark", "\ufeff{}"),
+        ("nesting_33_levels", "[" * 33 + "1" + "]" * 33),
     ]
     noncanonical = [
         ("uppercase_u_escape", '"\\u001F"'),
@@ -625,6 +726,7 @@ def main() -> None:
     write("request-mlkem768-x25519.json", request_vector("mlkem768-x25519"))
     write("rejections.json", rejection_vectors())
     write("result.json", result_vector(x["request_hash"]))
+    write("relay.json", relay_vectors())
 
 
 if __name__ == "__main__":

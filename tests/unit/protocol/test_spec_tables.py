@@ -120,3 +120,67 @@ def test_the_spec_stands_on_its_own() -> None:
         r"tests/",
     ):
         assert not re.search(pattern, SPEC), pattern
+
+
+def _route(cell: str) -> tuple[str, str]:
+    method, target = code(cell).split(" ", 1)
+    path = re.sub(r"\{[^}]+\}", "{}", target.split("?", 1)[0])
+    return method, path
+
+
+def test_the_relay_routes_are_those_the_relay_serves() -> None:
+    from fastapi.routing import APIRoute
+
+    from cloud.relay.routes_agent import router as agent_router
+    from cloud.relay.routes_portal import router as portal_router
+
+    served = {
+        (method, re.sub(r"\{[^}]+\}", "{}", route.path))
+        for route in [*agent_router.routes, *portal_router.routes]
+        if isinstance(route, APIRoute)
+        for method in route.methods or ()
+    }
+    assert sorted(_route(row[0]) for row in table("routes")) == sorted(served)
+
+
+def test_permit_decisions_are_those_of_the_relay_and_the_agent() -> None:
+    # A decision added to the code (or the spec) alone fails here: write its row in
+    # the permit_decisions table of section 12.3, saying what the agent does with it.
+    from cloud.relay.models import PermitAnswer
+    from wire.permits import PermitDecision  # the relay's stores and the agent share it
+
+    in_spec = column("permit_decisions")
+    assert sorted(in_spec) == sorted(d.value for d in PermitDecision)
+    described = PermitAnswer.model_fields["decision"].description or ""
+    assert sorted(in_spec) == sorted(described.replace(" ", "").split("|"))
+
+
+def test_the_states_a_portal_waits_on_are_those_of_the_relay() -> None:
+    from cloud.relay.store import RequestState
+
+    section = SPEC.split("### 12.5 ", 1)[1]
+    named = set(re.findall(r"`([a-z_]+)`", section.split("It counts", 1)[0]))
+    assert {s.value for s in RequestState} | {"unknown"} <= named
+
+
+def test_the_policy_members_are_those_the_agent_sends() -> None:
+    import datetime as dt
+
+    from connectors.base import PasswordPolicy
+
+    types = {"integer": int, "boolean": bool, "null": type(None)}
+    rows = {code(row[0]): row[1] for row in table("policy_members")}
+    for policy in (PasswordPolicy(), PasswordPolicy(max_length=127, max_age=dt.timedelta(days=9))):
+        sent = policy.describe()
+        assert sorted(rows) == sorted(sent)
+        for name, value in sent.items():
+            allowed = tuple(types[t] for t in re.findall(r"integer|boolean|null", rows[name]))
+            assert type(value) in allowed, (name, value)
+
+
+def test_every_section_the_spec_refers_to_exists() -> None:
+    heads = set(re.findall(r"^#{2,4} (\d+(?:\.\d+)*)\.? ", SPEC, re.MULTILINE))
+    refs = re.findall(r"(?<!RFC \d{4}\s)sections? (\d+(?:\.\d+)*)", SPEC)
+    refs += re.findall(r"\((\d+\.\d+)[,)]", SPEC)
+    refs += re.findall(r"sections \d+(?:\.\d+)*(?:, \d+(?:\.\d+)*)* and (\d+(?:\.\d+)*)", SPEC)
+    assert refs and sorted(set(refs) - heads) == []
