@@ -10,6 +10,7 @@ on those). A traceback only with --debug. Secrets are never printed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -165,7 +166,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     failures = 0
-    for ok, name, detail in run_checks(settings):
+    for ok, name, detail in run_checks(settings, config_path(args.config)):
         mark = "ok  " if ok else "FAIL"
         print(f"[{mark}] {name}" + (f": {detail}" if detail else ""))
         failures += not ok
@@ -178,9 +179,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from agent.app import build_agent
+    from agent.localfiles import check_trusted
     from agent.logging import configure_logging
 
     settings = settings_from_args(args)
+    try:
+        check_trusted(config_path(args.config))  # it names the relay, the CAs, data_dir
+    except UntrustedFile as exc:
+        raise CliError(f"refusing to start: {exc}") from None
     configure_logging(level=settings.log.level, fmt=settings.log.format)
     agent = build_agent(settings)
 
@@ -205,7 +211,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     import httpx
 
-    from agent.journal import Journal
+    from agent.journal_probe import UnusableJournal, journal_counts
 
     settings = settings_from_args(args)
     out: dict[str, Any] = {
@@ -223,10 +229,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         }
     except NotEnrolled as exc:
         out["enrollment"] = str(exc)
-    if settings.journal_path.exists():
-        journal = Journal(settings.journal_path)
-        out["journal"] = journal.counts()
-        journal.close()
+    try:
+        counts = journal_counts(settings.journal_path)
+        if counts is not None:
+            out["journal"] = counts
+    except UnusableJournal as exc:
+        out["journal"] = str(exc)
     if settings.health.enabled:
         url = f"http://{settings.health.host}:{settings.health.port}/readyz"
         try:
@@ -313,12 +321,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Before anything can log: structlog's defaults would print unredacted to stdout.
     configure_logging(level="warning")
     try:
-        return int(args.func(args))
+        status = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe raises here, inside the handlers below
+        return status
     except (CliError, ConfigError, NotEnrolled, KeyFileError, UntrustedFile) as exc:
         _fail(args, exc)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `writeback-agent check | head`: the reader left; say nothing more, like cat.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
         _fail(args, exc, unexpected=True)
         return 1

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from agent.cli_common import CliError, load_keys, settings_from_args
-from agent.enrollment import Enrollment
+from agent.enrollment import Enrollment, NotEnrolled
 
 
 def add_keys_parser(sub: Any) -> None:
@@ -31,7 +31,11 @@ def cmd_keys(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     keys = load_keys(settings)
     if args.keys_command == "show":
-        print(json.dumps(keys.public().model_dump(mode="json"), indent=2, sort_keys=True))
+        try:
+            agent_id: str | None = Enrollment.load(settings.enrollment_path).agent_id
+        except NotEnrolled:
+            agent_id = None  # keys exist before enrollment; the relay assigns the id
+        print(json.dumps(keys.public(agent_id).model_dump(mode="json"), indent=2, sort_keys=True))
         return 0
     # rotate: new HPKE key; the previous one keeps opening queued requests for --overlap.
     from agent.enrollment import relay_transport

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import platform
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -50,12 +51,20 @@ def read_secret_file(path: Path) -> SecretStr:
     creds = os.environ.get("CREDENTIALS_DIRECTORY")
     candidate = Path(creds) / path if creds and not path.is_absolute() else path
     try:
-        return SecretStr(candidate.read_text(encoding="utf-8").rstrip("\r\n"))
+        mode = stat.S_IMODE(candidate.stat().st_mode)
+        secret = SecretStr(candidate.read_text(encoding="utf-8").rstrip("\r\n"))
     except OSError as exc:
         raise ConfigError(
             f"bind_password_file {candidate}: {exc.strerror}: create it (the bind account's "
             "password, mode 0600) or fix the path"
         ) from exc
+    if os.name == "posix" and mode & (stat.S_IROTH | stat.S_IWOTH):
+        # Like ssh with a private key: a secret every local user can read is refused.
+        raise ConfigError(
+            f"bind_password_file {candidate} can be read or changed by every local user "
+            f"(mode {mode:04o}): chmod 600 {candidate} (0640 with the service's group is fine)"
+        )
+    return secret
 
 
 def is_loopback_host(host: str) -> bool:

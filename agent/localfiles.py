@@ -27,6 +27,7 @@ from pathlib import Path, PureWindowsPath
 __all__ = [
     "UntrustedFile",
     "icacls_restrict",
+    "key_hint",
     "restrict_data_dir",
     "untrusted_reason",
     "windows_account",
@@ -109,6 +110,20 @@ def untrusted_reason(path: Path) -> str | None:
     if st.st_uid not in (os.getuid(), 0):
         return f"{path} belongs to uid {st.st_uid}, not this user or root: chown it"
     return None
+
+
+def key_hint(detail: str, keys_dir: Path) -> str:
+    """What to do about agent keys that cannot be used: missing ones come from `init`;
+    a mode that is too open is fixed with chmod; `init --force` makes new keys, which
+    must then be enrolled again (the relay knows only the old public keys)."""
+    if detail.endswith(": missing"):
+        return f"{detail}: run `writeback-agent init` first"
+    if "too open" in detail:
+        return f"{detail}: chmod 600 {keys_dir}/*.key"
+    return (
+        f"{detail}: restore the keys from a backup, or make new ones with "
+        "`writeback-agent init --force` and enroll again with a new code"
+    )
 
 
 def check_trusted(path: Path) -> None:

@@ -8,7 +8,11 @@ closed ports on 127.0.0.1, which is what an unreachable server looks like.
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import subprocess
+import sys
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -165,6 +169,23 @@ CASES: list[tuple[str, str, Callable[[Setup], None], int, tuple[str, ...]]] = [
      lambda s: (keyring_path(s.data)).chmod(0o664), 2,
      ("refusing to start", "portal_keys.json can be changed by other users")),
     ("unknown-key", "check", _set("wokers", 4), 2, ("wokers", "Extra inputs are not permitted")),
+    # check refuses what run refuses (a journal SQLite cannot use: both say the same)
+    ("garbage-journal-check", "check", _file("journal.sqlite3", b"garbage" * 200), 1,
+     ("[FAIL] journal", "not a usable SQLite database", "move the file away")),
+    ("bind-password-readable", "check", lambda s: (s.root / "bindpw").chmod(0o644), 2,
+     ("bind_password_file", "every local user", "mode 0644", "chmod 600")),
+    ("config-writable-check", "check", lambda s: s.config.chmod(0o666), 1,
+     ("[FAIL] file permissions", "agent.toml can be changed by other users", "chmod go-w")),
+    ("config-writable-run", "run", lambda s: s.config.chmod(0o620), 2,
+     ("refusing to start", "agent.toml can be changed by other users")),
+    ("key-file-writable-run", "run", lambda s: (s.data / "keys" / "kem.key").chmod(0o666), 2,
+     ("refusing to start", "kem.key can be changed by other users")),
+    ("key-too-open-check", "check", lambda s: (s.data / "keys" / "kem.key").chmod(0o640), 1,
+     ("[FAIL] agent keys", "kem.key", "too open", "chmod 600")),
+    ("key-garbage-run", "run", _file("keys/kem.key", b"not a key"), 2,
+     ("kem.key", "unreadable key file", "init --force", "enroll again")),
+    ("keys-missing-check", "check", lambda s: (s.data / "keys" / "signing.key").unlink(), 1,
+     ("[FAIL] agent keys", "signing.key: missing", "writeback-agent init")),
 ]
 
 
@@ -232,7 +253,7 @@ def test_unexpected_error_is_one_line_and_debug_shows_the_traceback(
 ) -> None:
     setup.write()
 
-    def boom(_settings: Any) -> Any:
+    def boom(*_args: Any) -> Any:
         raise RuntimeError("something broke")
 
     monkeypatch.setattr("agent.checks.run_checks", boom)
@@ -285,3 +306,51 @@ def test_version_and_example(capsys: pytest.CaptureFixture[str]) -> None:
             a.model_fields for a in model.__args__ if hasattr(a, "model_fields")  # type: ignore[union-attr]
         )
         assert set(fields) - set(example[table]) <= {"ca_file"}, table
+
+
+def test_status_reads_a_broken_journal_without_a_traceback_or_a_change(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """status (often run as root) reads the journal read-only and says what is wrong."""
+    setup.write()
+    journal = setup.data / "journal.sqlite3"
+    journal.write_bytes(b"garbage" * 200)
+    assert main(["-c", str(setup.config), "status"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "not a usable SQLite database" in out["journal"]
+    assert journal.read_bytes() == b"garbage" * 200
+    journal.unlink()
+    assert main(["-c", str(setup.config), "status"]) == 0
+    assert "journal" not in json.loads(capsys.readouterr().out)
+    assert not journal.exists()  # status never creates it (it would be root's file)
+
+
+def test_keys_show_names_the_enrolled_agent(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup.write()
+    assert main(["-c", str(setup.config), "keys", "show"]) == 0
+    assert json.loads(capsys.readouterr().out)["agent_id"] == "a-1"
+    (setup.data / "enrollment.json").unlink()
+    assert main(["-c", str(setup.config), "keys", "show"]) == 0
+    assert json.loads(capsys.readouterr().out)["agent_id"] is None
+
+
+def test_output_into_a_closed_pipe_is_quiet(setup: Setup) -> None:
+    """`writeback-agent config example | head -1`: no BrokenPipeError, no traceback."""
+    setup.write()
+    script = (
+        "import sys; from agent.cli import main; "
+        "sys.exit(main(['-c', sys.argv[1], 'config', 'example']))"
+    )
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", script, str(setup.config)],
+            stdout=write, stderr=subprocess.PIPE, text=True, timeout=30, check=False,
+        )
+    finally:
+        os.close(write)
+    assert proc.returncode == 1
+    assert proc.stderr == ""
