@@ -4,8 +4,8 @@ The data directory holds the private keys, the pinned portal keys (what decides 
 requests are obeyed), the enrollment record and the journal (user names). So:
 
 - the data directory is 0700 and every file in it 0600 (POSIX), or, on Windows,
-  an ACL with inheritance removed granting full control to the service account and
-  SYSTEM only (`icacls_restrict`);
+  an ACL with inheritance removed granting full control to the service account,
+  SYSTEM and the local Administrators only (`icacls_restrict`);
 - a key or trust file that anyone but its owner can write is refused, not fixed:
   someone may already have changed it (`untrusted_reason`). On Windows the same
   question is answered from `icacls` output (`writable_by_others_icacls`).
@@ -35,6 +35,9 @@ __all__ = [
 ]
 
 SYSTEM_SID = "*S-1-5-18"
+# BUILTIN\Administrators: they can take ownership of any file anyway; without them an
+# administrator could neither edit agent.toml nor run `check` after the install.
+ADMINISTRATORS_SID = "*S-1-5-32-544"
 # A grant to a principal that stands for "other users", in an icacls listing.
 _GRANT = re.compile(
     r"(?P<principal>Everyone|BUILTIN\\Users|NT AUTHORITY\\Authenticated Users|CREATOR OWNER)"
@@ -64,11 +67,12 @@ def windows_account() -> str:
 
 
 def icacls_restrict(path: str | PureWindowsPath, account: str, *, directory: bool) -> list[str]:
-    """The icacls command line that leaves `path` to `account` and SYSTEM only.
+    """The icacls command line that leaves `path` to `account`, SYSTEM and the local
+    Administrators only (SIDs, so it works on a Windows in any language).
 
     /inheritance:r drops what ProgramData hands down (Users: read); /grant:r replaces
-    any grant these two already have. (OI)(CI) on a directory makes the files created
-    in it later inherit the same two entries.
+    any grant these already have. (OI)(CI) on a directory makes the files created in it
+    later inherit the same entries.
     """
     inherit = "(OI)(CI)" if directory else ""
     return [
@@ -78,6 +82,7 @@ def icacls_restrict(path: str | PureWindowsPath, account: str, *, directory: boo
         "/grant:r",
         f"{account}:{inherit}F",
         f"{SYSTEM_SID}:{inherit}F",
+        f"{ADMINISTRATORS_SID}:{inherit}F",
     ]
 
 
