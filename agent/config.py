@@ -6,8 +6,8 @@ below reads the environment or a config file on its own.
 Precedence (highest first): keyword arguments (tests), WRITEBACK_* environment
 variables (nested with `__`, e.g. WRITEBACK_LOG__LEVEL=debug), agent.toml.
 Secrets are never written inline in production: `bind_password_file` names a file
-(absolute, or relative to $CREDENTIALS_DIRECTORY when systemd's LoadCredential= is
-used, as borgmatic's credential hook does).
+(absolute; or relative: in $CREDENTIALS_DIRECTORY when systemd's LoadCredential= set
+it, as borgmatic's credential hook does, else next to agent.toml).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import os
 import platform
 import stat
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -45,11 +46,17 @@ class ConfigError(Exception):
     """A configuration problem the operator must fix; the message says which key."""
 
 
+# The directory of the agent.toml being loaded: relative secret files resolve there.
+_CONFIG_DIR: ContextVar[Path | None] = ContextVar("config_dir", default=None)
+
+
 def read_secret_file(path: Path) -> SecretStr:
-    """A secret from a file (trailing newline stripped); relative paths resolve
-    against $CREDENTIALS_DIRECTORY first (systemd credentials), then the cwd."""
+    """A secret from a file (trailing newline stripped). A relative path resolves in
+    $CREDENTIALS_DIRECTORY when it is set (systemd LoadCredential=), else next to
+    agent.toml, so `check` in a shell and the service read the same secret."""
     creds = os.environ.get("CREDENTIALS_DIRECTORY")
-    candidate = Path(creds) / path if creds and not path.is_absolute() else path
+    base = Path(creds) if creds else _CONFIG_DIR.get()
+    candidate = base / path if base is not None and not path.is_absolute() else path
     try:
         mode = stat.S_IMODE(candidate.stat().st_mode)
         secret = SecretStr(candidate.read_text(encoding="utf-8").rstrip("\r\n"))
@@ -321,6 +328,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             return tuple(sources)
 
     where = str(config_file) if config_file is not None else "configuration"
+    token = _CONFIG_DIR.set(config_file.resolve().parent if config_file is not None else None)
     try:
         loaded = _FromFile(**overrides)
     except ValidationError as exc:
@@ -333,6 +341,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             f"{_env_hint(str(exc))} is not valid JSON for a list or table "
             """(e.g. '[{"name": "corp", ...}]'): fix it or unset it"""
         ) from None
+    finally:
+        _CONFIG_DIR.reset(token)
     return loaded
 
 

@@ -354,3 +354,36 @@ def test_output_into_a_closed_pipe_is_quiet(setup: Setup) -> None:
         os.close(write)
     assert proc.returncode == 1
     assert proc.stderr == ""
+
+
+def test_a_relative_bind_password_file_is_found_next_to_agent_toml_or_in_credentials(
+    setup: Setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The example's `bind_password_file = "corp-bind-password"`: a root shell running
+    `check` (no $CREDENTIALS_DIRECTORY) and the systemd service read the same file."""
+    from agent.config import load_settings
+
+    (setup.root / "corp-bind-password").write_text("next-to-config\n")
+    (setup.root / "corp-bind-password").chmod(0o600)
+    setup.doc["directories"][0]["bind_password_file"] = "corp-bind-password"
+    setup.write()
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # not where agent.toml is
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    secret = load_settings(setup.config).directories[0].bind_password
+    assert secret.get_secret_value() == "next-to-config"
+
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "corp-bind-password").write_text("from-systemd\n")
+    (creds / "corp-bind-password").chmod(0o400)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    secret = load_settings(setup.config).directories[0].bind_password
+    assert secret.get_secret_value() == "from-systemd"
+
+    (creds / "corp-bind-password").unlink()
+    assert main(["-c", str(setup.config), "check"]) == 2
+    err = capsys.readouterr().err
+    assert f"bind_password_file {creds / 'corp-bind-password'}" in err
