@@ -60,6 +60,11 @@ def read_secret_file(path: Path) -> SecretStr:
     try:
         mode = stat.S_IMODE(candidate.stat().st_mode)
         secret = SecretStr(candidate.read_text(encoding="utf-8").rstrip("\r\n"))
+    except PermissionError:
+        raise ConfigError(
+            f"bind_password_file {candidate} cannot be read by this user: give it to the "
+            "service account (mode 0600), or under systemd use LoadCredential="
+        ) from None
     except OSError as exc:
         raise ConfigError(
             f"bind_password_file {candidate}: {exc.strerror}: create it (the bind account's "
@@ -85,10 +90,25 @@ def is_loopback_host(host: str) -> bool:
 
 
 def _existing_file(value: Path | None, what: str) -> Path | None:
-    """A file named in the configuration must be there now, not at the first request."""
-    if value is not None and not value.is_file():
-        reason = "is a directory" if value.is_dir() else "does not exist"
-        raise ValueError(f"{what} {value} {reason}: fix the path or remove the key")
+    """A file named in the configuration must be there, and readable by the user the
+    agent runs as, now, not at the first request."""
+    if value is None:
+        return None
+    try:
+        if value.is_dir():  # (opening a directory is a PermissionError on Windows)
+            raise IsADirectoryError(value)
+        with value.open("rb"):
+            pass
+    except PermissionError:
+        raise ValueError(
+            f"{what} {value} cannot be read by this user: make it (and its directories) "
+            "readable by the service account (a CA certificate is public: mode 0644)"
+        ) from None
+    except OSError as exc:
+        reason = {IsADirectoryError: "is a directory", FileNotFoundError: "does not exist"}.get(
+            type(exc), f"cannot be opened ({exc.strerror})"
+        )
+        raise ValueError(f"{what} {value} {reason}: fix the path or remove the key") from None
     return value
 
 

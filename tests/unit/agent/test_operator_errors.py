@@ -387,3 +387,52 @@ def test_a_relative_bind_password_file_is_found_next_to_agent_toml_or_in_credent
     assert main(["-c", str(setup.config), "check"]) == 2
     err = capsys.readouterr().err
     assert f"bind_password_file {creds / 'corp-bind-password'}" in err
+
+
+@pytest.mark.parametrize("unreadable", ["ca_file", "bind_password_file"])
+def test_a_file_the_service_user_cannot_read_is_one_line(unreadable: str) -> None:
+    """Root set up the files, the service runs as another user: `check`/`run` as that
+    user say which file it cannot read (not an unexpected PermissionError). As root,
+    the command runs as nobody (setpriv); as any other user, the file is made 0000."""
+    import shutil
+    import tempfile
+
+    as_root = os.geteuid() == 0
+    if as_root and shutil.which("setpriv") is None:
+        pytest.fail("setpriv (util-linux) is needed to run as another user")
+    root = Path(tempfile.mkdtemp(prefix="wb-unreadable-", dir="/tmp"))
+    try:
+        root.chmod(0o755)
+        ca, password = root / "ca.pem", root / "bindpw"
+        ca.write_text("-----BEGIN CERTIFICATE-----\n")
+        ca.chmod(0o644)
+        password.write_text("x")
+        password.chmod(0o600)
+        if as_root and unreadable == "ca_file":
+            os.chown(password, 65534, 65534)  # nobody reads its password, not the CA
+        target = ca if unreadable == "ca_file" else password
+        target.chmod(0o600 if as_root else 0o000)  # root's own 0600 file, or unreadable
+        doc = {
+            "data_dir": str(root / "data"),
+            "relay": {"url": RELAY},
+            "directories": [{
+                "name": "corp", "kind": "openldap", "urls": ["ldaps://127.0.0.1:1"],
+                "ca_file": str(ca), "bind_dn": "cn=svc,dc=x",
+                "bind_password_file": str(password), "base_dns": ["dc=x"],
+            }],
+        }
+        config = root / "agent.toml"
+        config.write_text(tomli_w.dumps(doc))
+        config.chmod(0o644)
+        prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if as_root else []
+        script = "import sys; from agent.cli import main; sys.exit(main(sys.argv[1:]))"
+        proc = subprocess.run(
+            [*prefix, sys.executable, "-c", script, "-c", str(config), "check"],
+            capture_output=True, text=True, timeout=60, check=False, cwd="/",
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])},
+        )
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"{unreadable} {target} cannot be read by this user" in proc.stderr
+    finally:
+        shutil.rmtree(root)
