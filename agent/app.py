@@ -32,6 +32,7 @@ from agent.localfiles import (
     create_private,
     key_hint,
     restrict_data_dir,
+    unusable_data_dir,
 )
 from agent.logging import get_logger
 from agent.metrics import Metrics
@@ -108,6 +109,9 @@ def preflight(settings: Settings) -> None:
             "no [[directories]] configured: add one to the configuration "
             "(`writeback-agent config example` shows every key)"
         )
+    problem = unusable_data_dir(settings.data_dir)
+    if problem is not None:
+        raise ConfigError(problem)
     for path in trusted_files(settings):
         if path.exists():
             try:

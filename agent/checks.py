@@ -21,7 +21,7 @@ from agent.enrollment import (
     trusted_files,
 )
 from agent.journal_probe import UnusableJournal, journal_counts
-from agent.localfiles import key_hint, untrusted_reason
+from agent.localfiles import key_hint, untrusted_reason, unusable_data_dir
 from connectors.base import DirectoryError, make_connector
 from wire.errors import KeyFileError
 from wire.keys import AgentKeys
@@ -45,6 +45,10 @@ def run_checks(settings: Settings, config: Path | None = None) -> Iterator[Check
             "(`writeback-agent config example`)",
         )
 
+    unusable = unusable_data_dir(settings.data_dir)
+    if unusable is not None:
+        yield False, "data directory", f"{unusable} (`run` refuses to start)"
+        return  # every later line would be the same permission error
     trust = ([config] if config is not None else []) + trusted_files(settings)
     untrusted = [r for r in (untrusted_reason(p) for p in trust if p.exists()) if r]
     for reason in untrusted:

@@ -327,6 +327,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, ConfigError, NotEnrolled, KeyFileError, UntrustedFile) as exc:
         _fail(args, exc)
         return 2
+    except PermissionError as exc:
+        # A file this user may not read or write: restarting will not fix it (exit 2).
+        where = exc.filename or "a file"
+        _fail(args, CliError(
+            f"{where}: permission denied for this user (uid {_uid()}): the service account "
+            "must own the data directory and be able to read agent.toml and the files it names"
+        ))
+        return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -337,6 +345,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
         _fail(args, exc, unexpected=True)
         return 1
+
+
+def _uid() -> str:
+    return str(os.getuid()) if hasattr(os, "getuid") else os.environ.get("USERNAME", "?")
 
 
 def _fail(args: argparse.Namespace, exc: BaseException, *, unexpected: bool = False) -> None:

@@ -30,6 +30,7 @@ __all__ = [
     "key_hint",
     "restrict_data_dir",
     "untrusted_reason",
+    "unusable_data_dir",
     "windows_account",
     "writable_by_others_icacls",
 ]
@@ -129,6 +130,29 @@ def key_hint(detail: str, keys_dir: Path) -> str:
         f"{detail}: restore the keys from a backup, or make new ones with "
         "`writeback-agent init --force` and enroll again with a new code"
     )
+
+
+def unusable_data_dir(data_dir: Path) -> str | None:
+    """Why this user cannot use data_dir (the classic: `init` and `enroll` ran as root
+    and nobody gave the directory to the service account), or None."""
+    try:
+        if not data_dir.exists():
+            return None  # `init` or the first start creates it
+        if os.access(data_dir, os.R_OK | os.W_OK | os.X_OK):
+            return None
+        owner = data_dir.stat().st_uid if os.name == "posix" else None
+    except PermissionError:
+        owner = None
+    try:
+        me = getpass.getuser()
+    except (KeyError, OSError):  # a uid with no passwd entry (some containers)
+        me = str(os.getuid()) if hasattr(os, "getuid") else "the service account"
+    fix = (
+        f"chown -R {me} {data_dir}"
+        if os.name == "posix" else "grant the service account full control (icacls, docs)"
+    )
+    whose = f" (it belongs to uid {owner})" if owner is not None else ""
+    return f"data_dir {data_dir} cannot be used by this user{whose}: {fix}"
 
 
 def check_trusted(path: Path) -> None:

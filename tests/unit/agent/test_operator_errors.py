@@ -436,3 +436,58 @@ def test_a_file_the_service_user_cannot_read_is_one_line(unreadable: str) -> Non
         assert f"{unreadable} {target} cannot be read by this user" in proc.stderr
     finally:
         shutil.rmtree(root)
+
+
+def test_a_data_dir_the_service_user_does_not_own_is_named(tmp_path: Path) -> None:
+    """The classic: init and enroll ran as root, nobody ran `chown -R`. check, run and
+    status as the service user say so in one line; run exits 2 (no restart loop)."""
+    import shutil
+    import tempfile
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to own a directory another user cannot use")  # CI runs as root
+    if shutil.which("setpriv") is None:
+        pytest.fail("setpriv (util-linux) is needed to run as another user")
+    root = Path(tempfile.mkdtemp(prefix="wb-notmine-", dir="/tmp"))
+    try:
+        root.chmod(0o755)
+        data = root / "data"
+        AgentKeys.generate().save(data / "keys")
+        Enrollment("a-1", "t", "default", RELAY).save(data / "enrollment.json")
+        (data / "journal.sqlite3").write_bytes(b"")
+        data.chmod(0o700)  # root's, as `init` left it
+        password = root / "bindpw"
+        password.write_text("x")
+        os.chown(password, 65534, 65534)
+        password.chmod(0o600)
+        config = root / "agent.toml"
+        config.write_text(tomli_w.dumps({
+            "data_dir": str(data), "relay": {"url": RELAY}, "health": {"port": 0},
+            "directories": [{
+                "name": "corp", "kind": "openldap", "urls": ["ldaps://127.0.0.1:1"],
+                "bind_dn": "cn=svc,dc=x", "bind_password_file": str(password),
+                "base_dns": ["dc=x"],
+            }],
+        }))
+        config.chmod(0o644)
+        script = "import sys; from agent.cli import main; sys.exit(main(sys.argv[1:]))"
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
+        env.pop("NOTIFY_SOCKET", None)
+        results = {}
+        for command in ("check", "run", "status"):
+            proc = subprocess.run(
+                ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                 sys.executable, "-c", script, "-c", str(config), command],
+                capture_output=True, text=True, timeout=60, check=False, cwd="/", env=env,
+            )
+            assert "Traceback" not in proc.stdout + proc.stderr
+            results[command] = (proc.returncode, proc.stdout + proc.stderr)
+        assert results["check"][0] == 1
+        assert f"[FAIL] data directory: data_dir {data} cannot be used by this user" \
+            in results["check"][1]
+        assert results["run"][0] == 2
+        assert f"chown -R nobody {data}" in results["run"][1]
+        assert results["status"][0] == 2
+        assert "permission denied for this user (uid 65534)" in results["status"][1]
+    finally:
+        shutil.rmtree(root)
