@@ -33,7 +33,7 @@ from agent.enrollment import (
     keyring_path,
     portal_keys_from_relay,
 )
-from agent.localfiles import UntrustedFile
+from agent.localfiles import UntrustedFile, give_to_data_dir_owner
 from wire.errors import KeyFileError
 from wire.keyring import PortalKeyring
 from wire.keys import AgentKeys
@@ -123,6 +123,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     enrollment.save(settings.enrollment_path)
     keyring = PortalKeyring(portal_keys_from_relay(answer.get("portal_keys", [])))
     keyring.save(keyring_path(settings.data_dir))
+    give_to_data_dir_owner(settings.data_dir)  # a re-enrollment as root of a running agent
     print(
         f"enrolled as agent {enrollment.agent_id} of tenant {enrollment.tenant}, "
         f"group {enrollment.agent_group}; trusting {len(keyring.keys)} portal key(s)"

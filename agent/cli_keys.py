@@ -11,6 +11,7 @@ from typing import Any
 
 from agent.cli_common import CliError, load_keys, settings_from_args
 from agent.enrollment import Enrollment, NotEnrolled
+from agent.localfiles import give_to_data_dir_owner
 
 
 def add_keys_parser(sub: Any) -> None:
@@ -46,11 +47,13 @@ def cmd_keys(args: argparse.Namespace) -> int:
     # Save first: a running agent picks the new key up from disk before any portal can
     # seal to it (the relay learns it only below), so no request is ever rejected.
     rotated.save(settings.keys_dir)
+    give_to_data_dir_owner(settings.data_dir)  # run as root: the agent must read them
     transport = relay_transport(settings, enrollment, keys)
     try:
         transport.update_keys(rotated.public(enrollment.agent_id).model_dump(mode="json"))
     except TransportError as exc:
         keys.save(settings.keys_dir)  # put the old keys back: the relay never saw the new one
+        give_to_data_dir_owner(settings.data_dir)
         raise CliError(
             f"the relay did not take the new public key ({exc}); nothing was changed"
         ) from None

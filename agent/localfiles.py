@@ -26,6 +26,7 @@ from pathlib import Path, PureWindowsPath
 
 __all__ = [
     "UntrustedFile",
+    "give_to_data_dir_owner",
     "icacls_restrict",
     "key_hint",
     "restrict_data_dir",
@@ -153,6 +154,27 @@ def unusable_data_dir(data_dir: Path) -> str | None:
     )
     whose = f" (it belongs to uid {owner})" if owner is not None else ""
     return f"data_dir {data_dir} cannot be used by this user{whose}: {fix}"
+
+
+def give_to_data_dir_owner(data_dir: Path) -> list[Path]:
+    """Root ran `keys rotate` or `enroll` on a data dir the service account owns: hand
+    the files root just wrote to that account, or the running agent could not read
+    its own new key (and the relay would already seal requests to it). POSIX only;
+    a no-op unless running as root on a directory root does not own."""
+    if os.name != "posix" or os.geteuid() != 0:
+        return []
+    st = data_dir.stat()
+    if st.st_uid == 0:
+        return []
+    changed = []
+    for path in [data_dir, *data_dir.rglob("*")]:
+        if path.is_symlink():
+            continue
+        info = path.stat()
+        if (info.st_uid, info.st_gid) != (st.st_uid, st.st_gid):
+            os.chown(path, st.st_uid, st.st_gid)
+            changed.append(path)
+    return changed
 
 
 def check_trusted(path: Path) -> None:

@@ -329,3 +329,24 @@ def test_run_speaks_sd_notify_and_reloads_on_sighup(system: AgentSystem, tmp_pat
                 proc.kill()
             _out, err = proc.communicate(timeout=10)
     assert '"keys.reloaded"' in err and '"reason": "SIGHUP"' in err, err[-2000:]
+
+
+def test_keys_rotate_as_root_leaves_the_files_to_the_service_account(
+    system: AgentSystem,
+) -> None:
+    """Root runs `keys rotate` on a data dir the service account owns: the new key files
+    are handed to that account at once (before the relay learns the key), or the running
+    agent could not read the key the portal now seals to."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (CI runs as root)")
+    data = system.config.parent / "data"
+    service_uid = 65534
+    for path in [data, *data.rglob("*")]:
+        os.chown(path, service_uid, service_uid)
+    assert not (data / "keys" / "kem.previous.key").exists()
+
+    assert cli("-c", str(system.config), "keys", "rotate", "--overlap", "3600") == 0
+    assert (data / "keys" / "kem.previous.key").exists()  # written by root just now
+    owners = {str(p.relative_to(data)): (p.stat().st_uid, p.stat().st_gid)
+              for p in [data, *data.rglob("*")]}
+    assert set(owners.values()) == {(service_uid, service_uid)}, owners
