@@ -144,14 +144,14 @@ def unusable_data_dir(data_dir: Path) -> str | None:
         owner = data_dir.stat().st_uid if os.name == "posix" else None
     except PermissionError:
         owner = None
-    try:
-        me = getpass.getuser()
-    except (KeyError, OSError):  # a uid with no passwd entry (some containers)
-        me = str(os.getuid()) if hasattr(os, "getuid") else "the service account"
-    fix = (
-        f"chown -R {me} {data_dir}"
-        if os.name == "posix" else "grant the service account full control (icacls, docs)"
-    )
+    if os.name != "posix":
+        fix = "grant the service account full control (icacls, docs/operations.md)"
+    else:
+        try:
+            me = getpass.getuser()
+        except (KeyError, OSError):  # a uid with no passwd entry (some containers)
+            me = str(os.getuid())
+        fix = f"chown -R {me} {data_dir}"
     whose = f" (it belongs to uid {owner})" if owner is not None else ""
     return f"data_dir {data_dir} cannot be used by this user{whose}: {fix}"
 

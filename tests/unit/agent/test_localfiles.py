@@ -150,3 +150,21 @@ def test_the_docs_icacls_line_is_what_the_agent_runs() -> None:
     want = icacls_restrict(r"C:\ProgramData\writeback-agent", "CORP\\gmsa-writeback$",
                            directory=True)[1:]
     assert argv == want
+
+
+def test_windows_branches_of_the_ownership_helpers_need_no_posix_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Windows there is no os.getuid/geteuid/chown to call: the helpers that hand
+    files to the service account or explain an unusable data dir must not reach them."""
+    from agent.localfiles import give_to_data_dir_owner, unusable_data_dir
+
+    (tmp_path / "data").mkdir()
+    monkeypatch.setattr("agent.localfiles.os.name", "nt")
+    for name in ("getuid", "geteuid", "chown"):
+        monkeypatch.delattr(os, name)
+    assert give_to_data_dir_owner(tmp_path / "data") == []
+    assert unusable_data_dir(tmp_path / "data") is None
+    monkeypatch.setattr("agent.localfiles.os.access", lambda *_a: False)
+    reason = unusable_data_dir(tmp_path / "data")
+    assert reason is not None and "grant the service account full control" in reason
