@@ -102,6 +102,17 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     if settings.relay is None:
         raise CliError("no [relay] url in the configuration")
     keys = load_keys(settings)
+    if settings.enrollment_path.exists() and not args.force:
+        # Checked before the code is read, so a code given by mistake is not used up.
+        try:
+            who = f"as agent {Enrollment.load(settings.enrollment_path).agent_id}"
+        except NotEnrolled:
+            who = "(the record is unreadable)"
+        raise CliError(
+            f"already enrolled {who} ({settings.enrollment_path}): to enroll again, "
+            "revoke the old agent at the relay (`writeback-relay agent remove ID`) and "
+            "run `enroll --force`"
+        )
     code = _enrollment_code(args)
     try:
         answer = enroll(
@@ -293,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--code", help="the code itself (visible to other local users in `ps`; prefer stdin)"
+    )
+    p.add_argument(
+        "--force", action="store_true", help="replace an existing enrollment of this data dir"
     )
     p.set_defaults(func=cmd_enroll)
 

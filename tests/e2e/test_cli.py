@@ -81,11 +81,16 @@ def test_status_reports_enrollment_and_journal(system: AgentSystem, slapd_env: D
 def test_bad_input_gets_one_clear_line(
     system: AgentSystem, relay: RelayProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # a code used twice
+    # enrolling an enrolled agent again: refused before the code is used up
     code = relay.enrollment_code(system.portal.tenant, "default")
-    assert cli("-c", str(system.config), "enroll", "--code", code) == 0
     capsys.readouterr()
     assert cli("-c", str(system.config), "enroll", "--code", code) == 2
+    err = capsys.readouterr().err
+    assert "already enrolled as agent" in err and "enroll --force" in err
+    # a code used twice
+    assert cli("-c", str(system.config), "enroll", "--force", "--code", code) == 0
+    capsys.readouterr()
+    assert cli("-c", str(system.config), "enroll", "--force", "--code", code) == 2
     err = capsys.readouterr().err
     assert "enrollment failed" in err and "enrollment_code_used" in err
     assert code not in err
