@@ -24,8 +24,16 @@ from agent.connector_pool import ConnectorPool
 from agent.enrollment import Enrollment, load_keyring, relay_transport, trusted_files
 from agent.health import HealthServer, HealthState
 from agent.journal import Journal
+from agent.journal_probe import unusable_message
 from agent.keywatch import KeyWatcher, ReloadingVerifier
-from agent.localfiles import UntrustedFile, check_trusted, create_private, restrict_data_dir
+from agent.localfiles import (
+    UntrustedFile,
+    check_trusted,
+    create_private,
+    key_hint,
+    restrict_data_dir,
+    unusable_data_dir,
+)
 from agent.logging import get_logger
 from agent.metrics import Metrics
 from agent.outcome import Identity
@@ -34,6 +42,7 @@ from agent.scheduler import AgentScheduler
 from agent.service import AgentService
 from agent.systemd import Notifier
 from agent.transports.base import Transport
+from wire.errors import KeyFileError
 from wire.keys import AgentKeys
 
 
@@ -100,6 +109,9 @@ def preflight(settings: Settings) -> None:
             "no [[directories]] configured: add one to the configuration "
             "(`writeback-agent config example` shows every key)"
         )
+    problem = unusable_data_dir(settings.data_dir)
+    if problem is not None:
+        raise ConfigError(problem)
     for path in trusted_files(settings):
         if path.exists():
             try:
@@ -122,10 +134,7 @@ def _open_journal(path: Path) -> Journal:
     try:
         return Journal(path)
     except sqlite3.DatabaseError as exc:
-        raise ConfigError(
-            f"journal {path} is not a usable SQLite database ({exc}): stop the agent, "
-            "move the file away (it holds only recent request ids) and start again"
-        ) from None
+        raise ConfigError(unusable_message(path, exc)) from None
 
 
 def build_agent(
@@ -135,7 +144,10 @@ def build_agent(
     log: Any | None = None,
 ) -> AgentApp:
     preflight(settings)
-    keys = AgentKeys.load(settings.keys_dir)
+    try:
+        keys = AgentKeys.load(settings.keys_dir)
+    except KeyFileError as exc:
+        raise ConfigError(key_hint(str(exc), settings.keys_dir)) from None
     enrollment = Enrollment.load(settings.enrollment_path)
     keyring = load_keyring(settings.data_dir)
     identity = Identity(enrollment.agent_id, enrollment.tenant, enrollment.agent_group)

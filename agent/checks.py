@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import stat
 from collections.abc import Iterator
+from pathlib import Path
 
 from agent.config import Settings
 from agent.enrollment import (
@@ -19,7 +20,8 @@ from agent.enrollment import (
     relay_url,
     trusted_files,
 )
-from agent.localfiles import untrusted_reason
+from agent.journal_probe import UnusableJournal, journal_counts
+from agent.localfiles import key_hint, untrusted_reason, unusable_data_dir
 from connectors.base import DirectoryError, make_connector
 from wire.errors import KeyFileError
 from wire.keys import AgentKeys
@@ -27,7 +29,9 @@ from wire.keys import AgentKeys
 Check = tuple[bool, str, str]
 
 
-def run_checks(settings: Settings) -> Iterator[Check]:
+def run_checks(settings: Settings, config: Path | None = None) -> Iterator[Check]:
+    """The checklist; `config` is the agent.toml it came from (checked like a key file:
+    whoever can change it chooses the relay, the CA and the data directory)."""
     yield (
         True,
         "configuration",
@@ -41,7 +45,11 @@ def run_checks(settings: Settings) -> Iterator[Check]:
             "(`writeback-agent config example`)",
         )
 
-    trust = trusted_files(settings)
+    unusable = unusable_data_dir(settings.data_dir)
+    if unusable is not None:
+        yield False, "data directory", f"{unusable} (`run` refuses to start)"
+        return  # every later line would be the same permission error
+    trust = ([config] if config is not None else []) + trusted_files(settings)
     untrusted = [r for r in (untrusted_reason(p) for p in trust if p.exists()) if r]
     for reason in untrusted:
         yield False, "file permissions", f"{reason} (`run` refuses to start)"
@@ -52,7 +60,9 @@ def run_checks(settings: Settings) -> Iterator[Check]:
         mode = stat.S_IMODE((settings.keys_dir / "signing.key").stat().st_mode)
         yield True, "agent keys", f"{keys.sign_kid} / {keys.kem.kid} (mode {mode:o})"
     except (OSError, KeyFileError) as exc:
-        yield False, "agent keys", f"{exc} (run `writeback-agent init`)"
+        yield False, "agent keys", key_hint(str(exc), settings.keys_dir)
+
+    yield _check_journal(settings)
 
     enrollment: Enrollment | None = None
     try:
@@ -86,6 +96,17 @@ def run_checks(settings: Settings) -> Iterator[Check]:
         finally:
             with contextlib.suppress(DirectoryError):
                 connector.close()
+
+
+def _check_journal(settings: Settings) -> Check:
+    """The journal `run` will open: usable, or the same refusal `run` gives."""
+    try:
+        counts = journal_counts(settings.journal_path)
+    except UnusableJournal as exc:
+        return False, "journal", f"{exc} (`run` refuses to start)"
+    if counts is None:
+        return True, "journal", f"{settings.journal_path}: created at the first start"
+    return True, "journal", f"{settings.journal_path}: {sum(counts.values())} request(s)"
 
 
 def _check_relay(settings: Settings, enrollment: Enrollment, keys: AgentKeys) -> Check:

@@ -10,6 +10,7 @@ on those). A traceback only with --debug. Secrets are never printed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -32,7 +33,7 @@ from agent.enrollment import (
     keyring_path,
     portal_keys_from_relay,
 )
-from agent.localfiles import UntrustedFile
+from agent.localfiles import UntrustedFile, give_to_data_dir_owner
 from wire.errors import KeyFileError
 from wire.keyring import PortalKeyring
 from wire.keys import AgentKeys
@@ -101,6 +102,17 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     if settings.relay is None:
         raise CliError("no [relay] url in the configuration")
     keys = load_keys(settings)
+    if settings.enrollment_path.exists() and not args.force:
+        # Checked before the code is read, so a code given by mistake is not used up.
+        try:
+            who = f"as agent {Enrollment.load(settings.enrollment_path).agent_id}"
+        except NotEnrolled:
+            who = "(the record is unreadable)"
+        raise CliError(
+            f"already enrolled {who} ({settings.enrollment_path}): to enroll again, "
+            "revoke the old agent at the relay (`writeback-relay agent remove ID`) and "
+            "run `enroll --force`"
+        )
     code = _enrollment_code(args)
     try:
         answer = enroll(
@@ -122,6 +134,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     enrollment.save(settings.enrollment_path)
     keyring = PortalKeyring(portal_keys_from_relay(answer.get("portal_keys", [])))
     keyring.save(keyring_path(settings.data_dir))
+    give_to_data_dir_owner(settings.data_dir)  # a re-enrollment as root of a running agent
     print(
         f"enrolled as agent {enrollment.agent_id} of tenant {enrollment.tenant}, "
         f"group {enrollment.agent_group}; trusting {len(keyring.keys)} portal key(s)"
@@ -165,7 +178,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     failures = 0
-    for ok, name, detail in run_checks(settings):
+    for ok, name, detail in run_checks(settings, config_path(args.config)):
         mark = "ok  " if ok else "FAIL"
         print(f"[{mark}] {name}" + (f": {detail}" if detail else ""))
         failures += not ok
@@ -178,9 +191,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from agent.app import build_agent
+    from agent.localfiles import check_trusted
     from agent.logging import configure_logging
 
     settings = settings_from_args(args)
+    try:
+        check_trusted(config_path(args.config))  # it names the relay, the CAs, data_dir
+    except UntrustedFile as exc:
+        raise CliError(f"refusing to start: {exc}") from None
     configure_logging(level=settings.log.level, fmt=settings.log.format)
     agent = build_agent(settings)
 
@@ -205,7 +223,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     import httpx
 
-    from agent.journal import Journal
+    from agent.journal_probe import UnusableJournal, journal_counts
 
     settings = settings_from_args(args)
     out: dict[str, Any] = {
@@ -223,10 +241,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         }
     except NotEnrolled as exc:
         out["enrollment"] = str(exc)
-    if settings.journal_path.exists():
-        journal = Journal(settings.journal_path)
-        out["journal"] = journal.counts()
-        journal.close()
+    try:
+        counts = journal_counts(settings.journal_path)
+        if counts is not None:
+            out["journal"] = counts
+    except UnusableJournal as exc:
+        out["journal"] = str(exc)
     if settings.health.enabled:
         url = f"http://{settings.health.host}:{settings.health.port}/readyz"
         try:
@@ -285,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--code", help="the code itself (visible to other local users in `ps`; prefer stdin)"
     )
+    p.add_argument(
+        "--force", action="store_true", help="replace an existing enrollment of this data dir"
+    )
     p.set_defaults(func=cmd_enroll)
 
     p = sub.add_parser("check", help="verify configuration, keys, relay and directories")
@@ -313,15 +336,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Before anything can log: structlog's defaults would print unredacted to stdout.
     configure_logging(level="warning")
     try:
-        return int(args.func(args))
+        status = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe raises here, inside the handlers below
+        return status
     except (CliError, ConfigError, NotEnrolled, KeyFileError, UntrustedFile) as exc:
         _fail(args, exc)
         return 2
+    except PermissionError as exc:
+        # A file this user may not read or write: restarting will not fix it (exit 2).
+        where = exc.filename or "a file"
+        _fail(args, CliError(
+            f"{where}: permission denied for this user (uid {_uid()}): the service account "
+            "must own the data directory and be able to read agent.toml and the files it names"
+        ))
+        return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `writeback-agent check | head`: the reader left; say nothing more, like cat.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
         _fail(args, exc, unexpected=True)
         return 1
+
+
+def _uid() -> str:
+    return str(os.getuid()) if hasattr(os, "getuid") else os.environ.get("USERNAME", "?")
 
 
 def _fail(args: argparse.Namespace, exc: BaseException, *, unexpected: bool = False) -> None:

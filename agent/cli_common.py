@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 
 from agent.config import Settings, load_settings
+from agent.localfiles import key_hint
+from wire.errors import KeyFileError
 from wire.keys import AgentKeys
 
 DEFAULT_CONFIGS = (Path("agent.toml"), Path("/etc/writeback-agent/agent.toml"))
@@ -36,7 +38,5 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def load_keys(settings: Settings) -> AgentKeys:
     try:
         return AgentKeys.load(settings.keys_dir)
-    except FileNotFoundError:
-        raise CliError(
-            f"no keys in {settings.keys_dir}: run `writeback-agent init` first"
-        ) from None
+    except KeyFileError as exc:
+        raise CliError(key_hint(str(exc), settings.keys_dir)) from None

@@ -10,7 +10,8 @@ import time
 from typing import Any
 
 from agent.cli_common import CliError, load_keys, settings_from_args
-from agent.enrollment import Enrollment
+from agent.enrollment import Enrollment, NotEnrolled
+from agent.localfiles import give_to_data_dir_owner
 
 
 def add_keys_parser(sub: Any) -> None:
@@ -31,7 +32,11 @@ def cmd_keys(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     keys = load_keys(settings)
     if args.keys_command == "show":
-        print(json.dumps(keys.public().model_dump(mode="json"), indent=2, sort_keys=True))
+        try:
+            agent_id: str | None = Enrollment.load(settings.enrollment_path).agent_id
+        except NotEnrolled:
+            agent_id = None  # keys exist before enrollment; the relay assigns the id
+        print(json.dumps(keys.public(agent_id).model_dump(mode="json"), indent=2, sort_keys=True))
         return 0
     # rotate: new HPKE key; the previous one keeps opening queued requests for --overlap.
     from agent.enrollment import relay_transport
@@ -42,11 +47,13 @@ def cmd_keys(args: argparse.Namespace) -> int:
     # Save first: a running agent picks the new key up from disk before any portal can
     # seal to it (the relay learns it only below), so no request is ever rejected.
     rotated.save(settings.keys_dir)
+    give_to_data_dir_owner(settings.data_dir)  # run as root: the agent must read them
     transport = relay_transport(settings, enrollment, keys)
     try:
         transport.update_keys(rotated.public(enrollment.agent_id).model_dump(mode="json"))
     except TransportError as exc:
         keys.save(settings.keys_dir)  # put the old keys back: the relay never saw the new one
+        give_to_data_dir_owner(settings.data_dir)
         raise CliError(
             f"the relay did not take the new public key ({exc}); nothing was changed"
         ) from None

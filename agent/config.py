@@ -6,8 +6,8 @@ below reads the environment or a config file on its own.
 Precedence (highest first): keyword arguments (tests), WRITEBACK_* environment
 variables (nested with `__`, e.g. WRITEBACK_LOG__LEVEL=debug), agent.toml.
 Secrets are never written inline in production: `bind_password_file` names a file
-(absolute, or relative to $CREDENTIALS_DIRECTORY when systemd's LoadCredential= is
-used, as borgmatic's credential hook does).
+(absolute; or relative: in $CREDENTIALS_DIRECTORY when systemd's LoadCredential= set
+it, as borgmatic's credential hook does, else next to agent.toml).
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import platform
+import stat
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -44,18 +46,37 @@ class ConfigError(Exception):
     """A configuration problem the operator must fix; the message says which key."""
 
 
+# The directory of the agent.toml being loaded: relative secret files resolve there.
+_CONFIG_DIR: ContextVar[Path | None] = ContextVar("config_dir", default=None)
+
+
 def read_secret_file(path: Path) -> SecretStr:
-    """A secret from a file (trailing newline stripped); relative paths resolve
-    against $CREDENTIALS_DIRECTORY first (systemd credentials), then the cwd."""
+    """A secret from a file (trailing newline stripped). A relative path resolves in
+    $CREDENTIALS_DIRECTORY when it is set (systemd LoadCredential=), else next to
+    agent.toml, so `check` in a shell and the service read the same secret."""
     creds = os.environ.get("CREDENTIALS_DIRECTORY")
-    candidate = Path(creds) / path if creds and not path.is_absolute() else path
+    base = Path(creds) if creds else _CONFIG_DIR.get()
+    candidate = base / path if base is not None and not path.is_absolute() else path
     try:
-        return SecretStr(candidate.read_text(encoding="utf-8").rstrip("\r\n"))
+        mode = stat.S_IMODE(candidate.stat().st_mode)
+        secret = SecretStr(candidate.read_text(encoding="utf-8").rstrip("\r\n"))
+    except PermissionError:
+        raise ConfigError(
+            f"bind_password_file {candidate} cannot be read by this user: give it to the "
+            "service account (mode 0600), or under systemd use LoadCredential="
+        ) from None
     except OSError as exc:
         raise ConfigError(
             f"bind_password_file {candidate}: {exc.strerror}: create it (the bind account's "
             "password, mode 0600) or fix the path"
         ) from exc
+    if os.name == "posix" and mode & (stat.S_IROTH | stat.S_IWOTH):
+        # Like ssh with a private key: a secret every local user can read is refused.
+        raise ConfigError(
+            f"bind_password_file {candidate} can be read or changed by every local user "
+            f"(mode {mode:04o}): chmod 600 {candidate} (0640 with the service's group is fine)"
+        )
+    return secret
 
 
 def is_loopback_host(host: str) -> bool:
@@ -69,10 +90,25 @@ def is_loopback_host(host: str) -> bool:
 
 
 def _existing_file(value: Path | None, what: str) -> Path | None:
-    """A file named in the configuration must be there now, not at the first request."""
-    if value is not None and not value.is_file():
-        reason = "is a directory" if value.is_dir() else "does not exist"
-        raise ValueError(f"{what} {value} {reason}: fix the path or remove the key")
+    """A file named in the configuration must be there, and readable by the user the
+    agent runs as, now, not at the first request."""
+    if value is None:
+        return None
+    try:
+        if value.is_dir():  # (opening a directory is a PermissionError on Windows)
+            raise IsADirectoryError(value)
+        with value.open("rb"):
+            pass
+    except PermissionError:
+        raise ValueError(
+            f"{what} {value} cannot be read by this user: make it (and its directories) "
+            "readable by the service account (a CA certificate is public: mode 0644)"
+        ) from None
+    except OSError as exc:
+        reason = {IsADirectoryError: "is a directory", FileNotFoundError: "does not exist"}.get(
+            type(exc), f"cannot be opened ({exc.strerror})"
+        )
+        raise ValueError(f"{what} {value} {reason}: fix the path or remove the key") from None
     return value
 
 
@@ -312,6 +348,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             return tuple(sources)
 
     where = str(config_file) if config_file is not None else "configuration"
+    token = _CONFIG_DIR.set(config_file.resolve().parent if config_file is not None else None)
     try:
         loaded = _FromFile(**overrides)
     except ValidationError as exc:
@@ -324,6 +361,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             f"{_env_hint(str(exc))} is not valid JSON for a list or table "
             """(e.g. '[{"name": "corp", ...}]'): fix it or unset it"""
         ) from None
+    finally:
+        _CONFIG_DIR.reset(token)
     return loaded
 
 

@@ -22,7 +22,7 @@ from agent.transports.relay import RelayTransport
 from wire.errors import KeyFileError
 from wire.files import write_private
 from wire.keyring import PortalKeyring, TrustedPortalKey
-from wire.keys import AgentKeys
+from wire.keys import KEM_FILE, KEM_PREVIOUS_FILE, SIGNING_FILE, AgentKeys
 
 
 class NotEnrolled(Exception):
@@ -83,8 +83,9 @@ def keyring_path(data_dir: Path) -> Path:
 
 def trusted_files(settings: Settings) -> list[Path]:
     """The keys, trust anchors and their directories that nobody but this user (or
-    root) may be able to change: `run` refuses to start on one, `doctor` names it."""
+    root) may be able to change: `run` refuses to start on one, `check` names it."""
     paths = [settings.data_dir, settings.keys_dir, settings.enrollment_path]
+    paths += [settings.keys_dir / name for name in (SIGNING_FILE, KEM_FILE, KEM_PREVIOUS_FILE)]
     paths.append(keyring_path(settings.data_dir))
     if settings.relay is not None and settings.relay.ca_file is not None:
         paths.append(settings.relay.ca_file)

@@ -4,8 +4,8 @@ The data directory holds the private keys, the pinned portal keys (what decides 
 requests are obeyed), the enrollment record and the journal (user names). So:
 
 - the data directory is 0700 and every file in it 0600 (POSIX), or, on Windows,
-  an ACL with inheritance removed granting full control to the service account and
-  SYSTEM only (`icacls_restrict`);
+  an ACL with inheritance removed granting full control to the service account,
+  SYSTEM and the local Administrators only (`icacls_restrict`);
 - a key or trust file that anyone but its owner can write is refused, not fixed:
   someone may already have changed it (`untrusted_reason`). On Windows the same
   question is answered from `icacls` output (`writable_by_others_icacls`).
@@ -26,14 +26,20 @@ from pathlib import Path, PureWindowsPath
 
 __all__ = [
     "UntrustedFile",
+    "give_to_data_dir_owner",
     "icacls_restrict",
+    "key_hint",
     "restrict_data_dir",
     "untrusted_reason",
+    "unusable_data_dir",
     "windows_account",
     "writable_by_others_icacls",
 ]
 
 SYSTEM_SID = "*S-1-5-18"
+# BUILTIN\Administrators: they can take ownership of any file anyway; without them an
+# administrator could neither edit agent.toml nor run `check` after the install.
+ADMINISTRATORS_SID = "*S-1-5-32-544"
 # A grant to a principal that stands for "other users", in an icacls listing.
 _GRANT = re.compile(
     r"(?P<principal>Everyone|BUILTIN\\Users|NT AUTHORITY\\Authenticated Users|CREATOR OWNER)"
@@ -63,11 +69,12 @@ def windows_account() -> str:
 
 
 def icacls_restrict(path: str | PureWindowsPath, account: str, *, directory: bool) -> list[str]:
-    """The icacls command line that leaves `path` to `account` and SYSTEM only.
+    """The icacls command line that leaves `path` to `account`, SYSTEM and the local
+    Administrators only (SIDs, so it works on a Windows in any language).
 
     /inheritance:r drops what ProgramData hands down (Users: read); /grant:r replaces
-    any grant these two already have. (OI)(CI) on a directory makes the files created
-    in it later inherit the same two entries.
+    any grant these already have. (OI)(CI) on a directory makes the files created in it
+    later inherit the same entries.
     """
     inherit = "(OI)(CI)" if directory else ""
     return [
@@ -77,6 +84,7 @@ def icacls_restrict(path: str | PureWindowsPath, account: str, *, directory: boo
         "/grant:r",
         f"{account}:{inherit}F",
         f"{SYSTEM_SID}:{inherit}F",
+        f"{ADMINISTRATORS_SID}:{inherit}F",
     ]
 
 
@@ -109,6 +117,64 @@ def untrusted_reason(path: Path) -> str | None:
     if st.st_uid not in (os.getuid(), 0):
         return f"{path} belongs to uid {st.st_uid}, not this user or root: chown it"
     return None
+
+
+def key_hint(detail: str, keys_dir: Path) -> str:
+    """What to do about agent keys that cannot be used: missing ones come from `init`;
+    a mode that is too open is fixed with chmod; `init --force` makes new keys, which
+    must then be enrolled again (the relay knows only the old public keys)."""
+    if detail.endswith(": missing"):
+        return f"{detail}: run `writeback-agent init` first"
+    if "too open" in detail:
+        return f"{detail}: chmod 600 {keys_dir}/*.key"
+    return (
+        f"{detail}: restore the keys from a backup, or make new ones with "
+        "`writeback-agent init --force` and enroll again with a new code"
+    )
+
+
+def unusable_data_dir(data_dir: Path) -> str | None:
+    """Why this user cannot use data_dir (the classic: `init` and `enroll` ran as root
+    and nobody gave the directory to the service account), or None."""
+    try:
+        if not data_dir.exists():
+            return None  # `init` or the first start creates it
+        if os.access(data_dir, os.R_OK | os.W_OK | os.X_OK):
+            return None
+        owner = data_dir.stat().st_uid if os.name == "posix" else None
+    except PermissionError:
+        owner = None
+    if os.name != "posix":
+        fix = "grant the service account full control (icacls, docs/operations.md)"
+    else:
+        try:
+            me = getpass.getuser()
+        except (KeyError, OSError):  # a uid with no passwd entry (some containers)
+            me = str(os.getuid())
+        fix = f"chown -R {me} {data_dir}"
+    whose = f" (it belongs to uid {owner})" if owner is not None else ""
+    return f"data_dir {data_dir} cannot be used by this user{whose}: {fix}"
+
+
+def give_to_data_dir_owner(data_dir: Path) -> list[Path]:
+    """Root ran `keys rotate` or `enroll` on a data dir the service account owns: hand
+    the files root just wrote to that account, or the running agent could not read
+    its own new key (and the relay would already seal requests to it). POSIX only;
+    a no-op unless running as root on a directory root does not own."""
+    if os.name != "posix" or os.geteuid() != 0:
+        return []
+    st = data_dir.stat()
+    if st.st_uid == 0:
+        return []
+    changed = []
+    for path in [data_dir, *data_dir.rglob("*")]:
+        if path.is_symlink():
+            continue
+        info = path.stat()
+        if (info.st_uid, info.st_gid) != (st.st_uid, st.st_gid):
+            os.chown(path, st.st_uid, st.st_gid)
+            changed.append(path)
+    return changed
 
 
 def check_trusted(path: Path) -> None:

@@ -81,11 +81,16 @@ def test_status_reports_enrollment_and_journal(system: AgentSystem, slapd_env: D
 def test_bad_input_gets_one_clear_line(
     system: AgentSystem, relay: RelayProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # a code used twice
+    # enrolling an enrolled agent again: refused before the code is used up
     code = relay.enrollment_code(system.portal.tenant, "default")
-    assert cli("-c", str(system.config), "enroll", "--code", code) == 0
     capsys.readouterr()
     assert cli("-c", str(system.config), "enroll", "--code", code) == 2
+    err = capsys.readouterr().err
+    assert "already enrolled as agent" in err and "enroll --force" in err
+    # a code used twice
+    assert cli("-c", str(system.config), "enroll", "--force", "--code", code) == 0
+    capsys.readouterr()
+    assert cli("-c", str(system.config), "enroll", "--force", "--code", code) == 2
     err = capsys.readouterr().err
     assert "enrollment failed" in err and "enrollment_code_used" in err
     assert code not in err
@@ -329,3 +334,24 @@ def test_run_speaks_sd_notify_and_reloads_on_sighup(system: AgentSystem, tmp_pat
                 proc.kill()
             _out, err = proc.communicate(timeout=10)
     assert '"keys.reloaded"' in err and '"reason": "SIGHUP"' in err, err[-2000:]
+
+
+def test_keys_rotate_as_root_leaves_the_files_to_the_service_account(
+    system: AgentSystem,
+) -> None:
+    """Root runs `keys rotate` on a data dir the service account owns: the new key files
+    are handed to that account at once (before the relay learns the key), or the running
+    agent could not read the key the portal now seals to."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (CI runs as root)")
+    data = system.config.parent / "data"
+    service_uid = 65534
+    for path in [data, *data.rglob("*")]:
+        os.chown(path, service_uid, service_uid)
+    assert not (data / "keys" / "kem.previous.key").exists()
+
+    assert cli("-c", str(system.config), "keys", "rotate", "--overlap", "3600") == 0
+    assert (data / "keys" / "kem.previous.key").exists()  # written by root just now
+    owners = {str(p.relative_to(data)): (p.stat().st_uid, p.stat().st_gid)
+              for p in [data, *data.rglob("*")]}
+    assert set(owners.values()) == {(service_uid, service_uid)}, owners

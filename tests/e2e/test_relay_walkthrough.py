@@ -1,6 +1,6 @@
 """docs/relay.md, followed with the real commands as separate processes: serve, tenant
 add, the portal-key one-liner, portal-key add, enrollment-code into a file, then the
-agent's init, enroll with the code on stdin, and check."""
+agent's init, enroll with the code on stdin, and check; then `agent list` as written."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def run(*args: str, stdin: Path | None = None, cwd: Path | None = None,
 
 def test_relay_walkthrough_to_an_enrolled_agent(slapd_env: DirectoryEnv, tmp_path: Path) -> None:
     doc = RELAY_MD.read_text(encoding="utf-8")
-    one_liner = re.search(r"python3 -c '(.*?)'\n", doc)
+    one_liner = re.search(r"    python -c '(.*?)'\n", doc)
     assert one_liner, "the portal key one-liner"
     assert doc.index("portal-key add --tenant") < doc.index("enrollment-code --tenant")
 
@@ -64,5 +64,11 @@ def test_relay_walkthrough_to_an_enrolled_agent(slapd_env: DirectoryEnv, tmp_pat
         check = run(agent, "-c", str(config), "check")
         assert f"[ok  ] relay: {relay.base_url} accepts this agent (1 portal key(s))" in check
         assert "all checks passed" in check
+
+        listing = re.search(r"`writeback-relay (agent list --tenant acme)", doc)
+        assert listing, "the agent list command"
+        agents = run(str(BIN / "writeback-relay"), *listing.group(1).split(), env=env)
+        agent_id = out.split("enrolled as agent ")[1].split()[0]
+        assert agent_id in agents and " hq " in agents
     finally:
         relay.stop()

@@ -17,6 +17,8 @@ import pytest
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 UNIT = DEPLOY / "writeback-agent.service"
+RELAY_UNIT = DEPLOY / "writeback-relay.service"
+UNITS = pytest.mark.parametrize("unit", [UNIT, RELAY_UNIT], ids=lambda u: u.stem)
 WINSW = DEPLOY / "windows" / "writeback-agent.xml"
 
 # WinSW v2.12.0, docs/xmlConfigFile.md and docs/loggingAndErrorReporting.md.
@@ -35,10 +37,10 @@ WINSW_V2_LOG_MODES = {"append", "reset", "ignore", "none", "roll", "roll-by-time
 WINSW_DURATION = re.compile(r"^\d+(\.\d+)?\s*(ms|sec|secs|min|mins|hour|hours|day|days)?$")
 
 
-def _unit() -> configparser.RawConfigParser:
+def _unit(path: Path = UNIT) -> configparser.RawConfigParser:
     parser = configparser.RawConfigParser(strict=False, interpolation=None)
     parser.optionxform = str  # type: ignore[assignment,method-assign]
-    parser.read(UNIT)
+    parser.read(path)
     return parser
 
 
@@ -59,27 +61,43 @@ def _need_systemd_analyze() -> None:
         pytest.skip("systemd-analyze not installed (apt-get install systemd)")
 
 
-def test_unit_directives_are_all_known_to_systemd() -> None:
+@UNITS
+def test_unit_directives_are_all_known_to_systemd(unit: Path) -> None:
     """`systemd-analyze verify` ignores unknown keys with a warning: none allowed. The
     only complaint left is the ExecStart binary, which is not installed here."""
     _need_systemd_analyze()
-    result = subprocess.run(["systemd-analyze", "verify", str(UNIT)],
+    result = subprocess.run(["systemd-analyze", "verify", str(unit)],
                             capture_output=True, text=True, check=False)
     complaints = [line for line in (result.stdout + result.stderr).splitlines()
                   if line and "is not executable: No such file or directory" not in line]
     assert complaints == []
 
 
-def test_unit_hardening_score_is_2_or_lower() -> None:
+@UNITS
+def test_unit_hardening_score_is_2_or_lower(unit: Path) -> None:
     _need_systemd_analyze()
     result = subprocess.run(
-        ["systemd-analyze", "security", "--offline=true", "--threshold=20", str(UNIT)],
+        ["systemd-analyze", "security", "--offline=true", "--threshold=20", str(unit)],
         capture_output=True, text=True, check=False,
     )
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
     assert match, result.stdout + result.stderr
     assert float(match.group(1)) <= 2.0, result.stdout
     assert result.returncode == 0, result.stdout
+
+
+def test_relay_unit_serves_loopback_with_the_token_as_a_credential() -> None:
+    """docs/relay.md: `serve` on 127.0.0.1 behind a TLS proxy, the admin token from
+    $CREDENTIALS_DIRECTORY/admin-token, the database in the state directory."""
+    service = _unit(RELAY_UNIT)["Service"]
+    assert service["ExecStart"].endswith(" serve --host 127.0.0.1 --port 8080")
+    assert "--admin-token-file" not in service["ExecStart"]
+    assert service["LoadCredential"] == "admin-token:/etc/writeback-relay/admin-token"
+    assert service["StateDirectory"] == "writeback-relay"
+    assert service["Environment"] == (
+        "WRITEBACK_RELAY_DB=/var/lib/writeback-relay/relay.sqlite3"
+    )
+    assert service["User"] == "writeback-relay"
 
 
 def test_winsw_xml_uses_only_winsw_v2_elements() -> None:

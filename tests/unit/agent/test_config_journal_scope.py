@@ -59,6 +59,7 @@ def test_bind_password_file_and_systemd_credentials(
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / "corp-pw").write_text("from-credential\n")
+    (creds / "corp-pw").chmod(0o400)  # as systemd hands credentials over
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     entry = _directory()
     del entry["bind_password"]

@@ -66,10 +66,11 @@ def test_icacls_command_restricts_to_service_account_and_system() -> None:
         "/grant:r",
         "CORP\\gmsa-writeback$:(OI)(CI)F",
         "*S-1-5-18:(OI)(CI)F",
+        "*S-1-5-32-544:(OI)(CI)F",
     ]
     key = icacls_restrict(data / "keys" / "signing.key", "CORP\\gmsa-writeback$", directory=False)
     assert key[1] == r"C:\ProgramData\writeback-agent\keys\signing.key"
-    assert key[4:] == ["CORP\\gmsa-writeback$:F", "*S-1-5-18:F"]
+    assert key[4:] == ["CORP\\gmsa-writeback$:F", "*S-1-5-18:F", "*S-1-5-32-544:F"]
 
 
 ICACLS_OPEN = r"""C:\ProgramData\writeback-agent\portal_keys.json BUILTIN\Users:(I)(M)
@@ -118,6 +119,7 @@ def test_windows_branch_runs_icacls_on_the_data_dir(
     assert ran.calls == [[
         r"D:\Windows\System32\icacls.exe", str(PureWindowsPath(tmp_path / "data")),
         "/inheritance:r", "/grant:r", "CORP\\gmsa-writeback$:(OI)(CI)F", "*S-1-5-18:(OI)(CI)F",
+        "*S-1-5-32-544:(OI)(CI)F",
     ]]
 
 
@@ -138,3 +140,31 @@ def test_settings_need_no_os_uname(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.delattr(os, "uname", raising=False)
     assert Settings().agent_name
+
+
+def test_the_docs_icacls_line_is_what_the_agent_runs() -> None:
+    """docs/operations.md's step 3 grants exactly what the agent re-applies at start."""
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "operations.md").read_text()
+    line = next(x.strip() for x in docs.splitlines() if x.strip().startswith("icacls "))
+    argv = [a.strip('"') for a in line.split()[1:]]
+    want = icacls_restrict(r"C:\ProgramData\writeback-agent", "CORP\\gmsa-writeback$",
+                           directory=True)[1:]
+    assert argv == want
+
+
+def test_windows_branches_of_the_ownership_helpers_need_no_posix_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Windows there is no os.getuid/geteuid/chown to call: the helpers that hand
+    files to the service account or explain an unusable data dir must not reach them."""
+    from agent.localfiles import give_to_data_dir_owner, unusable_data_dir
+
+    (tmp_path / "data").mkdir()
+    monkeypatch.setattr("agent.localfiles.os.name", "nt")
+    for name in ("getuid", "geteuid", "chown"):
+        monkeypatch.delattr(os, name)
+    assert give_to_data_dir_owner(tmp_path / "data") == []
+    assert unusable_data_dir(tmp_path / "data") is None
+    monkeypatch.setattr("agent.localfiles.os.access", lambda *_a: False)
+    reason = unusable_data_dir(tmp_path / "data")
+    assert reason is not None and "grant the service account full control" in reason

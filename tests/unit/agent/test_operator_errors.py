@@ -8,7 +8,11 @@ closed ports on 127.0.0.1, which is what an unreachable server looks like.
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import subprocess
+import sys
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -165,6 +169,23 @@ CASES: list[tuple[str, str, Callable[[Setup], None], int, tuple[str, ...]]] = [
      lambda s: (keyring_path(s.data)).chmod(0o664), 2,
      ("refusing to start", "portal_keys.json can be changed by other users")),
     ("unknown-key", "check", _set("wokers", 4), 2, ("wokers", "Extra inputs are not permitted")),
+    # check refuses what run refuses (a journal SQLite cannot use: both say the same)
+    ("garbage-journal-check", "check", _file("journal.sqlite3", b"garbage" * 200), 1,
+     ("[FAIL] journal", "not a usable SQLite database", "move the file away")),
+    ("bind-password-readable", "check", lambda s: (s.root / "bindpw").chmod(0o644), 2,
+     ("bind_password_file", "every local user", "mode 0644", "chmod 600")),
+    ("config-writable-check", "check", lambda s: s.config.chmod(0o666), 1,
+     ("[FAIL] file permissions", "agent.toml can be changed by other users", "chmod go-w")),
+    ("config-writable-run", "run", lambda s: s.config.chmod(0o620), 2,
+     ("refusing to start", "agent.toml can be changed by other users")),
+    ("key-file-writable-run", "run", lambda s: (s.data / "keys" / "kem.key").chmod(0o666), 2,
+     ("refusing to start", "kem.key can be changed by other users")),
+    ("key-too-open-check", "check", lambda s: (s.data / "keys" / "kem.key").chmod(0o640), 1,
+     ("[FAIL] agent keys", "kem.key", "too open", "chmod 600")),
+    ("key-garbage-run", "run", _file("keys/kem.key", b"not a key"), 2,
+     ("kem.key", "unreadable key file", "init --force", "enroll again")),
+    ("keys-missing-check", "check", lambda s: (s.data / "keys" / "signing.key").unlink(), 1,
+     ("[FAIL] agent keys", "signing.key: missing", "writeback-agent init")),
 ]
 
 
@@ -232,7 +253,7 @@ def test_unexpected_error_is_one_line_and_debug_shows_the_traceback(
 ) -> None:
     setup.write()
 
-    def boom(_settings: Any) -> Any:
+    def boom(*_args: Any) -> Any:
         raise RuntimeError("something broke")
 
     monkeypatch.setattr("agent.checks.run_checks", boom)
@@ -285,3 +306,188 @@ def test_version_and_example(capsys: pytest.CaptureFixture[str]) -> None:
             a.model_fields for a in model.__args__ if hasattr(a, "model_fields")  # type: ignore[union-attr]
         )
         assert set(fields) - set(example[table]) <= {"ca_file"}, table
+
+
+def test_status_reads_a_broken_journal_without_a_traceback_or_a_change(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """status (often run as root) reads the journal read-only and says what is wrong."""
+    setup.write()
+    journal = setup.data / "journal.sqlite3"
+    journal.write_bytes(b"garbage" * 200)
+    assert main(["-c", str(setup.config), "status"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "not a usable SQLite database" in out["journal"]
+    assert journal.read_bytes() == b"garbage" * 200
+    journal.unlink()
+    assert main(["-c", str(setup.config), "status"]) == 0
+    assert "journal" not in json.loads(capsys.readouterr().out)
+    assert not journal.exists()  # status never creates it (it would be root's file)
+
+
+def test_keys_show_names_the_enrolled_agent(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup.write()
+    assert main(["-c", str(setup.config), "keys", "show"]) == 0
+    assert json.loads(capsys.readouterr().out)["agent_id"] == "a-1"
+    (setup.data / "enrollment.json").unlink()
+    assert main(["-c", str(setup.config), "keys", "show"]) == 0
+    assert json.loads(capsys.readouterr().out)["agent_id"] is None
+
+
+def test_output_into_a_closed_pipe_is_quiet(setup: Setup) -> None:
+    """`writeback-agent config example | head -1`: no BrokenPipeError, no traceback."""
+    setup.write()
+    script = (
+        "import sys; from agent.cli import main; "
+        "sys.exit(main(['-c', sys.argv[1], 'config', 'example']))"
+    )
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", script, str(setup.config)],
+            stdout=write, stderr=subprocess.PIPE, text=True, timeout=30, check=False,
+        )
+    finally:
+        os.close(write)
+    assert proc.returncode == 1
+    assert proc.stderr == ""
+
+
+def test_a_relative_bind_password_file_is_found_next_to_agent_toml_or_in_credentials(
+    setup: Setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The example's `bind_password_file = "corp-bind-password"`: a root shell running
+    `check` (no $CREDENTIALS_DIRECTORY) and the systemd service read the same file."""
+    from agent.config import load_settings
+
+    (setup.root / "corp-bind-password").write_text("next-to-config\n")
+    (setup.root / "corp-bind-password").chmod(0o600)
+    setup.doc["directories"][0]["bind_password_file"] = "corp-bind-password"
+    setup.write()
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # not where agent.toml is
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    secret = load_settings(setup.config).directories[0].bind_password
+    assert secret.get_secret_value() == "next-to-config"
+
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "corp-bind-password").write_text("from-systemd\n")
+    (creds / "corp-bind-password").chmod(0o400)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    secret = load_settings(setup.config).directories[0].bind_password
+    assert secret.get_secret_value() == "from-systemd"
+
+    (creds / "corp-bind-password").unlink()
+    assert main(["-c", str(setup.config), "check"]) == 2
+    err = capsys.readouterr().err
+    assert f"bind_password_file {creds / 'corp-bind-password'}" in err
+
+
+@pytest.mark.parametrize("unreadable", ["ca_file", "bind_password_file"])
+def test_a_file_the_service_user_cannot_read_is_one_line(unreadable: str) -> None:
+    """Root set up the files, the service runs as another user: `check`/`run` as that
+    user say which file it cannot read (not an unexpected PermissionError). As root,
+    the command runs as nobody (setpriv); as any other user, the file is made 0000."""
+    import shutil
+    import tempfile
+
+    as_root = os.geteuid() == 0
+    if as_root and shutil.which("setpriv") is None:
+        pytest.fail("setpriv (util-linux) is needed to run as another user")
+    root = Path(tempfile.mkdtemp(prefix="wb-unreadable-", dir="/tmp"))
+    try:
+        root.chmod(0o755)
+        ca, password = root / "ca.pem", root / "bindpw"
+        ca.write_text("-----BEGIN CERTIFICATE-----\n")
+        ca.chmod(0o644)
+        password.write_text("x")
+        password.chmod(0o600)
+        if as_root and unreadable == "ca_file":
+            os.chown(password, 65534, 65534)  # nobody reads its password, not the CA
+        target = ca if unreadable == "ca_file" else password
+        target.chmod(0o600 if as_root else 0o000)  # root's own 0600 file, or unreadable
+        doc = {
+            "data_dir": str(root / "data"),
+            "relay": {"url": RELAY},
+            "directories": [{
+                "name": "corp", "kind": "openldap", "urls": ["ldaps://127.0.0.1:1"],
+                "ca_file": str(ca), "bind_dn": "cn=svc,dc=x",
+                "bind_password_file": str(password), "base_dns": ["dc=x"],
+            }],
+        }
+        config = root / "agent.toml"
+        config.write_text(tomli_w.dumps(doc))
+        config.chmod(0o644)
+        prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if as_root else []
+        script = "import sys; from agent.cli import main; sys.exit(main(sys.argv[1:]))"
+        proc = subprocess.run(
+            [*prefix, sys.executable, "-c", script, "-c", str(config), "check"],
+            capture_output=True, text=True, timeout=60, check=False, cwd="/",
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])},
+        )
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"{unreadable} {target} cannot be read by this user" in proc.stderr
+    finally:
+        shutil.rmtree(root)
+
+
+def test_a_data_dir_the_service_user_does_not_own_is_named(tmp_path: Path) -> None:
+    """The classic: init and enroll ran as root, nobody ran `chown -R`. check, run and
+    status as the service user say so in one line; run exits 2 (no restart loop)."""
+    import shutil
+    import tempfile
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to own a directory another user cannot use")  # CI runs as root
+    if shutil.which("setpriv") is None:
+        pytest.fail("setpriv (util-linux) is needed to run as another user")
+    root = Path(tempfile.mkdtemp(prefix="wb-notmine-", dir="/tmp"))
+    try:
+        root.chmod(0o755)
+        data = root / "data"
+        AgentKeys.generate().save(data / "keys")
+        Enrollment("a-1", "t", "default", RELAY).save(data / "enrollment.json")
+        (data / "journal.sqlite3").write_bytes(b"")
+        data.chmod(0o700)  # root's, as `init` left it
+        password = root / "bindpw"
+        password.write_text("x")
+        os.chown(password, 65534, 65534)
+        password.chmod(0o600)
+        config = root / "agent.toml"
+        config.write_text(tomli_w.dumps({
+            "data_dir": str(data), "relay": {"url": RELAY}, "health": {"port": 0},
+            "directories": [{
+                "name": "corp", "kind": "openldap", "urls": ["ldaps://127.0.0.1:1"],
+                "bind_dn": "cn=svc,dc=x", "bind_password_file": str(password),
+                "base_dns": ["dc=x"],
+            }],
+        }))
+        config.chmod(0o644)
+        script = "import sys; from agent.cli import main; sys.exit(main(sys.argv[1:]))"
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
+        env.pop("NOTIFY_SOCKET", None)
+        results = {}
+        for command in ("check", "run", "status"):
+            proc = subprocess.run(
+                ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                 sys.executable, "-c", script, "-c", str(config), command],
+                capture_output=True, text=True, timeout=60, check=False, cwd="/", env=env,
+            )
+            assert "Traceback" not in proc.stdout + proc.stderr
+            results[command] = (proc.returncode, proc.stdout + proc.stderr)
+        assert results["check"][0] == 1
+        assert f"[FAIL] data directory: data_dir {data} cannot be used by this user" \
+            in results["check"][1]
+        assert results["run"][0] == 2
+        assert f"chown -R nobody {data}" in results["run"][1]
+        assert results["status"][0] == 2
+        assert "permission denied for this user (uid 65534)" in results["status"][1]
+    finally:
+        shutil.rmtree(root)
