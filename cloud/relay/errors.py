@@ -129,7 +129,7 @@ async def _invalid_body(request: Request, exc: RequestValidationError) -> JSONRe
 async def _http_exception(request: Request, exc: HTTPException) -> JSONResponse:
     """FastAPI's own refusals in our shape (its 400 for a body that is not UTF-8, 404
     for an unknown path, 405)."""
-    codes = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed"}
+    codes = {400: "invalid_json", 404: "not_found", 405: "method_not_allowed"}
     code = codes.get(exc.status_code, "http_error")
     message = "the body is not UTF-8 JSON" if exc.status_code == 400 else str(exc.detail)
     return error_response(

@@ -58,7 +58,7 @@ def test_framework_refusals_use_our_shape(relay: RelayProcess) -> None:
     not_utf8 = httpx.post(relay.base_url + "/v1/agents/enroll", content=b'{"code":"\xff\xfe"}',
                           headers={"Content-Type": "application/json"})
     assert not_utf8.status_code == 400
-    assert not_utf8.json()["error"] in {"invalid_body", "invalid_json"}
+    assert not_utf8.json()["error"] == "invalid_json"  # the same code on every route
     not_json = httpx.post(relay.base_url + "/v1/agents/enroll", content=b"{nope",
                           headers={"Content-Type": "application/json"})
     assert (not_json.status_code, not_json.json()["error"]) == (400, "invalid_json")
@@ -94,3 +94,12 @@ def test_heartbeats_are_verified_and_shown_to_operators(
     assert {a["agent_group"] for a in everyone} == {"hq", "branch"}
     never = next(a for a in everyone if a["agent_group"] == "branch")
     assert never["version"] is None and never["last_heartbeat"] is None
+
+
+def test_a_body_that_is_not_utf8_is_invalid_json_on_every_portal_route(
+    relay: RelayProcess, tenant: tuple[str, str]
+) -> None:
+    headers = {"Authorization": f"Bearer {tenant[1]}", "Content-Type": "application/json"}
+    for route in ("/v1/requests", "/v1/requests:batch", "/v1/requests/results:wait"):
+        answer = httpx.post(relay.base_url + route, content=b'{"x":"\xff\xfe"}', headers=headers)
+        assert (answer.status_code, answer.json()["error"]) == (400, "invalid_json"), route
