@@ -257,7 +257,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         except (httpx.HTTPError, ValueError):
             out["running"] = False
     print(json.dumps(out, indent=2, sort_keys=True))
-    return 0
+    # Like a failed check: 1 when the agent is not running or not ready (scripts and
+    # monitoring can test it); 0 when it is, or when it has no health port to ask.
+    return 1 if settings.health.enabled and not out.get("ready") else 0
 
 
 # --------------------------------------------------------------------------- config
@@ -316,7 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the agent in the foreground")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("status", help="enrollment, journal counts and whether the agent is running")
+    p = sub.add_parser(
+        "status",
+        help="enrollment, journal counts and whether the agent is running"
+        " (exit 1 when it is not running or not ready)",
+    )
     p.set_defaults(func=cmd_status)
 
     add_keys_parser(sub)

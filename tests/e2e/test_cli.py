@@ -68,6 +68,9 @@ def test_status_reports_enrollment_and_journal(system: AgentSystem, slapd_env: D
         status = json.loads(capsys.readouterr().out)
     assert status["enrollment"]["tenant"] == system.portal.tenant
     assert status["journal"] == {"done": 1}
+    assert (status["running"], status["ready"]) == (True, True)
+    assert cli("-c", str(system.config), "status") == 1  # stopped now
+    assert json.loads(capsys.readouterr().out)["running"] is False
     assert status["running"] is True and status["ready"] is True
     # every file the agent keeps is 0600 in a 0700 tree (the journal holds user names)
     data = system.root / "data"
