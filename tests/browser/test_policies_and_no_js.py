@@ -18,6 +18,11 @@ from tests.servers.base import BindOutcome, DirectoryEnv, unique_login
 
 pytestmark = pytest.mark.slow
 
+# Passwords these tests type (test_zz_no_secrets_logged looks for them in every log).
+TOO_SHORT_FOR_PSO = "Fresh-Pass9"
+LONG_ENOUGH = "Twelve-Plus-Pass-42"
+WITHOUT_SCRIPT = "No-Script-Pass-31"
+
 
 def _fine_grained_policy(env: DirectoryEnv, login: str, min_length: int) -> None:
     """A PSO that applies to this user only, with a longer minimum than the domain's 8."""
@@ -53,15 +58,15 @@ def test_fine_grained_minimum_and_the_name_rule(stack: Stack, fresh: Browser) ->
     rules = page.requirements()
     assert "At least 12 characters" in rules, rules  # the PSO's, not the domain's 8
     assert fresh.el("requirements").get_attribute("data-min") == "12"  # the live check's
-    page.choose("Fresh-Pass9")  # 11 characters: the domain's 8 would take it
+    page.choose(TOO_SHORT_FOR_PSO)  # 11 characters: the domain's 8 would take it
     refused = NewPassword(fresh, "refused-under-fine-grained-minimum")
     assert fresh.error() == "The new password is too short."
     refused.choose(f"Zz-{user.login.upper()}-42")  # the account name, in any case
     refused = NewPassword(fresh, "refused-contains-name")
     assert "your account name or parts of your full name" in fresh.error()
-    refused.choose("Twelve-Plus-Pass-42")  # still without verifying again
+    refused.choose(LONG_ENOUGH)  # still without verifying again
     Done(fresh, "fine-grained-done")
-    assert stack.env.bind(user.login, "Twelve-Plus-Pass-42") is BindOutcome.OK
+    assert stack.env.bind(user.login, LONG_ENOUGH) is BindOutcome.OK
 
 
 def test_tenant_switches_sspr_off_and_no_unlock(stack: Stack, fresh: Browser) -> None:
@@ -114,11 +119,11 @@ def test_a_whole_reset_without_javascript(stack: Stack, fresh: Browser) -> None:
     with _no_javascript(fresh):
         _verified(stack, fresh, user)
         page = NewPassword(fresh, "no-js")
-        fresh.fill("new_password", "No-Script-Pass-31")
+        fresh.fill("new_password", WITHOUT_SCRIPT)
         # With scripts on, typing shows the strength meter; here the script never ran.
         assert not fresh.driver.find_element(By.ID, "meter").is_displayed()
         assert "At least 8 characters" in page.requirements()  # the rules are plain HTML
-        page.choose("No-Script-Pass-31")
+        page.choose(WITHOUT_SCRIPT)
         Done(fresh, "no-js-done")
-    assert stack.env.bind(user.login, "No-Script-Pass-31") is BindOutcome.OK
+    assert stack.env.bind(user.login, WITHOUT_SCRIPT) is BindOutcome.OK
     assert stack.env.bind(user.login, INITIAL) is BindOutcome.INVALID_CREDENTIALS
