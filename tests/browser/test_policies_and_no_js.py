@@ -8,12 +8,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import httpx
 import pytest
 from selenium.webdriver.common.by import By
 
 from tests.browser.conftest import HELPDESK, Stack
 from tests.browser.helpers import INITIAL, User, make_user, register
-from tests.browser.pages import Browser, Done, Message, NewPassword, Verify, WhoAreYou
+from tests.browser.pages import (
+    Browser,
+    Done,
+    Message,
+    Methods,
+    NewPassword,
+    SignIn,
+    Verify,
+    WhoAreYou,
+)
 from tests.servers.base import BindOutcome, DirectoryEnv, unique_login
 
 pytestmark = pytest.mark.slow
@@ -127,3 +137,44 @@ def test_a_whole_reset_without_javascript(stack: Stack, fresh: Browser) -> None:
         Done(fresh, "no-js-done")
     assert stack.env.bind(user.login, WITHOUT_SCRIPT) is BindOutcome.OK
     assert stack.env.bind(user.login, INITIAL) is BindOutcome.INVALID_CREDENTIALS
+
+
+def test_development_outbox_is_off_unless_turned_on(stack: Stack, fresh: Browser) -> None:
+    assert httpx.get(f"{stack.url}/dev/outbox").status_code == 404  # the tests' portal: off
+    server, services = stack.second_portal(dev_outbox=True)
+    base = fresh.base_url
+    try:
+        fresh.base_url = server.url
+        user = register(stack.services, make_user(stack.env), email=True, app=True)
+        WhoAreYou.open(fresh).submit(user.upn)
+        Verify(fresh).choose("email")
+        code = stack.smtp.mailbox.code(user.email)  # still sent over SMTP as well
+        fresh.go("/dev/outbox")
+        Message(fresh, "Outbox")
+        assert user.email in fresh.text() and code in fresh.text()
+    finally:
+        fresh.base_url = base
+        server.stop()
+        services.close()
+
+
+def test_office_phone_is_read_only_on_the_security_info_page(
+    stack: Stack, fresh: Browser
+) -> None:
+    user = make_user(stack.env)
+    policy = stack.services.settings.policy
+    phones = {**policy.office_phones, user.upn: "+14255550188"}
+    server, services = stack.second_portal(
+        policy=policy.model_copy(update={"office_phones": phones}))
+    base = fresh.base_url
+    try:
+        fresh.base_url = server.url
+        SignIn.open(fresh).sign_in(user.upn, INITIAL)
+        methods = Methods(fresh, "methods-with-office-phone")
+        row = methods.status("office_phone")
+        assert "*88" in row and "Read-only" in row and "0188" not in row
+        assert not fresh.driver.find_elements(By.ID, "setup-office_phone")  # nothing to edit
+    finally:
+        fresh.base_url = base
+        server.stop()
+        services.close()
