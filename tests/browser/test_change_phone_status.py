@@ -27,6 +27,7 @@ def test_change_password(stack: Stack, fresh: Browser) -> None:
     assert "too short" in fresh.error()
     rules = fresh.driver.find_elements("css selector", ".requirements li")
     assert any("At least 8" in li.text for li in rules)
+    assert any("last 3 passwords" in li.text for li in rules)  # a change checks the history
     _change(fresh, user.upn, INITIAL, NEW)
     Done(fresh, "changed")
     assert fresh.heading() == "Your password has been changed"
