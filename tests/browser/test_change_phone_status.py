@@ -28,6 +28,10 @@ def test_change_password(stack: Stack, fresh: Browser) -> None:
     rules = fresh.driver.find_elements("css selector", ".requirements li")
     assert any("At least 8" in li.text for li in rules)
     assert any("last 3 passwords" in li.text for li in rules)  # a change checks the history
+    _change(fresh, user.upn, INITIAL, INITIAL)  # the password it has now
+    Change(fresh, "change-history")
+    assert fresh.error() == ("The new password was used recently. Choose one you have not "
+                             "used before.")
     _change(fresh, user.upn, INITIAL, NEW)
     Done(fresh, "changed")
     assert fresh.heading() == "Your password has been changed"
