@@ -178,3 +178,27 @@ def test_office_phone_is_read_only_on_the_security_info_page(
         fresh.base_url = base
         server.stop()
         services.close()
+
+
+ONE_STEP_NEW = "One-Step-Pass-64"
+
+
+def test_one_verification_step_when_the_policy_says_one(stack: Stack, fresh: Browser) -> None:
+    policy = stack.services.settings.policy
+    server, services = stack.second_portal(
+        policy=policy.model_copy(update={"methods_to_reset": 1}))
+    base = fresh.base_url
+    try:
+        fresh.base_url = server.url
+        user = register(stack.services, make_user(stack.env), email=True)  # one method
+        WhoAreYou.open(fresh).submit(user.upn)
+        verify = Verify(fresh, "one-step")
+        assert fresh.heading() == "Verification step 1"  # no "of 2"
+        verify.choose("email").enter_code(stack.smtp.mailbox.code(user.email))
+        NewPassword(fresh, "after-one-step").choose(ONE_STEP_NEW)
+        Done(fresh, "one-step-done")
+    finally:
+        fresh.base_url = base
+        server.stop()
+        services.close()
+    assert stack.env.bind(user.login, ONE_STEP_NEW) is BindOutcome.OK

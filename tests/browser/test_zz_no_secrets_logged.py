@@ -19,7 +19,7 @@ def test_no_secret_in_any_log_line(stack: Stack) -> None:
     passwords = [INITIAL, test_reset.NEW, "Short1a", test_change_phone_status.NEW,
                  "Phone-Reset-Pass-9", "Not-The-Password-1", test_change_phone_status.IN_DOUBT_NEW,
                  test_policies_and_no_js.TOO_SHORT_FOR_PSO, test_policies_and_no_js.LONG_ENOUGH,
-                 test_policies_and_no_js.WITHOUT_SCRIPT]
+                 test_policies_and_no_js.WITHOUT_SCRIPT, test_policies_and_no_js.ONE_STEP_NEW]
     answers = list(ANSWERS.values())
     codes = set()
     for message in stack.smtp.mailbox.messages:
