@@ -30,6 +30,7 @@ Choices (verified against Samba 4.17; see docs/directories.md):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import uuid
 from typing import Any
@@ -235,10 +236,13 @@ class ActiveDirectoryConnector:
         return self._policies.get(pso_dn.lower(), load)
 
     def password_policy(self, user: DirectoryUser) -> PasswordPolicy:
-        """The user's PSO (msDS-ResultantPSO, read by find_user) or the domain policy."""
+        """The user's PSO (msDS-ResultantPSO, read by find_user) or the domain policy;
+        resets skip its history unless the DC honours the policy-hints control."""
         if user.policy_dn:
-            return pol.policy_from_pso(user.policy_dn, self._pso_attrs(user.policy_dn))
-        return pol.policy_from_domain(self._domain_policy_attrs())
+            found = pol.policy_from_pso(user.policy_dn, self._pso_attrs(user.policy_dn))
+        else:
+            found = pol.policy_from_domain(self._domain_policy_attrs())
+        return dataclasses.replace(found, history_on_reset=self._write_controls() is not None)
 
     # ------------------------------------------------------------------ writes
 

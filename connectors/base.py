@@ -167,6 +167,9 @@ class PasswordPolicy:
     max_age: dt.timedelta | None = None
     lockout_threshold: int = 0
     source: str = "default"  # "domain", a PSO DN, or a ppolicy entry DN
+    # Whether an administrative reset is checked against the history too (AD: only
+    # when the DC honours the policy-hints control; Samba 4.17 does not).
+    history_on_reset: bool = True
 
     def describe(self) -> dict[str, object]:
         """The JSON-safe form sent to the portal (preflight, policy_violation)."""
@@ -178,6 +181,7 @@ class PasswordPolicy:
             "min_age_seconds": int(self.min_age.total_seconds()),
             "max_age_seconds": None if self.max_age is None else int(self.max_age.total_seconds()),
             "lockout_threshold": self.lockout_threshold,
+            "history_on_reset": self.history_on_reset,
         }
 
 

@@ -76,6 +76,10 @@ def serve(port: int = 8080) -> int:
 
         for login, given in (("alice", "Alice"), ("bob", "Bob")):
             samba.create_user(login, PASSWORD, given_name=given, surname="Demo")
+        # A protected account (adminCount=1, like a domain admin): the agent refuses it,
+        # so the portal shows "Please contact your administrator". (The built-in
+        # Administrator has no UPN, so by UPN it is simply not found.)
+        samba.create_user("carol", PASSWORD, given_name="Carol", surname="Admin", protected=True)
         alice = f"alice@{UPN_SUFFIX}"
         totp = pyotp.random_base32()
         now = time.time()
@@ -95,7 +99,10 @@ The portal is running: {url}
         (add it to an app, or run: {hint})
       answers: {'; '.join(f'{q} {a}' for q, a in ANSWERS.items())}
   bob@{UPN_SUFFIX} / {PASSWORD}     not registered yet: sign in at {url}/register
-  Administrator@{UPN_SUFFIX}           protected: the "contact your administrator" page
+      (reset or unlock: "We could not verify your account"; lock an account with 3 wrong
+       passwords at {url}/register, then unlock it at {url}/unlock)
+  carol@{UPN_SUFFIX} / {PASSWORD}   a protected admin account: reset shows "Please contact
+      your administrator", and "Contact an administrator" mails the help desk (see the outbox)
 
 Policy: {conf / 'portal.toml'}. Ctrl+C stops everything.
 """, flush=True)

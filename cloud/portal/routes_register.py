@@ -170,8 +170,9 @@ async def email_posted(request: Request) -> Response:
 @router.get("/register/phone", response_class=HTMLResponse)
 async def phone_page(request: Request) -> Response:
     _require(request)
-    return render(request, "register_phone.html", pending=_pending(request).get("phone"),
-                  countries=COUNTRIES, error=None)
+    pending = _pending(request)
+    return render(request, "register_phone.html", pending=pending.get("phone"),
+                  channel=pending.get("channel"), countries=COUNTRIES, error=None)
 
 
 @router.post("/register/phone", response_class=HTMLResponse)
@@ -225,7 +226,7 @@ async def verify_code(request: Request) -> Response:
                  else f"That code is not right. {result.tries_left} tries left.")
     if not ok:
         return render(request, template, 400, pending=pending.get("email") or pending.get("phone"),
-                      countries=COUNTRIES, error=error)
+                      channel=pending.get("channel"), countries=COUNTRIES, error=error)
     data = {"address": pending["email"]} if kind == "email" else {"number": pending["phone"]}
     svc.store.method_put(user, kind, data, time.time())
     session_of(request).data.pop("register_pending", None)

@@ -256,7 +256,7 @@ def _verified_flow(request: Request) -> dict[str, Any]:
 @router.get("/reset/password", response_class=HTMLResponse)
 async def password_page(request: Request) -> Response:
     flow = _verified_flow(request)
-    return render(request, "reset_password.html", rules=requirements(flow["policy"]),
+    return render(request, "reset_password.html", rules=requirements(flow["policy"], reset=True),
                   policy=flow["policy"], error=None)
 
 
@@ -285,5 +285,6 @@ async def password_posted(request: Request) -> Response:
         if isinstance(answer, Result):
             flow["policy"] = answer.policy or flow["policy"]
             error = answer.message
-    return render(request, "reset_password.html", 400, rules=requirements(flow["policy"]),
-                  policy=flow["policy"], error=error)
+    return render(request, "reset_password.html", 400,
+                  rules=requirements(flow["policy"], reset=True), policy=flow["policy"],
+                  error=error)

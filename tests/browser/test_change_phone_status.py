@@ -27,6 +27,11 @@ def test_change_password(stack: Stack, fresh: Browser) -> None:
     assert "too short" in fresh.error()
     rules = fresh.driver.find_elements("css selector", ".requirements li")
     assert any("At least 8" in li.text for li in rules)
+    assert any("last 3 passwords" in li.text for li in rules)  # a change checks the history
+    _change(fresh, user.upn, INITIAL, INITIAL)  # the password it has now
+    Change(fresh, "change-history")
+    assert fresh.error() == ("The new password was used recently. Choose one you have not "
+                             "used before.")
     _change(fresh, user.upn, INITIAL, NEW)
     Done(fresh, "changed")
     assert fresh.heading() == "Your password has been changed"
@@ -111,3 +116,37 @@ def test_directory_unavailable_page(stack: Stack, fresh: Browser) -> None:
         fresh.base_url = base
         server.stop()
         services.close()
+
+
+IN_DOUBT_NEW = "In-Doubt-Pass-58"
+
+
+def test_in_doubt_page_when_the_answer_never_comes(stack: Stack, fresh: Browser) -> None:
+    """The reset is queued but its agent is stopped: the portal stops waiting and says
+    it can't tell; the agent, started again, carries it out, as the page suggests."""
+    from tests.browser.conftest import wait_until
+    from tests.browser.pages import NewPassword
+
+    user = register(stack.services, make_user(stack.env), email=True, app=True)
+    WhoAreYou.open(fresh).submit(user.upn)
+    Verify(fresh).choose("email").enter_code(stack.smtp.mailbox.code(user.email))
+    Verify(fresh, "step-2").choose("app").enter_code(user.totp())
+    NewPassword(fresh)
+    # The same session store, a portal that waits 2 s for an answer: the browser's
+    # cookie (host 127.0.0.1, any port) carries the verified flow over to it.
+    server, services = stack.second_portal(agent_timeout_seconds=2.0)
+    base = fresh.base_url
+    stack.system.stop_agent()
+    try:
+        fresh.base_url = server.url
+        fresh.go("/reset/password")
+        NewPassword(fresh, "agent-stopped").choose(IN_DOUBT_NEW)
+        page = Message(fresh, "We could not confirm the change")
+        assert "Try signing in with your new password" in fresh.text()
+        assert page.b.driver.find_elements("id", "start-again")
+    finally:
+        fresh.base_url = base
+        server.stop()
+        services.close()
+        stack.system.start_agent()
+    wait_until(lambda: stack.env.bind(user.login, IN_DOUBT_NEW) is BindOutcome.OK, timeout=30)

@@ -5,6 +5,7 @@ questions and a phone (code from the SMS provider's webhook), and "thanks"."""
 
 from __future__ import annotations
 
+import httpx
 import pyotp
 import pytest
 
@@ -125,3 +126,30 @@ def test_sign_in_counts_toward_the_directory_lockout(stack: Stack, fresh: Browse
     SignIn(fresh, "signin-locked")
     assert "locked" in fresh.error()
     assert stack.env.bind(user.login, INITIAL) is BindOutcome.LOCKED
+
+
+def test_register_a_phone_by_call(stack: Stack, fresh: Browser) -> None:
+    """"Call me" while registering: nothing to type, the callee presses # on the call."""
+    user = make_user(stack.env)
+    SignIn.open(fresh).sign_in(user.upn, INITIAL)
+    Methods(fresh)
+    fresh.click("setup-phone")
+    RegisterPhone(fresh)
+    fresh.select("country", value="GB")
+    fresh.fill("number", "07400 123456")
+    fresh.click("call-me")
+    RegisterPhone(fresh, "phone-calling")
+    assert "We're calling +447400123456" in fresh.text()
+    assert not fresh.driver.find_elements("id", "code")  # a call carries no code
+    call = stack.sms.received[-1]
+    assert (call["kind"], call["to"]) == ("voice", "+447400123456")
+    fresh.click("verify")  # not answered yet
+    RegisterPhone(fresh, "phone-call-not-answered")
+    assert "pressed #" in fresh.error()
+    answered = httpx.post(call["callback_url"], json={"digits": "#"},
+                          headers={"Authorization": "Bearer sms-webhook-token"})
+    assert answered.status_code == 200
+    fresh.click("verify")
+    methods = Methods(fresh, "methods-phone-by-call")
+    assert "******56" in methods.status("mobile_phone")
+    assert stack.services.store.methods(user.upn)["mobile_phone"].data["number"] == "+447400123456"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from tests.browser import test_change_phone_status, test_reset
+from tests.browser import test_change_phone_status, test_policies_and_no_js, test_reset
 from tests.browser.conftest import Stack
 from tests.browser.helpers import ANSWERS, INITIAL
 
@@ -17,7 +17,9 @@ def test_no_secret_in_any_log_line(stack: Stack) -> None:
     assert "portal.result" in portal_and_agent  # the flows ran and logged
     texts = {"portal+agent": portal_and_agent, "relay": stack.relay_log()}
     passwords = [INITIAL, test_reset.NEW, "Short1a", test_change_phone_status.NEW,
-                 "Phone-Reset-Pass-9", "Not-The-Password-1"]
+                 "Phone-Reset-Pass-9", "Not-The-Password-1", test_change_phone_status.IN_DOUBT_NEW,
+                 test_policies_and_no_js.TOO_SHORT_FOR_PSO, test_policies_and_no_js.LONG_ENOUGH,
+                 test_policies_and_no_js.WITHOUT_SCRIPT, test_policies_and_no_js.ONE_STEP_NEW]
     answers = list(ANSWERS.values())
     codes = set()
     for message in stack.smtp.mailbox.messages:

@@ -127,8 +127,10 @@ def test_policy_hints_and_history_on_reset(
         assert not set(POLICY_HINTS) & set(connector._root_dse()["supportedControl"])
         connector.reset_password(user, SecretStr(INITIAL))  # history not enforced on reset
         assert samba_env.bind(user.login, INITIAL) is BindOutcome.OK
+        assert connector.password_policy(user).describe()["history_on_reset"] is False
     else:
         assert controls[0][1] is False  # never critical
+        assert connector.password_policy(user).describe()["history_on_reset"] is True
         with pytest.raises(PolicyViolation) as info:
             connector.reset_password(user, SecretStr(INITIAL))
         assert info.value.reason == PolicyReason.HISTORY
