@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,6 +222,37 @@ class AgentSystem:
         if self.agent is not None:
             self.agent.stop(timeout=15)
             self.agent = None
+
+    @contextlib.contextmanager
+    def present_while_stopped(self, every: float = 1.0) -> Iterator[None]:
+        """Heartbeats signed as this agent while it is stopped, so that the relay
+        still counts it online and queues requests for it (rather than answering
+        no_agent_online once the presence timeout passes on a slow machine)."""
+        from agent.enrollment import Enrollment, relay_transport
+        from tests.servers.relay import signed_heartbeat
+        from wire.keys import AgentKeys
+
+        settings = self.settings()
+        enrollment = Enrollment.load(settings.enrollment_path)
+        keys = AgentKeys.load(settings.keys_dir)
+        transport = relay_transport(settings, enrollment, keys)
+        stop = threading.Event()
+
+        def beat() -> None:
+            while True:
+                with contextlib.suppress(Exception):  # the relay may be busy: beat again
+                    transport.heartbeat(signed_heartbeat(keys.signing, enrollment.agent_id))
+                if stop.wait(every):
+                    return
+
+        thread = threading.Thread(target=beat, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+            transport.close()
 
     @contextlib.contextmanager
     def running(self) -> Iterator[AgentSystem]:
