@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse
 
 from cloud.portal.web import render, session_of
 from cloud.sdk import Status
+from wire.status import NotManagedReason
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,13 @@ PAGES: dict[str, Page] = {
 # Statuses with a page of their own, wherever they arise. (Where the user has not
 # proved who they are yet, a disabled account gets no page of its own: the reset
 # preflight shows "could not verify", the change form the sign-in wording.)
+def not_managed_page(answer: object) -> str:
+    """A user outside the agents' allowed groups is not enabled for password reset
+    (the tenant's SSPR group); any other not_managed rule: contact the administrator."""
+    reason = getattr(answer, "reason", None)
+    return "not_enabled" if reason == NotManagedReason.NOT_IN_ALLOWED_GROUP else "not_managed"
+
+
 PAGE_FOR_STATUS: dict[Status, str] = {
     Status.NOT_MANAGED: "not_managed",
     Status.DIRECTORY_UNAVAILABLE: "directory_unavailable",

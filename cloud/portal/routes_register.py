@@ -22,7 +22,7 @@ from cloud.portal.agents import status_of
 from cloud.portal.app import in_thread, services_of
 from cloud.portal.crypto import normalise_answer
 from cloud.portal.methods import COUNTRIES, BadNumber, masked, parse_phone
-from cloud.portal.pages import show
+from cloud.portal.pages import not_managed_page, show
 from cloud.portal.signin import SIGNIN_ERRORS
 from cloud.portal.web import (
     SessionExpired,
@@ -67,7 +67,7 @@ async def sign_in(request: Request, user: str, password: str) -> Response | None
         return None
     session.data["user"] = user
     if status is Status.NOT_MANAGED:
-        return show(request, "not_managed")
+        return show(request, not_managed_page(answer))
     if status in (Status.DIRECTORY_UNAVAILABLE, Status.IN_DOUBT):
         return show(request, "directory_unavailable")
     # Every failure takes as long as the slowest, so timing tells nothing either.

@@ -21,7 +21,7 @@ from cloud.portal import captchas
 from cloud.portal.agents import status_of
 from cloud.portal.app import Services, in_thread, services_of
 from cloud.portal.methods import COUNTRIES, LABELS, BadNumber, masked, parse_phone, usable_methods
-from cloud.portal.pages import PAGE_FOR_STATUS, show
+from cloud.portal.pages import PAGE_FOR_STATUS, not_managed_page, show
 from cloud.portal.passwords import requirements
 from cloud.portal.web import (
     SessionExpired,
@@ -91,6 +91,8 @@ async def who_posted(request: Request) -> Response:
         return show(request, "unlock_not_enabled")
     answer = await in_thread(svc.gateway.send, "preflight", user)
     status = status_of(answer)
+    if status is Status.NOT_MANAGED:
+        return show(request, not_managed_page(answer))
     if status in PAGE_FOR_STATUS and status is not Status.ACCOUNT_DISABLED:
         return show(request, PAGE_FOR_STATUS[status])
     if status is not Status.SUCCEEDED:

@@ -44,11 +44,12 @@ class _Model(BaseModel):
 class TenantPolicy(_Model):
     """What the tenant's administrator decides (the seed's "Password reset" blade)."""
 
-    # off: nobody; selected: only users matching `selected_users`; everyone.
-    sspr: Literal["off", "selected", "everyone"] = "everyone"
+    # off: nobody; selected: only users matching `selected_users`; group: the members of
+    # the directory groups the agents allow (their `allowed_groups`: the portal sees no
+    # directory groups, the agents answer not_managed/not_in_allowed_group for anyone
+    # else, and the portal shows "not enabled for password reset"); everyone.
+    sspr: Literal["off", "selected", "group", "everyone"] = "everyone"
     # Glob patterns on the user ID, case-insensitive ("*@sales.acme.example", "alice@...").
-    # The portal sees no directory groups; the agent's allowed_groups restrict by
-    # directory group and answer not_managed.
     selected_users: list[str] = Field(default_factory=list)
     methods: list[MethodName] = Field(default_factory=lambda: list(ALL_METHODS))
     methods_to_reset: Literal[1, 2] = 1
@@ -69,7 +70,7 @@ class TenantPolicy(_Model):
         return value
 
     def enabled_for(self, user_id: str) -> bool:
-        if self.sspr == "everyone":
+        if self.sspr in ("everyone", "group"):  # group: the agents decide (not_managed)
             return True
         if self.sspr == "off":
             return False

@@ -202,3 +202,47 @@ def test_one_verification_step_when_the_policy_says_one(stack: Stack, fresh: Bro
         server.stop()
         services.close()
     assert stack.env.bind(user.login, ONE_STEP_NEW) is BindOutcome.OK
+
+
+def test_sspr_for_a_group_the_agents_enforce(
+    stack: Stack, fresh: Browser, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """sspr = "group": the agents that serve this portal allow one directory group
+    (`allowed_groups`, nested). Someone outside it reads "not enabled for password
+    reset", at "Who are you?" and at registration; a member goes on to verify."""
+    from agent.app import build_agent
+    from agent.config import load_settings
+    from tests.e2e.harness import enroll_agent_config
+
+    env = stack.env
+    member, outsider = make_user(env), make_user(env)
+    register(stack.services, member, email=True, app=True)
+    register(stack.services, outsider, email=True, app=True)
+    group = env.create_group(unique_login("sspr"), [env.dn_of(member.login)])  # type: ignore[attr-defined]
+    scoped = dict(stack.system.directories[0])
+    scoped["scope"] = {**scoped.get("scope", {}), "allowed_groups": [group]}
+    portal = stack.system.portal
+    config = enroll_agent_config(
+        tmp_path_factory.mktemp("group-agent"), portal.relay, portal.tenant, "sspr-group", [scoped]
+    )
+    agent = build_agent(load_settings(config))
+    agent.start()
+    policy = stack.services.settings.policy
+    server, services = stack.second_portal(
+        agent_group="sspr-group", policy=policy.model_copy(update={"sspr": "group"}))
+    base = fresh.base_url
+    try:
+        fresh.base_url = server.url
+        WhoAreYou.open(fresh).submit(outsider.upn)
+        Message(fresh, "Your account is not enabled for password reset")
+        fresh.driver.delete_all_cookies()
+        SignIn.open(fresh).sign_in(outsider.upn, INITIAL)
+        Message(fresh, "Your account is not enabled for password reset")
+        fresh.driver.delete_all_cookies()
+        WhoAreYou.open(fresh).submit(member.upn)
+        Verify(fresh)  # a member: on to the verification steps
+    finally:
+        fresh.base_url = base
+        server.stop()
+        services.close()
+        agent.stop(timeout=15)
