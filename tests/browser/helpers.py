@@ -38,9 +38,10 @@ def make_user(env: DirectoryEnv, prefix: str = "p", **kwargs: object) -> User:
 
 
 def register(services: Services, user: User, *, email: bool = True, app: bool = False,
-             questions: bool = False, phone: str | None = None) -> User:
-    """What a completed registration stores (the register test does it in the browser)."""
-    now = time.time()
+             questions: bool = False, phone: str | None = None, at: float | None = None) -> User:
+    """What a completed registration stores (the register test does it in the browser);
+    `at`: when the methods were confirmed (now by default)."""
+    now = time.time() if at is None else at
     store, secrets = services.store, services.verifier.secrets
     if email:
         store.method_put(user.upn, "email", {"address": user.email}, now)

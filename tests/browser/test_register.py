@@ -5,12 +5,14 @@ questions and a phone (code from the SMS provider's webhook), and "thanks"."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pyotp
 import pytest
 
 from tests.browser.conftest import Stack
-from tests.browser.helpers import ANSWERS, INITIAL, make_user
+from tests.browser.helpers import ANSWERS, INITIAL, make_user, register
 from tests.browser.pages import (
     Browser,
     Done,
@@ -153,3 +155,21 @@ def test_register_a_phone_by_call(stack: Stack, fresh: Browser) -> None:
     methods = Methods(fresh, "methods-phone-by-call")
     assert "******56" in methods.status("mobile_phone")
     assert stack.services.store.methods(user.upn)["mobile_phone"].data["number"] == "+447400123456"
+
+
+def test_methods_confirmed_long_ago_are_confirmed_again(stack: Stack, fresh: Browser) -> None:
+    """The tenant's re-confirm period (180 days here): a user whose methods were last
+    confirmed 181 days ago is asked to check them after signing in; "Looks good"
+    confirms them, and the next sign-in does not ask again."""
+    user = make_user(stack.env)
+    register(stack.services, user, email=True, app=True, at=time.time() - 181 * 86400)
+    SignIn.open(fresh).sign_in(user.upn, INITIAL)
+    Methods(fresh, "methods-stale")
+    assert "It's been a while" in fresh.text()
+    fresh.click("looks-good")
+    Done(fresh, "thanks-reconfirmed")
+    assert fresh.heading() == "Thanks!"
+    fresh.driver.delete_all_cookies()
+    SignIn.open(fresh).sign_in(user.upn, INITIAL)
+    Methods(fresh, "methods-fresh")
+    assert "It's been a while" not in fresh.text()
