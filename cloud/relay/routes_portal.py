@@ -24,10 +24,10 @@ from cloud.relay.models import (
     AgentInfo,
     AgentList,
     Pending,
-    RequestEnvelope,
     RequestResult,
     RequestResults,
     ResultsWait,
+    RoutingEnvelope,
     SubmitBatch,
     SubmitOutcome,
     SubmitOutcomes,
@@ -139,7 +139,7 @@ async def _submit(body: bytes, tenant: str, ctx: RelayContext) -> Submitted:
     except bounds.BoundsError as exc:
         raise RelayHTTPError(400, "invalid_json", str(exc), field=exc.path or None) from None
     try:
-        header = RequestEnvelope.model_validate(doc).header
+        header = RoutingEnvelope.model_validate(doc).header
     except ValidationError as exc:
         fields = sorted({".".join(map(str, e["loc"])) for e in exc.errors()})
         raise RelayHTTPError(
