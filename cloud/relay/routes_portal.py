@@ -34,7 +34,7 @@ from cloud.relay.models import (
     Submitted,
 )
 from cloud.relay.notify import group_key, request_key
-from cloud.relay.store import RelayStore, RequestState, RequestStatus, StoreError
+from cloud.relay.store import QueueStore, RequestState, RequestStatus, StoreError
 
 log = structlog.get_logger("writeback.relay")
 router = APIRouter(prefix="/v1", tags=["portal"], responses=ERROR_RESPONSES)
@@ -256,7 +256,7 @@ async def wait_results(
 
 
 def _statuses(
-    store: RelayStore, tenant: str, ids: list[str], now: float
+    store: QueueStore, tenant: str, ids: list[str], now: float
 ) -> list[RequestStatus | None]:
     return [store.request_status(tenant, request_id, now) for request_id in ids]
 
