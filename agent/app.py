@@ -90,10 +90,6 @@ class AgentApp:
         if self.health_server is not None:
             self.health_server.stop()
 
-    @property
-    def health_port(self) -> int | None:
-        return self.health_server.port if self.health_server is not None else None
-
 
 def relay_transport_factory(
     settings: Settings, enrollment: Enrollment, keys: AgentKeys

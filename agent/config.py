@@ -176,6 +176,7 @@ class DirectoryConfig(DirectorySettings):
                 "or set start_tls = true"
             )
         return self
+
     @property
     def write_scope(self) -> list[str]:
         """Where writes are allowed, so where `check` verifies the delegated rights."""

@@ -224,12 +224,6 @@ class Journal:
         )
         return {str(state): int(n) for state, n in rows}
 
-    def _set_state(self, request_id: str, state: State) -> None:
-        self._conn().execute(
-            "UPDATE requests SET state = ?, updated_at = ? WHERE id = ?",
-            (state, time.time(), request_id),
-        )
-
     def close(self) -> None:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:

@@ -1,5 +1,6 @@
-"""Result posting in batches (relay.result_batch > 1): one call carries the results of
-every worker that finished at about the same time.
+"""Result posting: in batches (relay.result_batch > 1), one call carries the results of
+every worker that finished at about the same time; `post_one` posts a single result
+(relay.result_batch = 1, and the answers reposted after a restart).
 
 A worker hands its signed result to `ResultPoster.post` and waits until the relay has
 taken it or it was given up, exactly as when it posted on its own: `join` still waits
@@ -31,10 +32,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.journal import Journal
+from agent.retries import Backoff
 from agent.transports.base import (
     RESULT_LEASE_LOST,
     RESULT_STORED,
     Lease,
+    LeaseLost,
     Transport,
     TransportError,
     TransportUnavailable,
@@ -213,3 +216,43 @@ class ResultPoster:
                 )
         finally:
             item.done.set()
+
+
+def post_one(
+    transport: Transport,
+    lease: Lease,
+    result: bytes,
+    *,
+    journal: Journal,
+    log: Any,
+    stopping: Callable[[], bool],
+    late_post: float,
+    backoff: Backoff,
+) -> None:
+    """Post one result under `lease`, with the guarantees of a batch (above)."""
+    while True:
+        try:
+            transport.complete(lease, result)
+            journal.mark_posted(lease.request_id)
+            return
+        except LeaseLost:
+            journal.mark_posted(lease.request_id)  # another answer is stored
+            log.info("result.not_posted", request_id=lease.request_id, detail="lease lost")
+            return
+        except TransportUnavailable as exc:
+            # The relay takes the permit holder's answer after the lease, until
+            # another answer is stored: keep trying a while past it (a relay restart
+            # outlasting the lease would otherwise turn a known answer into an
+            # in_doubt from the agent the request is redelivered to).
+            late = 0.0 if stopping() else late_post
+            if time.time() >= lease.expires_at + late:
+                log.warning(
+                    "result.not_posted",
+                    request_id=lease.request_id,
+                    detail=f"relay unreachable until the lease expired: {exc}",
+                )
+                return
+            backoff.wait()
+        except TransportError as exc:
+            log.error("result.not_posted", request_id=lease.request_id, detail=str(exc))
+            return

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -41,14 +40,13 @@ from agent.outcome import Identity
 from agent.permit_batch import BatchedPermitTransport, PermitBatcher
 from agent.permits import Deferred, LeasePermits
 from agent.pipeline import Pipeline
-from agent.poster import ResultPoster
+from agent.poster import ResultPoster, post_one
+from agent.retries import Backoff
 from agent.transports.base import (
     AuthenticationFailed,
     Lease,
-    LeaseLost,
     Transport,
     TransportError,
-    TransportUnavailable,
 )
 from wire.keys import AgentKeys
 from wire.verify import RequestVerifier
@@ -63,24 +61,6 @@ _REPOST_WINDOW = 600.0
 _REPOST_TRY_SECONDS = 60.0
 # A result post keeps retrying this long past the lease while the relay is unreachable.
 _LATE_POST_SECONDS = 20.0
-
-
-class Backoff:
-    """Exponential backoff with full jitter; `wait` returns early when stopping."""
-
-    def __init__(self, stop: threading.Event, *, base: float = 0.5, cap: float = 30.0) -> None:
-        self._stop = stop
-        self._base = base
-        self._cap = cap
-        self._attempt = 0
-
-    def reset(self) -> None:
-        self._attempt = 0
-
-    def wait(self) -> None:
-        delay = min(self._cap, self._base * 2**self._attempt)
-        self._attempt += 1
-        self._stop.wait(random.uniform(delay / 2, delay))  # noqa: S311 (jitter, not crypto)
 
 
 class AgentService(PeriodicJobs):
@@ -370,35 +350,16 @@ class AgentService(PeriodicJobs):
                 self._complete(transport, permits.lease, result)
 
     def _complete(self, transport: Transport, lease: Lease, result: bytes) -> None:
-        backoff = Backoff(threading.Event(), base=0.25, cap=5.0)  # finish even while stopping
-        while True:
-            try:
-                transport.complete(lease, result)
-                self._journal.mark_posted(lease.request_id)
-                return
-            except LeaseLost:
-                self._journal.mark_posted(lease.request_id)  # another answer is stored
-                self._log.info(
-                    "result.not_posted", request_id=lease.request_id, detail="lease lost"
-                )
-                return
-            except TransportUnavailable as exc:
-                # The relay takes the permit holder's answer after the lease, until
-                # another answer is stored: keep trying a while past it (a relay restart
-                # outlasting the lease would otherwise turn a known answer into an
-                # in_doubt from the agent the request is redelivered to).
-                late = 0.0 if self._stop.is_set() else _LATE_POST_SECONDS
-                if time.time() >= lease.expires_at + late:
-                    self._log.warning(
-                        "result.not_posted",
-                        request_id=lease.request_id,
-                        detail=f"relay unreachable until the lease expired: {exc}",
-                    )
-                    return
-                backoff.wait()
-            except TransportError as exc:
-                self._log.error("result.not_posted", request_id=lease.request_id, detail=str(exc))
-                return
+        post_one(
+            transport,
+            lease,
+            result,
+            journal=self._journal,
+            log=self._log,
+            stopping=self._stop.is_set,
+            late_post=_LATE_POST_SECONDS,
+            backoff=Backoff(threading.Event(), base=0.25, cap=5.0),  # finish even while stopping
+        )
 
     def _repost(self, unposted: list[tuple[str, str, bytes]]) -> None:
         """Answers written before a crash but never acknowledged by the relay: post

@@ -30,9 +30,10 @@ import time
 import uuid
 from pathlib import Path
 
-# The tree whose relay, agent client and portal client are measured (tests/ is not
-# an installed package, so it comes from the tree itself, as in bench_reset.py).
-sys.path.insert(0, os.environ.get("WRITEBACK_TREE") or str(Path(__file__).resolve().parents[1]))
+# WRITEBACK_TREE=/path/to/old/tree measures that tree's relay, agent client and portal
+# client; without it, this checkout's (on the path through the editable install).
+if os.environ.get("WRITEBACK_TREE"):
+    sys.path.insert(0, os.environ["WRITEBACK_TREE"])
 
 from tests.servers.relay import EnrolledAgent, RelayProcess, fake_envelope, start_relay
 

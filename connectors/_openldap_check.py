@@ -19,7 +19,7 @@ import ldap3
 from ldap3.core import exceptions as lexc
 
 from connectors._session import LdapSession
-from connectors.base import AccessDenied, CheckItem, DirectoryError
+from connectors.base import CheckItem, DirectoryError
 
 _NEVER = "19000101000000Z"
 _RELAX = ("1.3.6.1.4.1.4203.666.5.12", True, None)
@@ -29,15 +29,20 @@ def _may_change(
     session: LdapSession, dn: str, changes: dict[str, Any], *, relax: bool
 ) -> str | None:
     """None when the service account may make these changes, else why not."""
+
+    def probe(conn: ldap3.Connection) -> bool:
+        """True on the answer a permitted probe gets: nothing to delete."""
+        try:
+            conn.modify(dn, changes, controls=[_RELAX] if relax else None)
+        except lexc.LDAPNoSuchAttributeResult:
+            return True
+        return False
+
     try:
-        session.modify(dn, changes, controls=[_RELAX] if relax else None)
-    except AccessDenied as exc:
+        permitted = session.write(probe)
+    except DirectoryError as exc:  # AccessDenied names the missing right
         return exc.detail
-    except DirectoryError as exc:
-        if isinstance(exc.__cause__, lexc.LDAPNoSuchAttributeResult):
-            return None
-        return exc.detail
-    return "the probe modify unexpectedly succeeded"
+    return None if permitted else "the probe modify unexpectedly succeeded"
 
 
 def probe_rights(session: LdapSession, scope_dn: str, *, person: str) -> CheckItem:

@@ -1,5 +1,5 @@
-"""The ppolicy overlay's wire details: the Password Modify exop, the response
-control and the policy/state attributes.
+"""The ppolicy overlay's wire details: the Password Modify exop (and the user's own change
+through it), the response control and the policy/state attributes.
 
 slapd answers a password operation that carries the ppolicy request control
 (draft-behera-ldap-password-policy) with a response control that names the rule
@@ -11,6 +11,7 @@ value, which we decode with pyasn1. `refine` plugs that into
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,12 +24,21 @@ from pyasn1.error import PyAsn1Error  # type: ignore[import-untyped]
 from pyasn1.type import namedtype, namedval, tag, univ  # type: ignore[import-untyped]
 from pydantic import SecretStr
 
-from connectors._ldap import Context
+from connectors._ldap import (
+    Context,
+    check_write_guard,
+    close_quietly,
+    open_connection,
+    server_url,
+    translate_errors,
+)
 from connectors.base import (
     AccessDenied,
     AccountDisabled,
     AccountLocked,
     DirectoryError,
+    DirectorySettings,
+    DirectoryUser,
     PasswordPolicy,
     PolicyViolation,
 )
@@ -293,3 +303,36 @@ def password_modify(
         raise exc.with_traceback(None)  # noqa: B904 - the same exception, minus ldap3's frames
     finally:
         forget_secrets(conn)
+
+
+def change_as_user(
+    settings: DirectorySettings,
+    user: DirectoryUser,
+    old: SecretStr,
+    new: SecretStr,
+    *,
+    before_write: Callable[[], None],
+) -> str:
+    """The user's own change, on a connection bound AS THE USER with the ppolicy
+    request control (a wrong old password is wrong_old_password, a locked account says
+    accountLocked), then the exop with the old password, so slapd checks it and the
+    history. `before_write` runs once the bind worked, right before the exop (the
+    connector's pre-validation). Returns the URL of the server that took it."""
+    conn = open_connection(
+        settings,
+        user=user.dn,
+        password=old,
+        context="user_bind",
+        bind_controls=[PPOLICY_REQUEST],
+        refine=refine,
+    )
+    dc = server_url(conn)
+    try:
+        check_write_guard(conn, user.server, user.write_by)
+        before_write()
+        with translate_errors("change", dc=dc, refine=refine, conn=conn):
+            password_modify(conn, user.dn, new, old)
+    finally:
+        forget_secrets(conn)
+        close_quietly(conn)
+    return dc

@@ -96,10 +96,6 @@ class LdapSession:
         """The identity of the current connection's server (`server_identity`)."""
         return server_identity(self._conn) if self._conn is not None else ""
 
-    @property
-    def is_open(self) -> bool:
-        return self._conn is not None
-
     def close(self) -> None:
         conn, self._conn = self._conn, None
         close_quietly(conn)

@@ -47,13 +47,6 @@ from connectors import _ppolicy as pp
 from connectors._bind_as_user import bind_as_user
 from connectors._cache import TtlCache
 from connectors._checks import run_check
-from connectors._ldap import (
-    check_write_guard,
-    close_quietly,
-    open_connection,
-    server_url,
-    translate_errors,
-)
 from connectors._openldap_check import probe_rights
 from connectors._openldap_groups import nested_groups
 from connectors._session import LdapSession
@@ -349,28 +342,18 @@ class OpenLdapConnector:
     ) -> WriteOutcome:
         self._usable(user)
         policy = self.password_policy(user)
-        # Bound as the user, with the ppolicy control: a wrong old password is
-        # wrong_old_password, a locked account says accountLocked.
-        conn = open_connection(
-            self.settings,
-            user=user.dn,
-            password=old_password,
-            context="user_bind",
-            bind_controls=[pp.PPOLICY_REQUEST],
-            refine=pp.refine,
-        )
-        dc = server_url(conn)
-        try:
-            check_write_guard(conn, user.server, user.write_by)
+
+        def prevalidate() -> None:
+            nonlocal policy
             policy = self._prevalidated(user, new_password, self_change=True)
-            with translate_errors("change", dc=dc, refine=pp.refine, conn=conn):
-                pp.password_modify(conn, user.dn, new_password, old_password)
+
+        try:
+            dc = pp.change_as_user(
+                self.settings, user, old_password, new_password, before_write=prevalidate
+            )
         except PolicyViolation as exc:
             self._refused(exc, user, policy)
             raise
-        finally:
-            pp.forget_secrets(conn)
-            close_quietly(conn)
         return WriteOutcome(dc=dc, applied=("password",))
 
     def authenticate(self, user: DirectoryUser, password: SecretStr) -> None:

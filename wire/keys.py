@@ -50,10 +50,6 @@ def key_id(alg: str, raw_public: bytes) -> str:
     return f"{_KID_KIND[alg]}_{b64url_encode(sha256(raw_public))[:22]}"
 
 
-def ed25519_public_raw(key: ed25519.Ed25519PublicKey) -> bytes:
-    return key.public_bytes_raw()
-
-
 _ED25519_P = 2**255 - 19
 _ED25519_D = -121665 * pow(121666, _ED25519_P - 2, _ED25519_P) % _ED25519_P
 # The y coordinates of the eight points of small order (1, 2, 4, 8) on edwards25519:

@@ -19,7 +19,6 @@ from cloud.relay.client import (
     ResultTimeout,
 )
 from cloud.sdk import (
-    USER_MESSAGES,
     AgentPublicKeys,
     PortalSigner,
     Result,
@@ -97,7 +96,3 @@ class AgentGateway:
 
 def status_of(answer: Result | Status) -> Status:
     return answer if isinstance(answer, Status) else answer.status
-
-
-def message_of(answer: Result | Status) -> str:
-    return USER_MESSAGES[answer] if isinstance(answer, Status) else answer.message

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import phonenumbers
 import pyotp
@@ -138,8 +137,3 @@ def usable_methods(registered: dict[str, Method], allowed: Sequence[str],
     if office:
         found["office_phone"] = Method("office_phone", {"number": office}, 0.0)
     return {k: found[k] for k in allowed if k in found}  # in the policy's order
-
-
-def question_items(method: Method) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = method.data.get("items", [])
-    return items

@@ -6,7 +6,7 @@ from __future__ import annotations
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cloud.relay.auth import hash_secret, new_enrollment_code, new_tenant_token, normalize_code
-from cloud.relay.store import PortalKey, RelayStore
+from cloud.relay.store import AgentStore, PortalKey, TenantStore
 from wire.canonical import b64url_decode
 
 
@@ -14,7 +14,7 @@ class InvalidPortalKey(ValueError):
     """A portal key that no agent could use (not Ed25519, or an empty window)."""
 
 
-def create_tenant(store: RelayStore, tenant: str, now: float) -> str:
+def create_tenant(store: TenantStore, tenant: str, now: float) -> str:
     """Create the tenant; returns its portal API token (shown once, stored hashed)."""
     token = new_tenant_token()
     store.add_tenant(tenant, hash_secret(token), now)
@@ -22,7 +22,7 @@ def create_tenant(store: RelayStore, tenant: str, now: float) -> str:
 
 
 def create_enrollment_code(
-    store: RelayStore, tenant: str, agent_group: str, ttl: float, now: float
+    store: AgentStore, tenant: str, agent_group: str, ttl: float, now: float
 ) -> tuple[str, float]:
     """A one-time code for one agent of `agent_group`; returns (code, expires_at)."""
     code = new_enrollment_code()
@@ -32,7 +32,7 @@ def create_enrollment_code(
     return code, expires_at
 
 
-def add_portal_key(store: RelayStore, tenant: str, key: PortalKey, now: float) -> None:
+def add_portal_key(store: TenantStore, tenant: str, key: PortalKey, now: float) -> None:
     """Pin a portal signing key. Garbage is refused here rather than by every agent."""
     try:
         Ed25519PublicKey.from_public_bytes(b64url_decode(key.public_key))

@@ -49,8 +49,9 @@ class ErrorBody(_Body):
     message: str = ""
 
 
-class RequestHeader(_Body):
-    """The plaintext routing fields of a request envelope; everything else is ignored."""
+class RoutingHeader(_Body):
+    """The plaintext routing fields of a request envelope; everything else is ignored
+    (the whole header is wire.messages.RequestHeader, which the relay never parses)."""
 
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     id: str = Field(pattern=_ID)
@@ -59,9 +60,11 @@ class RequestHeader(_Body):
     exp: float
 
 
-class RequestEnvelope(_Body):
+class RoutingEnvelope(_Body):
+    """What the relay reads of a request envelope: its routing header."""
+
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
-    header: RequestHeader
+    header: RoutingHeader
 
 
 class Submitted(_Body):
@@ -212,7 +215,10 @@ class PermitBatchAnswers(_Body):
     answers: list[PermitBatchAnswer] = Field(description="one per permit asked, in order")
 
 
-class ResultBody(_Body):
+class ResultPost(_Body):
+    """One result as an agent posts it (the signed result inside is
+    wire.messages.ResultBody, opaque here)."""
+
     lease_id: str = Field(max_length=128)
     request_id: str = Field(pattern=_ID)
     result: Annotated[dict[str, Any] | str, AfterValidator(_bounded_result)] = Field(
@@ -221,7 +227,7 @@ class ResultBody(_Body):
 
 
 class ResultBatch(_Body):
-    results: list[ResultBody] = Field(min_length=1, max_length=32)
+    results: list[ResultPost] = Field(min_length=1, max_length=32)
 
 
 class ResultOutcome(_Body):

@@ -48,9 +48,9 @@ from cloud.relay.models import (
     PortalKeys,
     PublicKeysBody,
     ResultBatch,
-    ResultBody,
     ResultOutcome,
     ResultOutcomes,
+    ResultPost,
     ServerTime,
 )
 from cloud.relay.notify import group_key, request_key
@@ -246,7 +246,7 @@ async def release(lease_id: str, agent: SignedAgent, ctx: Ctx) -> Ok:
     return Ok()
 
 
-def _result_bytes(body: ResultBody, max_bytes: int) -> bytes:
+def _result_bytes(body: ResultPost, max_bytes: int) -> bytes:
     if isinstance(body.result, str):
         raw = body.result.encode("utf-8")
         try:
@@ -263,7 +263,7 @@ def _result_bytes(body: ResultBody, max_bytes: int) -> bytes:
 
 
 async def _store_result(
-    body: ResultBody, raw: bytes, agent: AgentRecord, ctx: RelayContext, *, wake: bool = True
+    body: ResultPost, raw: bytes, agent: AgentRecord, ctx: RelayContext, *, wake: bool = True
 ) -> None:
     """Raises LeaseLost; wakes the portal's long-poll on success (unless `wake` is
     False: the caller wakes it)."""
@@ -291,7 +291,7 @@ async def _store_result(
 
 
 @router.post("/agent/results", response_model=Ok)
-async def post_result(body: ResultBody, agent: SignedAgent, ctx: Ctx) -> Ok:
+async def post_result(body: ResultPost, agent: SignedAgent, ctx: Ctx) -> Ok:
     raw = _result_bytes(body, ctx.settings.max_body_bytes)
     await _store_result(body, raw, agent, ctx)
     return Ok()

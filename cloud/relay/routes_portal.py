@@ -24,17 +24,17 @@ from cloud.relay.models import (
     AgentInfo,
     AgentList,
     Pending,
-    RequestEnvelope,
     RequestResult,
     RequestResults,
     ResultsWait,
+    RoutingEnvelope,
     SubmitBatch,
     SubmitOutcome,
     SubmitOutcomes,
     Submitted,
 )
 from cloud.relay.notify import group_key, request_key
-from cloud.relay.store import RelayStore, RequestState, RequestStatus, StoreError
+from cloud.relay.store import QueueStore, RequestState, RequestStatus, StoreError
 
 log = structlog.get_logger("writeback.relay")
 router = APIRouter(prefix="/v1", tags=["portal"], responses=ERROR_RESPONSES)
@@ -139,7 +139,7 @@ async def _submit(body: bytes, tenant: str, ctx: RelayContext) -> Submitted:
     except bounds.BoundsError as exc:
         raise RelayHTTPError(400, "invalid_json", str(exc), field=exc.path or None) from None
     try:
-        header = RequestEnvelope.model_validate(doc).header
+        header = RoutingEnvelope.model_validate(doc).header
     except ValidationError as exc:
         fields = sorted({".".join(map(str, e["loc"])) for e in exc.errors()})
         raise RelayHTTPError(
@@ -256,7 +256,7 @@ async def wait_results(
 
 
 def _statuses(
-    store: RelayStore, tenant: str, ids: list[str], now: float
+    store: QueueStore, tenant: str, ids: list[str], now: float
 ) -> list[RequestStatus | None]:
     return [store.request_status(tenant, request_id, now) for request_id in ids]
 

@@ -11,8 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +36,8 @@ from tests.servers._process import free_port
 from tests.servers.relay import RelayProcess
 from wire.keys import AgentPublicKeys
 from wire.messages import Op, UserKind
+
+_REPO = Path(__file__).resolve().parents[2]
 
 # Where in-process agents log (set by the e2e conftest). The CLI's main() points the
 # process-wide logging at stderr; after calling it in-process, point it back here.
@@ -121,6 +129,15 @@ class Portal:
         request = self.request(op, user, **kwargs)
         self.submit(request)
         return self.wait(request, timeout)
+
+    def wait_online(self, timeout: float = 30, *, why: Callable[[], str] = str) -> None:
+        """Until an agent of this group is online at the relay (its heartbeat landed):
+        before that, a submit is refused 503 (no agent online). `why()` is added to
+        the failure message (an agent process's log)."""
+        deadline = time.monotonic() + timeout
+        while not any(a["online"] for a in self.client.agents(self.group)):
+            assert time.monotonic() < deadline, f"no agent online: {why()}"
+            time.sleep(0.1)
 
     def close(self) -> None:
         self.client.close()
@@ -265,3 +282,67 @@ class AgentSystem:
     def close(self) -> None:
         self.stop_agent()
         self.portal.close()
+
+
+def journal_state(config: Path, request_id: str) -> str | None:
+    """The state of a request in the journal of the agent configured by `config`
+    (read-only, while that agent runs); None before the agent has it."""
+    path = config.parent / "data" / "journal.sqlite3"
+    if not path.exists():
+        return None
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as conn:
+            row = conn.execute("SELECT state FROM requests WHERE id = ?", (request_id,)).fetchone()
+    except sqlite3.Error:
+        return None
+    return row[0] if row else None
+
+
+@dataclass
+class AgentProcess:
+    """`writeback-agent run` as its own process (to kill -9, SIGTERM or skew its clock),
+    logging to `log` (appended: a restart adds to the same file)."""
+
+    config: Path
+    log: Path
+    proc: subprocess.Popen[bytes]
+
+    @classmethod
+    def spawn(
+        cls, config: Path, log: Path, *, env: Mapping[str, str] | None = None
+    ) -> AgentProcess:
+        """Started, not waited for (`wait_started`); `env` is added to this process's."""
+        argv = [sys.executable, "-m", "agent.cli", "-c", str(config), "run"]
+        full = {**os.environ, **(env or {})}
+        # The agent of this tree, as tests/servers/relay.py runs the relay of its tree.
+        full["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO), full.get("PYTHONPATH")]))
+        with log.open("ab") as out:
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=full)
+        return cls(config, log, proc)
+
+    def text(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def wait_started(self, count: int = 1, timeout: float = 30) -> AgentProcess:
+        """Until the log holds `count` agent.started lines (one per start into it)."""
+        deadline = time.monotonic() + timeout
+        while self.text().count('"agent.started"') < count:
+            assert time.monotonic() < deadline and self.proc.poll() is None, self.text()
+            time.sleep(0.1)
+        return self
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, nothing flushed."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 15) -> int | None:
+        """SIGTERM (finish what is in hand), then kill if it does not exit in time."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode

@@ -14,10 +14,7 @@ import datetime as dt
 import glob
 import json
 import os
-import signal
 import struct
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,15 +26,13 @@ import pytest
 
 from agent.enrollment import Enrollment, relay_transport
 from agent.transports.base import Lease
-from tests.e2e.harness import AgentSystem, directory_entry
+from tests.e2e.harness import AgentProcess, AgentSystem, directory_entry, journal_state
 from tests.e2e.proxy import CuttingProxy
-from tests.e2e.test_resilience import _journal_state
 from tests.servers.base import BindOutcome, DirectoryEnv, unique_login
 from tests.servers.relay import RelayProcess, start_relay
 from wire.messages import UserKind
 
 INITIAL = "Initial-Pass-1"
-_REPO = Path(__file__).resolve().parents[2]
 LEASE_TIMEOUT = 3
 
 
@@ -122,38 +117,20 @@ def _libfaketime() -> str:
     return found[0]
 
 
-def _spawn(config: Path, log: Path, *, skew: str | None = None) -> subprocess.Popen[bytes]:
-    """`writeback-agent run` as its own process; `skew` ("+20s") shifts its clocks with
+def _skewed(skew: str | None) -> dict[str, str]:
+    """The environment that shifts an agent's clocks by `skew` ("+20s") with
     libfaketime, preloaded into the agent itself (the `faketime` wrapper forks, so a
     kill -9 of it would leave the agent running)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO), env.get("PYTHONPATH")]))
-    if skew is not None:
-        env["LD_PRELOAD"] = _libfaketime()
-        env["FAKETIME"] = skew
-        # Only the wall clock is skewed, as on a real machine: libfaketime would
-        # otherwise also shift the monotonic clock that timed waits use.
-        env["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
-    argv = [sys.executable, "-m", "agent.cli", "-c", str(config), "run"]
-    with log.open("ab") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    if skew is None:
+        return {}
+    # Only the wall clock is skewed, as on a real machine: libfaketime would otherwise
+    # also shift the monotonic clock that timed waits use.
+    return {"LD_PRELOAD": _libfaketime(), "FAKETIME": skew, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
 
 
-def _wait_started(log: Path, proc: subprocess.Popen[bytes], count: int = 1) -> None:
-    deadline = time.monotonic() + 30
-    while log.read_text().count('"agent.started"') < count:
-        assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
-        time.sleep(0.1)
-
-
-def _stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is not None and proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+def _stop(agent: AgentProcess | None) -> None:
+    if agent is not None:
+        agent.stop()
 
 
 @dataclass
@@ -166,12 +143,11 @@ class Pair:
     proxy: CuttingProxy
     relay: RelayProcess
 
-    def wait_written_and_cut(self, request_id: str, log_a: Path) -> None:
+    def wait_written_and_cut(self, request_id: str, agent_a: AgentProcess) -> None:
         """Until A's journal says written and the proxy has cut A's result post."""
-        journal_a = self.config_a.parent / "data" / "journal.sqlite3"
         deadline = time.monotonic() + 30
-        while _journal_state(journal_a, request_id) != "done" or not self.proxy.cut.is_set():
-            assert time.monotonic() < deadline, log_a.read_text()
+        while journal_state(self.config_a, request_id) != "done" or not self.proxy.cut.is_set():
+            assert time.monotonic() < deadline, agent_a.text()
             time.sleep(0.05)
 
 
@@ -210,11 +186,13 @@ def test_first_writer_dies_after_writing_and_the_request_is_never_written_again(
     if variant == "no_history":
         _without_history(env, login)
     new_password = f"Permit-{variant.replace('_', '-')}-7x"
-    log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
-    agent_a = _spawn(p.config_a, log_a, skew="+20s" if variant == "skewed_clocks" else None)
-    agent_b: subprocess.Popen[bytes] | None = None
+    skewed = variant == "skewed_clocks"
+    agent_a = AgentProcess.spawn(
+        p.config_a, tmp_path / "a.log", env=_skewed("+20s" if skewed else None)
+    )
+    agent_b: AgentProcess | None = None
     try:
-        _wait_started(log_a, agent_a)
+        agent_a.wait_started()
         before = _stamp(env, login)
         now = int(time.time()) + (3 if variant == "skewed_clocks" else 0)  # portal clock +3 s
         request = p.system.portal.request(
@@ -222,18 +200,18 @@ def test_first_writer_dies_after_writing_and_the_request_is_never_written_again(
             now=now,
         )
         p.system.portal.submit(request)
-        p.wait_written_and_cut(request.id, log_a)
+        p.wait_written_and_cut(request.id, agent_a)
         after_a = _stamp(env, login)
         assert _writes_between(env, before, after_a) == 1
-        agent_a.send_signal(signal.SIGKILL)  # its answer never reached the relay
-        agent_a.wait(10)
+        agent_a.kill()  # its answer never reached the relay
         if variant == "skewed_clocks":  # the agent really ran 20 s ahead
-            started = next(json.loads(line) for line in log_a.read_text().splitlines()
+            started = next(json.loads(line) for line in agent_a.text().splitlines()
                            if '"agent.started"' in line)
             ahead = dt.datetime.fromisoformat(started["timestamp"]).timestamp() - time.time()
             assert 10 < ahead < 30, ahead
 
-        agent_b = _spawn(p.config_b, log_b, skew="-20s" if variant == "skewed_clocks" else None)
+        agent_b = AgentProcess.spawn(p.config_b, tmp_path / "b.log",
+                                     env=_skewed("-20s" if skewed else None))
         result = p.system.portal.wait(request, timeout=60)
         assert (result.status, result.reason) == ("in_doubt", "redelivered"), result
         assert _stamp(env, login) == after_a, "written again"
@@ -255,25 +233,23 @@ def test_a_writer_killed_before_its_answer_got_through_posts_it_after_a_restart(
     p, env = pair
     login = unique_login("p")
     env.create_user(login, INITIAL)
-    log_a = tmp_path / "a.log"
-    agent_a = _spawn(p.config_a, log_a)
+    agent_a = AgentProcess.spawn(p.config_a, tmp_path / "a.log")
     try:
-        _wait_started(log_a, agent_a)
+        agent_a.wait_started()
         before = _stamp(env, login)
         request = p.system.portal.request("reset", login, new_password="Reposted-Answer-8x")
         p.system.portal.submit(request)
-        p.wait_written_and_cut(request.id, log_a)
+        p.wait_written_and_cut(request.id, agent_a)
         after_a = _stamp(env, login)
-        agent_a.send_signal(signal.SIGKILL)  # its answer never reached the relay
-        agent_a.wait(10)
+        agent_a.kill()  # its answer never reached the relay
         p.proxy.cutting = False  # the restarted agent's posts get through
-        agent_a = _spawn(p.config_a, log_a)
+        agent_a = AgentProcess.spawn(p.config_a, agent_a.log)
         result = p.system.portal.wait(request, timeout=60)
         assert result.status == "succeeded", result
         assert _writes_between(env, before, after_a) == 1
         assert _stamp(env, login) == after_a, "written again"
         assert env.bind(login, "Reposted-Answer-8x") is BindOutcome.OK
-        assert '"result.reposted"' in log_a.read_text()
+        assert '"result.reposted"' in agent_a.text()
     finally:
         _stop(agent_a)
 
@@ -315,8 +291,7 @@ def test_an_older_request_after_a_newer_one_is_superseded(
     enrollment_a = Enrollment.load(settings_a.enrollment_path)
     keys_a = AgentKeys.load(settings_a.keys_dir)
     holder = relay_transport(settings_a, enrollment_a, keys_a)
-    log_b = tmp_path / "b.log"
-    agent_b: subprocess.Popen[bytes] | None = None
+    agent_b: AgentProcess | None = None
     try:
         # online, so the relay takes submits (heartbeats are verified: sign it)
         holder.heartbeat(signed_heartbeat(keys_a.signing, enrollment_a.agent_id))
@@ -324,11 +299,11 @@ def test_an_older_request_after_a_newer_one_is_superseded(
         held: Lease | None = holder.lease(wait=5)
         assert held is not None and held.request_id == older.id
         p.system.portal.submit(newer)
-        agent_b = _spawn(p.config_b, log_b)
+        agent_b = AgentProcess.spawn(p.config_b, tmp_path / "b.log")
         deadline = time.monotonic() + 60
         while p.system.portal.client.poll_result(newer.id, wait=0.5)[1] is None:
             held = holder.renew(held)  # hold the older one (lease timeout 3 s)
-            assert time.monotonic() < deadline, log_b.read_text()
+            assert time.monotonic() < deadline, agent_b.text()
         assert p.system.portal.wait(newer, timeout=5).status == "succeeded"
         stamp = _stamp(env, login)
         holder.release(held)
@@ -358,10 +333,10 @@ def test_two_requests_per_user_through_several_agents_the_newer_wins(
         env.create_user(login, INITIAL)
     config_c = p.system.add_agent(tmp_path / "c", workers=2)
     configs = [p.config_b, config_c, p.system.add_agent(tmp_path / "d", workers=2)]
-    agents = [_spawn(c, tmp_path / f"agent{n}.log") for n, c in enumerate(configs)]
+    agents = [AgentProcess.spawn(c, tmp_path / f"agent{n}.log") for n, c in enumerate(configs)]
     try:
-        for n, agent in enumerate(agents):
-            _wait_started(tmp_path / f"agent{n}.log", agent)
+        for agent in agents:
+            agent.wait_started()
         pairs = []
         for n, login in enumerate(logins):
             forms = _forms(env, login)

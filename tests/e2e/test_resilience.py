@@ -6,10 +6,7 @@ ever reaches a log line."""
 from __future__ import annotations
 
 import os
-import signal
-import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +17,7 @@ from agent.app import build_agent
 from agent.transports.memory import MemoryQueue, MemoryTransport
 from cloud.sdk import verify_result
 from connectors.base import LookupKind, UserQuery
-from tests.e2e.harness import AgentSystem, directory_entry
+from tests.e2e.harness import AgentProcess, AgentSystem, directory_entry, journal_state
 from tests.e2e.proxy import HoldingProxy
 from tests.servers.base import BindOutcome, DirectoryEnv, unique_login
 from tests.servers.relay import RelayProcess, start_relay
@@ -89,29 +86,6 @@ def test_replayed_request_is_not_written_twice(
         system.close()
 
 
-def _journal_state(path: Path, request_id: str) -> str | None:
-    if not path.exists():
-        return None
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as conn:
-            row = conn.execute("SELECT state FROM requests WHERE id = ?", (request_id,)).fetchone()
-    except sqlite3.Error:
-        return None
-    return row[0] if row else None
-
-
-def _spawn_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO), env.get("PYTHONPATH")]))
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "-c", str(config), "run"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-
-
 @pytest.mark.parametrize("landed", [True, False], ids=["write_landed", "write_never_sent"])
 def test_agent_killed_mid_write(
     relay: RelayProcess, slapd_env: SlapdEnv, tmp_path: Path, landed: bool
@@ -124,10 +98,9 @@ def test_agent_killed_mid_write(
     host_port = env.settings.urls[0].split("://", 1)[1]
     host, port = host_port.rsplit(":", 1)
     state: dict[str, str] = {}
-    journal = tmp_path / "crash" / "data" / "journal.sqlite3"
 
     def hold() -> bool:
-        if "id" not in state or _journal_state(journal, state["id"]) != "writing":
+        if "id" not in state or journal_state(config, state["id"]) != "writing":
             return False
         # Landed: hold only answers given after the entry changed (the write's own).
         return not landed or str(env.read(state["login"], "entryCSN")) != state["before"]
@@ -147,29 +120,24 @@ def test_agent_killed_mid_write(
             )
         ],
     )
-    log = tmp_path / "agent.log"
-    agent = _spawn_agent(system.config, log)
+    config = system.config  # hold() reads its journal
+    agent = AgentProcess.spawn(config, tmp_path / "agent.log")
     try:
         login = _user(env)
-        deadline = time.monotonic() + 30
-        while not system.portal.agents() or not any(
-            a for a in system.portal.client.agents("default") if a["online"]
-        ):
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+        system.portal.wait_online(why=agent.text)
         state.update(login=login, before=str(env.read(login, "entryCSN")))
         request = system.portal.request("reset", login, new_password=CRASH)
         state["id"] = request.id
         system.portal.submit(request)
-        assert proxy.holding.wait(30), log.read_text()
-        agent.send_signal(signal.SIGKILL)
-        agent.wait(10)
-        assert _journal_state(journal, request.id) == "writing"
+        assert proxy.holding.wait(30), agent.text()
+        agent.kill()
+        assert journal_state(config, request.id) == "writing"
         del state["id"]  # the next agent's connections pass untouched
 
-        agent = _spawn_agent(system.config, log)  # the relay redelivers after the lease times out
+        # the relay redelivers after the lease times out
+        agent = AgentProcess.spawn(config, agent.log)
         result = system.portal.wait(request, timeout=60)
-        text = log.read_text()
+        text = agent.text()
         assert '"request.interrupted"' in text  # the restart hands the row to the relay
         if landed:
             assert result.status == "in_doubt", result
@@ -181,9 +149,7 @@ def test_agent_killed_mid_write(
             assert len(env.read(login, "pwdHistory").get("pwdHistory") or []) == 1
     finally:
         proxy.close()  # first: a health probe stuck on the held connection ends with it
-        if agent.poll() is None:
-            agent.send_signal(signal.SIGTERM)
-            agent.wait(30)
+        agent.stop(30)
         system.close()
 
 
@@ -205,13 +171,8 @@ def test_sigterm_stops_within_two_seconds(
             "lease_batch": lease_batch,
         },
     )
-    log = tmp_path / "agent.log"
-    agent = _spawn_agent(system.config, log)
+    agent = AgentProcess.spawn(system.config, tmp_path / "agent.log").wait_started()
     try:
-        deadline = time.monotonic() + 30
-        while '"agent.started"' not in log.read_text():
-            assert time.monotonic() < deadline and agent.poll() is None, log.read_text()
-            time.sleep(0.2)
         login = _user(slapd_env)
         assert (
             system.portal.send("reset", login, new_password="Before-Term-Pass-1").status
@@ -220,23 +181,21 @@ def test_sigterm_stops_within_two_seconds(
         time.sleep(1.0)  # every worker is back in its long-poll
         in_hand = system.portal.request("reset", login, new_password="In-Hand-Pass-2")
         system.portal.submit(in_hand)
-        journal = tmp_path / "term" / "data" / "journal.sqlite3"
         deadline = time.monotonic() + 30
-        while _journal_state(journal, in_hand.id) is None:  # the agent has it in hand
-            assert time.monotonic() < deadline, log.read_text()
+        while journal_state(system.config, in_hand.id) is None:  # the agent has it in hand
+            assert time.monotonic() < deadline, agent.text()
             time.sleep(0.002)
         started = time.monotonic()
-        agent.send_signal(signal.SIGTERM)
-        assert agent.wait(30) == 0
+        assert agent.stop(30) == 0
         elapsed = time.monotonic() - started
         assert elapsed < 2.0, f"stopped after {elapsed:.2f} s"
         assert system.portal.wait(in_hand, timeout=30).status == "succeeded"
         assert slapd_env.bind(login, "In-Hand-Pass-2") is BindOutcome.OK
-        text = log.read_text()
+        text = agent.text()
         assert '"agent.stopping"' in text and '"agent.stopped"' in text
         print(f"\nSIGTERM -> exit: {elapsed * 1000:.0f} ms")
     finally:
-        if agent.poll() is None:
+        if agent.proc.poll() is None:
             agent.kill()
         system.close()
 
@@ -281,10 +240,7 @@ def test_relay_outage_is_survived(slapd_env: DirectoryEnv, tmp_path: Path) -> No
             # The agent is back once its next heartbeat lands (within a second); a
             # submit before that is refused 503 when the outage outlasted the
             # presence timeout, as it does on a loaded machine.
-            deadline = time.monotonic() + 15
-            while not any(a["online"] for a in system.portal.client.agents("default")):
-                assert time.monotonic() < deadline, "the agent did not come back"
-                time.sleep(0.1)
+            system.portal.wait_online(15)
             result = system.portal.send("reset", login, new_password=OUTAGE, timeout=60)
             assert result.status == "succeeded", result
             assert slapd_env.bind(login, OUTAGE) is BindOutcome.OK

@@ -276,6 +276,24 @@ def test_plain_ldap_refused_before_the_first_bind(directory: DirectoryEnv) -> No
     assert directory.bind(login, INITIAL) is BindOutcome.OK
 
 
+def test_check_reports_the_same_items_for_every_directory(
+    connector: DirectoryConnector,
+) -> None:
+    """One set of item names (connectors/base.py), in the order a request travels, so
+    `writeback-agent check` reads the same for AD and OpenLDAP."""
+    report = connector.check()
+    assert report.ok, report.items
+    settings = connector.settings
+    assert [item.name for item in report.items] == [
+        "transport",
+        "connect",
+        "service_bind",
+        *(f"search_base {base}" for base in settings.base_dns),
+        "password_policy",
+        *(f"rights {dn}" for dn in settings.write_scope),
+    ]
+
+
 def test_first_url_dead_second_answers(directory: DirectoryEnv) -> None:
     login = _new_user(directory)
     real = directory.settings.urls[0]

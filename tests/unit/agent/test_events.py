@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from agent.events import BY_NAME, markdown_table
+from wire.status import EVENT_IDS, CredentialReason, NotManagedReason, PolicyReason
 
 ROOT = Path(__file__).resolve().parents[3]
 _LEVELS = {"debug": "debug", "info": "info", "warning": "warning", "error": "error",
@@ -70,3 +71,25 @@ def test_the_logging_module_points_at_the_registry_instead_of_its_own_copy() -> 
     text = (ROOT / "agent" / "logging.py").read_text(encoding="utf-8")
     assert "agent/events.py" in text
     assert "request.succeeded  info" not in text
+
+
+def _status_table() -> dict[str, tuple[int, set[str]]]:
+    """docs/errors.md's first table: status -> (event_id, the reasons it lists)."""
+    text = (ROOT / "docs" / "errors.md").read_text(encoding="utf-8")
+    rows: dict[str, tuple[int, set[str]]] = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[0].isdigit():
+            rows[cells[1]] = (int(cells[0]), {r.strip() for r in cells[2].split(",") if r.strip()})
+    return rows
+
+
+def test_docs_errors_md_lists_every_status_with_its_event_id() -> None:
+    """The ids SIEM rules are written against: the docs table is wire.status.EVENT_IDS."""
+    rows = _status_table()
+    assert {status: event_id for status, (event_id, _) in rows.items()} == {
+        status.value: event_id for status, event_id in EVENT_IDS.items()
+    }
+    assert rows["policy_violation"][1] == {r.value for r in PolicyReason}
+    assert rows["not_managed"][1] == {r.value for r in NotManagedReason}
+    assert rows["password_expired"][1] == {r.value for r in CredentialReason}
