@@ -315,12 +315,13 @@ def test_status_reads_a_broken_journal_without_a_traceback_or_a_change(
     setup.write()
     journal = setup.data / "journal.sqlite3"
     journal.write_bytes(b"garbage" * 200)
-    assert main(["-c", str(setup.config), "status"]) == 0
+    assert main(["-c", str(setup.config), "status"]) == 1  # no agent running: 1, no traceback
     out = json.loads(capsys.readouterr().out)
+    assert out["running"] is False
     assert "not a usable SQLite database" in out["journal"]
     assert journal.read_bytes() == b"garbage" * 200
     journal.unlink()
-    assert main(["-c", str(setup.config), "status"]) == 0
+    assert main(["-c", str(setup.config), "status"]) == 1
     assert "journal" not in json.loads(capsys.readouterr().out)
     assert not journal.exists()  # status never creates it (it would be root's file)
 
