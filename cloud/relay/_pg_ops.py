@@ -59,10 +59,10 @@ class PostgresOps:
                 " count(*) FILTER (WHERE state = 'leased' AND lease_expires_at > %(now)s),"
                 " count(*) FILTER (WHERE state <> 'done' AND NOT (state = 'leased'"
                 "   AND lease_expires_at > %(now)s) AND exp <= %(now)s"
-                "   AND permit_lease IS NULL),"
+                "   AND (permit_lease IS NULL OR permit_reserved)),"
                 " count(*) FILTER (WHERE state <> 'done' AND NOT (state = 'leased'"
                 "   AND lease_expires_at > %(now)s) AND exp <= %(now)s"
-                "   AND permit_lease IS NOT NULL),"
+                "   AND permit_lease IS NOT NULL AND NOT permit_reserved),"
                 " count(*) FROM requests",
                 {"now": now},
             ).fetchone()

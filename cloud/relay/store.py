@@ -1,9 +1,10 @@
-"""The relay's storage seam: three small ABCs by role, one implementation per database.
+"""The relay's storage seam: four small ABCs by role, one implementation per database.
 
     TenantStore   tenants (API token hashes) and their portal keys
     AgentStore    enrollment codes, agents, presence
     QueueStore    requests, leases, write permits and results
-    RelayStore    all three plus close(): what the app is given
+    OpsStore      single-use signed calls (nonces), agent status, /readyz, /metrics
+    RelayStore    all four plus close(): what the app is given
 
 `store_sqlite.SQLiteStore` is the embedded default; a PostgreSQL store (for several
 relay replicas) implements the same ABCs and must pass the same contract tests

@@ -29,16 +29,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cloud.relay._sqlite_ops import SQLiteOps
 from cloud.relay._sqlite_queue import PERMIT_COLUMNS, PERMIT_INDEX, SQLiteQueue
 from cloud.relay.store import (
     AgentRecord,
-    AgentStatus,
     DuplicateError,
     EnrollmentError,
     NotFoundError,
     PortalKey,
     RelayStore,
-    RequestState,
 )
 
 _SCHEMA = """
@@ -102,7 +101,7 @@ CREATE TABLE IF NOT EXISTS counters (
 """
 
 
-class SQLiteStore(SQLiteQueue, RelayStore):
+class SQLiteStore(SQLiteQueue, SQLiteOps, RelayStore):
     """`RelayStore` on one SQLite file. Safe to share between threads and processes."""
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:
@@ -354,75 +353,6 @@ class SQLiteStore(SQLiteQueue, RelayStore):
     # WAL readers take no lock and never wait for a writer, so the app may run reads
     # on the event loop instead of paying a thread hop (cloud/relay/deps.py `read`).
     inline_reads = True
-    def use_nonce(self, agent_id: str, nonce: str, ts: float) -> bool:
-        try:
-            self._conn().execute(
-                "INSERT INTO agent_nonces (agent_id, nonce, ts) VALUES (?, ?, ?)",
-                (agent_id, nonce, ts),
-            )
-        except sqlite3.IntegrityError:
-            return False
-        return True
-
-    def prune_nonces(self, before: float) -> int:
-        cur = self._conn().execute("DELETE FROM agent_nonces WHERE ts < ?", (before,))
-        return int(cur.rowcount)
-
-    def agent_statuses(self, tenant: str, agent_group: str | None = None) -> list[AgentStatus]:
-        sql = (
-            "SELECT agent_id, tenant, agent_group, name, enrolled_at, last_seen, status"
-            " FROM agents WHERE tenant = ? AND removed_at IS NULL"
-        )
-        params: tuple[Any, ...] = (tenant,)
-        if agent_group is not None:
-            sql += " AND agent_group = ?"
-            params += (agent_group,)
-        rows = self._conn().execute(sql + " ORDER BY enrolled_at, agent_id", params).fetchall()
-        return [AgentStatus.from_row(row) for row in rows]
-
-    def ping(self) -> None:
-        # Take the write lock and give it back: a relay that cannot write cannot serve.
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
-
-    def request_counts(self, now: float) -> dict[str, int]:
-        row = (
-            self._conn()
-            .execute(
-                "SELECT"
-                " coalesce(sum(state = 'done'), 0),"
-                " coalesce(sum(state = 'leased' AND lease_expires_at > ?), 0),"
-                " coalesce(sum(state <> 'done' AND NOT (state = 'leased'"
-                "   AND lease_expires_at > ?) AND exp <= ? AND permit_lease IS NULL), 0),"
-                " coalesce(sum(state <> 'done' AND NOT (state = 'leased'"
-                "   AND lease_expires_at > ?) AND exp <= ? AND permit_lease IS NOT NULL), 0),"
-                " count(*) FROM requests",
-                (now, now, now, now, now),
-            )
-            .fetchone()
-        )
-        done, leased, expired, in_doubt, total = (int(v) for v in row)
-        return {
-            RequestState.DONE.value: done,
-            RequestState.LEASED.value: leased,
-            RequestState.EXPIRED.value: expired,
-            RequestState.IN_DOUBT.value: in_doubt,
-            RequestState.QUEUED.value: total - done - leased - expired - in_doubt,
-        }
-
-    def online_counts(self, since: float) -> list[tuple[str, str, int]]:
-        rows = (
-            self._conn()
-            .execute(
-                "SELECT tenant, agent_group, coalesce(sum(last_seen >= ?), 0) FROM agents"
-                " WHERE removed_at IS NULL GROUP BY tenant, agent_group"
-                " ORDER BY tenant, agent_group",
-                (since,),
-            )
-            .fetchall()
-        )
-        return [(str(t), str(g), int(n)) for t, g, n in rows]
 
 
 _OPS_SCHEMA = """

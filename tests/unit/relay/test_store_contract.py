@@ -536,6 +536,8 @@ def test_a_reservation_given_back_or_expired_licensed_no_write(store: RelayStore
     assert _permit(store, "L3", "a1", T0 + 13) is PermitDecision.RECHECK
     status = store.request_status("t1", "r2", T0 + 601)
     assert status is not None and status.state is RequestState.EXPIRED
+    counts = store.request_counts(T0 + 601)  # /metrics agrees
+    assert (counts["expired"], counts["in_doubt"], counts["done"]) == (1, 0, 2)
 
 
 def test_the_first_writers_late_answer_is_kept(store: RelayStore) -> None:
