@@ -13,7 +13,9 @@ FILE_WRITE_EA (0x10) and FILE_WRITE_ATTRIBUTES (0x100) do not count: they change
 extended attributes, the read-only/hidden bits and timestamps, not the bytes or who
 may change them. Deny ACEs are ignored (a deny would only make the answer "fewer can
 write"; refusing on the allow alone is the conservative side), and so are
-inherit-only ACEs (IO), which apply to children only. A NULL DACL lets everyone do
+inherit-only ACEs (IO), which apply to children only. CREATOR OWNER (CO) is not a
+broad principal: on the object itself no token holds it; its ACEs are inherit-only
+templates for the owner of a new child. A NULL DACL lets everyone do
 everything; an SDDL string we cannot parse raises `BadSddl`, which the caller turns
 into "untrusted", never into "trusted".
 
@@ -224,6 +226,8 @@ def broad_writers(sddl: str) -> list[str]:
         flag_codes = {ace_flags[i : i + 2].upper() for i in range(0, len(ace_flags), 2)}
         if len(ace_flags) % 2 or not flag_codes <= _ACE_FLAGS:
             raise BadSddl(f"bad ACE flags {ace_flags!r}")
+        if not sid:
+            raise BadSddl(f"ACE without a SID: ({ace[:60]})")
         mask = _mask(rights)
         if ace_type not in _ALLOW_TYPES or "IO" in flag_codes or not mask & WRITE_BITS:
             continue

@@ -167,7 +167,7 @@ SDDL_PROGRAMDATA_FILE = "O:BAG:SYD:AI(A;ID;FA;;;SY)(A;ID;FA;;;BA)(A;ID;0x1200a9;
     # Everyone read-only, and read+execute: not a writer
     (SDDL_RESTRICTED_FILE + "(A;;FR;;;WD)(A;;0x1200a9;;;WD)", []),
     # inherit-only: applies to children, not to this object
-    (SDDL_RESTRICTED_DIR + "(A;OICIIO;GA;;;BU)(A;OICIIO;FA;;;WD)", []),
+    (SDDL_RESTRICTED_DIR + "(A;OICIIO;GA;;;BU)(A;OICIIO;FA;;;WD)(A;;FA;;;CO)", []),
     # deny ACEs do not count either way; audit and label ACEs are not grants
     (SDDL_RESTRICTED_FILE + "(D;;FA;;;WD)(AU;SAFA;FA;;;WD)(ML;;NW;;;LW)", []),
     # changing the ACL or the owner is as good as writing
@@ -196,7 +196,7 @@ def test_broad_writers_are_read_by_sid(sddl: str, writers: list[str]) -> None:
 @pytest.mark.parametrize("garbled", [
     "", "garbage", "O:SY", "D:(A;;FA;;;WD", "D:(A;;ZZ;;;WD)", "D:(A;;FA)", "D:(A;;0xZZ;;;WD)",
     "D:(A;;FA;;;SY)junk(A;;FA;;;BA)", "D:(A;QQ;FA;;;SY)", "D:(A;;FA;;;SY))", "D:P\x00(A;;FA;;;WD)",
-    "O:SYD:PD:P", "D:(A;;F;;;SY)",
+    "O:SYD:PD:P", "D:(A;;F;;;SY)", "D:(A;;FA;;;)", "D:(A;;0x;;;WD)", "D:(A;;-1;;;WD)",
 ])
 def test_garbled_sddl_is_refused_not_trusted(
     garbled: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
