@@ -185,15 +185,21 @@ def _aces(dacl: str) -> tuple[str, list[str]]:
     """The DACL's flags (P, AI, NO_ACCESS_CONTROL...) and its ACE strings."""
     flags_end = dacl.find("(")
     flags = dacl if flags_end < 0 else dacl[:flags_end]
-    aces, depth, start = [], 0, 0
+    aces, depth, start, quoted = [], 0, 0, False
     rest = "" if flags_end < 0 else dacl[flags_end:]
     for i, char in enumerate(rest):
-        if char == "(":
+        if quoted:
+            quoted = char != '"'
+        elif char == '"':
+            quoted = True
+        elif char == "(":
             if depth == 0:
                 start = i + 1
             depth += 1
         elif char == ")":
             depth -= 1
+            if depth < 0:
+                raise BadSddl("unbalanced parentheses")
             if depth == 0:
                 aces.append(rest[start:i])
         elif depth == 0 and not char.isspace():

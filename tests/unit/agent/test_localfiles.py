@@ -180,9 +180,9 @@ SDDL_PROGRAMDATA_FILE = "O:BAG:SYD:AI(A;ID;FA;;;SY)(A;ID;FA;;;BA)(A;ID;0x1200a9;
      ["BU (Users): inherited GW (generic write)", "DU (Domain Users): GA (generic all)",
       "AU (Authenticated Users): 0x40000000 (generic write)"]),
     # a conditional allow may hold: it counts
-    (SDDL_RESTRICTED_FILE + '(XA;;FA;;;IU;(@User.Title == "PM; temp"))',
+    (SDDL_RESTRICTED_FILE + '(XA;;FA;;;IU;(@User.Title == "PM; temp)"))(A;;GA;;;WD)',
      ["IU (Interactive): FA (write data, append data, delete child, delete, "
-      "change permissions, take ownership)"]),
+      "change permissions, take ownership)", "WD (Everyone): GA (generic all)"]),
     # FILE_WRITE_EA / FILE_WRITE_ATTRIBUTES alone change no bytes and no rights
     (SDDL_RESTRICTED_FILE + "(A;;0x110;;;BU)", []),
     ("O:BUD:PAI(A;;FA;;;SY)", ["owner BU (Users)"]),
