@@ -8,21 +8,25 @@ requests are obeyed), the enrollment record and the journal (user names). So:
   SYSTEM and the local Administrators only (`icacls_restrict`);
 - a key or trust file that anyone but its owner can write is refused, not fixed:
   someone may already have changed it (`untrusted_reason`). On Windows the same
-  question is answered from `icacls` output (`writable_by_others_icacls`).
+  question is answered from the file's security descriptor, by SID, so it holds on a
+  Windows in any language (agent/winacl.py): Everyone, Users, Authenticated Users,
+  Domain Users, Guests... allowed to write, delete or change the ACL or owner.
 
-What has not run on Windows: the icacls command lines, the Windows branches (with
-icacls replaced by a recorder) and the parsing of icacls output are tested on Linux
-only (tests/unit/agent/test_localfiles.py); no icacls has been executed.
+What has not run on Windows: the icacls command line and the advapi32 call that reads
+the security descriptor (`winacl.file_sddl`). The Windows branches, with both
+replaced by recorders, and the SDDL parsing are tested on Linux only
+(tests/unit/agent/test_localfiles.py); no icacls or advapi32 call has been executed.
 """
 
 from __future__ import annotations
 
 import getpass
 import os
-import re
 import stat
 import subprocess
 from pathlib import Path, PureWindowsPath
+
+from agent import winacl
 
 __all__ = [
     "UntrustedFile",
@@ -33,22 +37,12 @@ __all__ = [
     "untrusted_reason",
     "unusable_data_dir",
     "windows_account",
-    "writable_by_others_icacls",
 ]
 
 SYSTEM_SID = "*S-1-5-18"
 # BUILTIN\Administrators: they can take ownership of any file anyway; without them an
 # administrator could neither edit agent.toml nor run `check` after the install.
 ADMINISTRATORS_SID = "*S-1-5-32-544"
-# A grant to a principal that stands for "other users", in an icacls listing.
-_GRANT = re.compile(
-    r"(?P<principal>Everyone|BUILTIN\\Users|NT AUTHORITY\\Authenticated Users|CREATOR OWNER)"
-    r":(?P<rights>(?:\([A-Z,]+\))+)",
-    re.IGNORECASE,
-)
-# icacls rights that allow changing a file: full, modify, write, and the specific
-# ones (write data, append, attributes, generic write/all, change ACL or owner).
-_WRITE_RIGHTS = frozenset({"F", "M", "W", "WD", "AD", "WA", "WEA", "GW", "GA", "WDAC", "WO"})
 
 
 class UntrustedFile(Exception):
@@ -88,25 +82,11 @@ def icacls_restrict(path: str | PureWindowsPath, account: str, *, directory: boo
     ]
 
 
-def writable_by_others_icacls(output: str) -> list[str]:
-    """Grants in `icacls PATH` output that let a broad group write: ['BUILTIN\\Users:(M)']."""
-    found = []
-    for match in _GRANT.finditer(output):
-        rights = set(re.findall(r"[A-Z]+", match.group("rights").upper()))
-        if rights & _WRITE_RIGHTS:
-            found.append(f"{match.group('principal')}:{match.group('rights')}")
-    return found
-
-
 def untrusted_reason(path: Path) -> str | None:
     """Why `path` (a key or trust file, or the directory holding them) must not be
     trusted, or None. Group- or other-writable, or owned by another non-root user."""
     if os.name == "nt":
-        result = subprocess.run(  # noqa: S603 - fixed program, path from our own config
-            [icacls_exe(), str(path)], capture_output=True, text=True, check=False
-        )
-        broad = writable_by_others_icacls(result.stdout)
-        return f"{path} can be changed by {', '.join(broad)}" if broad else None
+        return windows_untrusted_reason(path)
     try:
         st = path.stat()
     except OSError as exc:
@@ -117,6 +97,21 @@ def untrusted_reason(path: Path) -> str | None:
     if st.st_uid not in (os.getuid(), 0):
         return f"{path} belongs to uid {st.st_uid}, not this user or root: chown it"
     return None
+
+
+def windows_untrusted_reason(path: Path) -> str | None:
+    """untrusted_reason on Windows: broad principals in the file's DACL, by SID. An ACL
+    that cannot be read or parsed is a reason too (never trusted by default)."""
+    try:
+        broad = winacl.broad_writers(winacl.file_sddl(str(path)))
+    except OSError as exc:
+        return f"cannot read the permissions of {path}: {exc.strerror or exc}"
+    except winacl.BadSddl as exc:
+        return f"cannot understand the permissions of {path} ({exc}): restrict it with icacls"
+    if not broad:
+        return None
+    fix = "restrict it with icacls (docs/operations.md, Windows)"
+    return f"{path} can be changed by {'; '.join(broad)}: {fix}"
 
 
 def key_hint(detail: str, keys_dir: Path) -> str:
