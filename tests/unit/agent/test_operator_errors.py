@@ -25,6 +25,7 @@ import tomli_w
 from agent.cli import main
 from agent.enrollment import Enrollment, keyring_path
 from cloud.sdk import PortalSigner
+from tests.unit.agent.conftest import NOBODY, REPO, NobodyPython
 from wire.keyring import PortalKeyring
 from wire.keys import AgentKeys
 
@@ -391,7 +392,9 @@ def test_a_relative_bind_password_file_is_found_next_to_agent_toml_or_in_credent
 
 
 @pytest.mark.parametrize("unreadable", ["ca_file", "bind_password_file"])
-def test_a_file_the_service_user_cannot_read_is_one_line(unreadable: str) -> None:
+def test_a_file_the_service_user_cannot_read_is_one_line(
+    unreadable: str, request: pytest.FixtureRequest
+) -> None:
     """Root set up the files, the service runs as another user: `check`/`run` as that
     user say which file it cannot read (not an unexpected PermissionError). As root,
     the command runs as nobody (setpriv); as any other user, the file is made 0000."""
@@ -425,12 +428,15 @@ def test_a_file_the_service_user_cannot_read_is_one_line(unreadable: str) -> Non
         config = root / "agent.toml"
         config.write_text(tomli_w.dumps(doc))
         config.chmod(0o644)
-        prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if as_root else []
         script = "import sys; from agent.cli import main; sys.exit(main(sys.argv[1:]))"
+        if as_root:
+            runner: NobodyPython = request.getfixturevalue("nobody_python")
+            command, env = [*NOBODY, runner.python], runner.env()
+        else:
+            command, env = [sys.executable], {**os.environ, "PYTHONPATH": str(REPO)}
         proc = subprocess.run(
-            [*prefix, sys.executable, "-c", script, "-c", str(config), "check"],
-            capture_output=True, text=True, timeout=60, check=False, cwd="/",
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])},
+            [*command, "-c", script, "-c", str(config), "check"],
+            capture_output=True, text=True, timeout=60, check=False, cwd="/", env=env,
         )
         assert proc.returncode == 2, proc.stdout + proc.stderr
         assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
@@ -439,7 +445,9 @@ def test_a_file_the_service_user_cannot_read_is_one_line(unreadable: str) -> Non
         shutil.rmtree(root)
 
 
-def test_a_data_dir_the_service_user_does_not_own_is_named(tmp_path: Path) -> None:
+def test_a_data_dir_the_service_user_does_not_own_is_named(
+    tmp_path: Path, nobody_python: NobodyPython
+) -> None:
     """The classic: init and enroll ran as root, nobody ran `chown -R`. check, run and
     status as the service user say so in one line; run exits 2 (no restart loop)."""
     import shutil
@@ -472,13 +480,11 @@ def test_a_data_dir_the_service_user_does_not_own_is_named(tmp_path: Path) -> No
         }))
         config.chmod(0o644)
         script = "import sys; from agent.cli import main; sys.exit(main(sys.argv[1:]))"
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
-        env.pop("NOTIFY_SOCKET", None)
+        env = nobody_python.env()
         results = {}
         for command in ("check", "run", "status"):
             proc = subprocess.run(
-                ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                 sys.executable, "-c", script, "-c", str(config), command],
+                [*NOBODY, nobody_python.python, "-c", script, "-c", str(config), command],
                 capture_output=True, text=True, timeout=60, check=False, cwd="/", env=env,
             )
             assert "Traceback" not in proc.stdout + proc.stderr
