@@ -65,42 +65,27 @@ _LEASABLE = "exp > ? AND (state = 'queued' OR (state = 'leased' AND lease_expire
 _CANDIDATES = 8
 
 
-class _UserPermits:
-    """The user's other requests, as `plan_permit` asks about them."""
+def _user_permits(
+    conn: sqlite3.Connection, who: tuple[str, str, str], seq: int | None, now: float
+) -> UserPermits:
+    """The user's other requests, as `plan_permit` asks about them; `who` is (tenant,
+    user key, this request's id). The same three questions as _pg_queue.py asks."""
 
-    def __init__(
-        self,
-        conn: sqlite3.Connection,
-        *,
-        tenant: str,
-        user_key: str,
-        request_id: str,
-        seq: int | None,
-        now: float,
-    ) -> None:
-        self._conn, self._now = conn, now
-        self._who = (tenant, user_key, request_id)
-        self._seq = seq if seq is not None else 0
-
-    def answers(self) -> UserPermits:
-        return UserPermits(self._newer_permitted, self._open_permit, self._wrote_since)
-
-    def _one(self, where: str, *params: object) -> bool:
-        row = self._conn.execute(
+    def one(where: str, *params: object) -> bool:
+        row = conn.execute(
             "SELECT 1 FROM requests WHERE tenant = ? AND user_key = ? AND request_id <> ?"  # noqa: S608
             " AND " + where + " LIMIT 1",
-            (*self._who, *params),
+            (*who, *params),
         ).fetchone()
         return row is not None
 
-    def _newer_permitted(self) -> bool:
-        return self._one("ordered = 1 AND permit_lease IS NOT NULL AND seq > ?", self._seq)
-
-    def _open_permit(self) -> bool:
-        return self._one(_OPEN_PERMIT, self._now, self._now, self._now)
-
-    def _wrote_since(self, since: float) -> bool:
-        return self._one(_WROTE_SINCE, since)
+    return UserPermits(
+        newer_permitted=lambda: one(
+            "ordered = 1 AND permit_lease IS NOT NULL AND seq > ?", seq if seq is not None else 0
+        ),
+        open_permit=lambda: one(_OPEN_PERMIT, now, now, now),
+        wrote_since=lambda since: one(_WROTE_SINCE, since),
+    )
 
 
 class SQLiteQueue(QueueStore):
@@ -211,9 +196,7 @@ class SQLiteQueue(QueueStore):
             )
             plan = plan_permit(
                 held,
-                _UserPermits(
-                    conn, tenant=tenant, user_key=user_key, request_id=request_id, seq=seq, now=now
-                ).answers(),
+                _user_permits(conn, (tenant, user_key, request_id), seq, now),
                 lease_id=lease_id,
                 leased_at=leased_at,
                 ordered=ordered,

@@ -8,6 +8,7 @@ tests/browser/artifacts/ (git-ignored; CI keeps it as an artifact).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -78,6 +79,20 @@ class Stack:
     @property
     def url(self) -> str:
         return self.portal.url
+
+    @contextlib.contextmanager
+    def on_second_portal(self, browser: Browser, **changes: Any) -> Iterator[None]:
+        """The browser talks to a second portal (`second_portal`) inside the block; its
+        own portal again afterwards, with the second one stopped."""
+        server, services = self.second_portal(**changes)
+        base = browser.base_url
+        browser.base_url = server.url
+        try:
+            yield
+        finally:
+            browser.base_url = base
+            server.stop()
+            services.close()
 
     def second_portal(self, **changes: Any) -> tuple[PortalServer, Services]:
         """Another portal on the same files with some settings changed (e.g. an agent

@@ -102,20 +102,13 @@ def test_session_expired_page(stack: Stack, fresh: Browser) -> None:
 def test_directory_unavailable_page(stack: Stack, fresh: Browser) -> None:
     """A portal whose agent group has no agent online: the relay queues nothing and
     the user is told to try later, with nothing changed."""
-    server, services = stack.second_portal(agent_group="empty-group")
-    try:
-        user = register(stack.services, make_user(stack.env), email=True, app=True)
-        base = fresh.base_url
-        fresh.base_url = server.url
+    user = register(stack.services, make_user(stack.env), email=True, app=True)
+    with stack.on_second_portal(fresh, agent_group="empty-group"):
         WhoAreYou.open(fresh).submit(user.upn)
         page = Message(fresh, "We can't reach your organisation's directory right now")
         assert "Nothing was changed" in fresh.text()
         page.contact_admin()
         Message(fresh, "We've let your administrator know")
-    finally:
-        fresh.base_url = base
-        server.stop()
-        services.close()
 
 
 IN_DOUBT_NEW = "In-Doubt-Pass-58"
@@ -134,21 +127,16 @@ def test_in_doubt_page_when_the_answer_never_comes(stack: Stack, fresh: Browser)
     NewPassword(fresh)
     # The same session store, a portal that waits 2 s for an answer: the browser's
     # cookie (host 127.0.0.1, any port) carries the verified flow over to it.
-    server, services = stack.second_portal(agent_timeout_seconds=2.0)
-    base = fresh.base_url
     stack.system.stop_agent()
     try:
         # Stopped but still online for the relay: the request is queued, not refused.
-        with stack.system.present_while_stopped():
-            fresh.base_url = server.url
+        with (stack.on_second_portal(fresh, agent_timeout_seconds=2.0),
+              stack.system.present_while_stopped()):
             fresh.go("/reset/password")
             NewPassword(fresh, "agent-stopped").choose(IN_DOUBT_NEW)
             page = Message(fresh, "We could not confirm the change")
             assert "Try signing in with your new password" in fresh.text()
             assert page.b.driver.find_elements("id", "start-again")
     finally:
-        fresh.base_url = base
-        server.stop()
-        services.close()
         stack.system.start_agent()
     wait_until(lambda: stack.env.bind(user.login, IN_DOUBT_NEW) is BindOutcome.OK, timeout=30)

@@ -81,11 +81,9 @@ def test_fine_grained_minimum_and_the_name_rule(stack: Stack, fresh: Browser) ->
 
 def test_tenant_switches_sspr_off_and_no_unlock(stack: Stack, fresh: Browser) -> None:
     policy = stack.services.settings.policy
-    server, services = stack.second_portal(
-        policy=policy.model_copy(update={"sspr": "off", "allow_unlock": False}))
-    base = fresh.base_url
-    try:
-        fresh.base_url = server.url
+    with stack.on_second_portal(
+        fresh, policy=policy.model_copy(update={"sspr": "off", "allow_unlock": False})
+    ):
         user = make_user(stack.env)  # matches the "p*" users the main portal enables
         WhoAreYou.open(fresh).submit(user.upn)
         Message(fresh, "Your account is not enabled for password reset")
@@ -93,10 +91,6 @@ def test_tenant_switches_sspr_off_and_no_unlock(stack: Stack, fresh: Browser) ->
         fresh.go("/unlock")
         Message(fresh, "Unlocking isn't available here")
         assert "Reset your password instead" in fresh.text()
-    finally:
-        fresh.base_url = base
-        server.stop()
-        services.close()
 
 
 def test_contact_an_administrator_is_rate_limited(stack: Stack, fresh: Browser) -> None:
@@ -141,10 +135,7 @@ def test_a_whole_reset_without_javascript(stack: Stack, fresh: Browser) -> None:
 
 def test_development_outbox_is_off_unless_turned_on(stack: Stack, fresh: Browser) -> None:
     assert httpx.get(f"{stack.url}/dev/outbox").status_code == 404  # the tests' portal: off
-    server, services = stack.second_portal(dev_outbox=True)
-    base = fresh.base_url
-    try:
-        fresh.base_url = server.url
+    with stack.on_second_portal(fresh, dev_outbox=True):
         user = register(stack.services, make_user(stack.env), email=True, app=True)
         WhoAreYou.open(fresh).submit(user.upn)
         Verify(fresh).choose("email")
@@ -152,10 +143,6 @@ def test_development_outbox_is_off_unless_turned_on(stack: Stack, fresh: Browser
         fresh.go("/dev/outbox")
         Message(fresh, "Outbox")
         assert user.email in fresh.text() and code in fresh.text()
-    finally:
-        fresh.base_url = base
-        server.stop()
-        services.close()
 
 
 def test_office_phone_is_read_only_on_the_security_info_page(
@@ -164,20 +151,12 @@ def test_office_phone_is_read_only_on_the_security_info_page(
     user = make_user(stack.env)
     policy = stack.services.settings.policy
     phones = {**policy.office_phones, user.upn: "+14255550188"}
-    server, services = stack.second_portal(
-        policy=policy.model_copy(update={"office_phones": phones}))
-    base = fresh.base_url
-    try:
-        fresh.base_url = server.url
+    with stack.on_second_portal(fresh, policy=policy.model_copy(update={"office_phones": phones})):
         SignIn.open(fresh).sign_in(user.upn, INITIAL)
         methods = Methods(fresh, "methods-with-office-phone")
         row = methods.status("office_phone")
         assert "*88" in row and "Read-only" in row and "0188" not in row
         assert not fresh.driver.find_elements(By.ID, "setup-office_phone")  # nothing to edit
-    finally:
-        fresh.base_url = base
-        server.stop()
-        services.close()
 
 
 ONE_STEP_NEW = "One-Step-Pass-64"
@@ -185,11 +164,7 @@ ONE_STEP_NEW = "One-Step-Pass-64"
 
 def test_one_verification_step_when_the_policy_says_one(stack: Stack, fresh: Browser) -> None:
     policy = stack.services.settings.policy
-    server, services = stack.second_portal(
-        policy=policy.model_copy(update={"methods_to_reset": 1}))
-    base = fresh.base_url
-    try:
-        fresh.base_url = server.url
+    with stack.on_second_portal(fresh, policy=policy.model_copy(update={"methods_to_reset": 1})):
         user = register(stack.services, make_user(stack.env), email=True)  # one method
         WhoAreYou.open(fresh).submit(user.upn)
         verify = Verify(fresh, "one-step")
@@ -197,10 +172,6 @@ def test_one_verification_step_when_the_policy_says_one(stack: Stack, fresh: Bro
         verify.choose("email").enter_code(stack.smtp.mailbox.code(user.email))
         NewPassword(fresh, "after-one-step").choose(ONE_STEP_NEW)
         Done(fresh, "one-step-done")
-    finally:
-        fresh.base_url = base
-        server.stop()
-        services.close()
     assert stack.env.bind(user.login, ONE_STEP_NEW) is BindOutcome.OK
 
 
@@ -228,21 +199,17 @@ def test_sspr_for_a_group_the_agents_enforce(
     agent = build_agent(load_settings(config))
     agent.start()
     policy = stack.services.settings.policy
-    server, services = stack.second_portal(
-        agent_group="sspr-group", policy=policy.model_copy(update={"sspr": "group"}))
-    base = fresh.base_url
     try:
-        fresh.base_url = server.url
-        WhoAreYou.open(fresh).submit(outsider.upn)
-        Message(fresh, "Your account is not enabled for password reset")
-        fresh.driver.delete_all_cookies()
-        SignIn.open(fresh).sign_in(outsider.upn, INITIAL)
-        Message(fresh, "Your account is not enabled for password reset")
-        fresh.driver.delete_all_cookies()
-        WhoAreYou.open(fresh).submit(member.upn)
-        Verify(fresh)  # a member: on to the verification steps
+        with stack.on_second_portal(
+            fresh, agent_group="sspr-group", policy=policy.model_copy(update={"sspr": "group"})
+        ):
+            WhoAreYou.open(fresh).submit(outsider.upn)
+            Message(fresh, "Your account is not enabled for password reset")
+            fresh.driver.delete_all_cookies()
+            SignIn.open(fresh).sign_in(outsider.upn, INITIAL)
+            Message(fresh, "Your account is not enabled for password reset")
+            fresh.driver.delete_all_cookies()
+            WhoAreYou.open(fresh).submit(member.upn)
+            Verify(fresh)  # a member: on to the verification steps
     finally:
-        fresh.base_url = base
-        server.stop()
-        services.close()
         agent.stop(timeout=15)
