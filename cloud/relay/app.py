@@ -17,13 +17,16 @@ from contextlib import asynccontextmanager
 import anyio
 import structlog
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from cloud.relay import errors, openapi
-from cloud.relay.authfirst import AuthenticateFirst, replaying
+from cloud.relay.authfirst import AuthenticateFirst
 from cloud.relay.backends import open_store
+from cloud.relay.bodylimit import BodyLimit
 from cloud.relay.cache import HotCache
 from cloud.relay.deps import AppStore, RelayContext
+from cloud.relay.hotpath import HotPath
+from cloud.relay.hotroutes import HOT_ROUTES
 from cloud.relay.metrics import RelayMetrics
 from cloud.relay.notify import SharedWakeups
 from cloud.relay.ratelimit import TenantLimits
@@ -35,61 +38,6 @@ from cloud.relay.settings import RelayServerSettings
 from cloud.relay.storethreads import StoreThreads
 
 log = structlog.get_logger("writeback.relay")
-
-
-class BodyLimit:
-    """Read the whole body before the app sees it: refuse more than `limit` bytes with
-    413 (by Content-Length at once, else while counting) and a body not delivered
-    within `timeout` seconds with 408, so a trickling client cannot hold a request
-    open. Bodies are small (envelopes), so buffering costs nothing worth saving."""
-
-    def __init__(self, app: ASGIApp, limit: int, timeout: float) -> None:
-        self.app = app
-        self.limit = limit
-        self.timeout = timeout
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            await _send_error(send, 413, b"too_large", b"request body too large")
-            return
-        chunks: list[bytes] = []
-        seen = 0
-        try:
-            async with asyncio.timeout(self.timeout):
-                while True:
-                    message = await receive()
-                    if message["type"] != "http.request":
-                        return  # client went away
-                    chunks.append(message.get("body", b""))
-                    seen += len(chunks[-1])
-                    if seen > self.limit:
-                        await _send_error(send, 413, b"too_large", b"request body too large")
-                        return
-                    if not message.get("more_body", False):
-                        break
-        except TimeoutError:
-            await _send_error(send, 408, b"body_timeout", b"request body not sent in time")
-            return
-        await self.app(scope, replaying(b"".join(chunks), receive), send)
-
-
-async def _send_error(send: Send, status: int, code: bytes, message: bytes) -> None:
-    body = b'{"error":"' + code + b'","message":"' + message + b'"}'
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 async def _prune_forever(ctx: RelayContext) -> None:
@@ -141,9 +89,30 @@ def _store_threads(store: AppStore) -> StoreThreads | None:
     return StoreThreads(_STORE_THREADS, warm)
 
 
-def create_app(settings: RelayServerSettings, store: AppStore | None = None) -> FastAPI:
+class RelayApp(FastAPI):
+    """The FastAPI app, with the hot routes answered in front of it (hotpath.py)."""
+
+    hot_path: HotPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hot = self.hot_path
+        if hot is not None and scope["type"] == "http":
+            found = hot.find(scope)
+            if found is not None:
+                await hot.serve(found, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+    async def through_fastapi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
+
+
+def create_app(
+    settings: RelayServerSettings, store: AppStore | None = None, *, hot_path: bool = True
+) -> RelayApp:
     """Build the app. Without `store`, opens the database of `settings` (SQLite file or
-    PostgreSQL URL) and closes it at shutdown; with one, the caller owns it (tests)."""
+    PostgreSQL URL) and closes it at shutdown; with one, the caller owns it (tests).
+    `hot_path=False` serves every route through FastAPI (the equivalence test)."""
     owned = store is None
     limits = TenantLimits(
         submit_rate=settings.submit_rate,
@@ -184,7 +153,7 @@ def create_app(settings: RelayServerSettings, store: AppStore | None = None) -> 
             if owned:
                 ctx.store.close()
 
-    app = FastAPI(
+    app = RelayApp(
         title="writeback relay",
         version="1",
         description="Queue between an SSPR portal and on-premises writeback agents. "
@@ -195,9 +164,8 @@ def create_app(settings: RelayServerSettings, store: AppStore | None = None) -> 
     # Outermost last: BodyLimit reads (bounded, with a deadline), then callers are
     # authenticated, then FastAPI parses the body.
     app.add_middleware(AuthenticateFirst, ctx=ctx)
-    app.add_middleware(
-        BodyLimit, limit=2 * settings.max_body_bytes + 4096, timeout=settings.body_timeout
-    )
+    body_limit = 2 * settings.max_body_bytes + 4096
+    app.add_middleware(BodyLimit, limit=body_limit, timeout=settings.body_timeout)
     app.include_router(portal_router)
     app.include_router(agent_router)
     app.include_router(admin_router)
@@ -205,5 +173,9 @@ def create_app(settings: RelayServerSettings, store: AppStore | None = None) -> 
 
     errors.install(app)
     openapi.install(app)
+    if hot_path:
+        app.hot_path = HotPath(
+            ctx, HOT_ROUTES, app.through_fastapi, body_limit, settings.body_timeout
+        )
 
     return app

@@ -13,7 +13,9 @@ once: with the call's first store call, or at its end if it made none; deps.Pend
     anything else             no authentication (enroll, /healthz, /readyz, /metrics)
 
 Errors are answered here in the same shape as the app's exception handlers (errors.py):
-a middleware sits outside them.
+a middleware sits outside them. The hot path (hotpath.py) runs the same `establish`
+itself and marks the scope `PREPARED`; this middleware and `bodylimit.BodyLimit` then pass
+the call through (it is not checked, nor its body read, twice).
 """
 
 from __future__ import annotations
@@ -60,6 +62,23 @@ def scheme_for(path: str) -> str | None:
     return None
 
 
+# Scope key set by the hot path when it has read the body and authenticated the caller
+# before handing a call to FastAPI: BodyLimit and AuthenticateFirst pass it through.
+PREPARED = "relay.prepared"
+
+
+async def establish(request: Request, ctx: RelayContext) -> object | None:
+    """The caller's identity by the path's check (None: the path needs none). Raises
+    RelayHTTPError, a store error translated as an unnamed route's."""
+    check = _check_for(request.scope["path"])
+    if check is None:
+        return None
+    try:
+        return await check(request, ctx)
+    except StoreError as exc:
+        raise translate_store_error(exc, "") from exc
+
+
 class AuthenticateFirst:
     def __init__(self, app: ASGIApp, ctx: RelayContext) -> None:
         self.app = app
@@ -67,17 +86,14 @@ class AuthenticateFirst:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         check = _check_for(scope["path"]) if scope["type"] == "http" else None
-        if check is None:
+        if check is None or PREPARED in scope:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
         try:
-            identity = await check(request, self.ctx)
+            identity = await establish(request, self.ctx)
         except RelayHTTPError as exc:
             await error_response(exc)(scope, receive, send)
-            return
-        except StoreError as exc:
-            await error_response(translate_store_error(exc, ""))(scope, receive, send)
             return
         scope.setdefault("state", {})[IDENTITY] = identity
         body = await request.body()  # already read (and bounded) by BodyLimit

@@ -21,7 +21,7 @@ envelope). What is mapped::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from fastapi import FastAPI, Request
@@ -39,6 +39,9 @@ from cloud.relay.store import (
     NotFoundError,
     StoreError,
 )
+
+if TYPE_CHECKING:
+    from cloud.relay.metrics import RelayMetrics
 
 log = structlog.get_logger("writeback.relay")
 
@@ -90,30 +93,36 @@ def _route_name(request: Request) -> str:
     return str(getattr(request.scope.get("route"), "name", "") or "")
 
 
-async def _relay_error(request: Request, exc: RelayHTTPError) -> JSONResponse:
-    if exc.status == 429:
-        request.app.state.relay.metrics.rate_limited.labels(exc.code).inc()
-    return error_response(exc)
-
-
-async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
-    mapped = translate_store_error(exc, _route_name(request))
-    if isinstance(exc, EnrollmentError):
-        log.warning("agent.enroll_refused", error=exc.reason)
-    elif mapped.status >= 500:
-        log.error("store.error", error=type(exc).__name__, route=_route_name(request))
-    return error_response(mapped)
-
-
 REPLAYED = RelayHTTPError(401, "replayed", "this signed call was used before")
 
 
-async def _replayed(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(REPLAYED)
+def answer(exc: Exception, route: str, metrics: RelayMetrics) -> JSONResponse | None:
+    """Our answer to an exception a route raised (`route`: its endpoint function's
+    name), or None when it is not one of ours (a 500). Shared by the app's handlers
+    and the hot path (hotpath.py)."""
+    if isinstance(exc, RelayHTTPError):
+        if exc.status == 429:
+            metrics.rate_limited.labels(exc.code).inc()
+        return error_response(exc)
+    if isinstance(exc, StoreError):
+        mapped = translate_store_error(exc, route)
+        if isinstance(exc, EnrollmentError):
+            log.warning("agent.enroll_refused", error=exc.reason)
+        elif mapped.status >= 500:
+            log.error("store.error", error=type(exc).__name__, route=route)
+        return error_response(mapped)
+    if isinstance(exc, ReplayedCall):
+        return error_response(REPLAYED)
+    if isinstance(exc, InvalidPortalKey):
+        return error_response(RelayHTTPError(422, "invalid_portal_key", str(exc)))
+    return None
 
 
-async def _invalid_portal_key(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(RelayHTTPError(422, "invalid_portal_key", str(exc)))
+async def _ours(request: Request, exc: Exception) -> JSONResponse:
+    response = answer(exc, _route_name(request), request.app.state.relay.metrics)
+    if response is None:  # only registered for our classes
+        raise exc
+    return response
 
 
 async def _invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -138,10 +147,10 @@ async def _http_exception(request: Request, exc: HTTPException) -> JSONResponse:
 
 
 _HANDLERS: tuple[tuple[type[Exception], Any], ...] = (
-    (RelayHTTPError, _relay_error),
-    (StoreError, _store_error),
-    (ReplayedCall, _replayed),
-    (InvalidPortalKey, _invalid_portal_key),
+    (RelayHTTPError, _ours),
+    (StoreError, _ours),
+    (ReplayedCall, _ours),
+    (InvalidPortalKey, _ours),
     (RequestValidationError, _invalid_body),
     (HTTPException, _http_exception),
 )

@@ -5,7 +5,7 @@ uvicorn closes idle keep-alive connections (`timeout_keep_alive`) but gives a cl
 unlimited time to send its request headers, so a client trickling one header byte at
 a time holds a socket forever. `header_timeout_protocol` adds that deadline: from the
 moment a connection opens (or finishes a response) to the end of the next request's
-headers. The body has its own deadline in the app (`app.BodyLimit`).
+headers. The body has its own deadline in the app (`bodylimit.BodyLimit`).
 
 HTTP parsing: uvicorn's httptools protocol (the C parser of Node.js, llhttp) when
 httptools is installed (the `cloud` extra installs it), else its pure-Python h11 one.
