@@ -32,6 +32,7 @@ from cloud.relay.deps import (
     authenticate_admin,
     authenticate_agent_deferred,
     authenticate_portal,
+    one_call,
 )
 from cloud.relay.errors import error_response, translate_store_error
 from cloud.relay.store import StoreError
@@ -89,6 +90,10 @@ class AuthenticateFirst:
         if check is None or PREPARED in scope:
             await self.app(scope, receive, send)
             return
+        with one_call():
+            await self._authenticated(scope, receive, send)
+
+    async def _authenticated(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         try:
             identity = await establish(request, self.ctx)

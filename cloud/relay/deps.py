@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeVar
@@ -139,6 +139,17 @@ class PendingNonce:
 
 # The pending nonce of the agent call being served (set by `authenticate_agent_deferred`).
 _PENDING_NONCE: ContextVar[PendingNonce | None] = ContextVar("relay_pending_nonce", default=None)
+
+
+@contextlib.contextmanager
+def one_call() -> Iterator[None]:
+    """Keep a call's pending nonce to that call, also when calls share a context (an
+    in-process client runs them in one task; a server gives each its own)."""
+    token = _PENDING_NONCE.set(None)
+    try:
+        yield
+    finally:
+        _PENDING_NONCE.reset(token)
 
 
 async def get_ctx(request: Request) -> RelayContext:

@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from cloud.relay.auth import RelayHTTPError
 from cloud.relay.authfirst import PREPARED, establish, replaying
 from cloud.relay.bodylimit import read_body
-from cloud.relay.deps import IDENTITY, RelayContext
+from cloud.relay.deps import IDENTITY, RelayContext, one_call
 from cloud.relay.errors import answer, error_response
 
 Headers = list[tuple[bytes, bytes]]
@@ -158,11 +158,12 @@ class HotPath:
         body = await read_body(scope, receive, send, self.limit, self.timeout)
         if body is None:
             return
-        try:
-            await self._serve(found, scope, receive, send, body)
-        finally:
-            # A signed agent call that made no store call still uses up its nonce.
-            await self.ctx.spend_pending_nonce()
+        with one_call():
+            try:
+                await self._serve(found, scope, receive, send, body)
+            finally:
+                # A signed agent call that made no store call still uses up its nonce.
+                await self.ctx.spend_pending_nonce()
 
     async def _serve(
         self, found: tuple[HotRoute, str], scope: Scope, receive: Receive, send: Send, raw: bytes
