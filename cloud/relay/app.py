@@ -1,6 +1,8 @@
 """The relay's FastAPI application: wiring, error shapes, body cap, background pruning.
 
-Routes live in routes_portal.py, routes_agent.py and routes_admin.py. Errors are
+Routes live in routes_portal.py, routes_agent.py and routes_admin.py; the calls a
+reset makes are answered in front of FastAPI by the same route functions
+(hotpath.py, hotroutes.py), everything else through FastAPI. Errors are
 JSON `{"error": <stable code>, "message": ...}`; validation errors never echo the
 input back (it could be an enrollment code or a sealed envelope). Nothing here logs
 a request or response body.

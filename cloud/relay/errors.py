@@ -1,7 +1,8 @@
 """Every error the relay answers, mapped to HTTP in one place.
 
 Routes raise; nothing below the app catches to translate. The handlers registered by
-`install` turn each exception into our JSON shape `{"error": <stable code>,
+`install` (and the hot path, hotpath.py, through the same `answer`) turn each
+exception into our JSON shape `{"error": <stable code>,
 "message": ...}` (never echoing input: it could be an enrollment code or a sealed
 envelope). What is mapped::
 
