@@ -131,8 +131,9 @@ async def _run(s: Script, exp: float) -> None:
     await s.portal("submit too large", "POST", "/v1/requests", raw=b" " * 5000)
     batch = {"envelopes": [json.dumps(_envelope("r6", exp)), "{", json.dumps(_envelope("r1", exp))]}
     await s.portal("submit batch", "POST", "/v1/requests:batch", batch)
-    for n, doc in enumerate([{"envelopes": []}, {"envelopes": "x"}, {}, [1]]):
-        await s.portal(f"submit batch bad {n}", "POST", "/v1/requests:batch", doc)
+    bad_batches: list[Any] = [{"envelopes": []}, {"envelopes": "x"}, {}, [1]]
+    for n, bad in enumerate(bad_batches):
+        await s.portal(f"submit batch bad {n}", "POST", "/v1/requests:batch", bad)
     await s.portal("submit batch text/plain", "POST", "/v1/requests:batch",
                    raw=json.dumps(batch).encode())
 
@@ -175,9 +176,10 @@ async def _run(s: Script, exp: float) -> None:
                  "/v1/requests/r1/result?wait=-1"):
         await s.portal(f"GET {path}", "GET", path)
     await s.portal("result no token", "GET", "/v1/requests/r1/result", token="")
-    for n, body in enumerate([{"ids": ["r1", "r6", "nope", "r1"]}, {"ids": []},
-                              {"ids": ["bad id"]}, {"ids": "r1"}]):
-        await s.portal(f"results:wait {n}", "POST", "/v1/requests/results:wait?wait=0", body)
+    waits: list[Any] = [{"ids": ["r1", "r6", "nope", "r1"]}, {"ids": []}, {"ids": ["bad id"]},
+                        {"ids": "r1"}]
+    for n, ids in enumerate(waits):
+        await s.portal(f"results:wait {n}", "POST", "/v1/requests/results:wait?wait=0", ids)
     await s.portal("results:wait ?wait=x", "POST", "/v1/requests/results:wait?wait=x",
                    {"ids": ["r1"]})
     # Not hot: still FastAPI's, in both.
