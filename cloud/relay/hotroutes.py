@@ -6,7 +6,9 @@ for that route (routes_agent.py, routes_portal.py), after what FastAPI would hav
 done first: the route's dependencies (an agent's lease poll holds a long-poll slot,
 deps.long_poll_slot) and its query and body parameters. A query parameter is taken
 here only in a plain form (digits, a decimal point) within its bounds; anything else
-goes to FastAPI, which answers it (or refuses it) in its own way.
+goes to FastAPI, which answers it (or refuses it) in its own way. The routes'
+modules keep their helpers private (`_submit`, `_MAX_BATCH`); this module is their
+second caller, by design.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def _wait(text: str) -> float:
 
 def _most(text: str) -> int:
     """`max` of a batch lease: Query(1, ge=1, le=16)."""
-    if _SMALL_INT.fullmatch(text) is None or not 1 <= int(text) <= routes_agent.MAX_BATCH:
+    if _SMALL_INT.fullmatch(text) is None or not 1 <= int(text) <= routes_agent._MAX_BATCH:
         raise NotPlain("max")
     return int(text)
 
@@ -89,7 +91,7 @@ async def _post_results(call: HotCall) -> BaseModel:
 
 
 async def _submit(call: HotCall) -> BaseModel:
-    return await routes_portal.submit_body(call.raw, _tenant(call), call.ctx)
+    return await routes_portal._submit(call.raw, _tenant(call), call.ctx)
 
 
 async def _submit_many(call: HotCall) -> BaseModel:

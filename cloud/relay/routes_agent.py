@@ -88,7 +88,7 @@ async def enroll(body: EnrollBody, ctx: Ctx) -> Enrolled:
     )
 
 
-MAX_BATCH = 16
+_MAX_BATCH = 16
 
 
 async def _lease_up_to(
@@ -169,7 +169,7 @@ async def lease_many(
     agent: SignedAgent,
     ctx: Ctx,
     wait: float = Query(0.0, ge=0, description="long-poll up to this many seconds (max 30)"),
-    most: int = Query(1, alias="max", ge=1, le=MAX_BATCH, description="lease up to this many"),
+    most: int = Query(1, alias="max", ge=1, le=_MAX_BATCH, description="lease up to this many"),
 ) -> Response:
     """Batch leasing: wait for the first leasable request, then take up to `max`."""
     leased = await _lease_up_to(request, agent, ctx, wait, most)

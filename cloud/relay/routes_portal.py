@@ -106,7 +106,7 @@ async def list_agents(agent_group: str, tenant: PortalTenant, ctx: Ctx) -> Agent
     },
 )
 async def submit(request: Request, tenant: PortalTenant, ctx: Ctx) -> Submitted:
-    return await submit_body(await request.body(), tenant, ctx)
+    return await _submit(await request.body(), tenant, ctx)
 
 
 @router.post("/requests:batch", response_model=SubmitOutcomes)
@@ -116,7 +116,7 @@ async def submit_many(body: SubmitBatch, tenant: PortalTenant, ctx: Ctx) -> Subm
     outcomes: list[SubmitOutcome] = []
     for text in body.envelopes:
         try:
-            done = await submit_body(text.encode("utf-8"), tenant, ctx)
+            done = await _submit(text.encode("utf-8"), tenant, ctx)
         except StoreError as exc:
             refused = translate_store_error(exc, "submit")
         except RelayHTTPError as exc:
@@ -130,7 +130,7 @@ async def submit_many(body: SubmitBatch, tenant: PortalTenant, ctx: Ctx) -> Subm
     return SubmitOutcomes(outcomes=outcomes)
 
 
-async def submit_body(body: bytes, tenant: str, ctx: RelayContext) -> Submitted:
+async def _submit(body: bytes, tenant: str, ctx: RelayContext) -> Submitted:
     await ctx.limits.hit("submit", tenant)
     if len(body) > ctx.settings.max_body_bytes:
         raise RelayHTTPError(413, "too_large", f"envelope over {ctx.settings.max_body_bytes} bytes")
