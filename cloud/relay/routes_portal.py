@@ -174,7 +174,7 @@ async def _submit(body: bytes, tenant: str, ctx: RelayContext) -> Submitted:
         ctx.store.add_request, tenant, header.id, header.agent_group, header.exp, body, now=now
     )
     ctx.metrics.submitted(tenant, header.id, now)
-    ctx.notifier.notify(group_key(tenant, header.agent_group))
+    ctx.notifier.notify(group_key(tenant, header.agent_group), 1)  # one lease poll takes it
     log.debug("request.queued", tenant=tenant, group=header.agent_group, request_id=header.id)
     return Submitted(id=header.id)
 
