@@ -138,7 +138,10 @@ def _store_threads(store: AppStore) -> StoreThreads | None:
     warm = getattr(store, "warm_thread", None)
     if warm is None:
         return None
-    return StoreThreads(int(getattr(store, "store_threads", _STORE_THREADS)), warm)
+    threads = StoreThreads(int(getattr(store, "store_threads", _STORE_THREADS)), warm)
+    if getattr(store, "inline_reads", False):
+        warm()  # this (the event loop's) thread's connection, for the inline reads
+    return threads
 
 
 def create_app(settings: RelayServerSettings, store: AppStore | None = None) -> FastAPI:
