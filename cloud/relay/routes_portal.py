@@ -258,7 +258,7 @@ async def wait_results(
 def _statuses(
     store: QueueStore, tenant: str, ids: list[str], now: float
 ) -> list[RequestStatus | None]:
-    return [store.request_status(tenant, request_id, now) for request_id in ids]
+    return store.request_statuses(tenant, ids, now)
 
 
 def _answer(request_id: str, status: RequestStatus | None) -> RequestResult:
