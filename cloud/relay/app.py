@@ -72,7 +72,7 @@ async def _listen_to_other_replicas(ctx: RelayContext) -> Callable[[], None] | N
 
     def on_key(key: str) -> None:
         try:
-            loop.call_soon_threadsafe(ctx.notifier.notify, key)
+            loop.call_soon_threadsafe(ctx.notifier.notify_stored, key)
         except RuntimeError:
             pass  # the loop closed under us (shutdown): nobody is waiting any more
 
@@ -83,12 +83,15 @@ _STORE_THREADS = 8
 
 
 def _store_threads(store: AppStore) -> StoreThreads | None:
-    """Start the store's threads and open each one's connection now (SQLite keeps one
-    connection per thread), while file descriptors are to be had."""
+    """Start the store's threads (as many as it asks for: SQLite one) and open each
+    one's connection now, while file descriptors are to be had."""
     warm = getattr(store, "warm_thread", None)
     if warm is None:
         return None
-    return StoreThreads(_STORE_THREADS, warm)
+    threads = StoreThreads(int(getattr(store, "store_threads", _STORE_THREADS)), warm)
+    if getattr(store, "inline_reads", False):
+        warm()  # this (the event loop's) thread's connection, for the inline reads
+    return threads
 
 
 class RelayApp(FastAPI):

@@ -10,9 +10,11 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeVar
 
+import anyio
 import structlog
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Message
 
 from cloud.relay.auth import (
     RelayHTTPError,
@@ -150,6 +152,22 @@ def one_call() -> Iterator[None]:
         yield
     finally:
         _PENDING_NONCE.reset(token)
+
+async def client_gone(request: Request) -> bool:
+    """Has the client closed the connection? `Request.is_disconnected`, but past the
+    body the middlewares replay (app.BodyLimit and authfirst.AuthenticateFirst each
+    hand it on once before deferring to the server): a route that never read its
+    body (a lease poll) would otherwise get that body, not the disconnect, at its
+    first two checks, and a poll whose agent was gone would take a request nobody
+    receives (stranded until its lease times out)."""
+    for _ in range(4):
+        message: Message = {}
+        with anyio.CancelScope() as scope:
+            scope.cancel()  # only what is there already: never wait for the client
+            message = await request.receive()
+        if message.get("type") != "http.request":
+            return message.get("type") == "http.disconnect"
+    return False
 
 
 async def get_ctx(request: Request) -> RelayContext:

@@ -30,6 +30,7 @@ from cloud.relay.deps import (
     RelayContext,
     SignedAgent,
     VerifiedHeartbeat,
+    client_gone,
 )
 from cloud.relay.errors import ERROR_RESPONSES
 from cloud.relay.models import (
@@ -137,8 +138,10 @@ async def _lease_up_to(
         remaining = deadline - loop.time()
         if remaining <= 0 or ctx.stopping:
             return []
-        await ctx.notifier.wait(key, min(settings.poll_interval, remaining))
-        if await request.is_disconnected():
+        woken = await ctx.notifier.wait(key, min(settings.poll_interval, remaining))
+        if await client_gone(request):
+            if woken:  # that wake-up was for a request: another poll should take it
+                ctx.notifier.pass_on(key)
             return []  # nobody would receive a lease now; don't take one
 
 
@@ -235,7 +238,7 @@ async def permits(body: PermitBatch, agent: SignedAgent, ctx: Ctx) -> PermitBatc
 async def release(lease_id: str, agent: SignedAgent, ctx: Ctx) -> Ok:
     """Give a request back unprocessed (graceful shutdown): another agent gets it now."""
     request_id = await ctx.run(ctx.store.release, lease_id, agent.agent_id)
-    ctx.notifier.notify(group_key(agent.tenant, agent.agent_group))
+    ctx.notifier.notify(group_key(agent.tenant, agent.agent_group), 1)  # one lease poll
     log.info(
         "request.released",
         tenant=agent.tenant,

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from cloud.relay import bounds
 from cloud.relay.auth import RelayHTTPError
-from cloud.relay.deps import Ctx, PortalTenant, RelayContext
+from cloud.relay.deps import Ctx, PortalTenant, RelayContext, client_gone
 from cloud.relay.errors import ERROR_RESPONSES, translate_store_error
 from cloud.relay.models import (
     ID_PATTERN,
@@ -174,7 +174,7 @@ async def _submit(body: bytes, tenant: str, ctx: RelayContext) -> Submitted:
         ctx.store.add_request, tenant, header.id, header.agent_group, header.exp, body, now=now
     )
     ctx.metrics.submitted(tenant, header.id, now)
-    ctx.notifier.notify(group_key(tenant, header.agent_group))
+    ctx.notifier.notify(group_key(tenant, header.agent_group), 1)  # one lease poll takes it
     log.debug("request.queued", tenant=tenant, group=header.agent_group, request_id=header.id)
     return Submitted(id=header.id)
 
@@ -231,7 +231,7 @@ async def _result(
         remaining = deadline - loop.time()
         # (A client that just asked is still there: the disconnect check, which costs
         # more than the status read, starts after the first wait.)
-        if remaining <= 0 or ctx.stopping or (waited and await request.is_disconnected()):
+        if remaining <= 0 or ctx.stopping or (waited and await client_gone(request)):
             return JSONResponse({"state": status.state.value}, status_code=202)
         await ctx.notifier.wait(key, min(ctx.settings.poll_interval, remaining))
         waited = True
@@ -258,7 +258,7 @@ async def wait_results(
 def _statuses(
     store: QueueStore, tenant: str, ids: list[str], now: float
 ) -> list[RequestStatus | None]:
-    return [store.request_status(tenant, request_id, now) for request_id in ids]
+    return store.request_statuses(tenant, ids, now)
 
 
 def _answer(request_id: str, status: RequestStatus | None) -> RequestResult:
@@ -286,6 +286,6 @@ async def _results(
         if any(a.state not in _PENDING for a in answers):
             return RequestResults(requests=answers)
         remaining = deadline - loop.time()
-        if remaining <= 0 or ctx.stopping or await request.is_disconnected():
+        if remaining <= 0 or ctx.stopping or await client_gone(request):
             return RequestResults(requests=answers)
         await ctx.notifier.wait_any(keys, min(ctx.settings.poll_interval, remaining))

@@ -325,6 +325,12 @@ class QueueStore(ABC):
     def request_status(self, tenant: str, request_id: str, now: float) -> RequestStatus | None:
         """None when unknown to this tenant."""
 
+    def request_statuses(
+        self, tenant: str, request_ids: Sequence[str], now: float
+    ) -> list[RequestStatus | None]:
+        """`request_status` of each id, in order (a store may read them in one query)."""
+        return [self.request_status(tenant, request_id, now) for request_id in request_ids]
+
     @abstractmethod
     def request_tenant_group(self, lease_id: str) -> tuple[str, str, str] | None:
         """(tenant, agent_group, request_id) of a lease, for wake-ups and logs."""

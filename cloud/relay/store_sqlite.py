@@ -1,10 +1,18 @@
 """SQLite implementation of `RelayStore`: the embedded default, one file, WAL mode.
 
 Why it looks like this:
-- One connection per thread (the app calls the store from a threadpool), in
-  autocommit mode with explicit `BEGIN IMMEDIATE` for multi-statement transactions,
-  so a writer takes the write lock up front instead of failing to upgrade a read
-  snapshot (SQLITE_BUSY_SNAPSHOT) half way.
+- One connection per thread, in autocommit mode with explicit `BEGIN IMMEDIATE` for
+  multi-statement transactions, so a writer takes the write lock up front instead of
+  failing to upgrade a read snapshot (SQLITE_BUSY_SNAPSHOT) half way.
+- The relay runs every store call on ONE database thread (`store_threads`; reads may
+  run on the event loop, `inline_reads`). SQLite takes one writer at a time anyway,
+  and in WAL mode a connection drops its whole page cache whenever another
+  connection wrote: with 8 threads taking turns nearly every call started cold (about
+  37 page reads per HTTP call, measured) and writers slept in the busy handler
+  waiting for each other. One writing connection keeps its cache warm and never
+  waits for a lock held in this process; `busy_timeout` only matters for another
+  process (an admin command) holding the lock, and then only that thread waits, not
+  the event loop.
 - `lease` is a compare-and-set: read a few candidates without locks, then
   `UPDATE ... WHERE <still leasable> RETURNING envelope`. Only one UPDATE can win a
   row, even across processes sharing the file. PostgreSQL does the same job with
@@ -353,6 +361,10 @@ class SQLiteStore(SQLiteQueue, SQLiteOps, RelayStore):
     # WAL readers take no lock and never wait for a writer, so the app may run reads
     # on the event loop instead of paying a thread hop (cloud/relay/deps.py `read`).
     inline_reads = True
+
+    # How many store threads the relay runs for this store (cloud/relay/app.py): one,
+    # see the module docstring.
+    store_threads = 1
 
 
 _OPS_SCHEMA = """

@@ -195,6 +195,29 @@ def test_complete_and_status(store: RelayStore) -> None:
     assert store.request_tenant_group("L1") == ("t1", "g", "r1")
 
 
+def test_statuses_of_several_requests_in_one_read(store: RelayStore) -> None:
+    _tenant_with_agents(store, "a1")
+    _tenant_with_agents(store, "b1", tenant="t2")
+    store.add_request("t1", "done", "g", T0 + 60, b"x", now=T0)
+    store.add_request("t1", "leased", "g", T0 + 60, b"x", now=T0 + 1)
+    store.add_request("t1", "queued", "g", T0 + 60, b"x", now=T0 + 2)
+    store.add_request("t1", "expired", "g", T0 + 3, b"x", now=T0 + 2)
+    store.add_request("t2", "theirs", "g", T0 + 60, b"x", now=T0)
+    assert store.lease("t1", "g", "a1", "L1", now=T0 + 3, lease_timeout=LEASE) is not None
+    assert store.lease("t1", "g", "a1", "L2", now=T0 + 3, lease_timeout=LEASE) is not None
+    assert store.complete("L1", "done", "a1", b"answer", T0 + 4) is True
+    ids = ["queued", "theirs", "done", "nope", "leased", "expired", "done"]
+    statuses = store.request_statuses("t1", ids, T0 + 5)
+    # The same answers as one request_status per id, in the order asked.
+    assert statuses == [store.request_status("t1", i, T0 + 5) for i in ids]
+    assert [s.state if s else None for s in statuses] == [
+        RequestState.QUEUED, None, RequestState.DONE, None, RequestState.LEASED,
+        RequestState.EXPIRED, RequestState.DONE,
+    ]
+    assert statuses[2] is not None and statuses[2].result == b"answer"
+    assert store.request_statuses("t1", [], T0) == []
+
+
 def test_removing_an_agent_requeues_its_leases(store: RelayStore) -> None:
     _tenant_with_agents(store, "a1", "a2")
     store.add_request("t1", "r1", "g", T0 + 600, b"x", now=T0)
