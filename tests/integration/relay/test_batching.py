@@ -39,8 +39,12 @@ def test_lease_many_waits_for_the_first(relay_factory: Callable[..., RelayProces
     tenant, token = relay.create_tenant()
     agent = relay.enroll_agent(tenant)
     with agent.transport() as a, relay.portal(token) as portal:
-        threading.Timer(0.3, portal.submit, args=(fake_envelope(tenant),)).start()
+        submit = threading.Timer(0.3, portal.submit, args=(fake_envelope(tenant),))
+        submit.start()
         leased = a.lease_many(wait=5, most=4)
+        # The lease can come back before the submit has read its own answer: let it
+        # finish before the portal client is closed under it.
+        submit.join(timeout=10)
         assert len(leased) == 1
 
 
