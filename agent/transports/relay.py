@@ -9,7 +9,7 @@ steal from the agent's disk or the relay's database)::
 
 `auth_message` is the one definition of those bytes; the relay imports it to verify.
 
-HTTP is `http.client` on keep-alive connections (agent/transports/http_connection.py:
+HTTP is `http.client` on keep-alive connections (wire/http_connection.py:
 no redirects, nothing re-sent after a fault, TLS verified by default).
 
 Errors are translated once, in `_map_errors` and `_check`, to the classes of
@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -40,7 +40,7 @@ from agent.transports.base import (
     TransportError,
     TransportUnavailable,
 )
-from agent.transports.http_connection import FAULTS, Answer, Connections, tls_context
+from wire.http_connection import FAULTS, Answer, Connections, tls_context
 from wire.permits import PermitDecision
 from wire.signed_call import auth_message, authorization_value, new_nonce
 
@@ -197,7 +197,7 @@ class RelayTransport:
         params: dict[str, str] | None = None,
         timeout: float | None = None,
     ) -> Answer:
-        target = self._http.prefix + quote(path) + ("?" + urlencode(params) if params else "")
+        target = self._http.target(path, params)
         headers = {
             "Authorization": authorization_header(
                 self.__key, self._agent_id, method, target.encode("ascii"), body
@@ -380,7 +380,7 @@ def enroll(
         with _map_errors():
             response = connections.request(
                 "POST",
-                connections.prefix + "/v1/agents/enroll",
+                connections.target("/v1/agents/enroll"),
                 body=body,
                 headers=_JSON,
                 timeout=timeout,

@@ -1,7 +1,9 @@
 """`Connections`: keep-alive HTTP/1.1 to one relay over the standard library's
-`http.client`, for `RelayTransport`.
+`http.client`, for both clients of the relay: the agent's `RelayTransport` and the
+portal's `PortalClient` (here because neither side may import the other; standard
+library only, like the rest of wire).
 
-Why not httpx: a relay call cost the agent ~0.5 ms of CPU in httpx (request building,
+Why not httpx: a relay call cost the client ~0.5 ms of CPU in httpx (request building,
 URL merging, cookie extraction, h11) against ~0.1 ms in `http.client` on one persistent
 connection (bench/bench_http_client.py), and the agent makes ~2.5 calls per reset.
 
@@ -31,11 +33,14 @@ import select
 import ssl
 import threading
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 from urllib.request import getproxies, proxy_bypass
 
 # What a call may raise from here: the caller maps these to its own classes.
 FAULTS = (OSError, http.client.HTTPException)
+# Characters a path segment may hold unquoted (RFC 3986 pchar, less the unreserved
+# ones `quote` keeps anyway): /v1/requests/results:wait is sent as written.
+PATH_SAFE = "/:@!$&'()*+,;="
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,13 @@ class Connections:
         self._max_idle = max_idle
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
+        self._closed = False
         self._proxy = self._proxy_for() if self._tls else None
+
+    def target(self, path: str, params: dict[str, str] | None = None) -> str:
+        """The request target of `path` (under the base URL's path) with its query."""
+        query = "?" + urlencode(params) if params else ""
+        return self.prefix + quote(path, safe=PATH_SAFE) + query
 
     def _proxy_for(self) -> tuple[str, int] | None:
         proxy = getproxies().get("https")
@@ -130,7 +141,7 @@ class Connections:
 
     def _give_back(self, conn: http.client.HTTPConnection) -> None:
         with self._lock:
-            if len(self._idle) < self._max_idle:
+            if not self._closed and len(self._idle) < self._max_idle:
                 self._idle.append(conn)
                 return
         conn.close()
@@ -168,7 +179,9 @@ class Connections:
         return Answer(response.status, response.headers, data)
 
     def close(self) -> None:
+        """Close the idle connections; one in use is closed when its call ends."""
         with self._lock:
+            self._closed = True
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
