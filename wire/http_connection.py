@@ -71,7 +71,11 @@ def _stale(conn: http.client.HTTPConnection) -> bool:
     if sock is None:
         return False  # closed cleanly (Connection: close): opens anew on the next call
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        if hasattr(select, "poll"):  # any fd number (select() stops at 1023)
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
+        readable, _, _ = select.select([sock], [], [], 0)  # Windows
     except (OSError, ValueError):
         return True
     return bool(readable)
