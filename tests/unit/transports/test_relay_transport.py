@@ -6,8 +6,11 @@ connections, redirects and TLS against a tiny scripted HTTP server on loopback
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -262,3 +265,67 @@ def test_enroll_at_the_real_relay_and_its_refusals(relay: RelayProcess) -> None:
 
 def test_b64url_decoding_tolerates_missing_padding() -> None:
     assert b64url_decode("AQ") == b"\x01"
+
+
+class _ConnectProxy:
+    """A minimal CONNECT proxy on loopback: records each CONNECT target, then pipes."""
+
+    def __init__(self) -> None:
+        self.targets: list[str] = []
+        self._sockets: list[socket.socket] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += client.recv(4096)
+            target = head.split(b" ")[1].decode()
+            self.targets.append(target)
+            host, port = target.rsplit(":", 1)
+            upstream = socket.create_connection((host, int(port)))
+            self._sockets += [client, upstream]
+            client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := src.recv(65536):
+                dst.sendall(chunk)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._listener.close()
+        for sock in self._sockets:
+            sock.close()
+
+
+def test_https_goes_through_the_https_proxy_of_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert = make_server_cert(tmp_path, ["127.0.0.1"])
+    proxy = _ConnectProxy()
+    for name in ("no_proxy", "NO_PROXY", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("https_proxy", proxy.url)
+    try:
+        with ScriptedServer(_ok, cert=cert) as server, RelayTransport(
+            server.url, "agt_1", KEY, ca_file=str(cert.ca_file)
+        ) as transport:
+            assert transport.renew(LEASE).expires_at == 200.0  # TLS verified end to end
+            assert proxy.targets == [server.url.removeprefix("https://")]
+            monkeypatch.setenv("no_proxy", "127.0.0.1")
+            with RelayTransport(server.url, "agt_1", KEY, ca_file=str(cert.ca_file)) as direct:
+                direct.renew(LEASE)
+            assert len(proxy.targets) == 1
+    finally:
+        proxy.close()
