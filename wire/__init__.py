@@ -9,7 +9,9 @@ A leaf package, like h11 under httpcore: pure, no I/O, and it imports nothing fr
 (checked by tests/unit/test_import_layers.py). Importing ``wire.status`` loads no
 cryptography: the names below are resolved lazily, on first use. Beside the contract,
 the one thing both sides must do alike without importing each other lives here too:
-the redacting log handler (``wire.redaction``, ``wire.log_setup``).
+the redacting log handler (``wire.redaction``, ``wire.log_setup``) and the keep-alive
+HTTP connections both clients of the relay use (``wire.http_connection``: the one
+module here that does I/O, standard library only).
 
 Agent pipeline::
 

@@ -9,6 +9,9 @@ steal from the agent's disk or the relay's database)::
 
 `auth_message` is the one definition of those bytes; the relay imports it to verify.
 
+HTTP is `http.client` on keep-alive connections (wire/http_connection.py:
+no redirects, nothing re-sent after a fault, TLS verified by default).
+
 Errors are translated once, in `_map_errors` and `_check`, to the classes of
 `agent.transports.base` (connect errors, timeouts, 5xx and 429 -> TransportUnavailable;
 409 -> LeaseLost; 401/403 -> AuthenticationFailed). The signing key is held in a
@@ -19,7 +22,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import ssl
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,7 +29,6 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.transports.base import (
@@ -39,6 +40,7 @@ from agent.transports.base import (
     TransportError,
     TransportUnavailable,
 )
+from wire.http_connection import FAULTS, Answer, Connections, tls_context
 from wire.permits import PermitDecision
 from wire.signed_call import auth_message, authorization_value, new_nonce
 
@@ -80,41 +82,58 @@ def _check_url(base_url: str, allow_insecure_http: bool) -> None:
         )
 
 
-def _verify(ca_file: str | None, verify: bool) -> ssl.SSLContext | bool:
-    if ca_file is not None:
-        return ssl.create_default_context(cafile=ca_file)
-    return verify
+_USER_AGENT = {"User-Agent": "writeback-agent"}
+_JSON = {"Content-Type": "application/json"}
 
 
 @contextmanager
 def _map_errors() -> Iterator[None]:
-    """httpx faults -> TransportUnavailable (the caller retries with backoff)."""
+    """Socket, TLS and HTTP protocol faults -> TransportUnavailable (the caller retries
+    with backoff)."""
     try:
         yield
-    except httpx.TimeoutException as exc:
+    except TimeoutError as exc:
         raise TransportUnavailable(f"relay timed out: {type(exc).__name__}") from exc
-    except httpx.TransportError as exc:
+    except FAULTS as exc:
         raise TransportUnavailable(f"relay unreachable: {type(exc).__name__}: {exc}") from exc
 
 
-def _error_code(response: httpx.Response) -> tuple[str | None, str]:
+def _json(response: Answer) -> Any:
+    """The answer's JSON body; a body that is not JSON is the relay's fault (retryable)."""
     try:
-        body = response.json()
+        return json.loads(response.body)
+    except ValueError as exc:
+        raise TransportError(
+            f"unexpected answer from the relay (HTTP {response.status}, not JSON)",
+            status=response.status,
+        ) from exc
+
+
+def _error_code(response: Answer) -> tuple[str | None, str]:
+    try:
+        body = json.loads(response.body)
     except ValueError:
-        return None, response.text[:200]
+        return None, response.body[:200].decode("utf-8", "replace")
     if not isinstance(body, dict):
         return None, ""
     code = body.get("error") or body.get("status")
     return (str(code) if code else None), str(body.get("message", ""))
 
 
-def _check(response: httpx.Response, what: str) -> None:
+def _check(response: Answer, what: str) -> None:
     """Raise the most specific TransportError for a non-2xx answer."""
-    status = response.status_code
-    if status < 400:
+    status = response.status
+    if status < 300:
         return
     code, message = _error_code(response)
     text = f"{what}: relay answered {status} {code or ''} {message}".rstrip()
+    if status < 400:
+        location = response.headers.get("Location", "")
+        raise TransportError(
+            f"{text} (redirect to {location[:200]!r} not followed: is the relay URL right?)",
+            code=code,
+            status=status,
+        )
     if status >= 500 or status == 429:
         raise TransportUnavailable(text, code=code, status=status)
     if status == 409:
@@ -140,7 +159,7 @@ def _lease_from(data: dict[str, Any]) -> Lease:
 
 
 class RelayTransport:
-    """`Transport` over the relay's HTTP API (sync httpx client with keep-alive)."""
+    """`Transport` over the relay's HTTP API (keep-alive `http.client` connections)."""
 
     def __init__(
         self,
@@ -152,19 +171,14 @@ class RelayTransport:
         verify: bool = True,
         timeout: float = 10.0,
         allow_insecure_http: bool = False,
-        transport: httpx.BaseTransport | None = None,
     ) -> None:
         _check_url(base_url, allow_insecure_http)
         self._base_url = base_url.rstrip("/")
         self._agent_id = agent_id
         self.__key = signing_key
         self._timeout = timeout
-        self._client = httpx.Client(
-            base_url=self._base_url,
-            verify=_verify(ca_file, verify),
-            timeout=timeout,
-            transport=transport,
-            headers={"User-Agent": "writeback-agent"},
+        self._http = Connections(
+            self._base_url, context=tls_context(ca_file, verify), headers=_USER_AGENT
         )
 
     def __repr__(self) -> str:
@@ -180,23 +194,25 @@ class RelayTransport:
         path: str,
         *,
         body: bytes = b"",
-        params: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
         timeout: float | None = None,
-    ) -> httpx.Response:
-        request = self._client.build_request(
-            method,
-            path,
-            params=params,
-            content=body,
-            headers={"Content-Type": "application/json"} if body else None,
-            timeout=timeout if timeout is not None else self._timeout,
-        )
-        request.headers["Authorization"] = authorization_header(
-            self.__key, self._agent_id, method, request.url.raw_path, body
-        )
+    ) -> Answer:
+        target = self._http.target(path, params)
+        headers = {
+            "Authorization": authorization_header(
+                self.__key, self._agent_id, method, target.encode("ascii"), body
+            )
+        }
+        if body:
+            headers.update(_JSON)
         with _map_errors():
-            response = self._client.send(request)
-            response.read()
+            response = self._http.request(
+                method,
+                target,
+                body=body,
+                headers=headers,
+                timeout=timeout if timeout is not None else self._timeout,
+            )
         _check(response, f"{method} {path}")
         return response
 
@@ -208,9 +224,9 @@ class RelayTransport:
             params={"wait": f"{wait:g}"},
             timeout=wait + _LONG_POLL_MARGIN + self._timeout,
         )
-        if response.status_code == 204:
+        if response.status == 204:
             return None
-        return _lease_from(response.json())
+        return _lease_from(_json(response))
 
     def lease_many(self, wait: float, most: int) -> list[Lease]:
         """Batch leasing: wait up to `wait` s for the first request, take up to `most`."""
@@ -221,9 +237,9 @@ class RelayTransport:
             params={"wait": f"{wait:g}", "max": str(max(1, most))},
             timeout=wait + _LONG_POLL_MARGIN + self._timeout,
         )
-        if response.status_code == 204:
+        if response.status == 204:
             return []
-        return [_lease_from(item) for item in response.json()["leases"]]
+        return [_lease_from(item) for item in _json(response)["leases"]]
 
     def complete_many(self, results: Sequence[tuple[Lease, bytes]]) -> list[str]:
         """Post several results in one call; one outcome per result, in order:
@@ -240,7 +256,7 @@ class RelayTransport:
                 ]
             }
         ).encode()
-        data = self._call("POST", "/v1/agent/results/batch", body=body).json()
+        data = _json(self._call("POST", "/v1/agent/results/batch", body=body))
         try:
             outcomes = [(str(o["request_id"]), str(o["outcome"])) for o in data["outcomes"]]
         except (KeyError, TypeError) as exc:
@@ -251,7 +267,7 @@ class RelayTransport:
 
     def renew(self, lease: Lease) -> Lease:
         response = self._call("POST", f"/v1/agent/leases/{lease.lease_id}/renew")
-        return replace(lease, expires_at=float(response.json()["lease_expires_at"]))
+        return replace(lease, expires_at=float(_json(response)["lease_expires_at"]))
 
     def permit(
         self, lease: Lease, user_key: str, *, ordered: bool, marker: str | None = None
@@ -260,7 +276,7 @@ class RelayTransport:
         if marker is not None:
             ask["marker"] = marker
         body = json.dumps(ask).encode()
-        data = self._call("POST", f"/v1/agent/leases/{lease.lease_id}/permit", body=body).json()
+        data = _json(self._call("POST", f"/v1/agent/leases/{lease.lease_id}/permit", body=body))
         try:
             decision = PermitDecision(data["decision"])
             renewed = replace(lease, expires_at=float(data["lease_expires_at"]))
@@ -281,7 +297,7 @@ class RelayTransport:
                 item["marker"] = marker
             items.append(item)
         body = json.dumps({"permits": items}).encode()
-        data = self._call("POST", "/v1/agent/permits", body=body).json()
+        data = _json(self._call("POST", "/v1/agent/permits", body=body))
         answers: list[Permit | None] = []
         try:
             got = data["answers"]
@@ -320,7 +336,7 @@ class RelayTransport:
         self._call("POST", "/v1/agent/heartbeat", body=payload or b"{}")
 
     def portal_keys(self) -> list[dict[str, Any]]:
-        keys: list[dict[str, Any]] = self._call("GET", "/v1/agent/portal-keys").json()["keys"]
+        keys: list[dict[str, Any]] = _json(self._call("GET", "/v1/agent/portal-keys"))["keys"]
         return keys
 
     def update_keys(self, public_keys: dict[str, Any]) -> None:
@@ -328,7 +344,7 @@ class RelayTransport:
         self._call("PUT", "/v1/agent/keys", body=json.dumps({"public_keys": public_keys}).encode())
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()
 
     def __enter__(self) -> RelayTransport:
         return self
@@ -347,7 +363,6 @@ def enroll(
     verify: bool = True,
     timeout: float = 10.0,
     allow_insecure_http: bool = False,
-    transport: httpx.BaseTransport | None = None,
 ) -> dict[str, Any]:
     """Redeem a one-time enrollment code: register this agent's public keys.
 
@@ -357,26 +372,28 @@ def enroll(
     TransportError subclasses. The code is never put into an exception message.
     """
     _check_url(base_url, allow_insecure_http)
-    with (
-        httpx.Client(
-            base_url=base_url.rstrip("/"),
-            verify=_verify(ca_file, verify),
-            timeout=timeout,
-            transport=transport,
-            headers={"User-Agent": "writeback-agent"},
-        ) as client,
-        _map_errors(),
-    ):
-        response = client.post(
-            "/v1/agents/enroll", json={"code": code, "name": name, "public_keys": public_keys}
-        )
-    if response.status_code in (400, 403, 422):
+    connections = Connections(
+        base_url.rstrip("/"), context=tls_context(ca_file, verify), headers=_USER_AGENT
+    )
+    body = json.dumps({"code": code, "name": name, "public_keys": public_keys}).encode()
+    try:
+        with _map_errors():
+            response = connections.request(
+                "POST",
+                connections.target("/v1/agents/enroll"),
+                body=body,
+                headers=_JSON,
+                timeout=timeout,
+            )
+    finally:
+        connections.close()
+    if response.status in (400, 403, 422):
         err, message = _error_code(response)
         raise EnrollmentFailed(
-            f"enrollment refused ({err or response.status_code}): {message}".rstrip(": "),
+            f"enrollment refused ({err or response.status}): {message}".rstrip(": "),
             code=err,
-            status=response.status_code,
+            status=response.status,
         )
     _check(response, "enroll")
-    result: dict[str, Any] = response.json()
+    result: dict[str, Any] = _json(response)
     return result

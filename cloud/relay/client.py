@@ -23,17 +23,20 @@ Exception tree::
 Waiting for many: `poll_results` / `wait_results` long-poll for several requests in one
 call (POST /v1/requests/results:wait); `cloud.relay.waiter.ResultWaiter` shares those
 calls between the threads of a portal, each waiting for its own request.
+
+HTTP is `http.client` on keep-alive connections (wire/http_connection.py: TLS verified
+by default, no redirects, nothing re-sent after a fault), shared by the portal's threads.
 """
 
 from __future__ import annotations
 
-import ssl
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+from wire.http_connection import FAULTS, Answer, Connections, tls_context
 
 _MAX_WAIT = 60.0
 MAX_IDS = 100  # per results:wait call (the relay's limit)
@@ -143,17 +146,30 @@ _BY_STATUS: dict[int, type[RelayError]] = {
 }
 
 
-def _raise_for(response: httpx.Response, what: str) -> None:
-    status = response.status_code
-    if status < 400:
+def _json(response: Answer, what: str) -> Any:
+    try:
+        return json.loads(response.body)
+    except ValueError as exc:
+        raise RelayError(
+            f"{what}: unexpected answer from the relay (HTTP {response.status}, not JSON)",
+            status=response.status,
+        ) from exc
+
+
+def _raise_for(response: Answer, what: str) -> None:
+    status = response.status
+    if status < 300:
         return
     try:
-        body = response.json()
+        body = json.loads(response.body)
     except ValueError:
         body = {}
     code = body.get("error") if isinstance(body, dict) else None
     message = body.get("message", "") if isinstance(body, dict) else ""
-    raise _error(what, status, code, message, response.headers.get("retry-after"))
+    if status < 400:
+        location = response.headers.get("Location", "")
+        message = f"{message} (redirect to {location[:200]!r} not followed)".lstrip()
+    raise _error(what, status, code, message, response.headers.get("Retry-After"))
 
 
 def _error(
@@ -177,7 +193,8 @@ def _error(
 
 
 class PortalClient:
-    """Sync client of the relay's portal API, authenticated by the tenant API token."""
+    """Sync client of the relay's portal API, authenticated by the tenant API token.
+    Thread-safe: the portal's threads share it (and its keep-alive connections)."""
 
     def __init__(
         self,
@@ -186,37 +203,55 @@ class PortalClient:
         *,
         verify: bool | str = True,
         timeout: float = 10.0,
-        transport: httpx.BaseTransport | None = None,
     ) -> None:
-        verify_arg: ssl.SSLContext | bool = (
-            ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
-        )
         self._base_url = base_url.rstrip("/")
         self._timeout = timeout
-        self._client = httpx.Client(
-            base_url=self._base_url,
-            timeout=timeout,
-            verify=verify_arg,
-            transport=transport,
-            headers={"Authorization": f"Bearer {api_token}", "User-Agent": "writeback-portal"},
+        self.__authorization = {"Authorization": f"Bearer {api_token}"}
+        self._http = Connections(
+            self._base_url,
+            context=tls_context(verify if isinstance(verify, str) else None, verify is not False),
+            headers={"User-Agent": "writeback-portal"},
+            max_idle=16,
         )
 
     def __repr__(self) -> str:
         return f"PortalClient(base_url={self._base_url!r})"  # never the token
 
-    def _send(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
+    def _send(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+        content: bytes | None = None,
+        timeout: float | None = None,
+    ) -> Answer:
+        if body is not None:
+            content = json.dumps(body, separators=(",", ":")).encode()
+        headers = dict(self.__authorization)
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        target = self._http.target(path, params)
         try:
-            response = self._client.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
+            response = self._http.request(
+                method,
+                target,
+                body=content or b"",
+                headers=headers,
+                timeout=self._timeout if timeout is None else timeout,
+            )
+        except FAULTS as exc:
             raise RelayUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
         _raise_for(response, what)
         return response
 
     def agents(self, group: str) -> list[dict[str, Any]]:
         """[{agent_id, name, public_keys, online, last_seen, enrolled_at}] of the group."""
-        agents: list[dict[str, Any]] = self._send(
-            "GET", f"/v1/groups/{group}/agents", "list agents"
-        ).json()["agents"]
+        agents: list[dict[str, Any]] = _json(
+            self._send("GET", f"/v1/groups/{group}/agents", "list agents"), "list agents"
+        )["agents"]
         return agents
 
     def submit(self, envelope: bytes) -> str:
@@ -226,9 +261,8 @@ class PortalClient:
             "/v1/requests",
             "submit",
             content=envelope,
-            headers={"Content-Type": "application/json"},
         )
-        return str(response.json()["id"])
+        return str(_json(response, "submit")["id"])
 
     def submit_many(self, envelopes: Sequence[bytes]) -> list[SubmitAnswer]:
         """Queue up to 16 envelopes in one call, each as `submit` would: one answer per
@@ -238,11 +272,11 @@ class PortalClient:
             "POST",
             "/v1/requests:batch",
             "submit",
-            json={"envelopes": [envelope.decode("utf-8") for envelope in envelopes]},
+            body={"envelopes": [envelope.decode("utf-8") for envelope in envelopes]},
         )
         outcomes: list[SubmitAnswer] = []
         try:
-            for item in response.json()["outcomes"]:
+            for item in _json(response, "submit")["outcomes"]:
                 if item.get("id") is not None and item.get("error") is None:
                     outcomes.append(SubmitAnswer(str(item["id"])))
                 else:
@@ -265,9 +299,9 @@ class PortalClient:
             params={"wait": f"{wait:g}"},
             timeout=self._timeout + wait,
         )
-        if response.status_code == 200:
-            return "done", response.content
-        return str(response.json().get("state", "queued")), None
+        if response.status == 200:
+            return "done", response.body
+        return str(_json(response, "result").get("state", "queued")), None
 
     def wait_result(self, request_id: str, timeout: float = 60.0) -> bytes:
         """The result envelope bytes, long-polling until it arrives; RequestExpired if
@@ -294,7 +328,7 @@ class PortalClient:
             "/v1/requests/results:wait",
             "results",
             params={"wait": f"{wait:g}"},
-            json={"ids": list(ids)},
+            body={"ids": list(ids)},
             timeout=self._timeout + wait,
         )
         try:
@@ -304,7 +338,7 @@ class PortalClient:
                     str(item["state"]),
                     None if item.get("result") is None else str(item["result"]).encode("utf-8"),
                 )
-                for item in response.json()["requests"]
+                for item in _json(response, "results")["requests"]
             ]
         except (KeyError, TypeError, ValueError) as exc:
             raise RelayError(f"results: unexpected answer from the relay: {exc}") from exc
@@ -324,7 +358,7 @@ class PortalClient:
                 return states
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()
 
     def __enter__(self) -> PortalClient:
         return self

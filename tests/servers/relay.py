@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -124,6 +126,12 @@ class RelayProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def calls(self) -> list[str]:
+        """The paths of the HTTP calls it served (a relay started with access_log=True
+        and log_level="info"; stop it first, so its log is complete)."""
+        found = re.findall(r'\\"[A-Z]+ ([^ ?]+)[^ ]* HTTP/1\.1\\"', self.log())
+        return [unquote(path) for path in found]  # uvicorn quotes the paths it logs
 
     def stop(self, timeout: float = 10) -> None:
         if self.proc.poll() is None:

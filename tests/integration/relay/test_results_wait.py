@@ -7,7 +7,6 @@ import threading
 import time
 from collections.abc import Callable
 
-import httpx
 import pytest
 
 from cloud.relay.client import (
@@ -109,23 +108,16 @@ def test_refuses_a_bad_id_and_too_many(portal: PortalClient) -> None:
         portal.poll_results([f"r{n}" for n in range(101)])
 
 
-class _Counting(httpx.HTTPTransport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[str] = []
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.calls.append(request.url.path)
-        return super().handle_request(request)
-
-
-def test_result_waiter_shares_long_polls_between_threads(relay: RelayProcess) -> None:
+def test_result_waiter_shares_long_polls_between_threads(
+    relay_factory: Callable[..., RelayProcess],
+) -> None:
+    relay = relay_factory(log_level="info", access_log=True)  # counts the calls
     tenant, token = relay.create_tenant()
     agent = relay.enroll_agent(tenant)
-    counting = _Counting()
     with (
         agent.transport() as transport,
-        relay.portal(token, transport=counting) as portal,
+        relay.portal(token) as portal,
         ResultWaiter(portal) as waiter,
     ):
         ids = [portal.submit(fake_envelope(tenant)) for _ in range(8)]
@@ -149,5 +141,6 @@ def test_result_waiter_shares_long_polls_between_threads(relay: RelayProcess) ->
             waiter.wait(portal.submit(fake_envelope(tenant)), timeout=1)
     assert got == {lease.request_id: _result(n) for n, lease in enumerate(leases)}
     assert info.value.state == "queued"
-    polls = counting.calls.count("/v1/requests/results:wait")
-    assert 1 <= polls < 8, counting.calls  # shared, not one per request
+    relay.stop()
+    polls = relay.calls().count("/v1/requests/results:wait")
+    assert 1 <= polls < 8, relay.calls()  # shared, not one per request

@@ -8,7 +8,6 @@ import json
 import threading
 from collections.abc import Callable
 
-import httpx
 import pytest
 
 from cloud.relay.client import (
@@ -54,21 +53,14 @@ def test_each_envelope_is_answered_as_the_single_submit_answers_it(
     assert [s.state for s in portal.poll_results(queued)] == ["queued"] * 3
 
 
-class _Counting(httpx.HTTPTransport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[str] = []
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.calls.append(request.url.path)
-        return super().handle_request(request)
-
-
-def test_submitter_shares_calls_between_threads(relay: RelayProcess) -> None:
+def test_submitter_shares_calls_between_threads(
+    relay_factory: Callable[..., RelayProcess],
+) -> None:
+    relay = relay_factory(log_level="info", access_log=True)  # counts the calls
     tenant, token = relay.create_tenant()
     relay.enroll_agent(tenant)
-    counting = _Counting()
-    with relay.portal(token, transport=counting) as portal:
+    with relay.portal(token) as portal:
         submitter = Submitter(portal)
         start = threading.Barrier(12)
         ids: list[str] = []
@@ -91,5 +83,6 @@ def test_submitter_shares_calls_between_threads(relay: RelayProcess) -> None:
         assert len(ids) == 11 and len(refused) == 1
         assert isinstance(refused[0], InvalidEnvelope) and refused[0].code == "expired"
         assert [s.state for s in portal.poll_results(ids)] == ["queued"] * 11
-    submits = [c for c in counting.calls if c.startswith("/v1/requests") and "results" not in c]
+    relay.stop()
+    submits = [c for c in relay.calls() if c.startswith("/v1/requests") and "results" not in c]
     assert 1 <= len(submits) < 12, submits  # shared, not one per envelope
