@@ -94,7 +94,7 @@ class AgentApp:
 def relay_transport_factory(
     settings: Settings, enrollment: Enrollment, keys: AgentKeys
 ) -> Callable[[], Transport]:
-    """One relay client per worker thread (httpx clients are not shared across them)."""
+    """One relay client per worker thread, each with its own keep-alive connection."""
     return lambda: relay_transport(settings, enrollment, keys)
 
 
