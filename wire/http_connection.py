@@ -41,6 +41,13 @@ FAULTS = (OSError, http.client.HTTPException)
 # Characters a path segment may hold unquoted (RFC 3986 pchar, less the unreserved
 # ones `quote` keeps anyway): /v1/requests/results:wait is sent as written.
 PATH_SAFE = "/:@!$&'()*+,;="
+# The largest answer read: a relay's biggest (a batch of 16 leases of 64 KiB envelopes)
+# is about 1.5 MiB; a broken or hostile relay must not make a client buffer gigabytes.
+MAX_ANSWER_BYTES = 16 * 2**20
+
+
+class AnswerTooLarge(http.client.HTTPException):
+    """The relay's answer is over the client's limit (read no further; connection closed)."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,7 @@ class Connections:
         context: ssl.SSLContext | None,
         headers: dict[str, str],
         max_idle: int = 4,
+        max_answer: int = MAX_ANSWER_BYTES,
     ) -> None:
         parts = urlsplit(base_url)
         self._tls = parts.scheme == "https"
@@ -100,6 +108,7 @@ class Connections:
         self._context = context if self._tls else None
         self._headers = headers
         self._max_idle = max_idle
+        self._max_answer = max_answer
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -172,7 +181,9 @@ class Connections:
                 conn.putheader("Content-Length", str(len(body)))
             conn.endheaders(body or None)
             response = conn.getresponse()
-            data = response.read()
+            data = response.read(self._max_answer + 1)
+            if len(data) > self._max_answer:
+                raise AnswerTooLarge(f"answer over {self._max_answer} bytes")
         except BaseException:
             conn.close()
             raise

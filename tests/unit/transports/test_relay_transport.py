@@ -33,6 +33,7 @@ from tests.servers.relay import RelayProcess, fake_envelope, public_key_b64, sta
 from tests.servers.scripted_http import DROP, GARBAGE, Received, Reply, ScriptedServer
 from wire.canonical import b64url_decode
 from wire.canonical import b64url_encode as b64url
+from wire.http_connection import MAX_ANSWER_BYTES
 from wire.signed_call import auth_message
 
 KEY = Ed25519PrivateKey.generate()
@@ -140,6 +141,20 @@ def test_network_faults_are_unavailable_and_nothing_is_resent(fault: str) -> Non
     ) as transport, pytest.raises(TransportUnavailable, match="unreachable"):
         transport.permit(LEASE, "user-1", ordered=True)
     assert len(server.requests) == 1  # a permit that may have arrived is never re-sent
+
+
+def test_a_huge_answer_is_refused_unread_and_the_next_call_works() -> None:
+    """A broken or hostile relay cannot make the agent buffer an unbounded answer: past
+    MAX_ANSWER_BYTES the call fails (retryable) and its connection is dropped."""
+    huge = {"lease_id": "lse_1", "envelope": "x" * (MAX_ANSWER_BYTES + 1024)}
+    answers = iter([Reply(200, huge), Reply(204)])
+    with ScriptedServer(lambda r: next(answers)) as server, RelayTransport(
+        server.url, "agt_1", KEY
+    ) as transport:
+        with pytest.raises(TransportUnavailable, match="AnswerTooLarge"):
+            transport.lease(wait=0)
+        assert transport.lease(wait=0) is None
+        assert server.connections == 2
 
 
 def test_a_slow_answer_times_out_but_a_long_poll_may_take_its_wait() -> None:
