@@ -99,7 +99,7 @@ def _map_errors() -> Iterator[None]:
 
 
 def _json(response: Answer) -> Any:
-    """The answer's JSON body; a body that is not JSON is the relay's fault (retryable)."""
+    """The answer's JSON body; a body that is not JSON is a TransportError (not retried)."""
     try:
         return json.loads(response.body)
     except ValueError as exc:
