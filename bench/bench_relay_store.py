@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_relay_store.py [--requests 2000] [--handles 2] [--threads 4]
                                                 [--store sqlite|postgres|both] [--dsn URL]
-                                                [--permit]
+                                                [--permit] [--answered N]
 
 Queues `--requests` requests, then `--handles` store handles (as that many relay
 replicas on one database) with `--threads` threads each lease and complete them until
@@ -10,7 +10,9 @@ the queue is empty, exactly as the relay's routes call the store (with --permit,
 also asks for a write permit, for a user of its own, as an agent does before it
 writes: lease+permit+complete, today's hot path). Prints requests per
 second, lease+complete latency percentiles, and checks that no request was leased
-twice. Without --dsn, PostgreSQL is a throwaway cluster (tests/servers/postgres.py:
+twice. `--answered N` stores N answered requests first, as a relay holds them for its
+retention hour (an hour at 100 resets/s is 360,000): the hot path must not slow down
+with them. Without --dsn, PostgreSQL is a throwaway cluster (tests/servers/postgres.py:
 fsync and synchronous_commit off; SQLite runs WAL with synchronous=NORMAL, which does
 not fsync each commit either).
 """
@@ -58,9 +60,24 @@ def _postgres(dsn: str | None, pool: int) -> Iterator[Callable[[], RelayStore]]:
         server.stop()
 
 
+def _answer_beforehand(store: RelayStore, tenant: str, answered: int, exp: float) -> None:
+    """`answered` requests leased, permitted and answered, as yesterday's traffic left
+    them (the same calls as the run, so both stores hold the same rows)."""
+    agent = f"{tenant}-a0"
+    for n in range(answered):
+        request_id = f"old{n:07d}"
+        store.add_request(tenant, request_id, "g", exp, ENVELOPE, now=time.time())
+        grant = store.lease(tenant, "g", agent, f"L-old-{n}", now=time.time(), lease_timeout=30)
+        if grant is None or grant.request_id != request_id:
+            raise SystemExit(f"FAILED: could not lease {request_id} while filling the store")
+        store.permit(grant.lease_id, agent, f"user-old-{n}", ordered=True, now=time.time(),
+                     lease_timeout=30)
+        store.complete(grant.lease_id, request_id, agent, RESULT, time.time())
+
+
 def run(
     open_store: Callable[[], RelayStore], requests: int, handles: int, threads: int,
-    *, permit: bool = False,
+    *, permit: bool = False, answered: int = 0,
 ) -> str:
     stores = [open_store() for _ in range(handles)]
     first = stores[0]
@@ -71,6 +88,7 @@ def run(
         first.add_enrollment_code(code, tenant, "g", time.time() + 600, time.time())
         first.enroll(code, f"{tenant}-a{n}", f"a{n}", {"sign_key": "k"}, "k", now=time.time())
     exp = time.time() + 3600
+    _answer_beforehand(first, tenant, answered, exp)
     for n in range(requests):
         first.add_request(tenant, f"r{n:06d}", "g", exp, ENVELOPE, now=time.time())
     leased: list[str] = []
@@ -132,15 +150,17 @@ def main() -> int:
     parser.add_argument("--store", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--dsn", help="an existing PostgreSQL database (default: throwaway)")
     parser.add_argument("--permit", action="store_true", help="ask for a write permit too")
+    parser.add_argument("--answered", type=int, default=0,
+                        help="answered requests stored before the run (default 0)")
     args = parser.parse_args()
     if args.store in ("sqlite", "both"):
         with _sqlite() as open_store:
             print("sqlite  ", run(open_store, args.requests, args.handles, args.threads,
-                                     permit=args.permit))
+                                     permit=args.permit, answered=args.answered))
     if args.store in ("postgres", "both"):
         with _postgres(args.dsn, args.threads) as open_store:
             print("postgres", run(open_store, args.requests, args.handles, args.threads,
-                                     permit=args.permit))
+                                     permit=args.permit, answered=args.answered))
     return 0
 
 

@@ -38,7 +38,12 @@ from pathlib import Path
 from typing import Any
 
 from cloud.relay._sqlite_ops import SQLiteOps
-from cloud.relay._sqlite_queue import PERMIT_COLUMNS, PERMIT_INDEX, SQLiteQueue
+from cloud.relay._sqlite_queue import (
+    HOT_PATH_INDEXES,
+    PERMIT_COLUMNS,
+    PERMIT_INDEX,
+    SQLiteQueue,
+)
 from cloud.relay.store import (
     AgentRecord,
     DuplicateError,
@@ -101,7 +106,6 @@ CREATE TABLE IF NOT EXISTS requests (
     completed_at REAL,
     PRIMARY KEY (tenant, request_id)
 );
-CREATE INDEX IF NOT EXISTS requests_queue ON requests (tenant, agent_group, state, created_at);
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -126,6 +130,7 @@ class SQLiteStore(SQLiteQueue, SQLiteOps, RelayStore):
             if name not in have:
                 conn.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
         conn.execute(PERMIT_INDEX)
+        conn.executescript(HOT_PATH_INDEXES)
         conn.executescript(_OPS_SCHEMA)
 
     def __repr__(self) -> str:
