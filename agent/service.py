@@ -15,8 +15,8 @@ process dies, its lease times out and the relay decides on the redelivery (in_do
 for a write it interrupted, unless the write marker proves nothing was written).
 
 Results go to the relay in batches (relay.result_batch > 1, agent/poster.py): a
-worker hands its result to the poster and waits until the relay has it, so a
-stopping agent still posts what it has in hand.
+worker hands its result, already in the journal, to the poster and takes its next
+request; a stopping agent's poster posts what it was handed before it stops.
 
 Relay outages are survived with exponential backoff plus jitter (capped at 30 s);
 a result that cannot be posted is retried until the lease would have expired; the
@@ -197,7 +197,7 @@ class AgentService(PeriodicJobs):
             busy_now = set(self._working)
         for thread in busy_now:  # started during the grace: finish it
             thread.join(remaining())
-        if self._poster is not None:  # the workers waited for their posts: nothing is left
+        if self._poster is not None:  # every worker is done: post what they handed over
             self._poster.close(remaining())
         self._connectors.close_all()
         if self._control_transport is not None:

@@ -110,18 +110,68 @@ def test_results_finished_together_go_in_one_call(tmp_path: Path) -> None:
             busy[0] -= 1
 
     poster = _poster(MemoryTransport(queue, "a"), journal, log, working=lambda: busy[0], linger=5)
-    started = time.monotonic()
     _post_all(
         poster, [(lease, f"answer {lease.request_id}".encode()) for lease in leases], finished
     )
-    assert time.monotonic() - started < 4, "lingered although no request was left in work"
-    poster.close(5)
+    # Posted well before the 5 s linger: nothing was left in work.
+    assert poster.settled(timeout=3), "lingered although no request was left in work"
     assert queue.batch_posts == [3]
     for lease in leases:
         assert (
             queue.wait_result(lease.request_id, timeout=1) == f"answer {lease.request_id}".encode()
         )
     assert journal.unposted(600) == []  # every one acknowledged
+    poster.close(5)
+
+
+def test_a_worker_goes_on_while_its_result_is_posted(tmp_path: Path) -> None:
+    """post() returns before the relay has the answer; the journal keeps it until then,
+    and a worker waits only while `most` results are unsettled."""
+    queue = MemoryQueue()
+    agent = MemoryTransport(queue, "a")
+    journal, log = Journal(tmp_path / "j.sqlite3"), _Log()
+    leases = _leases(queue, agent, 3)
+    for lease in leases:
+        _written(journal, lease, b"ok")
+    posting = MemoryTransport(queue, "a")
+    posting.fail_next(times=10)  # the relay does not answer for a while
+    poster = ResultPoster(lambda: posting, journal, log, stopping=lambda: False,
+                          working=lambda: 0, backoff=_NoBackoff, most=2)
+    poster.start()
+    started = time.monotonic()
+    poster.post(leases[0], b"ok")
+    poster.post(leases[1], b"ok")
+    assert time.monotonic() - started < 0.1, "post() waited for the relay"
+    assert {r[0] for r in journal.unposted(600)} == {lease.request_id for lease in leases}
+    third = threading.Thread(target=poster.post, args=(leases[2], b"ok"))
+    third.start()
+    time.sleep(0.1)
+    assert third.is_alive(), "a third result was queued past most=2 unsettled"
+    third.join(10)
+    assert not third.is_alive()
+    poster.close(5)
+    for lease in leases:
+        assert queue.wait_result(lease.request_id, timeout=1) == b"ok"
+    assert journal.unposted(600) == []
+
+
+def test_close_posts_what_was_handed_over(tmp_path: Path) -> None:
+    queue = MemoryQueue()
+    agent = MemoryTransport(queue, "a")
+    journal, log = Journal(tmp_path / "j.sqlite3"), _Log()
+    leases = _leases(queue, agent, 3)
+    for lease in leases:
+        _written(journal, lease, b"ok")
+    # A long linger with work "in progress": only close() makes the poster post now.
+    poster = _poster(MemoryTransport(queue, "a"), journal, log, working=lambda: 1, linger=30)
+    for lease in leases:
+        poster.post(lease, b"ok")
+    started = time.monotonic()
+    poster.close(5)
+    assert time.monotonic() - started < 3
+    for lease in leases:
+        assert queue.wait_result(lease.request_id, timeout=1) == b"ok"
+    assert journal.unposted(600) == []
 
 
 def test_a_lost_lease_is_settled_for_that_result_only(tmp_path: Path) -> None:
@@ -184,9 +234,8 @@ def test_gives_up_when_the_lease_is_over_and_keeps_the_answer(tmp_path: Path) ->
     posting.fail_next(times=10_000)  # the relay never answers
     short = Lease(lease.lease_id, lease.request_id, b"", time.time() + 0.3)
     poster = _poster(posting, journal, log, stopping=lambda: True)  # no late-post window
-    started = time.monotonic()
     poster.post(short, b"ok")
-    assert time.monotonic() - started < 3
+    assert poster.settled(timeout=3), "still retrying after the lease was over"
     poster.close(5)
     assert [r[0] for r in journal.unposted(600)] == [lease.request_id]  # reposted at restart
     assert any(e[1] == "result.not_posted" and e[0] == "warning" for e in log.events)
