@@ -9,6 +9,8 @@ Single thread, one keep-alive connection, `time.process_time()` over N calls, fo
              (base_url, default headers, per-call timeout, build_request + send)
 - urllib3    an `HTTPConnectionPool` / `HTTPSConnectionPool` (maxsize 1, retries off)
 - http.client  one persistent `HTTPConnection` / `HTTPSConnection`
+- + AnswerHead the same, reading the answer's header with wire.http_answer (as
+             wire.http_connection does) instead of http.client's email parser
 - transport  this checkout's `agent.transports.relay.RelayTransport` itself (the
              signed lease call only: whatever client it is built on)
 
@@ -46,6 +48,7 @@ from agent.transports.relay import authorization_header
 from tests.servers._process import free_port
 from tests.servers.certs import make_server_cert
 from tests.servers.relay import EnrolledAgent, start_relay
+from wire import http_answer
 
 Call = Callable[[], int]
 
@@ -97,6 +100,20 @@ def _signed(agent: EnrolledAgent, path: bytes) -> dict[str, str]:
 LEASE = b"/v1/agent/lease?wait=0"
 
 
+def _stdlib_call(conn: http.client.HTTPConnection, agent: EnrolledAgent | None) -> Call:
+    def call() -> int:
+        if agent is None:
+            conn.request("GET", "/healthz", headers={"User-Agent": "writeback-agent"})
+        else:
+            conn.request("POST", LEASE.decode(), body=b"", headers={
+                "User-Agent": "writeback-agent", **_signed(agent, LEASE)})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+
+    return call
+
+
 def _clients(
     base: str, agent: EnrolledAgent | None, context: ssl.SSLContext | None
 ) -> dict[str, tuple[Call, Callable[[], None]]]:
@@ -142,22 +159,12 @@ def _clients(
 
     out["urllib3"] = (urllib3_call, pool.close)
 
-    conn: http.client.HTTPConnection = (
-        http.client.HTTPSConnection(host, int(port), timeout=10.0, context=context)
-        if tls else http.client.HTTPConnection(host, int(port), timeout=10.0)
-    )
-
-    def stdlib_call() -> int:
-        if agent is None:
-            conn.request("GET", "/healthz", headers={"User-Agent": "writeback-agent"})
-        else:
-            conn.request("POST", LEASE.decode(), body=b"", headers={
-                "User-Agent": "writeback-agent", **_signed(agent, LEASE)})
-        response = conn.getresponse()
-        response.read()
-        return response.status
-
-    out["http.client"] = (stdlib_call, conn.close)
+    for name, module in (("http.client", http.client), ("+ AnswerHead", http_answer)):
+        conn: http.client.HTTPConnection = (
+            module.HTTPSConnection(host, int(port), timeout=10.0, context=context)
+            if tls else module.HTTPConnection(host, int(port), timeout=10.0)
+        )
+        out[name] = (_stdlib_call(conn, agent), conn.close)
 
     if agent is not None:
         transport = agent.transport()
@@ -201,7 +208,9 @@ def main() -> int:
           f"{sys.version.split()[0]}; {args.calls} calls x {args.runs} runs, load "
           f"{os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
-        relay = start_relay(Path(tmp) / "relay", log_level="warning")
+        # The per-tenant long-poll limit (1000/s) is below what one fast client makes.
+        relay = start_relay(Path(tmp) / "relay", log_level="warning",
+                            long_poll_rate="1000000/second")
         try:
             tenant, _ = relay.create_tenant()
             agent = relay.enroll_agent(tenant)

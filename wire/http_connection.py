@@ -19,6 +19,8 @@ What it keeps from the httpx client it replaces:
   unbeknown to us), as httpcore does.
 - A timeout per call (connect, and each read or write), for long-polls.
 - No redirect is followed; no cookie is kept.
+- The answer's header is read by `wire.http_answer` (the standard library's limits,
+  without its costly `email` parser); its body by `http.client`.
 - Thread-safe: each call takes an idle connection (or opens one) and puts it back
   only after the whole answer was read and the relay did not ask to close.
 
@@ -35,6 +37,8 @@ import threading
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode, urlsplit
 from urllib.request import getproxies, proxy_bypass
+
+from wire.http_answer import HTTPConnection, HTTPSConnection
 
 # What a call may raise from here: the caller maps these to its own classes.
 FAULTS = (OSError, http.client.HTTPException)
@@ -128,12 +132,10 @@ class Connections:
 
     def _open(self, timeout: float) -> http.client.HTTPConnection:
         if not self._tls:
-            return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+            return HTTPConnection(self._host, self._port, timeout=timeout)
         if self._proxy is None:
-            return http.client.HTTPSConnection(
-                self._host, self._port, timeout=timeout, context=self._context
-            )
-        conn = http.client.HTTPSConnection(
+            return HTTPSConnection(self._host, self._port, timeout=timeout, context=self._context)
+        conn = HTTPSConnection(
             self._proxy[0], self._proxy[1], timeout=timeout, context=self._context
         )
         conn.set_tunnel(self._host, self._port)

@@ -8,6 +8,7 @@ how free text is scrubbed, so the agent (agent/logging.py) and the relay
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, MutableMapping
 from typing import Any
@@ -62,6 +63,7 @@ _HARMLESS_CODES = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=4096)  # pure; log lines reuse a few dozen key names
 def is_secret_key(key: str) -> bool:
     """True when a value stored under `key` must never be printed.
 
@@ -104,8 +106,19 @@ def _scrub_match(match: re.Match[str]) -> str:
     return f"{match['key']}{match['sep']}{REDACTED}"
 
 
+# Every match of _TEXT_SECRET holds a separator and one of these words, so text
+# without them is returned unscanned (the full pattern is the costly part of a log line).
+_KEY_WORD = re.compile(
+    r"password|passwd|pwd|secret|token|private[_-]?key|authorization|api[_-]?key|credential"
+    r"|code",
+    re.IGNORECASE,
+)
+
+
 def scrub_text(text: str) -> str:
     """Replace the value of every secret-looking ``key=value`` pair in free text."""
+    if ("=" not in text and ":" not in text) or _KEY_WORD.search(text) is None:
+        return text
     return _TEXT_SECRET.sub(_scrub_match, text)
 
 

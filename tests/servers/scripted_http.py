@@ -8,7 +8,9 @@ connection, a slow answer, a redirect, garbage), over real sockets.
         server.connections   # how many TCP connections were accepted
 
 A script returns a `Reply`, or DROP (close the connection without answering), or
-GARBAGE (answer bytes that are not HTTP). With `cert` the server speaks TLS.
+GARBAGE (answer bytes that are not HTTP). A `Reply(raw=...)` sends its bytes as they
+are (a malformed header, a chunked body), closing after them with close=True. With
+`cert` the server speaks TLS.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     close: bool = False  # "Connection: close" after this answer
+    raw: bytes | None = None  # sent as the whole answer instead (status line and all)
 
 
 DROP = "drop"
@@ -82,6 +85,10 @@ class ScriptedServer:
                     return
                 assert isinstance(reply, Reply)
                 time.sleep(reply.delay)
+                if reply.raw is not None:
+                    self.close_connection = reply.close
+                    self.wfile.write(reply.raw)
+                    return
                 body = b"" if reply.json is None else json.dumps(reply.json).encode()
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():

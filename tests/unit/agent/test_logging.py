@@ -281,3 +281,16 @@ def test_scrub_text_removes_secret_values_in_free_text(value: str, key: str, tem
 def test_scrub_text_leaves_harmless_pairs() -> None:
     text = "status_code=200 pwdLastSet=0 user=bob reason=too_short"
     assert scrub_text(text) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["PASSWORD=hunter2", "Private-Key: abc", "API_KEY='k'", "enroll_code=123456",
+     "Authorization: Bearer tok", "x CREDENTIAL=[a, b] y", "unicodePwd: [b'\"x\"']",
+     "my_Token=t,", "secretpart = s"],
+)
+def test_the_quick_scan_never_lets_a_secret_through(text: str) -> None:
+    from wire.redaction import REDACTED, scrub_text
+
+    scrubbed = scrub_text(text)
+    assert REDACTED in scrubbed and scrubbed != text
