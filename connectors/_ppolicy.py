@@ -24,6 +24,7 @@ from pyasn1.error import PyAsn1Error  # type: ignore[import-untyped]
 from pyasn1.type import namedtype, namedval, tag, univ  # type: ignore[import-untyped]
 from pydantic import SecretStr
 
+from connectors import _ldap_send
 from connectors._ldap import (
     Context,
     check_write_guard,
@@ -292,11 +293,11 @@ def password_modify(
     would print. The exception itself, with the server's answer, is kept.
     """
     try:
-        conn.extend.standard.modify_password(
+        _ldap_send.password_modify(
+            conn,
             dn,
-            old_password=old.get_secret_value() if old is not None else None,
-            new_password=new.get_secret_value(),
-            hash_algorithm=None,
+            new.get_secret_value(),
+            old.get_secret_value() if old is not None else None,
             controls=[PPOLICY_REQUEST],
         )
     except (lexc.LDAPException, OSError) as exc:

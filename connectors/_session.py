@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import ldap3
 
+from connectors import _ldap_send
 from connectors._ldap import (
     Context,
     Refine,
@@ -167,15 +168,10 @@ class LdapSession:
         """Entries only (no referrals or continuation references)."""
 
         def run(conn: ldap3.Connection) -> list[dict[str, Any]]:
-            conn.search(
-                base,
-                flt,
-                search_scope=scope,
-                attributes=attrs,
-                controls=controls,
-                size_limit=size_limit,
+            response = _ldap_send.search(
+                conn, base, flt, attrs, scope=scope, controls=controls, size_limit=size_limit
             )
-            return [e for e in conn.response or [] if e.get("type") == "searchResEntry"]
+            return [e for e in response if e.get("type") == "searchResEntry"]
 
         return self.read(run)
 
@@ -199,7 +195,7 @@ class LdapSession:
         def run(conn: ldap3.Connection) -> None:
             nonlocal dc
             dc = server_url(conn)
-            conn.modify(dn, changes, controls=controls)
+            _ldap_send.modify(conn, dn, changes, controls=controls)
 
         self.write(run, context, guard=guard)
         return dc
