@@ -16,10 +16,9 @@ process against the same server and service account:
 Times are wall clock with nothing else instrumented; the raw and connector passes
 alternate `--runs` times and the medians are printed, with the ratio and the
 overhead per reset. Peak Python memory (tracemalloc, which slows code it traces
-~3x) and the LDAP requests per reset (counted at ldap3's strategy `send`, binds
-and unbinds excluded) are measured in a separate pass afterwards, never during a
-timed one. On a loaded machine the times vary run to run; the request
-count does not.
+~3x) and the LDAP requests per reset (binds and unbinds excluded; counted where the
+answer is read) are measured in a separate pass afterwards, never during a timed one.
+On a loaded machine the times vary run to run; the request count does not.
 """
 
 from __future__ import annotations
@@ -66,32 +65,37 @@ def _samba(root: Path) -> Iterator[DirectoryEnv]:
         yield env
 
 
-def _timed(run: Callable[[], None]) -> float:
-    started = time.perf_counter()
+def _timed(run: Callable[[], None]) -> tuple[float, float]:
+    """Wall clock and this process's CPU (the client side: the server is another
+    process), in seconds."""
+    started, cpu = time.perf_counter(), time.process_time()
     run()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 def _untimed(run: Callable[[], None]) -> tuple[int, Counter[str]]:
-    """Peak traced memory and the LDAP requests sent, by type."""
+    """Peak traced memory and the LDAP requests answered, by type (counted where the
+    answer is read: connectors/_ldap_send.py sends its own bytes, not through
+    BaseStrategy.send, and both register the request ldap3 reads the answer for)."""
     from ldap3.strategy.base import BaseStrategy
 
     sent: Counter[str] = Counter()
-    original = BaseStrategy.send
+    original = BaseStrategy.get_response
 
-    def counting(self: Any, message_type: str, request: Any, controls: Any = None) -> Any:
-        if message_type not in ("bindRequest", "unbindRequest"):
-            sent[message_type] += 1
-        return original(self, message_type, request, controls)
+    def counting(self: Any, message_id: int, *args: Any, **kwargs: Any) -> Any:
+        kind = (self._outstanding or {}).get(message_id, {}).get("type", "?")
+        if kind not in ("bindRequest", "unbindRequest"):
+            sent[kind] += 1
+        return original(self, message_id, *args, **kwargs)
 
-    BaseStrategy.send = counting
+    BaseStrategy.get_response = counting
     tracemalloc.start()
     try:
         run()
         return tracemalloc.get_traced_memory()[1], sent
     finally:
         tracemalloc.stop()
-        BaseStrategy.send = original
+        BaseStrategy.get_response = original
 
 
 class _Passes:
@@ -144,9 +148,16 @@ def bench(kind: str, users: int, runs: int) -> None:
 
         raw_times: list[float] = []
         conn_times: list[float] = []
+        raw_cpu: list[float] = []
+        conn_cpu: list[float] = []
         for _ in range(runs):
-            raw_times.append(_timed(passes.raw) / users * 1000)
-            conn_times.append(_timed(passes.connector) / users * 1000)
+            for run, times, cpus in (
+                (passes.raw, raw_times, raw_cpu),
+                (passes.connector, conn_times, conn_cpu),
+            ):
+                wall, cpu = _timed(run)
+                times.append(wall / users * 1000)
+                cpus.append(cpu / users * 1000)
         raw_mem, raw_sent = _untimed(passes.raw)
         conn_mem, conn_sent = _untimed(passes.connector)
 
@@ -157,6 +168,10 @@ def bench(kind: str, users: int, runs: int) -> None:
             f"  connector  {conn_ms:7.2f} ms/reset  [{', '.join(f'{t:.2f}' for t in conn_times)}]"
         )
         print(f"  ratio      {conn_ms / raw_ms:7.2f}x   overhead {conn_ms - raw_ms:+.2f} ms/reset")
+        print(
+            f"  client CPU  raw {statistics.median(raw_cpu):.3f} ms/reset, "
+            f"connector {statistics.median(conn_cpu):.3f} ms/reset"
+        )
         for name, sent in (("raw ldap3", raw_sent), ("connector", conn_sent)):
             kinds = ", ".join(f"{k} {v / users:g}" for k, v in sorted(sent.items()))
             print(f"  {name:<10} {sum(sent.values()) / users:5.2f} LDAP requests/reset ({kinds})")
