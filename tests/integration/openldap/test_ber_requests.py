@@ -231,3 +231,17 @@ def test_password_modify(conn: ldap3.Connection, slapd_env: SlapdEnv, new: str) 
     expected = BindOutcome.OK if len(new) > 6 else BindOutcome.INVALID_CREDENTIALS
     assert slapd_env.bind(ours, new) is expected
     assert slapd_env.bind(theirs, new) is expected
+
+
+def test_a_malformed_dn_is_refused_every_time_before_anything_is_sent(
+    conn: ldap3.Connection,
+) -> None:
+    # DN checks are cached for DNs ldap3 accepts; a refused one is checked (and refused)
+    # again on every call.
+    for _ in range(2):
+        conn.socket.sent.clear()
+        with pytest.raises(lexc.LDAPInvalidDnError):
+            send.modify(conn, "uid=a , ou=people", {"sn": [(2, ["x"])]})
+        with pytest.raises(lexc.LDAPInvalidDnError):
+            send.password_modify(conn, "not a dn", "Fresh-Secret-42")
+        assert conn.socket.sent == []
