@@ -15,6 +15,7 @@ import ldap3
 import pytest
 from ldap3.core import exceptions as lexc
 from ldap3.protocol.microsoft import security_descriptor_control
+from ldap3.protocol.rfc4511 import Control
 from ldap3.utils.conv import escape_filter_chars
 
 from connectors import _ldap_send as send
@@ -52,19 +53,39 @@ def conn(slapd_env: SlapdEnv) -> Iterator[ldap3.Connection]:
     close_quietly(c)
 
 
-def _twice(conn: ldap3.Connection, ours: Callable[[], Any], theirs: Callable[[], Any]) -> Any:
+def _twice(
+    conn: ldap3.Connection,
+    ours: Callable[[], Any],
+    theirs: Callable[[], Any],
+    *,
+    direct: bool = True,
+) -> Any:
     """Run ldap3's call and ours from the same message id; both must send the same bytes
     and leave the same result (or raise the same error). Returns our return value."""
     outcomes = []
+    through_ldap3: list[Any] = []
+    counts = []
+    original = conn.send  # what ldap3's Connection methods send through
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        through_ldap3.append(args[0])
+        return original(*args, **kwargs)
+
+    conn.send = counted
     for call in (theirs, ours):
         ldap3.Server._message_counter = 1000
         conn.socket.sent.clear()
+        through_ldap3.clear()
         try:
             value: Any = call()
             raised = None
         except lexc.LDAPException as exc:
             value, raised = None, (type(exc), str(exc))
         outcomes.append((list(conn.socket.sent), raised, conn.result, value))
+        counts.append(len(through_ldap3))
+    conn.send = original
+    # ours went out directly, unless it was given pyasn1 Control objects
+    assert counts == [1, 0 if direct else 1]
     (their_bytes, their_error, their_result, _), (our_bytes, our_error, our_result, ours_v) = (
         outcomes
     )
@@ -146,6 +167,7 @@ def test_search_options(
         lambda: conn.search(
             PEOPLE, "(objectClass=*)", search_scope=scope, attributes=attrs, controls=controls
         ),
+        direct=not any(isinstance(c, Control) for c in controls or ()),
     )
     assert entries == conn.response
 
@@ -208,6 +230,14 @@ def test_password_modify(conn: ldap3.Connection, slapd_env: SlapdEnv, new: str) 
     their_dn, our_dn = f"uid={theirs},{PEOPLE}", f"uid={ours},{PEOPLE}"
     controls = [pp.PPOLICY_REQUEST]
     outcomes = []
+    through_ldap3: list[Any] = []
+    original = conn.send
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        through_ldap3.append(args[0])
+        return original(*args, **kwargs)
+
+    conn.send = counted
     for call in (
         lambda: conn.extend.standard.modify_password(
             their_dn, new_password=new, hash_algorithm=None, controls=controls
@@ -222,6 +252,8 @@ def test_password_modify(conn: ldap3.Connection, slapd_env: SlapdEnv, new: str) 
         except lexc.LDAPException as exc:
             raised = (type(exc), str(exc))
         outcomes.append((list(conn.socket.sent), raised, dict(conn.result)))
+    conn.send = original
+    assert through_ldap3 == ["extendedReq"]  # ldap3's call only: ours went out directly
     (their_bytes, their_error, their_result), (our_bytes, our_error, our_result) = outcomes
     assert len(our_bytes) == 1
     assert [b.replace(their_dn.encode(), our_dn.encode()) for b in their_bytes] == our_bytes
