@@ -1,0 +1,122 @@
+"""Where the time of one reset goes at 1 outstanding: the real system (relay, agent,
+directory) as bench_e2e.py starts it, requests one after another, each split into
+
+  submit     the portal's submit call (sign + seal done before)
+  to agent   submit answered -> the agent logs request.received (the relay wakes the
+             agent's lease long-poll, the lease answer, the agent verifies and opens)
+  agent      request.received -> request.succeeded (directory, permit, journal; the
+             duration_ms the agent logs)
+  back       request.succeeded -> the portal holds the verified result (the agent's
+             result post, the relay wakes the portal's result long-poll)
+
+    .venv/bin/python bench/trace_one.py [--directory slapd|samba] [--requests 300]
+
+Medians over the requests; the raw ldap3 write's median on the same directory for
+comparison. Timestamps are this machine's wall clock (all processes are local)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench.bench_e2e import (
+    INITIAL,
+    open_directory,
+    raw_jobs,
+    running_system,
+)
+from cloud.relay.client import PortalClient
+from cloud.sdk import build_request, verify_result
+from tests.servers.base import unique_login
+
+
+def _stamp(text: str) -> float:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--directory", choices=("slapd", "samba"), default="slapd")
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--workers", type=int, default=4)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="wb-trace-") as tmp:
+        root = Path(tmp)
+        with open_directory(args.directory, root) as directory:
+            logins = [unique_login("tr") for _ in range(args.requests + 10)]
+            dns = [directory.env.create_user(login, INITIAL) for login in logins]
+            raw = raw_jobs(directory, dns[: min(len(dns), 100)], 1)
+            with (
+                running_system(root / "system", directory, args.workers) as system,
+                PortalClient(system.relay.base_url, system.token) as client,
+            ):
+                marks: dict[str, list[float]] = {}
+                for login in logins:
+                    request = build_request(
+                        system.signer,
+                        tenant=system.tenant,
+                        agent_group="bench",
+                        agents=system.agents,
+                        op="reset",
+                        user_kind="login",
+                        user_value=login,
+                        new_password=f"Nw-{time.monotonic_ns()}-pass!",
+                    )
+                    body = request.to_bytes()
+                    t0 = time.time()
+                    client.submit(body)
+                    t1 = time.time()
+                    result = verify_result(
+                        client.wait_result(request.id, timeout=60),
+                        request=request,
+                        trusted_agents=system.agents,
+                    )
+                    t2 = time.time()
+                    if result.status != "succeeded":
+                        raise RuntimeError(f"{request.id}: {result.status}")
+                    marks[request.id] = [t0, t1, t2]
+                time.sleep(0.5)
+                log = (system.root / "agent1" / "agent.log").read_text()
+        seen: dict[str, dict[str, float]] = {}
+        for line in log.splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("event") in ("request.received", "request.succeeded"):
+                seen.setdefault(event["request_id"], {})[event["event"]] = _stamp(
+                    event["timestamp"]
+                )
+        parts: dict[str, list[float]] = {
+            k: [] for k in ("submit", "to agent", "agent", "back", "total")
+        }
+        for request_id, (t0, t1, t2) in list(marks.items())[10:]:  # warm-up left out
+            agent = seen.get(request_id, {})
+            if len(agent) != 2:
+                continue
+            received, done = agent["request.received"], agent["request.succeeded"]
+            for name, value in (
+                ("submit", t1 - t0),
+                ("to agent", received - t1),
+                ("agent", done - received),
+                ("back", t2 - done),
+                ("total", t2 - t0),
+            ):
+                parts[name].append(value * 1000)
+        print(f"{args.directory}: {len(parts['total'])} requests one at a time, medians (ms)")
+        print(f"  raw ldap3 write p50 {raw.pct(0.5):.2f}")
+        for name, values in parts.items():
+            print(
+                f"  {name:9} {statistics.median(values):6.2f}   p90 "
+                f"{sorted(values)[int(len(values) * 0.9)]:6.2f}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
