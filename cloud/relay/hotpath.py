@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from cloud.relay.auth import RelayHTTPError
 from cloud.relay.authfirst import PREPARED, establish, replaying
 from cloud.relay.bodylimit import read_body
+from cloud.relay.cork import CORK, CorkedTransport
 from cloud.relay.deps import IDENTITY, RelayContext, one_call
 from cloud.relay.errors import answer, error_response
 
@@ -127,13 +128,22 @@ def _json_headers(body: bytes) -> Headers:
     return [(b"content-length", str(len(body)).encode("latin-1")), (b"content-type", _JSON_TYPE)]
 
 
-async def _send(send: Send, status: int, body: bytes, headers: Headers) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+async def _send(scope: Scope, send: Send, status: int, body: bytes, headers: Headers) -> None:
+    cork: CorkedTransport | None = scope.get(CORK)
+    if cork is None:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return
+    cork.cork()  # the status line, the headers and the body in one send (cork.py)
+    try:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    finally:
+        cork.uncork()
 
 
-async def _send_response(send: Send, response: Response) -> None:
-    await _send(send, response.status_code, bytes(response.body), response.raw_headers)
+async def _send_response(scope: Scope, send: Send, response: Response) -> None:
+    await _send(scope, send, response.status_code, bytes(response.body), response.raw_headers)
 
 
 class HotPath:
@@ -172,7 +182,7 @@ class HotPath:
         try:
             identity = await establish(Request(scope, replaying(raw, receive)), self.ctx)
         except RelayHTTPError as exc:
-            await _send_response(send, error_response(exc))
+            await _send_response(scope, send, error_response(exc))
             return
         try:
             query = _parse_query(route, scope["query_string"])
@@ -190,12 +200,12 @@ class HotPath:
             if response is None:
                 # As Starlette's ServerErrorMiddleware: a plain 500, then re-raised so
                 # the server logs it.
-                await _send_response(send, PlainTextResponse("Internal Server Error", 500))
+                await _send_response(scope, send, PlainTextResponse("Internal Server Error", 500))
                 raise
-            await _send_response(send, response)
+            await _send_response(scope, send, response)
             return
         if isinstance(result, Response):
-            await _send_response(send, result)
+            await _send_response(scope, send, result)
             return
         payload = result.model_dump_json().encode("utf-8")
-        await _send(send, route.status, payload, _json_headers(payload))
+        await _send(scope, send, route.status, payload, _json_headers(payload))

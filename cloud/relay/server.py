@@ -17,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import math
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from cloud.relay.cork import CORK, CorkedTransport
 from cloud.relay.deps import RelayContext
 from cloud.relay.settings import RelayServerSettings
 
@@ -42,6 +43,9 @@ def header_timeout_protocol(seconds: float, base: HttpProtocol | None = None) ->
     Both keep the request being answered in `self.cycle`, made once a request's
     headers are complete, and call `on_response_complete` after each response."""
     parent: Any = base or default_http_protocol()
+    # httptools makes a request's scope in on_message_begin, where the cork is put in it
+    # (cork.py); h11 makes it elsewhere, and its answers go out as before.
+    corks = hasattr(parent, "on_message_begin")
 
     class HeaderTimeoutProtocol(parent):  # type: ignore[misc]
         _header_timer: asyncio.TimerHandle | None = None
@@ -67,8 +71,15 @@ def header_timeout_protocol(seconds: float, base: HttpProtocol | None = None) ->
                 self.transport.close()  # no request line + headers in time
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            if corks:
+                corked = CorkedTransport(cast(asyncio.Transport, transport))
+                transport = cast(asyncio.Transport, corked)
             super().connection_made(transport)
             self._start_header_timer()
+
+        def on_message_begin(self) -> None:  # httptools: a request's scope is made here
+            super().on_message_begin()
+            self.scope[CORK] = self.transport
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._stop_header_timer()
