@@ -14,7 +14,8 @@ import anyio
 import structlog
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.types import Message
+from starlette.datastructures import URL
+from starlette.types import Message, Scope
 
 from cloud.relay.auth import (
     RelayHTTPError,
@@ -240,7 +241,12 @@ async def admin(request: Request, ctx: Ctx) -> None:
 
 
 async def authenticate_portal(request: Request, ctx: RelayContext) -> str:
-    token = bearer_token(request.headers.get("authorization"))
+    return await portal_by_token(request.headers.get("authorization"), ctx)
+
+
+async def portal_by_token(authorization: str | None, ctx: RelayContext) -> str:
+    """The tenant whose API token `authorization` (a Bearer header) carries."""
+    token = bearer_token(authorization)
     if token is None:
         raise RelayHTTPError(401, "missing_token", "Authorization: Bearer <tenant API token>")
     token_hash = hash_secret(token)
@@ -252,9 +258,18 @@ async def authenticate_portal(request: Request, ctx: RelayContext) -> str:
     return tenant
 
 
-def _path_with_query(request: Request) -> bytes:
-    raw_path = request.scope.get("raw_path") or request.url.path.encode("utf-8")
-    query = request.scope.get("query_string", b"")
+def header(scope: Scope, name: bytes) -> str | None:
+    """A request header as `Request.headers.get` reads it (the first, latin-1)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def path_with_query(scope: Scope) -> bytes:
+    """The path and query as the agent signed them: the raw path as sent."""
+    raw_path = scope.get("raw_path") or URL(scope=scope).path.encode("utf-8")
+    query = scope.get("query_string", b"")
     return bytes(raw_path) + (b"?" + bytes(query) if query else b"")
 
 
@@ -273,8 +288,18 @@ async def authenticate_agent_deferred(request: Request, ctx: RelayContext) -> Ag
 async def _authenticate_agent(
     request: Request, ctx: RelayContext, *, defer_nonce: bool
 ) -> AgentRecord:
-    creds = parse_agent_authorization(request.headers.get("authorization"))
-    body = await request.body()
+    return await agent_by_signature(
+        request.scope, await request.body(), ctx, defer_nonce=defer_nonce
+    )
+
+
+async def agent_by_signature(
+    scope: Scope, body: bytes, ctx: RelayContext, *, defer_nonce: bool
+) -> AgentRecord:
+    """The enrolled agent whose signed call this is (scope: method, path, query and
+    the Authorization header; `body`: the body as read)."""
+    authorization = header(scope, b"authorization")
+    creds = parse_agent_authorization(authorization)
     agent = await ctx.cache.agent(
         creds.agent_id, lambda: ctx.read(ctx.store.get_agent, creds.agent_id)
     )
@@ -282,8 +307,8 @@ async def _authenticate_agent(
         verified = verify_agent_request(
             creds,
             agent,
-            method=request.method,
-            path_with_query=_path_with_query(request),
+            method=scope["method"],
+            path_with_query=path_with_query(scope),
             body=body,
             now=ctx.clock(),
             max_skew=ctx.settings.auth_skew,

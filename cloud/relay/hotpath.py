@@ -8,7 +8,7 @@ about 1.6 ms of event-loop CPU per call against 0.4 ms for a bare /healthz.
 What a hot call gets here, in one pass and by the same code as through FastAPI:
 
     body        bodylimit.read_body: the same size limit (413) and deadline (408) as BodyLimit
-    caller      authfirst.establish: the same checks, in the same order, as
+    caller      authfirst.establish_read: the same checks, in the same order, as
                 AuthenticateFirst (the nonce is spent once: deps.PendingNonce)
     query/body  parsed at once when well formed (a strict form of each query
                 parameter; a JSON body by the route's pydantic model, in Rust)
@@ -34,7 +34,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cloud.relay.auth import RelayHTTPError
-from cloud.relay.authfirst import PREPARED, establish, replaying
+from cloud.relay.authfirst import PREPARED, establish_read, replaying
 from cloud.relay.bodylimit import read_body
 from cloud.relay.cork import CORK, CorkedTransport
 from cloud.relay.deps import IDENTITY, RelayContext, one_call
@@ -180,7 +180,7 @@ class HotPath:
     ) -> None:
         route, param = found
         try:
-            identity = await establish(Request(scope, replaying(raw, receive)), self.ctx)
+            identity = await establish_read(scope, raw, receive, self.ctx)
         except RelayHTTPError as exc:
             await _send_response(scope, send, error_response(exc))
             return
