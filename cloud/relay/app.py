@@ -47,8 +47,8 @@ async def _prune_forever(ctx: RelayContext) -> None:
         await asyncio.sleep(ctx.settings.prune_interval)
         try:
             now = ctx.clock()
-            deleted = await ctx.run(ctx.store.prune, now, ctx.settings.retention)
-            await ctx.run(ctx.store.prune_nonces, now - ctx.settings.auth_skew - 1)
+            deleted = await ctx.in_thread(ctx.store.prune, now, ctx.settings.retention)
+            await ctx.in_thread(ctx.store.prune_nonces, now - ctx.settings.auth_skew - 1)
         except Exception as exc:  # noqa: BLE001 - a failed prune must not stop the next one
             log.error("store.prune_failed", error=type(exc).__name__)
             continue
@@ -61,6 +61,17 @@ async def _sweep(ctx: RelayContext) -> None:
     while True:
         await asyncio.sleep(1.0)
         ctx.limits.sweep()
+
+
+async def _checkpoint_forever(ctx: RelayContext, checkpoint: Callable[[], None]) -> None:
+    """SQLite: the WAL's checkpoint, on the store thread once a second (the event
+    loop's connection, which does the writes, never runs one: store_sqlite.py)."""
+    while True:
+        await asyncio.sleep(1.0)
+        try:
+            await ctx.in_thread(checkpoint)
+        except Exception as exc:  # noqa: BLE001 - the next one catches up
+            log.error("store.checkpoint_failed", error=type(exc).__name__)
 
 
 async def _listen_to_other_replicas(ctx: RelayContext) -> Callable[[], None] | None:
@@ -89,7 +100,10 @@ def _store_threads(store: AppStore) -> StoreThreads | None:
     if warm is None:
         return None
     threads = StoreThreads(int(getattr(store, "store_threads", _STORE_THREADS)), warm)
-    if getattr(store, "inline_reads", False):
+    warm_inline = getattr(store, "warm_inline", None)
+    if warm_inline is not None:
+        warm_inline()  # this (the event loop's) thread runs store calls itself
+    elif getattr(store, "inline_reads", False):
         warm()  # this (the event loop's) thread's connection, for the inline reads
     return threads
 
@@ -144,6 +158,9 @@ def create_app(
         ctx.executor = _store_threads(the_store)
         stop_listening = await _listen_to_other_replicas(ctx)
         tasks = [asyncio.create_task(_prune_forever(ctx)), asyncio.create_task(_sweep(ctx))]
+        checkpoint = getattr(the_store, "checkpoint", None)
+        if checkpoint is not None:
+            tasks.append(asyncio.create_task(_checkpoint_forever(ctx, checkpoint)))
         try:
             yield
         finally:

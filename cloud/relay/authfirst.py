@@ -29,10 +29,13 @@ from cloud.relay.auth import RelayHTTPError
 from cloud.relay.deps import (
     IDENTITY,
     RelayContext,
+    agent_by_signature,
     authenticate_admin,
     authenticate_agent_deferred,
     authenticate_portal,
+    header,
     one_call,
+    portal_by_token,
 )
 from cloud.relay.errors import error_response, translate_store_error
 from cloud.relay.store import StoreError
@@ -78,6 +81,24 @@ async def establish(request: Request, ctx: RelayContext) -> object | None:
         return await check(request, ctx)
     except StoreError as exc:
         raise translate_store_error(exc, "") from exc
+
+
+async def establish_read(
+    scope: Scope, body: bytes, receive: Receive, ctx: RelayContext
+) -> object | None:
+    """`establish` for a call whose body is read already (the hot path): an agent's
+    or a portal's call checked from the scope itself, by the same functions
+    (deps.agent_by_signature, deps.portal_by_token), without building a Request and
+    replaying the body into it."""
+    check = _check_for(scope["path"])
+    try:
+        if check is authenticate_agent_deferred:
+            return await agent_by_signature(scope, body, ctx, defer_nonce=True)
+        if check is authenticate_portal:
+            return await portal_by_token(header(scope, b"authorization"), ctx)
+    except StoreError as exc:
+        raise translate_store_error(exc, "") from exc
+    return await establish(Request(scope, replaying(body, receive)), ctx)
 
 
 class AuthenticateFirst:

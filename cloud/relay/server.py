@@ -17,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import math
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from cloud.relay.cork import CORK, CorkedTransport
 from cloud.relay.deps import RelayContext
 from cloud.relay.settings import RelayServerSettings
 
@@ -42,15 +43,23 @@ def header_timeout_protocol(seconds: float, base: HttpProtocol | None = None) ->
     Both keep the request being answered in `self.cycle`, made once a request's
     headers are complete, and call `on_response_complete` after each response."""
     parent: Any = base or default_http_protocol()
+    # httptools makes a request's scope in on_message_begin, where the cork is put in it
+    # (cork.py); h11 makes it elsewhere, and its answers go out as before.
+    corks = hasattr(parent, "on_message_begin")
 
     class HeaderTimeoutProtocol(parent):  # type: ignore[misc]
+        # One timer per connection, re-armed only when it fires early: a keep-alive
+        # connection's requests each move the deadline (a float) instead of cancelling
+        # a timer and scheduling a new one (two heap operations per request).
         _header_timer: asyncio.TimerHandle | None = None
         _waiting_cycle: Any = None
+        _deadline = 0.0
 
         def _start_header_timer(self) -> None:
-            self._stop_header_timer()
             self._waiting_cycle = self.cycle
-            self._header_timer = self.loop.call_later(seconds, self._header_timeout)
+            self._deadline = self.loop.time() + seconds
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_at(self._deadline, self._header_timeout)
 
         def _stop_header_timer(self) -> None:
             if self._header_timer is not None:
@@ -62,22 +71,29 @@ def header_timeout_protocol(seconds: float, base: HttpProtocol | None = None) ->
 
         def _header_timeout(self) -> None:
             self._header_timer = None
-            waiting = self.cycle is self._waiting_cycle and self._idle()
-            if waiting and not self.transport.is_closing():
-                self.transport.close()  # no request line + headers in time
+            if self.transport.is_closing():
+                return
+            if self.cycle is not self._waiting_cycle or not self._idle():
+                return  # a request's headers came in time; its response re-arms
+            if self.loop.time() < self._deadline:  # waiting since a later response
+                self._header_timer = self.loop.call_at(self._deadline, self._header_timeout)
+                return
+            self.transport.close()  # no request line + headers in time
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            if corks:
+                corked = CorkedTransport(cast(asyncio.Transport, transport))
+                transport = cast(asyncio.Transport, corked)
             super().connection_made(transport)
             self._start_header_timer()
+
+        def on_message_begin(self) -> None:  # httptools: a request's scope is made here
+            super().on_message_begin()
+            self.scope[CORK] = self.transport
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._stop_header_timer()
             super().connection_lost(exc)
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            if self._header_timer is not None and self.cycle is not self._waiting_cycle:
-                self._stop_header_timer()  # a new request's headers arrived
 
         def on_response_complete(self) -> None:
             super().on_response_complete()

@@ -4,8 +4,10 @@ Why it looks like this:
 - One connection per thread, in autocommit mode with explicit `BEGIN IMMEDIATE` for
   multi-statement transactions, so a writer takes the write lock up front instead of
   failing to upgrade a read snapshot (SQLITE_BUSY_SNAPSHOT) half way.
-- The relay runs every store call on ONE database thread (`store_threads`; reads may
-  run on the event loop, `inline_reads`). SQLite takes one writer at a time anyway,
+- The relay runs its store calls on the event loop itself (`run_inline`: a call costs
+  less CPU than the hop to a thread and back), and those that would wait for the
+  write lock held by another process, the prune and the WAL checkpoint on ONE
+  database thread (`store_threads`). SQLite takes one writer at a time anyway,
   and in WAL mode a connection drops its whole page cache whenever another
   connection wrote: with 8 threads taking turns nearly every call started cold (about
   37 page reads per HTTP call, measured) and writers slept in the busy handler
@@ -32,10 +34,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cloud.relay._sqlite_ops import SQLiteOps
 from cloud.relay._sqlite_queue import (
@@ -52,6 +54,11 @@ from cloud.relay.store import (
     PortalKey,
     RelayStore,
 )
+
+T = TypeVar("T")
+
+# SQLITE_BUSY, SQLITE_LOCKED: the call would have had to wait for another connection.
+_LOCK_WAITS = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tenants (
@@ -141,6 +148,43 @@ class SQLiteStore(SQLiteQueue, SQLiteOps, RelayStore):
         """Open this thread's connection now (the app starts its store threads at
         start-up, so no request has to open a database file later)."""
         self._conn()
+
+    def warm_inline(self) -> None:
+        """Make this thread (the event loop's) one that may run store calls itself
+        (`run_inline`): its connection never waits for the write lock (busy_timeout 0:
+        a call that would wait goes to the store thread instead) and never runs a
+        checkpoint, whose fsyncs would stall the loop (`checkpoint` does it on the
+        store thread)."""
+        conn = self._conn()
+        conn.execute("PRAGMA busy_timeout=0")
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._local.inline = True
+
+    def run_inline(
+        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[bool, T | None]:
+        """Run a store call on this thread if it was made an inline one (`warm_inline`)
+        and the call need not wait for the write lock: (True, its result). (False,
+        None): not run, or stopped at the lock before it changed anything (each store
+        call is one transaction or one statement that writes; a lock wait comes at
+        its start), so the caller runs it on the store thread, which waits its turn."""
+        if not getattr(self._local, "inline", False):
+            return False, None
+        try:
+            return True, fn(*args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            if (exc.sqlite_errorcode & 0xFF) not in _LOCK_WAITS:
+                raise
+            conn = self._conn()
+            if conn.in_transaction:  # a wait at COMMIT (not in WAL mode): undo it all
+                conn.execute("ROLLBACK")
+            return False, None
+
+    def checkpoint(self) -> None:
+        """Copy what the WAL holds into the database file as far as no reader needs
+        it (PASSIVE: waits for nobody); SQLite's automatic checkpoint after a commit,
+        moved off the event loop's commits to the store thread."""
+        self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
