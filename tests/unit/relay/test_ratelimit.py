@@ -10,7 +10,7 @@ import time
 import pytest
 
 from cloud.relay.auth import RelayHTTPError
-from cloud.relay.ratelimit import TenantLimits, _MovingWindows
+from cloud.relay.ratelimit import TenantLimits
 
 
 def _limits() -> TenantLimits:
@@ -74,20 +74,3 @@ def test_enrollment_is_limited_per_client() -> None:
     started = time.monotonic()
     asyncio.run(scenario())
     assert time.monotonic() - started < 5
-
-
-def test_the_window_moves_with_each_hit_and_says_when_it_has_room() -> None:
-    now = [100.0]
-    windows = _MovingWindows(clock=lambda: now[0])
-    assert windows.hit("submit", "acme", 2, 1.0) is None
-    now[0] = 100.5
-    assert windows.hit("submit", "acme", 2, 1.0) is None
-    now[0] = 100.9
-    assert windows.hit("submit", "acme", 2, 1.0) == pytest.approx(0.1)  # refused, not counted
-    assert windows.hit("submit", "beta", 2, 1.0) is None  # per key
-    now[0] = 101.01  # the first hit left the window: room for one
-    assert windows.hit("submit", "acme", 2, 1.0) is None
-    assert windows.hit("submit", "acme", 2, 1.0) == pytest.approx(0.49)
-    now[0] = 103.0
-    windows.sweep({"submit": 1.0})
-    assert windows._hits == {}  # keys nobody hits any more are forgotten
