@@ -80,6 +80,10 @@ EVENTS: tuple[Event, ...] = (
     Event("result.not_posted", ("warning", "info", "error"),
           "the relay could not take a result (info: the lease was lost, another agent "
           "answers; error: given up); the journal keeps it for a redelivery"),
+    Event("lease.dispatcher_failed", ("error",),
+          "a bug in the lease dispatcher (relay.lease_batch > 1; traceback follows); it "
+          "retries with backoff, and what it leased in that call runs out and is "
+          "redelivered"),
     Event("result.poster_failed", ("error",),
           "a bug in the result poster (traceback follows); the results of that batch are "
           "not acknowledged, the journal keeps them and a restart posts them again"),
