@@ -41,7 +41,9 @@ EVENTS: tuple[Event, ...] = (
     Event("health.http", ("debug",), "one health request (`client`, `request`, `http_status`)"),
     Event("health.error", ("warning",), "the health endpoint failed to answer one client"),
     # one request
-    Event("request.received", ("info",), "a leased request passed verification"),
+    Event("request.received", ("debug",),
+          "a leased request passed verification (debug; at info a request logs one line, "
+          "its audit line below, whose `duration_ms` counts from the lease)"),
     Event("request.succeeded", ("info",), "audit line: the request was carried out"),
     Event("request.failed", ("info", "warning"),
           "audit line: any other answer (`status`, `reason`; info for not_managed)"),
