@@ -109,7 +109,7 @@ class AgentService(PeriodicJobs):
         self._poster: ResultPoster | None = None  # relay.result_batch > 1
         relay = settings.relay
         self._permits = (  # relay.permit_batch > 1
-            PermitBatcher(relay.permit_batch)
+            PermitBatcher(relay.permit_batch, working=lambda: self._in_flight)
             if relay is not None and relay.permit_batch > 1
             else None
         )
