@@ -202,14 +202,15 @@ class RelaySettings(BaseModel):
     allow_insecure_http: bool = False
     lease_wait_seconds: float = Field(default=20.0, gt=0, le=30)
     timeout_seconds: float = Field(default=40.0, gt=0)
-    # >1: one long-poll leases up to this many requests for idle workers (batching).
-    lease_batch: int = Field(default=1, ge=1, le=16)
+    # >1: one long-poll (the dispatcher's) leases for every idle worker, up to this
+    # many requests per call; 1: each worker long-polls for its own request.
+    lease_batch: int = Field(default=16, ge=1, le=16)
     # >1: results finished at about the same time go to the relay in one call (up to
     # this many); 1: each worker posts its own result (POST /v1/agent/results).
     result_batch: int = Field(default=16, ge=1, le=32)
     # >1: write permits asked while another worker's permit call is in flight go in
     # one call when it returns (up to this many); 1: one call per permit.
-    permit_batch: int = Field(default=1, ge=1, le=16)
+    permit_batch: int = Field(default=16, ge=1, le=16)
 
     @field_validator("url")
     @classmethod
@@ -290,7 +291,9 @@ class Settings(BaseSettings):
     )
     # Master switch: false answers every request not_managed (writeback switched off).
     writeback_enabled: bool = True
-    workers: int = Field(default=4, ge=1, le=64)
+    # Requests handled at once (one LDAP connection per directory each). With batch
+    # leasing only the dispatcher long-polls, so idle workers cost nothing at the relay.
+    workers: int = Field(default=16, ge=1, le=64)
     max_request_bytes: int = Field(default=64 * 1024, ge=1024)
     max_clock_skew_seconds: int = Field(default=60, ge=0)
     # Retries across DCs stop at min(request exp, received + this).

@@ -41,7 +41,9 @@ EVENTS: tuple[Event, ...] = (
     Event("health.http", ("debug",), "one health request (`client`, `request`, `http_status`)"),
     Event("health.error", ("warning",), "the health endpoint failed to answer one client"),
     # one request
-    Event("request.received", ("info",), "a leased request passed verification"),
+    Event("request.received", ("debug",),
+          "a leased request passed verification (debug; at info a request logs one line, "
+          "its audit line below, whose `duration_ms` counts from the lease)"),
     Event("request.succeeded", ("info",), "audit line: the request was carried out"),
     Event("request.failed", ("info", "warning"),
           "audit line: any other answer (`status`, `reason`; info for not_managed)"),
@@ -80,6 +82,10 @@ EVENTS: tuple[Event, ...] = (
     Event("result.not_posted", ("warning", "info", "error"),
           "the relay could not take a result (info: the lease was lost, another agent "
           "answers; error: given up); the journal keeps it for a redelivery"),
+    Event("lease.dispatcher_failed", ("error",),
+          "a bug in the lease dispatcher (relay.lease_batch > 1; traceback follows); it "
+          "retries with backoff, and what it leased in that call runs out and is "
+          "redelivered"),
     Event("result.poster_failed", ("error",),
           "a bug in the result poster (traceback follows); the results of that batch are "
           "not acknowledged, the journal keeps them and a restart posts them again"),

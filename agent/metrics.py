@@ -72,6 +72,7 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self._key_expiry = Gauge(
             "writeback_key_expiry_seconds",
             "Seconds until the key expires (negative once expired).",
@@ -81,8 +82,15 @@ class Metrics:
 
     def observe_request(self, op: str, status: str, seconds: float) -> None:
         """Count one finished request and record how long it took."""
-        self._requests.labels(op=op, status=status).inc()
-        self._duration.labels(op=op).observe(seconds)
+        children = self._children.get((op, status))
+        if children is None:
+            # labels() takes a lock and builds the key on every call; the label sets are
+            # closed (ops x statuses), so each pair's children are looked up once.
+            children = (self._requests.labels(op=op, status=status), self._duration.labels(op=op))
+            self._children[(op, status)] = children
+        requests, duration = children
+        requests.inc()
+        duration.observe(seconds)
 
     def rejected(self, reason: str) -> None:
         self._rejected.labels(reason=reason).inc()

@@ -1,8 +1,11 @@
 """Write permits asked together (relay.permit_batch > 1): the permits workers ask for
 while another worker's permit call is in flight go to the relay in one call
-(POST /v1/agent/permits) as soon as that call returns. Nobody waits for company: a
-worker that finds no call in flight sends at once, with whatever is queued, and a
-permit asked alone goes over the single permit call, as without batching.
+(POST /v1/agent/permits) as soon as that call returns. A worker that finds no call in
+flight sends with whatever is queued: at once when no other request is being worked
+on (a lone request never waits), else after waiting up to `linger` (5 ms) for the
+others still working towards their permit, like the lease dispatcher
+(agent/idle_workers.py) and the result poster. A permit asked alone goes over the
+single permit call, as without batching.
 
 The fence is the relay's and does not change: each permit of a batch is decided by
 the same store transaction as a single permit call, and each worker gets exactly
@@ -13,7 +16,8 @@ TransportError), so agent/permits.py waits out BUSY and retries as before.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,8 +50,16 @@ class PermitBatcher:
     """Shared by the workers; each asks through its own transport (the one that sends
     a batch is the worker that found no call in flight)."""
 
-    def __init__(self, most: int = 16) -> None:
+    def __init__(
+        self,
+        most: int = 16,
+        *,
+        working: Callable[[], int] = lambda: 0,
+        linger: float = 0.005,
+    ) -> None:
         self._most = max(1, min(most, 16))  # the relay takes up to 16 per call
+        self._working = working  # requests being worked on now (each may ask a permit)
+        self._linger = linger
         self._cond = threading.Condition()
         self._queue: list[_Ask] = []
         self._sending = False
@@ -64,6 +76,7 @@ class PermitBatcher:
         ask = _Ask(lease, user_key, ordered, marker)
         with self._cond:
             self._queue.append(ask)
+            self._cond.notify_all()  # a lingering sender may be waiting for company
         while True:
             with self._cond:
                 while self._sending and not ask.done:
@@ -71,6 +84,7 @@ class PermitBatcher:
                 if ask.done:
                     return ask.answer()
                 self._sending = True
+                self._gather()
                 batch, self._queue = self._queue[: self._most], self._queue[self._most :]
             try:
                 self._send(transport, batch)
@@ -82,6 +96,16 @@ class PermitBatcher:
                             item.done = True
                     self._sending = False
                     self._cond.notify_all()
+
+    def _gather(self) -> None:
+        """With the lock held: wait up to `linger` while other requests being worked on
+        have not asked yet (each may ask within milliseconds), so one call serves them."""
+        until = time.monotonic() + self._linger
+        while len(self._queue) < self._most and self._working() > len(self._queue):
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            self._cond.wait(left)
 
     def _send(self, transport: Transport, batch: list[_Ask]) -> None:
         if len(batch) == 1:  # alone: the single call, exactly as without batching

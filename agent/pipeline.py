@@ -175,7 +175,7 @@ class Pipeline:
             )
             return self._finish(header, verified.request_hash, outcome, run)
         state.claimed = True
-        log.info("request.received")
+        log.debug("request.received")  # the audit line at the end is the info line
 
         try:
             secrets = verified.open()

@@ -34,6 +34,7 @@ from typing import Any
 
 from agent.config import Settings
 from agent.connector_pool import ConnectorPool
+from agent.idle_workers import IdleWorkers
 from agent.jobs import PeriodicJobs
 from agent.journal import Journal
 from agent.outcome import Identity
@@ -101,14 +102,14 @@ class AgentService(PeriodicJobs):
         self._keyring_lock = threading.Lock()  # one key or keyring file write at a time
         # Batch mode (relay.lease_batch > 1): the dispatcher leases for idle workers.
         self._handoff: queue.Queue[Lease] = queue.Queue()
-        self._free = threading.Semaphore(0)  # idle workers
+        self._free = IdleWorkers(0)
         self._relay_ok = False
         self._directory_health: dict[str, bool] = {}
         self._control_transport: Transport | None = None
         self._poster: ResultPoster | None = None  # relay.result_batch > 1
         relay = settings.relay
         self._permits = (  # relay.permit_batch > 1
-            PermitBatcher(relay.permit_batch)
+            PermitBatcher(relay.permit_batch, working=lambda: self._in_flight)
             if relay is not None and relay.permit_batch > 1
             else None
         )
@@ -147,7 +148,7 @@ class AgentService(PeriodicJobs):
         batch = relay.lease_batch if relay is not None else 1
         worker: Callable[[], None] = self._worker
         if batch > 1:
-            self._free = threading.Semaphore(self._settings.workers)
+            self._free = IdleWorkers(self._settings.workers)
             thread = threading.Thread(
                 target=self._dispatcher, args=(batch,), name="dispatcher", daemon=True
             )
@@ -260,11 +261,9 @@ class AgentService(PeriodicJobs):
         wait = self._settings.relay.lease_wait_seconds if self._settings.relay else 1.0
         try:
             while not self._stop.is_set():
-                if not self._free.acquire(timeout=0.5):
+                tickets = self._free.take(most, timeout=0.5)
+                if not tickets:
                     continue
-                tickets = 1
-                while tickets < most and self._free.acquire(blocking=False):
-                    tickets += 1
                 try:
                     if lease_many is not None:
                         leases: list[Lease] = lease_many(wait, tickets)
@@ -273,13 +272,18 @@ class AgentService(PeriodicJobs):
                         leases = [] if one is None else [one]
                 except TransportError as exc:
                     self._set_relay(False, str(exc))
-                    self._free.release(tickets)
+                    self._free.give(tickets)
+                    backoff.wait()
+                    continue
+                except Exception:  # noqa: BLE001  # a last guard: a dead dispatcher leases nothing
+                    self._log.exception("lease.dispatcher_failed")
+                    self._free.give(tickets)
                     backoff.wait()
                     continue
                 self._set_relay(True)
                 backoff.reset()
                 if tickets > len(leases):
-                    self._free.release(tickets - len(leases))
+                    self._free.give(tickets - len(leases))
                 for lease in leases:
                     if self._closing:
                         self._release(transport, lease)
@@ -300,14 +304,14 @@ class AgentService(PeriodicJobs):
                     continue
                 if not self._take():
                     self._release(transport, lease)
-                    self._free.release()
+                    self._free.give()
                     continue
                 try:
                     self._process(transport, lease)
                 finally:
                     with self._in_flight_lock:
                         self._working.discard(threading.current_thread())
-                    self._free.release()
+                    self._free.give()
         finally:
             transport.close()
 

@@ -151,26 +151,28 @@ def _agent_cli(config: Path, *args: str, **popen: Any) -> Any:
 PROBE_DIR = os.environ.get("WB_PROBE_DIR", "")
 
 # relay.lease_batch and relay.result_batch of the agents the bench starts
-# (--lease-batch, --result-batch, --permit-batch) and whether the portal's threads
-# share their calls (--portal).
-LEASE_BATCH = [1]
-RESULT_BATCH = [16]
-PERMIT_BATCH = [1]
+# (--lease-batch, --result-batch, --permit-batch; None: the agent's default) and
+# whether the portal's threads share their calls (--portal).
+LEASE_BATCH: list[int | None] = [None]
+RESULT_BATCH: list[int | None] = [None]
+PERMIT_BATCH: list[int | None] = [None]
 SHARED_PORTAL = [True]
 
 
-def start_agent(root: Path, relay_url: str, directory: Directory, code: str, workers: int
-                ) -> subprocess.Popen[bytes]:
+def start_agent(root: Path, relay_url: str, directory: Directory, code: str,
+                workers: int | None) -> subprocess.Popen[bytes]:
     root.mkdir(parents=True, exist_ok=True)
     config, data_dir, secrets_dir = root / "agent.toml", root / "data", root / "secrets"
     secrets_dir.mkdir(mode=0o700, exist_ok=True)
     _agent_cli(config, "init", "--data-dir", str(data_dir), "--relay-url", relay_url)
     entry = directory_entry(directory.env.settings, secrets_dir, name="bench")
+    batches = {"lease_batch": LEASE_BATCH[0], "result_batch": RESULT_BATCH[0],
+               "permit_batch": PERMIT_BATCH[0], "workers": workers}
+    chosen = {k: v for k, v in batches.items() if v is not None}  # else the agent's default
+    workers_key = {"workers": chosen.pop("workers")} if "workers" in chosen else {}
     config.write_text(tomli_w.dumps({
-        "data_dir": str(data_dir), "agent_name": root.name, "workers": workers,
-        "relay": {"url": relay_url, "lease_wait_seconds": 5.0,
-                  "lease_batch": LEASE_BATCH[0], "result_batch": RESULT_BATCH[0],
-                  "permit_batch": PERMIT_BATCH[0]},
+        "data_dir": str(data_dir), "agent_name": root.name, **workers_key,
+        "relay": {"url": relay_url, "lease_wait_seconds": 5.0, **chosen},
         "health": {"port": free_port()},
         "log": {"level": "info", "format": "json"},
         "schedule": {"heartbeat_seconds": 10.0},
@@ -194,7 +196,7 @@ def _online_agents(client: PortalClient, want: int, deadline: float) -> list[Age
 
 
 @contextlib.contextmanager
-def running_system(root: Path, directory: Directory, workers: int) -> Iterator[System]:
+def running_system(root: Path, directory: Directory, workers: int | None) -> Iterator[System]:
     relay = start_relay(root / "relay")
     agent: subprocess.Popen[bytes] | None = None
     system: System | None = None
@@ -341,7 +343,7 @@ def median_runs(runs: list[Run]) -> dict[str, float]:
     return out
 
 
-def count_http_calls(system: System, directory: Directory, logins: list[str], workers: int
+def count_http_calls(system: System, directory: Directory, logins: list[str], workers: int | None
                      ) -> float:
     """A second agent identity behind a counting proxy; the first one is stopped."""
     port, count_file = free_port(), system.root / "http-count"
@@ -373,7 +375,7 @@ def count_http_calls(system: System, directory: Directory, logins: list[str], wo
         system.agent = start_agent_again(system, directory, workers)
 
 
-def start_agent_again(system: System, directory: Directory, workers: int
+def start_agent_again(system: System, directory: Directory, workers: int | None
                       ) -> subprocess.Popen[bytes]:
     config = system.root / "agent1" / "agent.toml"
     log_path = system.root / "agent1" / f"agent-{time.monotonic_ns()}.log"
@@ -416,8 +418,10 @@ def bench_directory(name: str, args: argparse.Namespace, root: Path) -> None:
         logins = [unique_login("bn") for _ in range(requests)]
         dns = [directory.env.create_user(login, INITIAL) for login in logins]
         print(f"\n## {name}: {requests} distinct users, median of {args.runs} runs, "
-              f"agent workers {args.workers}, lease_batch {args.lease_batch}, "
-              f"result_batch {args.result_batch}, permit_batch {args.permit_batch}, "
+              f"agent workers {args.workers or 'default'}, "
+              f"lease_batch {args.lease_batch or 'default'}, "
+              f"result_batch {args.result_batch or 'default'}, "
+              f"permit_batch {args.permit_batch or 'default'}, "
               f"portal calls {args.portal}")
         header = (f"{'':24} {'req/s':>8} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} "
                   f"{'relay':>6} {'agent':>6} {'dir':>6} {'portal':>6}  (CPU ms/request)")
@@ -460,12 +464,13 @@ def main(argv: list[str] | None = None) -> int:
                         type=lambda s: [int(x) for x in s.split(",")])
     parser.add_argument("--requests", type=int, default=0,
                         help="requests per run (default: 400 on slapd, 60 on Samba)")
-    parser.add_argument("--workers", type=int, default=4, help="agent worker threads")
-    parser.add_argument("--lease-batch", type=int, default=1,
+    # Each of these defaults to the agent's own default (agent/config.py).
+    parser.add_argument("--workers", type=int, help="agent worker threads")
+    parser.add_argument("--lease-batch", type=int,
                         help="the agent's relay.lease_batch (requests leased per long-poll)")
-    parser.add_argument("--result-batch", type=int, default=16,
+    parser.add_argument("--result-batch", type=int,
                         help="the agent's relay.result_batch (results per post; 1 = one by one)")
-    parser.add_argument("--permit-batch", type=int, default=1,
+    parser.add_argument("--permit-batch", type=int,
                         help="the agent's relay.permit_batch (permits per call; 1 = one by one)")
     parser.add_argument("--portal", choices=("shared", "each"), default="shared",
                         help="the portal's threads share submit calls and result long-polls "

@@ -40,6 +40,25 @@ def test_reset_succeeds_and_user_logs_in(scenario: Scenario) -> None:
     assert scenario.env.bind(login, INITIAL) is BindOutcome.INVALID_CREDENTIALS
 
 
+def test_a_reset_logs_one_info_line_its_audit_line(
+    scenario: Scenario, log_buffer: io.StringIO
+) -> None:
+    """Operators get one line per finished reset at info (the audit line with its
+    outcome and duration); the rest of a request's lines are debug."""
+    login = _user(scenario)
+    request = scenario.system.portal.request("reset", login, new_password=NEW)
+    scenario.system.portal.submit(request)
+    assert scenario.system.portal.wait(request).status == "succeeded"
+    lines = [json.loads(line) for line in log_buffer.getvalue().splitlines()
+             if request.id in line and line.startswith("{")]
+    above_debug = [line for line in lines if line.get("level") != "debug"]
+    assert [line["event"] for line in above_debug] == ["request.succeeded"], above_debug
+    (audit,) = above_debug
+    assert (audit["status"], audit["op"], audit["user"]) == ("succeeded", "reset", login)
+    assert audit["duration_ms"] > 0
+    assert "request.received" in [line["event"] for line in lines]  # at debug
+
+
 def test_reset_with_must_change(scenario: Scenario) -> None:
     login = _user(scenario)
     result = scenario.system.portal.send("reset", login, new_password=NEW, must_change=True)

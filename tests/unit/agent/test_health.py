@@ -136,6 +136,21 @@ def test_metrics_exposes_the_counters(client: httpx.Client, metrics: Metrics) ->
     assert "writeback_in_flight 0.0" in r.text
 
 
+def test_request_series_by_op_and_status_share_the_op_histogram(metrics: Metrics) -> None:
+    """The labelled children are looked up once per (op, status) and reused: every
+    observation still lands in its own counter and in its op's one histogram."""
+    for status in ("succeeded", "policy_violation", "succeeded"):
+        metrics.observe_request("reset", status, 0.02)
+    metrics.observe_request("change", "succeeded", 2.0)
+    text = metrics.render()[0].decode()
+    assert 'writeback_requests_total{op="reset",status="succeeded"} 2.0' in text
+    assert 'writeback_requests_total{op="reset",status="policy_violation"} 1.0' in text
+    assert 'writeback_requests_total{op="change",status="succeeded"} 1.0' in text
+    assert 'writeback_request_duration_seconds_count{op="reset"} 3.0' in text
+    assert 'writeback_request_duration_seconds_bucket{le="0.025",op="reset"} 3.0' in text
+    assert 'writeback_request_duration_seconds_bucket{le="1.0",op="change"} 0.0' in text
+
+
 def test_in_flight_is_released_when_the_block_raises(metrics: Metrics) -> None:
     with pytest.raises(RuntimeError), metrics.in_flight():
         raise RuntimeError("boom")

@@ -92,3 +92,49 @@ def test_a_failed_call_fails_every_permit_in_it() -> None:
     answers = _ask_all(batcher, agent, [(lease, f"{n + 5}" * 64) for n, lease in enumerate(more)])
     assert [type(a) for a in answers] == [TransportUnavailable] * 3
     assert answers[1] is not answers[2]  # each worker raises its own exception object
+
+
+def test_a_sender_waits_briefly_for_the_others_at_work_then_one_call_serves_them() -> None:
+    queue = MemoryQueue()
+    agent = MemoryTransport(queue, "a")
+    leases = _leases(queue, agent, 3, at=100)
+    batcher = PermitBatcher(working=lambda: 3, linger=2.0)
+    answers: list[Permit | Exception] = []
+
+    def ask(n: int) -> None:
+        answers.append(BatchedPermitTransport(agent, batcher).permit(
+            leases[n], f"{n}" * 64, ordered=True))
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(3)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+        time.sleep(0.05)  # each worker reaches its permit a little later
+    for thread in threads:
+        thread.join(10)
+    assert queue.permit_batches == [3]  # no single call: the first one waited for company
+    assert time.monotonic() - started < 1.5  # the third ask ended the wait, not the linger
+    assert sorted(a.decision.value for a in answers if isinstance(a, Permit)) == ["granted"] * 3
+
+
+def test_a_lone_request_asks_at_once() -> None:
+    queue = MemoryQueue()
+    agent = MemoryTransport(queue, "a")
+    (lease,) = _leases(queue, agent, 1, at=200)
+    batcher = PermitBatcher(working=lambda: 1, linger=5.0)
+    started = time.monotonic()
+    permit = BatchedPermitTransport(agent, batcher).permit(lease, "L" * 64, ordered=True)
+    assert permit.decision is PermitDecision.GRANTED
+    assert time.monotonic() - started < 1.0
+    assert queue.permit_batches == []  # the single call
+
+
+def test_the_wait_for_company_ends_after_the_linger() -> None:
+    queue = MemoryQueue()
+    agent = MemoryTransport(queue, "a")
+    (lease,) = _leases(queue, agent, 1, at=300)
+    batcher = PermitBatcher(working=lambda: 4, linger=0.2)  # the others never ask
+    started = time.monotonic()
+    permit = BatchedPermitTransport(agent, batcher).permit(lease, "M" * 64, ordered=True)
+    assert permit.decision is PermitDecision.GRANTED
+    assert 0.15 <= time.monotonic() - started < 2.0
