@@ -31,6 +31,7 @@ import ldap3
 from ldap3.core import exceptions as lexc
 from pydantic import SecretStr
 
+from connectors._tls import shared_tls
 from connectors.base import (
     AccessDenied,
     AccountDisabled,
@@ -100,11 +101,9 @@ def require_secure_transport(settings: DirectorySettings) -> None:
 
 
 def _tls(settings: DirectorySettings) -> ldap3.Tls:
-    return ldap3.Tls(
-        validate=ssl.CERT_REQUIRED,
-        version=ssl.PROTOCOL_TLS_CLIENT,
-        ca_certs_file=str(settings.ca_file) if settings.ca_file else None,
-    )
+    """Certificates validated (CERT_REQUIRED, host name checked after the handshake),
+    one SSLContext shared by all connections to these CAs (connectors/_tls.py)."""
+    return shared_tls(str(settings.ca_file) if settings.ca_file else None)
 
 
 def _server(settings: DirectorySettings, url: str) -> ldap3.Server:
