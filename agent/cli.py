@@ -193,6 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent.app import build_agent
     from agent.localfiles import check_trusted
     from agent.logging import configure_logging
+    from agent.malloc import limit_arenas
 
     settings = settings_from_args(args)
     try:
@@ -200,6 +201,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except UntrustedFile as exc:
         raise CliError(f"refusing to start: {exc}") from None
     configure_logging(level=settings.log.level, fmt=settings.log.format)
+    limit_arenas()  # before any thread starts
     agent = build_agent(settings)
 
     def _on_signal(signum: int, _frame: Any) -> None:
