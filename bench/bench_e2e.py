@@ -157,6 +157,8 @@ LEASE_BATCH: list[int | None] = [None]
 RESULT_BATCH: list[int | None] = [None]
 PERMIT_BATCH: list[int | None] = [None]
 SHARED_PORTAL = [True]
+# The agents' log level (bench/trace_one.py needs request.received, a debug line).
+AGENT_LOG_LEVEL = ["info"]
 
 
 def start_agent(root: Path, relay_url: str, directory: Directory, code: str,
@@ -174,7 +176,7 @@ def start_agent(root: Path, relay_url: str, directory: Directory, code: str,
         "data_dir": str(data_dir), "agent_name": root.name, **workers_key,
         "relay": {"url": relay_url, "lease_wait_seconds": 5.0, **chosen},
         "health": {"port": free_port()},
-        "log": {"level": "info", "format": "json"},
+        "log": {"level": AGENT_LOG_LEVEL[0], "format": "json"},
         "schedule": {"heartbeat_seconds": 10.0},
         "directories": [entry],
     }))
