@@ -59,6 +59,19 @@ def _leases(queue: MemoryQueue, transport: MemoryTransport, n: int) -> list[Leas
     return [lease for lease in leases if lease is not None]
 
 
+def _written_leases(
+    tmp_path: Path, n: int, result: Any = b"ok"
+) -> tuple[MemoryQueue, Journal, _Log, list[Lease]]:
+    """A queue with `n` requests leased by agent "a" and written by it (journal as the
+    pipeline leaves it); `result` is the answer, or a function of the lease."""
+    queue = MemoryQueue()
+    journal, log = Journal(tmp_path / "j.sqlite3"), _Log()
+    leases = _leases(queue, MemoryTransport(queue, "a"), n)
+    for lease in leases:
+        _written(journal, lease, result(lease) if callable(result) else result)
+    return queue, journal, log, leases
+
+
 def _poster(
     transport: MemoryTransport,
     journal: Journal,
@@ -96,12 +109,9 @@ def _post_all(poster: ResultPoster, items: list[tuple[Lease, bytes]], before: An
 
 
 def test_results_finished_together_go_in_one_call(tmp_path: Path) -> None:
-    queue = MemoryQueue()
-    agent = MemoryTransport(queue, "a")
-    journal, log = Journal(tmp_path / "j.sqlite3"), _Log()
-    leases = _leases(queue, agent, 3)
-    for lease in leases:
-        _written(journal, lease, f"answer {lease.request_id}".encode())
+    queue, journal, log, leases = _written_leases(
+        tmp_path, 3, lambda lease: f"answer {lease.request_id}".encode()
+    )
     busy = [3]
     lock = threading.Lock()
 
@@ -127,12 +137,7 @@ def test_results_finished_together_go_in_one_call(tmp_path: Path) -> None:
 def test_a_worker_goes_on_while_its_result_is_posted(tmp_path: Path) -> None:
     """post() returns before the relay has the answer; the journal keeps it until then,
     and a worker waits only while `most` results are unsettled."""
-    queue = MemoryQueue()
-    agent = MemoryTransport(queue, "a")
-    journal, log = Journal(tmp_path / "j.sqlite3"), _Log()
-    leases = _leases(queue, agent, 3)
-    for lease in leases:
-        _written(journal, lease, b"ok")
+    queue, journal, log, leases = _written_leases(tmp_path, 3)
     posting = MemoryTransport(queue, "a")
     posting.fail_next(times=10)  # the relay does not answer for a while
     poster = ResultPoster(lambda: posting, journal, log, stopping=lambda: False,
@@ -156,12 +161,7 @@ def test_a_worker_goes_on_while_its_result_is_posted(tmp_path: Path) -> None:
 
 
 def test_close_posts_what_was_handed_over(tmp_path: Path) -> None:
-    queue = MemoryQueue()
-    agent = MemoryTransport(queue, "a")
-    journal, log = Journal(tmp_path / "j.sqlite3"), _Log()
-    leases = _leases(queue, agent, 3)
-    for lease in leases:
-        _written(journal, lease, b"ok")
+    queue, journal, log, leases = _written_leases(tmp_path, 3)
     # A long linger with work "in progress": only close() makes the poster post now.
     poster = _poster(MemoryTransport(queue, "a"), journal, log, working=lambda: 1, linger=30)
     for lease in leases:
@@ -201,12 +201,7 @@ def test_a_lost_lease_is_settled_for_that_result_only(tmp_path: Path) -> None:
 
 
 def test_an_unreachable_relay_is_retried_and_later_results_join(tmp_path: Path) -> None:
-    queue = MemoryQueue()
-    agent = MemoryTransport(queue, "a")
-    journal, log = Journal(tmp_path / "j.sqlite3"), _Log()
-    first, second = _leases(queue, agent, 2)
-    for lease in (first, second):
-        _written(journal, lease, b"ok")
+    queue, journal, log, (first, second) = _written_leases(tmp_path, 2)
     posting = MemoryTransport(queue, "a")
     posting.fail_next(times=5)
     poster = _poster(posting, journal, log)
@@ -225,11 +220,7 @@ def test_an_unreachable_relay_is_retried_and_later_results_join(tmp_path: Path) 
 
 
 def test_gives_up_when_the_lease_is_over_and_keeps_the_answer(tmp_path: Path) -> None:
-    queue = MemoryQueue()
-    agent = MemoryTransport(queue, "a")
-    journal, log = Journal(tmp_path / "j.sqlite3"), _Log()
-    (lease,) = _leases(queue, agent, 1)
-    _written(journal, lease, b"ok")
+    queue, journal, log, (lease,) = _written_leases(tmp_path, 1)
     posting = MemoryTransport(queue, "a")
     posting.fail_next(times=10_000)  # the relay never answers
     short = Lease(lease.lease_id, lease.request_id, b"", time.time() + 0.3)
