@@ -24,7 +24,7 @@ result status here. Every other exception becomes a signed `internal_error` (or
 traceback goes to the (redacting) log, and the journal row is closed either way.
 
 Beside it: agent/outcome.py signs, journals and audits the answer; agent/retries.py
-holds the read and write retry rules; agent/connector_pool.py the per-thread connectors.
+holds the read and write retry rules; agent/connector_pool.py the connectors lent to workers.
 """
 
 from __future__ import annotations
@@ -186,6 +186,7 @@ class Pipeline:
             outcome = self._run(header, secrets, permits, state)
         finally:
             del secrets  # the only reference to the passwords
+            self._connectors.release()  # the next request takes the warm connection
         return self._finish(header, verified.request_hash, outcome, run)
 
     # ------------------------------------------------------------------ the work
