@@ -35,6 +35,7 @@ from agent.localfiles import (
     unusable_data_dir,
 )
 from agent.logging import get_logger
+from agent.malloc import TrimWhenIdle
 from agent.metrics import Metrics
 from agent.outcome import Identity
 from agent.pipeline import Pipeline
@@ -201,6 +202,7 @@ def build_agent(
         prune_interval=sched.journal_prune_seconds,
         check_key_expiry=service.check_key_expiry,
         key_expiry_interval=sched.key_expiry_check_seconds,
+        trim_memory=TrimWhenIdle(lambda: service.finished, lambda: service.in_flight),
     )
     health_server = (
         HealthServer(

@@ -1,6 +1,6 @@
 """The agent's periodic housekeeping on an APScheduler 3.x BackgroundScheduler.
 
-Four jobs, each a zero-argument callable the service builds (so this module knows
+Five jobs, each a zero-argument callable the service builds (so this module knows
 nothing about relays, directories or journals):
 
     job               runs at start   what it is for
@@ -9,6 +9,7 @@ nothing about relays, directories or journals):
     health_probe      yes             probe relay and directories, update HealthState
     check_key_expiry  yes             warn (key.expiring) and set the expiry gauges
     prune_journal     no              drop old journal rows; can wait, startup should not
+    trim_memory       no              give freed heap back once idle (agent/malloc.py)
 
 Why these settings:
 
@@ -75,6 +76,8 @@ class AgentScheduler:
         prune_interval: float,
         check_key_expiry: Job,
         key_expiry_interval: float,
+        trim_memory: Job | None = None,
+        trim_interval: float = 3.0,
     ) -> None:
         # name -> (callable, interval seconds, run once at start)
         self._jobs: dict[str, tuple[Job, float, bool]] = {
@@ -83,6 +86,8 @@ class AgentScheduler:
             "check_key_expiry": (check_key_expiry, key_expiry_interval, True),
             "prune_journal": (prune_journal, prune_interval, False),
         }
+        if trim_memory is not None:
+            self._jobs["trim_memory"] = (trim_memory, trim_interval, False)
         for name, (_, interval, _) in self._jobs.items():
             if not (math.isfinite(interval) and interval > 0):
                 raise ValueError(f"{name} interval must be a positive number of seconds")

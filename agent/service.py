@@ -96,6 +96,7 @@ class AgentService(PeriodicJobs):
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._in_flight = 0
+        self._finished = 0
         self._in_flight_lock = threading.Lock()
         self._working: set[threading.Thread] = set()  # workers with a request in hand
         self._closing = False  # set by join(): no request may start any more
@@ -176,6 +177,15 @@ class AgentService(PeriodicJobs):
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def finished(self) -> int:
+        """Requests handled since start (for the idle memory trim)."""
+        return self._finished
 
     def join(self, timeout: float | None = None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -344,6 +354,7 @@ class AgentService(PeriodicJobs):
         finally:
             with self._in_flight_lock:
                 self._in_flight -= 1
+                self._finished += 1
         if result is Deferred.RELEASE:
             self._release(transport, permits.lease)
         elif isinstance(result, bytes):
