@@ -159,12 +159,17 @@ class KemPrivateKey:
         return xr if self._mlkem is None else self._mlkem.private_bytes_raw() + xr
 
     def public_raw(self) -> bytes:
+        return self._public_raw
+
+    # Computed once per key (the agent checks every request's kids against its keys).
+    @functools.cached_property
+    def _public_raw(self) -> bytes:
         xr = self._x25519.public_key().public_bytes_raw()
         if self._mlkem is None:
             return xr
         return self._mlkem.public_key().public_bytes_raw() + xr
 
-    @property
+    @functools.cached_property
     def kid(self) -> str:
         return key_id(self.alg, self.public_raw())
 

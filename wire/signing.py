@@ -9,6 +9,7 @@ is a prefix of another's input (docs/protocol.md section 5).
 
 from __future__ import annotations
 
+import functools
 from enum import Enum
 from typing import Any
 
@@ -36,9 +37,13 @@ def signature_input(domain: Domain, payload: Any) -> bytes:
 
 def sign(private_key: ed25519.Ed25519PrivateKey, domain: Domain, payload: Any) -> Signature:
     """Sign ``payload`` (a JSON value) under ``domain``; kid derived from the key."""
-    raw_public = private_key.public_key().public_bytes_raw()
     value = private_key.sign(signature_input(domain, payload))
-    return Signature(kid=key_id("ed25519", raw_public), alg="ed25519", value=b64url_encode(value))
+    return Signature(kid=_kid(private_key), alg="ed25519", value=b64url_encode(value))
+
+
+@functools.lru_cache(maxsize=8)  # by key object: an agent signs with one key at a time
+def _kid(private_key: ed25519.Ed25519PrivateKey) -> str:
+    return key_id("ed25519", private_key.public_key().public_bytes_raw())
 
 
 def verify(
