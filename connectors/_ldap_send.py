@@ -116,6 +116,21 @@ def _send(
     return message_id
 
 
+def _single(
+    conn: ldap3.Connection,
+    op: bytes,
+    controls: list[tuple[str, bool, bytes | None]] | None,
+    request: dict[str, Any],
+) -> dict[str, Any]:
+    """Send `op` and read its one answer, under the connection's lock as ldap3 does;
+    returns `conn.result` (ldap3 has raised already if the connection raises)."""
+    with conn.connection_lock:
+        conn.strategy.post_send_single_response(_send(conn, op, controls, request))
+        conn._entries = []
+        result: dict[str, Any] = conn.result
+        return result
+
+
 def search(
     conn: ldap3.Connection,
     base: str,
@@ -225,16 +240,12 @@ def modify(
     conn.last_error = None
     if conn.check_names:
         dn = safe_dn(dn)
-    with conn.connection_lock:
-        op = _ber.modify_request(dn, prepared)
-        request = {"type": "modifyRequest", "entry": dn, "changes": listed}
-        conn.strategy.post_send_single_response(_send(conn, op, checked, request))
-        conn._entries = []
-        result = conn.result
-        ok = bool(result["type"] == "modifyResponse" and result["result"] == 0)
-        if not ok and not conn.last_error:
-            conn.last_error = result["description"]
-        return ok
+    request = {"type": "modifyRequest", "entry": dn, "changes": listed}
+    result = _single(conn, _ber.modify_request(dn, prepared), checked, request)
+    ok = bool(result["type"] == "modifyResponse" and result["result"] == 0)
+    if not ok and not conn.last_error:
+        conn.last_error = result["description"]
+    return ok
 
 
 def password_modify(
@@ -258,12 +269,8 @@ def password_modify(
     new_raw = validate_simple_password(new, True) if new else None
     value = _ber.passwd_modify_value(user, old_raw, new_raw)
     checked = _check_controls(controls)
-    with conn.connection_lock:
-        op = _ber.extended_request(PASSWORD_MODIFY_OID, value)
-        request = {"type": "extendedReq", "name": PASSWORD_MODIFY_OID, "value": value}
-        conn.strategy.post_send_single_response(_send(conn, op, checked, request))
-        conn._entries = []
-        result = conn.result
+    request = {"type": "extendedReq", "name": PASSWORD_MODIFY_OID, "value": value}
+    result = _single(conn, _ber.extended_request(PASSWORD_MODIFY_OID, value), checked, request)
     # ExtendedOperation.decode_response + ModifyPassword.populate_result: a result that
     # get_response did not raise on (a referral) is still a failure.
     if result["result"] != 0:
