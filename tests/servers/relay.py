@@ -20,6 +20,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -146,6 +147,24 @@ class RelayProcess:
 # Tests enroll many agents from one address in a short time; the enrollment rate
 # limit has its own test (which passes a low rate explicitly).
 _TEST_DEFAULTS = {"enroll_rate_per_client": "10000/minute", "enroll_rate_total": "10000/minute"}
+
+
+def raw_connection(base_url: str) -> socket.socket:
+    """A plain TCP connection to the relay, for tests that write HTTP bytes themselves."""
+    host, port = base_url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=5)
+
+
+def read_json_answer(sock: socket.socket) -> bytes:
+    """One HTTP answer with a JSON object body, read from `sock` as bytes (headers and
+    body), or what came before the relay closed the connection."""
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
+    return answer
 
 
 def start_relay(

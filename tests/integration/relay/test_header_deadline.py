@@ -4,38 +4,22 @@ connection in steady use is never cut, and one that trickles its next request is
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
-from tests.servers.relay import start_relay
+from tests.servers.relay import raw_connection, read_json_answer, start_relay
 
 _HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: relay\r\n\r\n"
-
-
-def _connect(base_url: str) -> socket.socket:
-    host, port = base_url.removeprefix("http://").split(":")
-    return socket.create_connection((host, int(port)), timeout=5)
-
-
-def _answer(sock: socket.socket) -> bytes:
-    answer = b""
-    while not (b"\r\n\r\n" in answer and answer.endswith(b"}")):
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        answer += chunk
-    return answer
 
 
 def test_a_connection_in_steady_use_outlives_the_deadline(tmp_path: Path) -> None:
     relay = start_relay(tmp_path, header_timeout=1)
     try:
-        with _connect(relay.base_url) as sock:
+        with raw_connection(relay.base_url) as sock:
             started = time.monotonic()
             while time.monotonic() - started < 3.0:  # three deadlines long
                 sock.sendall(_HEALTHZ)
-                assert _answer(sock).startswith(b"HTTP/1.1 200")
+                assert read_json_answer(sock).startswith(b"HTTP/1.1 200")
                 time.sleep(0.4)
     finally:
         relay.stop()
@@ -44,11 +28,11 @@ def test_a_connection_in_steady_use_outlives_the_deadline(tmp_path: Path) -> Non
 def test_a_trickled_next_request_is_cut_at_the_deadline(tmp_path: Path) -> None:
     relay = start_relay(tmp_path, header_timeout=1)
     try:
-        with _connect(relay.base_url) as sock:
+        with raw_connection(relay.base_url) as sock:
             for _ in range(3):  # the deadline moves with each answer
                 time.sleep(0.6)
                 sock.sendall(_HEALTHZ)
-                assert _answer(sock).startswith(b"HTTP/1.1 200")
+                assert read_json_answer(sock).startswith(b"HTTP/1.1 200")
             answered = time.monotonic()
             sock.sendall(b"GET /healthz HTTP/1.1\r\n")  # and never the rest
             sock.settimeout(5)

@@ -3,13 +3,12 @@ bytes as uvicorn writes without the cork."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import httpx
 
 from cloud.relay.cork import CorkedTransport
-from tests.servers.relay import start_relay
+from tests.servers.relay import raw_connection, read_json_answer, start_relay
 
 
 class _Recorder:
@@ -56,16 +55,9 @@ def test_close_writes_what_was_held_first_and_the_rest_is_the_transports() -> No
 
 
 def _raw_answer(base_url: str, request: bytes) -> bytes:
-    host, port = base_url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
+    with raw_connection(base_url) as sock:
         sock.sendall(request)
-        answer = b""
-        while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
-    return answer
+        return read_json_answer(sock)
 
 
 def test_a_hot_answer_is_the_same_http_answer(tmp_path: Path) -> None:
