@@ -157,12 +157,10 @@ LEASE_BATCH: list[int | None] = [None]
 RESULT_BATCH: list[int | None] = [None]
 PERMIT_BATCH: list[int | None] = [None]
 SHARED_PORTAL = [True]
-# The agents' log level (bench/trace_one.py needs request.received, a debug line).
-AGENT_LOG_LEVEL = ["info"]
 
 
 def start_agent(root: Path, relay_url: str, directory: Directory, code: str,
-                workers: int | None) -> subprocess.Popen[bytes]:
+                workers: int | None, *, log_level: str = "info") -> subprocess.Popen[bytes]:
     root.mkdir(parents=True, exist_ok=True)
     config, data_dir, secrets_dir = root / "agent.toml", root / "data", root / "secrets"
     secrets_dir.mkdir(mode=0o700, exist_ok=True)
@@ -176,7 +174,7 @@ def start_agent(root: Path, relay_url: str, directory: Directory, code: str,
         "data_dir": str(data_dir), "agent_name": root.name, **workers_key,
         "relay": {"url": relay_url, "lease_wait_seconds": 5.0, **chosen},
         "health": {"port": free_port()},
-        "log": {"level": AGENT_LOG_LEVEL[0], "format": "json"},
+        "log": {"level": log_level, "format": "json"},
         "schedule": {"heartbeat_seconds": 10.0},
         "directories": [entry],
     }))
@@ -198,7 +196,10 @@ def _online_agents(client: PortalClient, want: int, deadline: float) -> list[Age
 
 
 @contextlib.contextmanager
-def running_system(root: Path, directory: Directory, workers: int | None) -> Iterator[System]:
+def running_system(root: Path, directory: Directory, workers: int | None, *,
+                   log_level: str = "info") -> Iterator[System]:
+    """The relay and one agent (`log_level`: bench/trace_one.py needs request.received,
+    a debug line)."""
     relay = start_relay(root / "relay")
     agent: subprocess.Popen[bytes] | None = None
     system: System | None = None
@@ -208,7 +209,7 @@ def running_system(root: Path, directory: Directory, workers: int | None) -> Ite
         key = signer.trusted_key()
         relay.add_portal_key(tenant, key.kid, key.key)
         agent = start_agent(root / "agent1", relay.base_url, directory,
-                            relay.enrollment_code(tenant, "bench"), workers)
+                            relay.enrollment_code(tenant, "bench"), workers, log_level=log_level)
         with PortalClient(relay.base_url, token) as client:
             agents = _online_agents(client, 1, time.monotonic() + 30)
         system = System(relay, tenant, token, signer, agent, agents, root)

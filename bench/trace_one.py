@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 from bench.bench_e2e import (
-    AGENT_LOG_LEVEL,
     INITIAL,
     open_directory,
     raw_jobs,
@@ -57,7 +56,6 @@ def main() -> int:
         "or with PortalClient's own calls",
     )
     args = parser.parse_args()
-    AGENT_LOG_LEVEL[0] = "debug"  # request.received is a debug line
     with tempfile.TemporaryDirectory(prefix="wb-trace-") as tmp:
         root = Path(tmp)
         with open_directory(args.directory, root) as directory:
@@ -65,7 +63,9 @@ def main() -> int:
             dns = [directory.env.create_user(login, INITIAL) for login in logins]
             raw = raw_jobs(directory, dns[: min(len(dns), 100)], 1)
             with (
-                running_system(root / "system", directory, args.workers) as system,
+                running_system(
+                    root / "system", directory, args.workers, log_level="debug"
+                ) as system,
                 PortalClient(system.relay.base_url, system.token) as client,
             ):
                 marks: dict[str, list[float]] = {}
