@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from importlib import resources
@@ -37,6 +38,9 @@ from agent.localfiles import UntrustedFile, give_to_data_dir_owner
 from wire.errors import KeyFileError
 from wire.keyring import PortalKeyring
 from wire.keys import AgentKeys
+
+# How often `run`'s main loop looks at the signals noted and whether the agent stopped.
+_SIGNAL_POLL = 0.2
 
 
 def example_config() -> str:
@@ -204,19 +208,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     limit_arenas()  # before any thread starts
     agent = build_agent(settings)
 
-    def _on_signal(signum: int, _frame: Any) -> None:
-        agent.service.stop()
+    noted: list[int] = []  # the handlers only note the signal; the loop below acts
 
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    def _note(signum: int, _frame: Any) -> None:
+        noted.append(signum)
+
+    signal.signal(signal.SIGTERM, _note)
+    signal.signal(signal.SIGINT, _note)
     if hasattr(signal, "SIGHUP"):  # not on Windows; the file watch covers it there
-        signal.signal(signal.SIGHUP, lambda _s, _f: agent.reload_keys())
+        signal.signal(signal.SIGHUP, _note)
     agent.start()
     try:
-        agent.service.wait()
+        _serve(agent, noted)
     finally:
         agent.stop()
     return 0
+
+
+def _serve(agent: Any, noted: list[int]) -> None:
+    """Act on the signals `_note` noted (SIGHUP: reload the keys; the others: stop)
+    until the agent stops. Why not in the handlers: Python runs a handler in the main
+    thread between two of its bytecodes, so a handler that takes a lock can wait for
+    one this thread already holds. Stopping from the handler while this thread sat in
+    `Event.wait` on the same event hung the agent on SIGTERM (seen once in CI: no
+    STOPPING=1, the agent kept running)."""
+    hup = getattr(signal, "SIGHUP", None)
+    while not agent.service.stopping:
+        while noted:
+            if noted.pop(0) == hup:
+                agent.reload_keys()
+            else:
+                agent.service.stop()
+        time.sleep(_SIGNAL_POLL)
 
 
 # --------------------------------------------------------------------------- status

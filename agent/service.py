@@ -221,11 +221,6 @@ class AgentService(PeriodicJobs):
         self._journal.close()
         self._log.info("agent.stopped")
 
-    def wait(self) -> None:
-        """Block until stop() (e.g. from a signal handler) is called."""
-        while not self._stop.wait(0.5):
-            pass
-
     # ------------------------------------------------------------------ workers
 
     def _worker(self) -> None:
