@@ -229,9 +229,9 @@ def _serve(agent: Any, noted: list[int]) -> None:
     """Act on the signals `_note` noted (SIGHUP: reload the keys; the others: stop)
     until the agent stops. Why not in the handlers: Python runs a handler in the main
     thread between two of its bytecodes, so a handler that takes a lock can wait for
-    one this thread already holds. Stopping from the handler while this thread sat in
-    `Event.wait` on the same event hung the agent on SIGTERM (seen once in CI: no
-    STOPPING=1, the agent kept running)."""
+    one this thread already holds: stopping from the handler while this thread was in
+    `Event.wait` on the same event can hang the agent for good. (CI once saw an agent
+    ignore SIGTERM: no STOPPING=1, still running; this is the cause we found.)"""
     hup = getattr(signal, "SIGHUP", None)
     while not agent.service.stopping:
         while noted:
