@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import sys
-import time
 import traceback
 from collections.abc import Sequence
 from importlib import resources
@@ -231,15 +230,17 @@ def _serve(agent: Any, noted: list[int]) -> None:
     thread between two of its bytecodes, so a handler that takes a lock can wait for
     one this thread already holds: stopping from the handler while this thread was in
     `Event.wait` on the same event can hang the agent for good. (CI once saw an agent
-    ignore SIGTERM: no STOPPING=1, still running; this is the cause we found.)"""
+    ignore SIGTERM: no STOPPING=1, still running; this is the cause we found.) Waiting
+    on the service's stop event here is safe now that no handler sets it, and unlike
+    `time.sleep` it works under libfaketime (the skewed-clock tests), where
+    clock_nanosleep fails with EINVAL."""
     hup = getattr(signal, "SIGHUP", None)
-    while not agent.service.stopping:
+    while not agent.service.wait(_SIGNAL_POLL):  # not time.sleep: see the note above
         while noted:
             if noted.pop(0) == hup:
                 agent.reload_keys()
             else:
                 agent.service.stop()
-        time.sleep(_SIGNAL_POLL)
 
 
 # --------------------------------------------------------------------------- status

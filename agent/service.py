@@ -187,6 +187,12 @@ class AgentService(PeriodicJobs):
         """Requests handled since start (for the idle memory trim)."""
         return self._finished
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until stop() is called, at most `timeout` seconds; True once stopped.
+        Not for signal handlers to end: one must never call stop() (see agent/cli.py
+        `_serve`)."""
+        return self._stop.wait(timeout)
+
     def join(self, timeout: float | None = None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
 

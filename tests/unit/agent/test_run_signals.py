@@ -17,10 +17,17 @@ from agent.cli import _serve
 
 class _Service:
     def __init__(self) -> None:
-        self.stopping = False
+        self._stop = threading.Event()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     def stop(self) -> None:
-        self.stopping = True
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._stop.wait(timeout)
 
 
 class _Agent:
