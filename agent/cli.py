@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
@@ -37,6 +37,9 @@ from agent.localfiles import UntrustedFile, give_to_data_dir_owner
 from wire.errors import KeyFileError
 from wire.keyring import PortalKeyring
 from wire.keys import AgentKeys
+
+if TYPE_CHECKING:
+    from agent.app import AgentApp
 
 # How often `run`'s main loop looks at the signals noted and whether the agent stopped.
 _SIGNAL_POLL = 0.2
@@ -224,7 +227,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(agent: Any, noted: list[int]) -> None:
+def _serve(agent: AgentApp, noted: list[int]) -> None:
     """Act on the signals `_note` noted (SIGHUP: reload the keys; the others: stop)
     until the agent stops. Why not in the handlers: Python runs a handler in the main
     thread between two of its bytecodes, so a handler that takes a lock can wait for

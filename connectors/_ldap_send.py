@@ -47,6 +47,7 @@ _OPERATIONS.update({ldap3.MODIFY_INCREMENT: 3, 0: 0, 1: 1, 2: 2, 3: 3})
 safe_dn = functools.lru_cache(maxsize=4096)(_ldap3_safe_dn)
 
 Controls = Sequence[tuple[str, bool, bytes | None]] | None
+Checked = list[tuple[str, bool, bytes | None]] | None  # controls as _check_controls returns
 
 
 def _direct(conn: ldap3.Connection, controls: Controls) -> bool:
@@ -72,7 +73,7 @@ def _is_operation(value: Any) -> bool:
         return False
 
 
-def _check_controls(controls: Controls) -> list[tuple[str, bool, bytes | None]] | None:
+def _check_controls(controls: Controls) -> Checked:
     if not controls:
         return None
     checked = []
@@ -89,7 +90,7 @@ def _check_controls(controls: Controls) -> list[tuple[str, bool, bytes | None]] 
 def _send(
     conn: ldap3.Connection,
     op: bytes,
-    controls: list[tuple[str, bool, bytes | None]] | None,
+    controls: Checked,
     request: dict[str, Any],
 ) -> int:
     """Send one request as `BaseStrategy.send` + `sending` do; returns its message id."""
@@ -119,7 +120,7 @@ def _send(
 def _single(
     conn: ldap3.Connection,
     op: bytes,
-    controls: list[tuple[str, bool, bytes | None]] | None,
+    controls: Checked,
     request: dict[str, Any],
 ) -> dict[str, Any]:
     """Send `op` and read its one answer, under the connection's lock as ldap3 does;

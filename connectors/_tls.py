@@ -3,8 +3,8 @@ connection, instead of ldap3's one per connection.
 
 ldap3's `Tls.wrap_socket` builds a new SSLContext for each connection and loads the
 CAs into it. Without a `ca_file` that is the system's whole CA bundle, about 0.8 MiB
-per context; the agent keeps a connection per worker (16 by default) and reopens them
-when a DC restarts. `SharedTls` builds the context exactly as ldap3 does for an
+per context; the agent keeps up to one connection per worker (16 by default) and
+reopens them when a DC restarts. `SharedTls` builds the context exactly as ldap3 does for an
 explicit protocol version (verify_mode from `validate`, check_hostname off) and checks
 the host name as ldap3 does, after the handshake (`ldap3.core.tls.check_hostname`).
 
