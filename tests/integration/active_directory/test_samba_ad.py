@@ -8,6 +8,7 @@ the delegated-rights check, and plain LDAP refused before a byte is sent.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -53,6 +54,50 @@ def _user(env: SambaEnv, conn: ActiveDirectoryConnector, **kwargs: Any) -> Direc
     login = unique_login("ad")
     env.create_user(login, INITIAL, display_name="Kim Example", **kwargs)
     return conn.find_user(UserQuery(LookupKind.LOGIN, login))
+
+
+# --------------------------------------------------------------------------- lockout state
+
+
+def test_lockout_that_ran_out_is_not_locked(
+    samba_env: SambaEnv, connector: ActiveDirectoryConnector
+) -> None:
+    """find_user reads the DC's computed lockout flag only when lockoutTime is set. A
+    lockout whose duration has passed keeps its lockoutTime (AD clears it at the next
+    good logon) and must read as not locked; one still running as locked."""
+    from tests.servers.samba_env import NEVER
+
+    login = unique_login("ran")
+    samba_env.create_user(login, INITIAL)
+    fresh = connector.find_user(UserQuery(LookupKind.LOGIN, login))
+    assert not fresh.locked  # lockoutTime absent or 0: no second read needed
+    second = 10_000_000  # 100-ns ticks
+    pso = f"CN={login}-pso,CN=Password Settings Container,CN=System,{samba_env.domain_dn}"
+    samba_env.admin().add(pso, ["top", "msDS-PasswordSettings"], {
+        "msDS-PasswordSettingsPrecedence": "4",
+        "msDS-PasswordReversibleEncryptionEnabled": "FALSE",
+        "msDS-PasswordComplexityEnabled": "TRUE",
+        "msDS-MinimumPasswordLength": "8",
+        "msDS-PasswordHistoryLength": "0",
+        "msDS-MinimumPasswordAge": "0",
+        "msDS-MaximumPasswordAge": NEVER,
+        "msDS-LockoutThreshold": "3",
+        "msDS-LockoutDuration": str(-3 * second),
+        "msDS-LockoutObservationWindow": str(-3 * second),
+        "msDS-PSOAppliesTo": samba_env.dn_of(login),
+    })
+    try:
+        samba_env.lock(login)
+        assert connector.find_user(UserQuery(LookupKind.LOGIN, login)).locked
+        deadline = time.monotonic() + 30
+        while connector.find_user(UserQuery(LookupKind.LOGIN, login)).locked:
+            assert time.monotonic() < deadline, "the 3 s lockout never ran out"
+            time.sleep(0.5)
+        lockout_time = samba_env.read(samba_env.dn_of(login), ["lockoutTime"])
+        assert int(lockout_time["raw"]["lockoutTime"][0]) > 0  # still set: the path under test
+        assert samba_env.bind(login, INITIAL) is BindOutcome.OK  # the DC agrees
+    finally:
+        samba_env.admin().delete(pso)
 
 
 # --------------------------------------------------------------------------- one modify
