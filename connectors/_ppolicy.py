@@ -62,6 +62,7 @@ POLICY_ATTRS = [
     "pwdCheckQuality",
     "pwdLockout",
     "pwdLockoutDuration",
+    "pwdMustChange",
 ]
 
 # --------------------------------------------------------------------------- ppolicy control

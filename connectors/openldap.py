@@ -20,14 +20,19 @@ pre-validates AD-style complexity itself (connectors/prevalidate.py).
 What slapd 2.5 enforces on a `write` (non-manage) identity's reset: length/quality,
 history AND pwdMinAge (the latter is skipped only when pwdReset is already TRUE).
 
-A reset is the exop and then one modify for pwdReset / pwdAccountLockedTime: the exop
-carries the password only, and a plain modify of userPassword would store it in clear
-on a server without `ppolicy_hash_cleartext`. The follow-up modify is idempotent, so
-it is retried (reconnecting) until done; if it still fails the reset raises
-PartiallyApplied, which says the password WAS set and what was not applied.
+A reset is the exop, and a follow-up modify for pwdReset / pwdAccountLockedTime only
+when the entry needs one: the exop carries the password only, and a plain modify of
+userPassword would store it in clear on a server without `ppolicy_hash_cleartext`.
+In the same write as the exop, ppolicy itself deletes pwdReset, pwdAccountLockedTime
+and pwdFailureTime (it sets pwdReset instead when the policy has pwdMustChange and the
+writer is a password administrator). So the follow-up is sent for must_change, for
+unlocking a user found locked (belt and braces), and under a pwdMustChange policy. It
+is idempotent, so it is retried (reconnecting) until done; if it still fails the reset
+raises PartiallyApplied, which says the password WAS set and what was not applied.
 
 Round trips per reset: the lookup (which reads the account state the write decides
-on), the exop, the follow-up; the policy entry is cached (`policy_cache_seconds`).
+on) and the exop, plus the follow-up when needed; the policy entry is cached
+(`policy_cache_seconds`).
 """
 
 from __future__ import annotations
@@ -247,18 +252,29 @@ class OpenLdapConnector:
         changed = user.pwd_last_set  # None when pwdReset is TRUE or it was never set
         young = changed is not None and dt.datetime.now(dt.UTC) < changed + policy.min_age
         dc = self._set_password(user, new_password, policy, young=young)
-        # pwdReset is always stated: ppolicy may set it on an administrator's change.
-        changes = {
-            **(_RESET_TRUE if must_change else _RESET_NONE),
-            **(_UNLOCK if unlock else {}),
-        }
-        self._follow_up(user, changes, dc=dc, unlock=unlock, must_change=must_change)
+        if must_change or (unlock and user.locked) or self._forces_change(user):
+            # pwdReset is stated: the policy may have set it (pwdMustChange).
+            changes = {
+                **(_RESET_TRUE if must_change else _RESET_NONE),
+                **(_UNLOCK if unlock else {}),
+            }
+            self._follow_up(user, changes, dc=dc, unlock=unlock, must_change=must_change)
         applied = (
             "password",
             *(("unlock",) if unlock else ()),
             *(("must_change",) if must_change else ()),
         )
         return WriteOutcome(dc=dc, applied=applied)
+
+    def _forces_change(self, user: DirectoryUser) -> bool:
+        """Whether the user's policy has pwdMustChange: then ppolicy sets pwdReset on a
+        change by a password administrator (an identity with `manage`), and a reset
+        without must_change has to delete it. Otherwise the exop itself deletes
+        pwdReset, pwdAccountLockedTime and pwdFailureTime (ppolicy_modify), in the same
+        write, and no follow-up is needed. The policy entry is cached (the pre-validation
+        has just read it)."""
+        forced = pp.first(self._policy_attrs(user.policy_dn), "pwdMustChange") or ""
+        return forced.upper() == "TRUE"
 
     def _follow_up(
         self, user: DirectoryUser, changes: Changes, *, dc: str, unlock: bool, must_change: bool

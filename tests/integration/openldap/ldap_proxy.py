@@ -14,6 +14,9 @@ import threading
 from tests.servers.tcp_proxy import Link, TcpProxy, Verdict
 
 EXTENDED_RESPONSE = 0x78  # [APPLICATION 24], constructed
+EXTENDED_REQUEST = 0x77  # [APPLICATION 23]
+MODIFY_REQUEST = 0x66  # [APPLICATION 6]
+SEARCH_REQUEST = 0x63  # [APPLICATION 3]
 
 
 def protocol_op(chunk: bytes) -> int | None:
@@ -25,6 +28,15 @@ def protocol_op(chunk: bytes) -> int | None:
         return None
     pos += 2 + chunk[pos + 1]
     return chunk[pos] if pos < len(chunk) else None
+
+
+def _element_size(data: bytes, pos: int) -> int:
+    """Bytes taken by the BER element starting at `pos` (tag, length, contents)."""
+    first = data[pos + 1]
+    if not first & 0x80:
+        return 2 + first
+    count = first & 0x7F
+    return 2 + count + int.from_bytes(data[pos + 2 : pos + 2 + count], "big")
 
 
 class LdapProxy(TcpProxy):
@@ -45,6 +57,21 @@ class LdapProxy(TcpProxy):
             if refuse:
                 self.refuse_next -= 1
         return not refuse
+
+    def requests(self) -> list[int]:
+        """The protocolOp tag of every LDAPMessage clients sent so far, in order (one
+        client at a time: the stream is what they sent, back to back)."""
+        with self._counts:
+            data = bytes(self.sent)
+        tags: list[int] = []
+        pos = 0
+        while pos + 2 <= len(data):
+            size = _element_size(data, pos)
+            tag = protocol_op(data[pos : pos + size])
+            if tag is not None:
+                tags.append(tag)
+            pos += size
+        return tags
 
     def from_client(self, link: Link, chunk: bytes) -> Verdict:
         with self._counts:

@@ -30,7 +30,12 @@ from connectors.base import (
     UserQuery,
 )
 from connectors.openldap import OpenLdapConnector
-from tests.integration.openldap.ldap_proxy import EXTENDED_RESPONSE, LdapProxy
+from tests.integration.openldap.ldap_proxy import (
+    EXTENDED_REQUEST,
+    EXTENDED_RESPONSE,
+    MODIFY_REQUEST,
+    LdapProxy,
+)
 from tests.servers._process import free_port
 from tests.servers.base import BindOutcome, unique_login
 from tests.servers.certs import make_ca
@@ -444,6 +449,57 @@ def test_refused_follow_up_that_is_not_needed_is_a_complete_reset(
     assert env.bind(login, NEW) is BindOutcome.OK
 
 
+def test_reset_is_the_exop_alone_unless_the_entry_needs_more(
+    env: SlapdEnv, plain_proxy: LdapProxy
+) -> None:
+    """Under a policy without pwdMustChange, ppolicy clears pwdReset, the lock and the
+    failure times in the exop's own write: a reset sends no follow-up modify. It does
+    for must_change, and for unlocking a user found locked."""
+    name = unique_login("p")
+    policy_dn = f"cn={name},{POLICIES_DN}"
+    logins = [unique_login("one") for _ in range(3)]
+    with env.admin() as admin:
+        admin.add(policy_dn, ["device", "pwdPolicy"], {
+            "cn": name, "pwdAttribute": "userPassword", "pwdMinLength": "8",
+            "pwdCheckQuality": "2", "pwdLockout": "TRUE", "pwdMaxFailure": "3",
+        })
+        for login in logins:
+            dn = env.create_user(login, INITIAL)
+            admin.modify(dn, {"pwdPolicySubentry": [(ldap3.MODIFY_REPLACE, [policy_dn])]})
+    settings = env.settings.model_copy(update={"urls": [plain_proxy.url], "allow_insecure": True})
+
+    def writes(call: Callable[[], object]) -> list[int]:
+        before = len(plain_proxy.requests())
+        call()
+        sent = plain_proxy.requests()[before:]
+        return [tag for tag in sent if tag in (EXTENDED_REQUEST, MODIFY_REQUEST)]
+
+    plain, must, locked = logins
+    with closing(OpenLdapConnector(settings)) as conn:
+        user = conn.find_user(UserQuery(LookupKind.LOGIN, plain))
+        assert writes(lambda: conn.reset_password(user, SecretStr(NEW))) == [EXTENDED_REQUEST]
+        assert env.bind(plain, NEW) is BindOutcome.OK
+
+        user = conn.find_user(UserQuery(LookupKind.LOGIN, must))
+        assert writes(lambda: conn.reset_password(user, SecretStr(NEW), must_change=True)) == [
+            EXTENDED_REQUEST, MODIFY_REQUEST]
+        assert env.first(must, "pwdReset") == "TRUE"
+        user = conn.find_user(UserQuery(LookupKind.LOGIN, must))
+        assert writes(lambda: conn.reset_password(user, SecretStr("Third-Secret-7"))) == [
+            EXTENDED_REQUEST]
+        assert env.first(must, "pwdReset") is None  # cleared by the exop itself
+        assert env.bind(must, "Third-Secret-7") is BindOutcome.OK
+
+        env.lock(locked)
+        user = conn.find_user(UserQuery(LookupKind.LOGIN, locked))
+        assert user.locked
+        outcome = conn.reset_password(user, SecretStr(NEW), unlock=True)
+        assert outcome.applied == ("password", "unlock")
+        assert env.first(locked, "pwdAccountLockedTime") is None
+        assert env.first(locked, "pwdFailureTime") is None
+        assert env.bind(locked, NEW) is BindOutcome.OK
+
+
 def test_connection_killed_between_the_two_writes_is_retried(env: SlapdEnv) -> None:
     """slapd answers the exop, the connection dies, the first reconnects are refused:
     the follow-up is retried until it is done and the reset is complete."""
@@ -467,7 +523,7 @@ def test_connection_killed_between_the_two_writes_is_retried(env: SlapdEnv) -> N
             user = dead.find_user(UserQuery(LookupKind.LOGIN, login2))
             proxy.cut_after, proxy.refuse_next = EXTENDED_RESPONSE, 100
             with pytest.raises(PartiallyApplied) as info:
-                dead.reset_password(user, SecretStr(NEW))
+                dead.reset_password(user, SecretStr(NEW))  # pwdMustChange: pwdReset stated
         assert "WAS set" in info.value.detail and "WriteNotSent" in info.value.detail
         assert info.value.not_applied == ("clear must_change (pwdReset) (unverified)",)
         assert env.bind(login2, NEW) is BindOutcome.OK
