@@ -3,8 +3,9 @@ docs/protocol.md section 6; the statuses docs/errors.md).
 
     verify (size, parse, key, signature, tenant/group, time) -> journal claim (dedupe)
     -> decrypt -> route -> find user -> scope (not_managed?) -> state checks
-    -> write permit from the relay (the fence) -> journal "writing" (the one synced
-    write) -> ONE directory write -> drop the secret -> signed result -> journal "done"
+    -> write permit from the relay (the fence), with journal "writing" (the one synced
+    write) made meanwhile -> ONE directory write -> drop the secret -> signed result
+    -> journal "done"
 
 Why the journal sits before decryption: a replayed request is answered with the
 stored result and never decrypted or written again, by this agent. Why the permit:
@@ -32,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -242,7 +244,7 @@ class Pipeline:
                 )
             if permits is not None and header.op in _WRITE_OPS:
                 query = route.query
-                user, permit = ask_to_write(
+                user, permit = self._permit_and_mark(
                     permits,
                     header,
                     user,
@@ -252,14 +254,13 @@ class Pipeline:
                 )
                 found = user
                 if isinstance(permit, Outcome):
-                    return permit
+                    return permit  # journaled as done by _finish
                 # Writes (and their retries) stop before the relay could hand the lease on.
                 deadline = min(deadline, permit - _PERMIT_MARGIN)
                 # Sent only where the marker was read, and only while the permit runs.
                 user = replace(user, write_by=deadline)
-            # The one synced journal write; the lease lets a restart post the answer.
-            lease_id = permits.lease_id if permits is not None else None
-            self._journal.mark_writing(header.id, lease_id=lease_id)
+            else:
+                self._journal.mark_writing(header.id)
             state.writing = True
             outcome = self._write(header, secrets, connector, user, deadline)
             outcome.directory = directory.name
@@ -362,6 +363,35 @@ class Pipeline:
         self, header: RequestHeader, request_hash: str, outcome: Outcome, run: Run
     ) -> bytes:
         return self._answers.finish(header, request_hash, outcome, run)
+
+    def _permit_and_mark(
+        self,
+        permits: PermitGate,
+        header: RequestHeader,
+        user: DirectoryUser,
+        directory: str,
+        deadline: float,
+        *,
+        reread: Callable[[], DirectoryUser],
+    ) -> tuple[DirectoryUser, Outcome | float]:
+        """The relay's write permit (agent/fence.py), with the one synced journal write
+        made meanwhile (the lease in it lets a restart post the answer); both are done
+        when this returns, so the write may go out."""
+        marked = self._journal.mark_writing_soon(header.id, lease_id=permits.lease_id)
+        try:
+            user, permit = ask_to_write(permits, header, user, directory, deadline, reread=reread)
+        except BaseException:
+            self._unmark(marked, header.id)
+            raise
+        marked.result()  # durable before the write goes out (or the answer)
+        return user, permit
+
+    def _unmark(self, marked: Future[None], request_id: str) -> None:
+        """No write will follow the mark: once it is done, undo it, so the claim can be
+        forgotten and a redelivery is handled normally."""
+        with contextlib.suppress(Exception):
+            marked.result()
+            self._journal.unmark_writing(request_id)
 
     def _forget(self, state: _State) -> None:
         """Drop this worker's journal claim when nothing was written, so a redelivery is

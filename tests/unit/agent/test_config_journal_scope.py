@@ -109,6 +109,32 @@ def test_journal_states_and_recovery(tmp_path: Path) -> None:
     assert reopened.state("r2") is State.IN_DOUBT
 
 
+def test_journal_mark_made_beside_the_permit_ask_and_undone(tmp_path: Path) -> None:
+    """The pipeline starts the synced "writing" mark while it asks the relay for the
+    permit. Done, it is on disk (another connection sees it, recover() treats it as a
+    permitted write); undone because no write followed, the claim can be forgotten and
+    a redelivery is claimed afresh; an answer already stored is never undone."""
+    journal = Journal(tmp_path / "j.sqlite3")
+    journal.claim("r1", op="reset", user_ref="alice")
+    journal.mark_writing_soon("r1", lease_id="L1").result(timeout=10)
+    other = Journal(tmp_path / "j.sqlite3")  # another connection, as after a restart
+    assert other.state("r1") is State.WRITING
+    journal.forget("r1")  # forget() drops only claims that never reached the write
+    assert other.state("r1") is State.WRITING
+
+    journal.unmark_writing("r1")  # the permit was not granted: nothing was sent
+    assert other.state("r1") is State.RECEIVED
+    journal.forget("r1")
+    assert journal.claim("r1", op="reset", user_ref="alice").kind is ClaimKind.NEW
+
+    journal.mark_writing_soon("r1", lease_id="L2").result(timeout=10)
+    journal.finish("r1", status="superseded", result=b"signed-superseded")
+    journal.unmark_writing("r1")
+    assert other.state("r1") is State.DONE
+    journal.close()
+    assert other.recover() == ([], [])
+
+
 def test_journal_claim_is_exclusive_across_threads(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.sqlite3")
     kinds: list[ClaimKind] = []
