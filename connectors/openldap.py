@@ -26,7 +26,8 @@ userPassword would store it in clear on a server without `ppolicy_hash_cleartext
 In the same write as the exop, ppolicy itself deletes pwdReset, pwdAccountLockedTime
 and pwdFailureTime (it sets pwdReset instead when the policy has pwdMustChange and the
 writer is a password administrator). So the follow-up is sent for must_change, for
-unlocking a user found locked (belt and braces), and under a pwdMustChange policy. It
+unlocking a user found locked (belt and braces), and under a pwdMustChange policy or
+one the connector does not know (no pwdPolicySubentry, no `default_policy_dn`). It
 is idempotent, so it is retried (reconnecting) until done; if it still fails the reset
 raises PartiallyApplied, which says the password WAS set and what was not applied.
 
@@ -252,7 +253,7 @@ class OpenLdapConnector:
         changed = user.pwd_last_set  # None when pwdReset is TRUE or it was never set
         young = changed is not None and dt.datetime.now(dt.UTC) < changed + policy.min_age
         dc = self._set_password(user, new_password, policy, young=young)
-        if must_change or (unlock and user.locked) or self._forces_change(user):
+        if must_change or (unlock and user.locked) or self._may_force_change(user):
             # pwdReset is stated: the policy may have set it (pwdMustChange).
             changes = {
                 **(_RESET_TRUE if must_change else _RESET_NONE),
@@ -266,15 +267,17 @@ class OpenLdapConnector:
         )
         return WriteOutcome(dc=dc, applied=applied)
 
-    def _forces_change(self, user: DirectoryUser) -> bool:
-        """Whether the user's policy has pwdMustChange: then ppolicy sets pwdReset on a
-        change by a password administrator (an identity with `manage`), and a reset
-        without must_change has to delete it. Otherwise the exop itself deletes
+    def _may_force_change(self, user: DirectoryUser) -> bool:
+        """Whether ppolicy may have set pwdReset on this change: it does when the policy
+        has pwdMustChange and the writer is a password administrator (an identity with
+        `manage`, against the advice above); then a reset without must_change has to
+        delete it. Under a known policy without pwdMustChange the exop itself deletes
         pwdReset, pwdAccountLockedTime and pwdFailureTime (ppolicy_modify), in the same
-        write, and no follow-up is needed. The policy entry is cached (the pre-validation
-        has just read it)."""
-        forced = pp.first(self._policy_attrs(user.policy_dn), "pwdMustChange") or ""
-        return forced.upper() == "TRUE"
+        write, and no follow-up is needed. An unknown policy (no pwdPolicySubentry and
+        no `default_policy_dn`: slapd may still apply its own default) may force it.
+        The policy entry is cached (the pre-validation has just read it)."""
+        attrs = self._policy_attrs(user.policy_dn)
+        return not attrs or (pp.first(attrs, "pwdMustChange") or "").upper() == "TRUE"
 
     def _follow_up(
         self, user: DirectoryUser, changes: Changes, *, dc: str, unlock: bool, must_change: bool
