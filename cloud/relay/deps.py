@@ -4,18 +4,18 @@ dependencies), so routes state who may call them in their signature."""
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeVar, cast
 
-import anyio
 import structlog
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import URL
-from starlette.types import Message, Scope
+from starlette.types import Message, Receive, Scope
 
 from cloud.relay.auth import (
     RelayHTTPError,
@@ -186,7 +186,7 @@ def one_call() -> Iterator[None]:
     finally:
         _PENDING_NONCE.reset(token)
 
-async def client_gone(request: Request) -> bool:
+def client_gone(request: Request) -> bool:
     """Has the client closed the connection? `Request.is_disconnected`, but past the
     body the middlewares replay (app.BodyLimit and authfirst.AuthenticateFirst each
     hand it on once before deferring to the server): a route that never read its
@@ -194,13 +194,30 @@ async def client_gone(request: Request) -> bool:
     first two checks, and a poll whose agent was gone would take a request nobody
     receives (stranded until its lease times out)."""
     for _ in range(4):
-        message: Message = {}
-        with anyio.CancelScope() as scope:
-            scope.cancel()  # only what is there already: never wait for the client
-            message = await request.receive()
+        message = _received_now(request.receive)
+        if message is None:  # nothing there: the connection is open
+            return False
         if message.get("type") != "http.request":
             return message.get("type") == "http.disconnect"
     return False
+
+
+def _received_now(receive: Receive) -> Message | None:
+    """The message `receive()` has ready, or None when it would have to wait for the
+    client: its coroutine is run one step, and closed if it suspends (its own clean-up
+    runs: uvicorn's drops its waiter on the event). Only what is there already, as
+    Starlette's CancelScope-and-cancel does, without a cancel scope and a cancellation
+    per check (about 0.3 ms of the relay's CPU per wake-up of a long-poll)."""
+    step = receive()
+    if not inspect.iscoroutine(step):  # an awaitable of another kind: not run here
+        return None
+    try:
+        step.send(None)
+    except StopIteration as done:
+        message: Message = done.value
+        return message
+    step.close()
+    return None
 
 
 async def get_ctx(request: Request) -> RelayContext:

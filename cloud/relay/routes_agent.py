@@ -139,7 +139,7 @@ async def _lease_up_to(
         if remaining <= 0 or ctx.stopping:
             return []
         woken = await ctx.notifier.wait(key, min(settings.poll_interval, remaining))
-        if await client_gone(request):
+        if client_gone(request):
             if woken:  # that wake-up was for a request: another poll should take it
                 ctx.notifier.pass_on(key)
             return []  # nobody would receive a lease now; don't take one

@@ -231,7 +231,7 @@ async def _result(
         remaining = deadline - loop.time()
         # (A client that just asked is still there: the disconnect check, which costs
         # more than the status read, starts after the first wait.)
-        if remaining <= 0 or ctx.stopping or (waited and await client_gone(request)):
+        if remaining <= 0 or ctx.stopping or (waited and client_gone(request)):
             return JSONResponse({"state": status.state.value}, status_code=202)
         await ctx.notifier.wait(key, min(ctx.settings.poll_interval, remaining))
         waited = True
@@ -286,6 +286,6 @@ async def _results(
         if any(a.state not in _PENDING for a in answers):
             return RequestResults(requests=answers)
         remaining = deadline - loop.time()
-        if remaining <= 0 or ctx.stopping or await client_gone(request):
+        if remaining <= 0 or ctx.stopping or client_gone(request):
             return RequestResults(requests=answers)
         await ctx.notifier.wait_any(keys, min(ctx.settings.poll_interval, remaining))
