@@ -16,7 +16,6 @@ from tests.servers.tcp_proxy import Link, TcpProxy, Verdict
 EXTENDED_RESPONSE = 0x78  # [APPLICATION 24], constructed
 EXTENDED_REQUEST = 0x77  # [APPLICATION 23]
 MODIFY_REQUEST = 0x66  # [APPLICATION 6]
-SEARCH_REQUEST = 0x63  # [APPLICATION 3]
 
 
 def protocol_op(chunk: bytes) -> int | None:
