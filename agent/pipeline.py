@@ -243,14 +243,18 @@ class Pipeline:
                     directory=directory.name,
                 )
             if permits is not None and header.op in _WRITE_OPS:
-                query = route.query
-                user, permit = self._permit_and_mark(
-                    permits,
-                    header,
-                    user,
-                    directory.name,
-                    deadline,
-                    reread=lambda: self._retry(lambda: connector.find_user(query), deadline),
+                query, asking = route.query, permits
+                user, permit = self._marked_meanwhile(
+                    header.id,
+                    permits.lease_id,
+                    lambda: ask_to_write(
+                        asking,
+                        header,
+                        user,
+                        directory.name,
+                        deadline,
+                        reread=lambda: self._retry(lambda: connector.find_user(query), deadline),
+                    ),
                 )
                 found = user
                 if isinstance(permit, Outcome):
@@ -364,27 +368,20 @@ class Pipeline:
     ) -> bytes:
         return self._answers.finish(header, request_hash, outcome, run)
 
-    def _permit_and_mark(
-        self,
-        permits: PermitGate,
-        header: RequestHeader,
-        user: DirectoryUser,
-        directory: str,
-        deadline: float,
-        *,
-        reread: Callable[[], DirectoryUser],
-    ) -> tuple[DirectoryUser, Outcome | float]:
-        """The relay's write permit (agent/fence.py), with the one synced journal write
-        made meanwhile (the lease in it lets a restart post the answer); both are done
-        when this returns, so the write may go out."""
-        marked = self._journal.mark_writing_soon(header.id, lease_id=permits.lease_id)
+    def _marked_meanwhile(
+        self, request_id: str, lease_id: str, ask: Callable[[], T]
+    ) -> T:
+        """`ask` (the relay's write permit, agent/fence.py) with the one synced journal
+        write made meanwhile (the lease in it lets a restart post the answer); both are
+        done when this returns, so the write may go out."""
+        marked = self._journal.mark_writing_soon(request_id, lease_id=lease_id)
         try:
-            user, permit = ask_to_write(permits, header, user, directory, deadline, reread=reread)
+            answer = ask()
         except BaseException:
-            self._unmark(marked, header.id)
+            self._unmark(marked, request_id)
             raise
         marked.result()  # durable before the write goes out (or the answer)
-        return user, permit
+        return answer
 
     def _unmark(self, marked: Future[None], request_id: str) -> None:
         """No write will follow the mark: once it is done, undo it, so the claim can be

@@ -36,22 +36,8 @@ WITHOUT_SCRIPT = "No-Script-Pass-31"
 
 def _fine_grained_policy(env: DirectoryEnv, login: str, min_length: int) -> None:
     """A PSO that applies to this user only, with a longer minimum than the domain's 8."""
-    from tests.servers.samba_env import _MINUTE, NEVER
-
-    dn = f"CN={unique_login('fg')},CN=Password Settings Container,CN=System,{env.domain_dn}"  # type: ignore[attr-defined]
-    env.admin().add(dn, ["top", "msDS-PasswordSettings"], {  # type: ignore[attr-defined]
-        "msDS-PasswordSettingsPrecedence": "5",
-        "msDS-PasswordReversibleEncryptionEnabled": "FALSE",
-        "msDS-PasswordComplexityEnabled": "TRUE",
-        "msDS-MinimumPasswordLength": str(min_length),
-        "msDS-PasswordHistoryLength": "3",
-        "msDS-MinimumPasswordAge": "0",
-        "msDS-MaximumPasswordAge": NEVER,
-        "msDS-LockoutThreshold": "0",
-        "msDS-LockoutDuration": str(-30 * _MINUTE),
-        "msDS-LockoutObservationWindow": str(-30 * _MINUTE),
-        "msDS-PSOAppliesTo": env.dn_of(login),  # type: ignore[attr-defined]
-    })
+    env.add_pso(unique_login("fg"), env.dn_of(login),  # type: ignore[attr-defined]
+                {"msDS-MinimumPasswordLength": str(min_length)})
 
 
 def _verified(stack: Stack, b: Browser, user: User) -> None:

@@ -74,23 +74,7 @@ def _without_history(env: DirectoryEnv, login: str) -> None:
     """Give this user a password policy that keeps no history."""
     tag = unique_login("nh")
     if env.kind == "active_directory":
-        from tests.servers.samba_env import _MINUTE, NEVER
-
-        dn = env.dn_of(login)  # type: ignore[attr-defined]
-        pso = f"CN={tag},CN=Password Settings Container,CN=System,{env.domain_dn}"  # type: ignore[attr-defined]
-        env.admin().add(pso, ["top", "msDS-PasswordSettings"], {  # type: ignore[attr-defined]
-            "msDS-PasswordSettingsPrecedence": "5",
-            "msDS-PasswordReversibleEncryptionEnabled": "FALSE",
-            "msDS-PasswordComplexityEnabled": "TRUE",
-            "msDS-MinimumPasswordLength": "8",
-            "msDS-PasswordHistoryLength": "0",
-            "msDS-MinimumPasswordAge": "0",
-            "msDS-MaximumPasswordAge": NEVER,
-            "msDS-LockoutThreshold": "0",
-            "msDS-LockoutDuration": str(-30 * _MINUTE),
-            "msDS-LockoutObservationWindow": str(-30 * _MINUTE),
-            "msDS-PSOAppliesTo": dn,
-        })
+        env.add_pso(tag, env.dn_of(login), {"msDS-PasswordHistoryLength": "0"})  # type: ignore[attr-defined]
         return
     from tests.servers.slapd import POLICIES
 

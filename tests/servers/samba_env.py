@@ -64,6 +64,21 @@ YOUNG_PSO = {
     "msDS-LockoutObservationWindow": str(-30 * _MINUTE),
 }
 
+# What `SambaEnv.add_pso` gives a test's own PSO unless the test says otherwise: the
+# domain's rules, no lockout, precedence 5 (before "young", 10).
+TEST_PSO = {
+    "msDS-PasswordSettingsPrecedence": "5",
+    "msDS-PasswordReversibleEncryptionEnabled": "FALSE",
+    "msDS-PasswordComplexityEnabled": "TRUE",
+    "msDS-MinimumPasswordLength": "8",
+    "msDS-PasswordHistoryLength": "3",
+    "msDS-MinimumPasswordAge": "0",
+    "msDS-MaximumPasswordAge": NEVER,
+    "msDS-LockoutThreshold": "0",
+    "msDS-LockoutDuration": str(-30 * _MINUTE),
+    "msDS-LockoutObservationWindow": str(-30 * _MINUTE),
+}
+
 UAC_NORMAL = 0x200
 UAC_DISABLED = 0x2
 GLOBAL_SECURITY_GROUP = -2147483646
@@ -225,6 +240,14 @@ class SambaEnv:
         computed = self.read(self.dn_of(login), ["msDS-User-Account-Control-Computed"])
         value = int(computed["msDS-User-Account-Control-Computed"][0])
         assert value & 0x10, f"{login} is not locked (computed UAC {value:#x})"
+
+    def add_pso(self, name: str, applies_to: str, settings: dict[str, str] | None = None) -> str:
+        """A password settings object applied to `applies_to` (a user or group DN):
+        TEST_PSO with `settings` over it. Returns its DN."""
+        dn = f"CN={name},CN=Password Settings Container,CN=System,{DOMAIN_DN}"
+        self.admin().add(dn, ["top", "msDS-PasswordSettings"],
+                         {**TEST_PSO, **(settings or {}), "msDS-PSOAppliesTo": applies_to})
+        return dn
 
     def create_group(self, name: str, members: list[str]) -> str:
         dn = f"CN={name},{self.base_dn}"

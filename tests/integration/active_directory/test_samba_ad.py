@@ -65,26 +65,17 @@ def test_lockout_that_ran_out_is_not_locked(
     """find_user reads the DC's computed lockout flag only when lockoutTime is set. A
     lockout whose duration has passed keeps its lockoutTime (AD clears it at the next
     good logon) and must read as not locked; one still running as locked."""
-    from tests.servers.samba_env import NEVER
-
     login = unique_login("ran")
     samba_env.create_user(login, INITIAL)
     fresh = connector.find_user(UserQuery(LookupKind.LOGIN, login))
     assert not fresh.locked  # lockoutTime absent or 0: no second read needed
-    second = 10_000_000  # 100-ns ticks
-    pso = f"CN={login}-pso,CN=Password Settings Container,CN=System,{samba_env.domain_dn}"
-    samba_env.admin().add(pso, ["top", "msDS-PasswordSettings"], {
+    three_seconds = str(-3 * 10_000_000)  # 100-ns ticks
+    pso = samba_env.add_pso(f"{login}-pso", samba_env.dn_of(login), {
         "msDS-PasswordSettingsPrecedence": "4",
-        "msDS-PasswordReversibleEncryptionEnabled": "FALSE",
-        "msDS-PasswordComplexityEnabled": "TRUE",
-        "msDS-MinimumPasswordLength": "8",
         "msDS-PasswordHistoryLength": "0",
-        "msDS-MinimumPasswordAge": "0",
-        "msDS-MaximumPasswordAge": NEVER,
         "msDS-LockoutThreshold": "3",
-        "msDS-LockoutDuration": str(-3 * second),
-        "msDS-LockoutObservationWindow": str(-3 * second),
-        "msDS-PSOAppliesTo": samba_env.dn_of(login),
+        "msDS-LockoutDuration": three_seconds,
+        "msDS-LockoutObservationWindow": three_seconds,
     })
     try:
         samba_env.lock(login)
