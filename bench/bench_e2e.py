@@ -55,9 +55,8 @@ import tomli_w
 from bench.bench_relay_memory import memory
 from bench.procstat import cpu_seconds, descendants, pids_matching, rss_bytes
 from cloud.relay.client import PortalClient
-from cloud.relay.submitter import Submitter
-from cloud.relay.waiter import ResultWaiter
-from cloud.sdk import PortalSigner, build_request, verify_result
+from cloud.relay.portal_calls import PortalCalls
+from cloud.sdk import PortalSigner, SignedRequest, build_request, verify_result
 from tests.e2e.harness import directory_entry
 from tests.servers._process import free_port
 from tests.servers.base import DirectoryEnv, unique_login
@@ -310,9 +309,12 @@ def raw_jobs(directory: Directory, dns: list[str], threads: int) -> Run:
 
 def system_jobs(system: System, client: PortalClient, logins: list[str], threads: int,
                 directory: Directory) -> Run:
-    waiter = ResultWaiter(client) if SHARED_PORTAL[0] else None
-    wait = client.wait_result if waiter is None else waiter.wait
-    submit = Submitter(client).submit if SHARED_PORTAL[0] else client.submit
+    shared = PortalCalls(client) if SHARED_PORTAL[0] else None
+
+    def send(request: SignedRequest) -> bytes:
+        if shared is None:  # one call per request, as the self-service portal does
+            return client.submit_and_wait(request.to_bytes(), timeout=60)
+        return shared.send(request.to_bytes(), request.id, timeout=60)
 
     def job(login: str) -> Callable[[], bool]:
         def run() -> bool:
@@ -320,9 +322,7 @@ def system_jobs(system: System, client: PortalClient, logins: list[str], threads
                 system.signer, tenant=system.tenant, agent_group="bench", agents=system.agents,
                 op="reset", user_kind="login", user_value=login, new_password=new_password(),
             )
-            submit(request.to_bytes())
-            result = verify_result(wait(request.id, timeout=60), request=request,
-                                   trusted_agents=system.agents)
+            result = verify_result(send(request), request=request, trusted_agents=system.agents)
             return bool(result.status == "succeeded")
         return run
 
@@ -330,8 +330,8 @@ def system_jobs(system: System, client: PortalClient, logins: list[str], threads
     try:
         return drive([job(login) for login in logins], threads, pids)
     finally:
-        if waiter is not None:
-            waiter.close()
+        if shared is not None:
+            shared.close()
 
 
 def median_runs(runs: list[Run]) -> dict[str, float]:
@@ -485,7 +485,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the agent's relay.permit_batch (permits per call; 1 = one by one)")
     parser.add_argument("--portal", choices=("shared", "each"), default="shared",
                         help="the portal's threads share submit calls and result long-polls "
-                        "(Submitter, ResultWaiter), or one of each per request")
+                        "while several requests are on their way (PortalCalls), or each "
+                        "request is one call that submits and waits (submit_and_wait)")
     parser.add_argument("--memory", action="store_true", help="relay RSS over 5,000 requests")
     parser.add_argument("--probe", action="store_true",
                         help="with --memory: SQLite's and malloc's share of the relay's RSS")

@@ -13,7 +13,8 @@ Five-minute tour::
         op="reset", user_kind="upn", user_value="alice@acme.example",
         new_password=new_pw, unlock=True,
     )
-    relay.submit(req.to_bytes())              # relay routes on req.header; it cannot read secrets
+    raw_result = relay.submit_and_wait(req.to_bytes())  # the relay routes on req.header;
+                                                        # it cannot read secrets
     result = verify_result(raw_result, request=req, trusted_agents=group_agents)
     show(result.status, result.message)      # Status enum + safe user text
 
@@ -22,16 +23,18 @@ Two answers are about ordering rather than the directory: ``Status.SUPERSEDED``
 permitted first; this one was never written, the newer one decides the password)
 and ``Status.IN_DOUBT`` (a write was permitted and its agent died before it could
 say how it went; the request is never written again). ``PortalClient.wait_result``
-raises ``RequestInDoubt`` when such a request expired with no signed answer at all,
-and ``RequestExpired`` only when nothing was ever permitted to write.
+(and ``submit_and_wait``) raises ``RequestInDoubt`` when such a request expired with
+no signed answer at all, and ``RequestExpired`` only when nothing was ever permitted
+to write; ``submit_and_wait`` raises ``RequestMaybeQueued`` when it lost the relay
+after its request was or may have been queued (tell the user as for in_doubt).
 ``password_may_have_changed(status)`` says which answers a portal must not report
 as "nothing changed".
 
 Many requests at once: ``PortalClient.wait_results(ids)`` waits for several in one
-long-poll; ``cloud.relay.submitter.Submitter(client).submit(envelope)`` and
-``cloud.relay.waiter.ResultWaiter(client).wait(request.id)`` let each thread of a busy
-portal submit and wait for its own request while the threads share the calls (what
-``submit`` and ``wait_result`` would return or raise, for far fewer HTTP calls).
+long-poll; ``cloud.relay.portal_calls.PortalCalls(client).send(envelope, request.id)``
+lets each thread of a busy portal send its own request and get its result while the
+threads share the calls (what ``submit_and_wait`` would return or raise, for far fewer
+HTTP calls: a request alone goes over that one call).
 
 Rotation: ``rotate_portal_key(signer, now=..., overlap=...)`` gives the new signer and
 the keyring entries to push to agents (old key with not_after, new key).

@@ -12,11 +12,15 @@ from pydantic import SecretStr
 
 from cloud.portal.settings import PortalSettings
 from cloud.relay.client import (
+    DuplicateRequest,
+    EnvelopeTooLarge,
+    Forbidden,
+    InvalidEnvelope,
     NoAgentOnline,
     PortalClient,
     RelayError,
-    RequestExpired,
-    ResultTimeout,
+    RelayUnavailable,
+    RequestMaybeQueued,
 )
 from cloud.sdk import (
     AgentPublicKeys,
@@ -75,16 +79,14 @@ class AgentGateway:
             self._log.warning("portal.agent_unreachable", op=op, user=user_id,
                               error=type(exc).__name__, detail=str(exc)[:300])
             return Status.DIRECTORY_UNAVAILABLE
-        try:
-            self._client.submit(request.to_bytes())
-        except (NoAgentOnline, RelayError) as exc:
-            self._log.warning("portal.submit_failed", op=op, user=user_id, request_id=request.id,
-                              error=type(exc).__name__)
-            return Status.DIRECTORY_UNAVAILABLE
-        try:
-            raw = self._client.wait_result(request.id, timeout=s.agent_timeout_seconds)
+        try:  # one call: the submit and the wait for its result
+            raw = self._client.submit_and_wait(request.to_bytes(), timeout=s.agent_timeout_seconds)
             result = verify_result(raw, request=request, trusted_agents=agents)
-        except (RequestExpired, ResultTimeout, RelayError, ResultRejected) as exc:
+        except (RelayError, ResultRejected) as exc:
+            if _refused(exc):  # nothing was queued: nothing can change
+                self._log.warning("portal.submit_failed", op=op, user=user_id,
+                                  request_id=request.id, error=type(exc).__name__)
+                return Status.DIRECTORY_UNAVAILABLE
             # Once submitted, a write may have happened: say so rather than "failed".
             self._log.warning("portal.no_result", op=op, user=user_id, request_id=request.id,
                               error=type(exc).__name__)
@@ -92,6 +94,17 @@ class AgentGateway:
         self._log.info("portal.result", op=op, user=user_id, request_id=request.id,
                        status=result.status.value, reason=result.reason)
         return result
+
+
+# What submit_and_wait raises when the relay queued nothing (cloud/relay/client.py).
+_REFUSALS = (
+    NoAgentOnline, InvalidEnvelope, EnvelopeTooLarge, DuplicateRequest, Forbidden,
+    RelayUnavailable,
+)
+
+
+def _refused(exc: Exception) -> bool:
+    return isinstance(exc, _REFUSALS) and not isinstance(exc, RequestMaybeQueued)
 
 
 def status_of(answer: Result | Status) -> Status:

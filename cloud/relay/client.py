@@ -9,6 +9,8 @@ Exception tree::
     RelayError                    anything else (status and error code attached)
      +-- RelayUnavailable         network fault, timeout, 5xx
      |    +-- RateLimited         429: over the tenant's rate; `retry_after` seconds
+     |    +-- RequestMaybeQueued  submit_and_wait lost the relay once its request was
+     |                            or may have been queued (treat as in_doubt)
      +-- NoAgentOnline            503 no_agent_online: nothing was queued
      +-- DuplicateRequest         409: this request id was submitted before
      +-- EnvelopeTooLarge         413
@@ -31,6 +33,9 @@ by default, no redirects, nothing re-sent after a fault), shared by the portal's
 from __future__ import annotations
 
 import json
+import re
+import socket
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +46,9 @@ from wire.http_connection import FAULTS, Answer, Connections, tls_context
 _MAX_WAIT = 60.0
 MAX_IDS = 100  # per results:wait call (the relay's limit)
 PENDING = frozenset({"queued", "leased"})
+# Faults of the connect that carry nothing of the call: the request was not sent.
+_NOT_SENT = (ConnectionRefusedError, socket.gaierror, ssl.SSLCertVerificationError)
+_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")  # a request id the relay accepts (models.py)
 
 
 class RelayError(Exception):
@@ -57,6 +65,11 @@ class RateLimited(RelayUnavailable):
     def __init__(self, message: str, *, code: str | None, retry_after: float) -> None:
         super().__init__(message, status=429, code=code)
         self.retry_after = retry_after
+
+
+class RequestMaybeQueued(RelayUnavailable):
+    """`submit_and_wait` lost touch with the relay after its request was (or may have
+    been) queued: a write may still happen. Tell the user as for in_doubt."""
 
 
 class NoAgentOnline(RelayError): ...
@@ -144,6 +157,19 @@ _BY_STATUS: dict[int, type[RelayError]] = {
     422: InvalidEnvelope,
     503: NoAgentOnline,
 }
+
+
+def _envelope_id(envelope: bytes) -> str | None:
+    """The request id of an envelope the relay may have queued (for the lookup after a
+    lost answer); None when it has none the relay accepts: such an envelope is refused,
+    never queued."""
+    try:
+        request_id = json.loads(envelope)["header"]["id"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if isinstance(request_id, str) and _ID.fullmatch(request_id):
+        return request_id
+    return None
 
 
 def _json(response: Answer, what: str) -> Any:
@@ -263,6 +289,65 @@ class PortalClient:
             content=envelope,
         )
         return str(_json(response, "submit")["id"])
+
+    def submit_and_wait(self, envelope: bytes, timeout: float = 60.0) -> bytes:
+        """`submit` then `wait_result`, in one HTTP call when the result comes within
+        the relay's longest wait (60 s): the result envelope bytes. Raises what
+        `submit` raises when nothing was queued (NoAgentOnline, InvalidEnvelope,
+        RateLimited, RelayUnavailable, ...), and once the request was or may have been
+        queued: RequestExpired, RequestInDoubt, ResultTimeout, or RequestMaybeQueued
+        when the relay could not be heard (its password may still change).
+
+        A fault or a 5xx once the envelope may have gone out is not taken for a
+        refusal: the request is looked up by its id, and waited for if it is there."""
+        deadline = time.monotonic() + timeout
+        wait = max(0.0, min(timeout, _MAX_WAIT))
+        try:
+            response = self._send(
+                "POST",
+                "/v1/requests",
+                "submit",
+                params={"wait": f"{wait:g}"},
+                content=envelope,
+                timeout=self._timeout + wait,
+            )
+        except RateLimited:
+            raise  # refused before anything was queued
+        except RelayUnavailable as exc:
+            request_id = _envelope_id(envelope)
+            if request_id is None:
+                raise  # an envelope without a valid id is refused, never queued
+            return self.wait_submitted(request_id, deadline - time.monotonic(), lost=exc)
+        if response.status == 200:
+            return response.body
+        answer = _json(response, "submit")
+        state, request_id = str(answer.get("state", "queued")), str(answer["id"])
+        if deadline - time.monotonic() <= 0:
+            raise ResultTimeout(
+                f"no result for {request_id} after {timeout:.0f}s (state {state})", state=state
+            )
+        return self.wait_submitted(request_id, deadline - time.monotonic())
+
+    def wait_submitted(
+        self, request_id: str, timeout: float = 60.0, *, lost: RelayUnavailable | None = None
+    ) -> bytes:
+        """`wait_result` for a request that was queued, or whose submit got no answer
+        (`lost`, what the submit raised): raised again when the request was not sent
+        or is unknown to the relay (never queued), RequestMaybeQueued when the relay
+        cannot be heard."""
+        if lost is not None and isinstance(lost.__cause__, _NOT_SENT):
+            raise lost  # no connection to send it on: nothing was queued
+        try:
+            return self.wait_result(request_id, timeout=max(0.0, timeout))
+        except UnknownRequest:
+            if lost is None:
+                raise
+            raise lost from None  # never queued: as a failed submit
+        except RelayUnavailable as exc:
+            raise RequestMaybeQueued(
+                f"submit: no result for request {request_id}, which "
+                f"{'may have been' if lost else 'was'} queued: {exc}"
+            ) from exc
 
     def submit_many(self, envelopes: Sequence[bytes]) -> list[SubmitAnswer]:
         """Queue up to 16 envelopes in one call, each as `submit` would: one answer per

@@ -90,8 +90,11 @@ async def _post_results(call: HotCall) -> BaseModel:
     return await routes_agent.post_results(call.body, _agent(call), call.ctx)
 
 
-async def _submit(call: HotCall) -> BaseModel:
-    return await routes_portal._submit(call.raw, _tenant(call), call.ctx)
+async def _submit(call: HotCall) -> BaseModel | Response:
+    wait, tenant = cast(float, call.query["wait"]), _tenant(call)
+    if wait <= 0:
+        return await routes_portal._submit(call.raw, tenant, call.ctx)
+    return await routes_portal.submit_and_wait(call.raw, call.request, tenant, call.ctx, wait)
 
 
 async def _submit_many(call: HotCall) -> BaseModel:
@@ -121,7 +124,7 @@ HOT_ROUTES = HotRoutes(
         ("POST", "/v1/agent/results/batch"): HotRoute(
             "post_results", _post_results, model=ResultBatch
         ),
-        ("POST", "/v1/requests"): HotRoute("submit", _submit, status=202),
+        ("POST", "/v1/requests"): HotRoute("submit", _submit, status=202, query=_WAIT),
         ("POST", "/v1/requests:batch"): HotRoute("submit_many", _submit_many, model=SubmitBatch),
         ("POST", "/v1/requests/results:wait"): HotRoute(
             "wait_results", _wait_results, model=ResultsWait, query=_WAIT

@@ -98,6 +98,13 @@ async def list_agents(agent_group: str, tenant: PortalTenant, ctx: Ctx) -> Agent
     "/requests",
     status_code=202,
     response_model=Submitted,
+    responses={
+        200: {
+            "description": "with `wait`: the result envelope, as the agent posted it",
+            "content": {"application/json": {}},
+        },
+        410: {"model": Pending, "description": "with `wait`: expired before any agent answered"},
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -105,8 +112,34 @@ async def list_agents(agent_group: str, tenant: PortalTenant, ctx: Ctx) -> Agent
         }
     },
 )
-async def submit(request: Request, tenant: PortalTenant, ctx: Ctx) -> Submitted:
-    return await _submit(await request.body(), tenant, ctx)
+async def submit(
+    request: Request,
+    tenant: PortalTenant,
+    ctx: Ctx,
+    wait: float = Query(
+        0.0,
+        ge=0,
+        description="also long-poll the request's result up to this many seconds (max 60), "
+        "answered as GET /v1/requests/{id}/result?wait= answers: 200 with the result "
+        "envelope, 202 {id, state} still pending, 410 expired or in_doubt",
+    ),
+) -> Response | Submitted:
+    """Queue a request. With `wait`, one call does what a submit and a result long-poll
+    do: refusals of the submit are answered exactly as without it (nothing queued)."""
+    if wait <= 0:
+        return await _submit(await request.body(), tenant, ctx)
+    return await submit_and_wait(await request.body(), request, tenant, ctx, wait)
+
+
+async def submit_and_wait(
+    body: bytes, request: Request, tenant: str, ctx: RelayContext, wait: float
+) -> Response:
+    """Submit, then wait for the result in the same call. The long-poll slot is taken
+    first, so a call refused for too many long-polls (429) has queued nothing."""
+    async with ctx.limits.long_poll(tenant):
+        submitted = await _submit(body, tenant, ctx)
+        # Still pending at the end: {id, state}, as a submit answers.
+        return await _result(submitted.id, request, tenant, ctx, wait, name_pending=True)
 
 
 @router.post("/requests:batch", response_model=SubmitOutcomes)
@@ -204,7 +237,13 @@ async def result(
 
 
 async def _result(
-    request_id: str, request: Request, tenant: str, ctx: RelayContext, wait: float
+    request_id: str,
+    request: Request,
+    tenant: str,
+    ctx: RelayContext,
+    wait: float,
+    *,
+    name_pending: bool = False,
 ) -> Response:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, ctx.settings.max_result_wait)
@@ -232,7 +271,10 @@ async def _result(
         # (A client that just asked is still there: the disconnect check, which costs
         # more than the status read, starts after the first wait.)
         if remaining <= 0 or ctx.stopping or (waited and client_gone(request)):
-            return JSONResponse({"state": status.state.value}, status_code=202)
+            pending = {"state": status.state.value}
+            return JSONResponse(
+                {"id": request_id, **pending} if name_pending else pending, status_code=202
+            )
         await ctx.notifier.wait(key, min(ctx.settings.poll_interval, remaining))
         waited = True
 

@@ -111,6 +111,10 @@ class Submitter:
 
 
 def _copy(exc: RelayError) -> RelayError:
-    if isinstance(exc, RateLimited):
-        return RateLimited(str(exc), code=exc.code, retry_after=exc.retry_after)
-    return type(exc)(str(exc), status=exc.status, code=exc.code)
+    copy = (
+        RateLimited(str(exc), code=exc.code, retry_after=exc.retry_after)
+        if isinstance(exc, RateLimited)
+        else type(exc)(str(exc), status=exc.status, code=exc.code)
+    )
+    copy.__cause__ = exc.__cause__  # the fault behind it (was the call sent at all?)
+    return copy

@@ -182,6 +182,14 @@ async def _run(s: Script, exp: float) -> None:
         await s.portal(f"results:wait {n}", "POST", "/v1/requests/results:wait?wait=0", ids)
     await s.portal("results:wait ?wait=x", "POST", "/v1/requests/results:wait?wait=x",
                    {"ids": ["r1"]})
+    # Portal: a submit that waits for its result in the same call.
+    for label, target, doc in [
+        ("submit wait pending", "/v1/requests?wait=0.01", _envelope("r7", exp)),
+        ("submit wait refused", "/v1/requests?wait=0.01", _envelope("r1", exp)),
+        ("submit wait=0", "/v1/requests?wait=0", _envelope("r8", exp)),
+        ("submit ?wait=x", "/v1/requests?wait=x", _envelope("r9", exp)),
+    ]:
+        await s.portal(label, "POST", target, doc)
     # Not hot: still FastAPI's, in both.
     await s.agent("renew", f"/v1/agent/leases/{first}/renew")
     await s.agent("wrong method", "/v1/agent/results/batch/", {})
@@ -223,6 +231,9 @@ def test_the_hot_path_answers_as_fastapi_does(tmp_path: Path) -> None:
     assert statuses["lease ?wait=abc"] == 422
     assert statuses["permit not json"] == 400
     assert statuses["submit too large"] == 413
+    assert statuses["submit wait pending"] == 202
+    assert statuses["submit wait refused"] == 409
+    assert statuses["submit ?wait=x"] == 422
 
 
 @pytest.mark.parametrize(

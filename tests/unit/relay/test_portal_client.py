@@ -4,6 +4,7 @@ its calls against the real relay are in tests/integration/relay."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,11 @@ from cloud.relay.client import (
     RateLimited,
     RelayError,
     RelayUnavailable,
+    RequestMaybeQueued,
     UnknownRequest,
 )
 from tests.servers.certs import make_server_cert
-from tests.servers.scripted_http import DROP, GARBAGE, Reply, ScriptedServer
+from tests.servers.scripted_http import DROP, GARBAGE, Received, Reply, ScriptedServer
 
 TOKEN = "portal-token-s3cret"  # a test value
 
@@ -89,3 +91,40 @@ def test_tls_with_a_ca_file_and_verified_by_default(tmp_path: Path) -> None:
             RelayUnavailable, match="CERTIFICATE_VERIFY_FAILED"
         ):
             portal.submit(b"{}")
+
+
+SUBMITTED = b'{"header": {"id": "r1", "tenant": "t"}}'
+
+
+@pytest.mark.parametrize(
+    ("lookup", "expected"),
+    [
+        (Reply(200, {"status": "succeeded"}), {"status": "succeeded"}),  # queued, answered
+        (Reply(404, {"error": "unknown_request"}), RelayUnavailable),  # never queued
+        (DROP, RequestMaybeQueued),  # the relay can't say: a write may still happen
+    ],
+)
+def test_submit_and_wait_after_a_lost_answer_looks_the_request_up(
+    lookup: Reply | str, expected: object
+) -> None:
+    def script(request: Received) -> Reply | str:
+        return DROP if request.method == "POST" else lookup
+
+    with ScriptedServer(script) as server, PortalClient(server.url, TOKEN) as portal:
+        if isinstance(expected, dict):
+            assert json.loads(portal.submit_and_wait(SUBMITTED, timeout=5)) == expected
+        else:
+            with pytest.raises(expected) as info:  # type: ignore[call-overload]
+                portal.submit_and_wait(SUBMITTED, timeout=5)
+            assert type(info.value) is expected
+    targets = [(r.method, r.target.split("?")[0]) for r in server.requests]
+    assert targets[:2] == [("POST", "/v1/requests"), ("GET", "/v1/requests/r1/result")]
+    assert targets.count(("POST", "/v1/requests")) == 1  # the submit is never sent again
+
+
+def test_submit_and_wait_sends_nothing_more_when_the_envelope_has_no_id() -> None:
+    with ScriptedServer(lambda r: DROP) as server, PortalClient(server.url, TOKEN) as portal, \
+            pytest.raises(RelayUnavailable) as info:
+        portal.submit_and_wait(b'{"header": {"id": "bad id!"}}', timeout=5)
+    assert not isinstance(info.value, RequestMaybeQueued)
+    assert len(server.requests) == 1
