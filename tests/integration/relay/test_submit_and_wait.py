@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.transports.base import Lease
 from cloud.relay.client import (
     DuplicateRequest,
     Forbidden,
@@ -150,7 +151,7 @@ def test_portal_calls_alone_in_one_call_together_over_shared_calls(
     got: dict[str, bytes] = {}
 
     def answer(lease_count: int) -> None:
-        leases = []
+        leases: list[Lease] = []
         while len(leases) < lease_count:
             leases += transport.lease_many(wait=5, most=16)
         for lease in leases:  # each its own result: nobody may get another's
