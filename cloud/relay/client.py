@@ -320,8 +320,14 @@ class PortalClient:
             return self.wait_submitted(request_id, deadline - time.monotonic(), lost=exc)
         if response.status == 200:
             return response.body
-        answer = _json(response, "submit")
-        state, request_id = str(answer.get("state", "queued")), str(answer["id"])
+        answer = _json(response, "submit")  # 202: queued, still pending at the end
+        request_id = answer.get("id") if isinstance(answer, dict) else None
+        if not isinstance(request_id, str):
+            raise RelayError(
+                f"submit: unexpected answer from the relay (HTTP {response.status}, no id)",
+                status=response.status,
+            )
+        state = str(answer.get("state", "queued"))
         if deadline - time.monotonic() <= 0:
             raise ResultTimeout(
                 f"no result for {request_id} after {timeout:.0f}s (state {state})", state=state

@@ -128,3 +128,13 @@ def test_submit_and_wait_sends_nothing_more_when_the_envelope_has_no_id() -> Non
         portal.submit_and_wait(b'{"header": {"id": "bad id!"}}', timeout=5)
     assert not isinstance(info.value, RequestMaybeQueued)
     assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("body", [{"state": "queued"}, [1, 2]])
+def test_submit_and_wait_pending_answer_without_an_id_is_a_clear_error(body: object) -> None:
+    with ScriptedServer(lambda r: Reply(202, body)) as server, PortalClient(
+        server.url, TOKEN
+    ) as portal, pytest.raises(RelayError) as info:
+        portal.submit_and_wait(SUBMITTED, timeout=5)
+    assert type(info.value) is RelayError and "no id" in str(info.value)
+    assert len(server.requests) == 1
