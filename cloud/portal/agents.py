@@ -11,17 +11,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from cloud.portal.settings import PortalSettings
-from cloud.relay.client import (
-    DuplicateRequest,
-    EnvelopeTooLarge,
-    Forbidden,
-    InvalidEnvelope,
-    NoAgentOnline,
-    PortalClient,
-    RelayError,
-    RelayUnavailable,
-    RequestMaybeQueued,
-)
+from cloud.relay.client import PortalClient, RelayError, nothing_queued
 from cloud.sdk import (
     AgentPublicKeys,
     PortalSigner,
@@ -83,7 +73,7 @@ class AgentGateway:
             raw = self._client.submit_and_wait(request.to_bytes(), timeout=s.agent_timeout_seconds)
             result = verify_result(raw, request=request, trusted_agents=agents)
         except (RelayError, ResultRejected) as exc:
-            if _refused(exc):  # nothing was queued: nothing can change
+            if nothing_queued(exc):  # nothing can change
                 self._log.warning("portal.submit_failed", op=op, user=user_id,
                                   request_id=request.id, error=type(exc).__name__)
                 return Status.DIRECTORY_UNAVAILABLE
@@ -94,17 +84,6 @@ class AgentGateway:
         self._log.info("portal.result", op=op, user=user_id, request_id=request.id,
                        status=result.status.value, reason=result.reason)
         return result
-
-
-# What submit_and_wait raises when the relay queued nothing (cloud/relay/client.py).
-_REFUSALS = (
-    NoAgentOnline, InvalidEnvelope, EnvelopeTooLarge, DuplicateRequest, Forbidden,
-    RelayUnavailable,
-)
-
-
-def _refused(exc: Exception) -> bool:
-    return isinstance(exc, _REFUSALS) and not isinstance(exc, RequestMaybeQueued)
 
 
 def status_of(answer: Result | Status) -> Status:

@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cloud.relay.models import ID_PATTERN
 from wire.http_connection import FAULTS, Answer, Connections, tls_context
 
 _MAX_WAIT = 60.0
@@ -48,7 +49,7 @@ MAX_IDS = 100  # per results:wait call (the relay's limit)
 PENDING = frozenset({"queued", "leased"})
 # Faults of the connect that carry nothing of the call: the request was not sent.
 _NOT_SENT = (ConnectionRefusedError, socket.gaierror, ssl.SSLCertVerificationError)
-_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")  # a request id the relay accepts (models.py)
+_ID = re.compile(ID_PATTERN)  # a request id the relay accepts
 
 
 class RelayError(Exception):
@@ -157,6 +158,15 @@ _BY_STATUS: dict[int, type[RelayError]] = {
     422: InvalidEnvelope,
     503: NoAgentOnline,
 }
+
+
+def nothing_queued(exc: BaseException) -> bool:
+    """Whether an exception from `submit_and_wait` means the relay queued nothing (a
+    refusal, or no connection), so no password can change because of that call."""
+    refusals = (NoAgentOnline, InvalidEnvelope, EnvelopeTooLarge, DuplicateRequest, Forbidden)
+    return isinstance(exc, (*refusals, RelayUnavailable)) and not isinstance(
+        exc, RequestMaybeQueued
+    )
 
 
 def _envelope_id(envelope: bytes) -> str | None:

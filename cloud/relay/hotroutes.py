@@ -7,7 +7,7 @@ done first: the route's dependencies (an agent's lease poll holds a long-poll sl
 deps.long_poll_slot) and its query and body parameters. A query parameter is taken
 here only in a plain form (digits, a decimal point) within its bounds; anything else
 goes to FastAPI, which answers it (or refuses it) in its own way. The routes'
-modules keep their helpers private (`_submit`, `_MAX_BATCH`); this module is their
+modules keep their helpers private (`_MAX_BATCH`); this module is their
 second caller, by design.
 """
 
@@ -91,10 +91,8 @@ async def _post_results(call: HotCall) -> BaseModel:
 
 
 async def _submit(call: HotCall) -> BaseModel | Response:
-    wait, tenant = cast(float, call.query["wait"]), _tenant(call)
-    if wait <= 0:
-        return await routes_portal._submit(call.raw, tenant, call.ctx)
-    return await routes_portal.submit_and_wait(call.raw, call.request, tenant, call.ctx, wait)
+    wait = cast(float, call.query["wait"])
+    return await routes_portal.submit_body(call.raw, call.request, _tenant(call), call.ctx, wait)
 
 
 async def _submit_many(call: HotCall) -> BaseModel:

@@ -126,16 +126,18 @@ async def submit(
 ) -> Response | Submitted:
     """Queue a request. With `wait`, one call does what a submit and a result long-poll
     do: refusals of the submit are answered exactly as without it (nothing queued)."""
-    if wait <= 0:
-        return await _submit(await request.body(), tenant, ctx)
-    return await submit_and_wait(await request.body(), request, tenant, ctx, wait)
+    return await submit_body(await request.body(), request, tenant, ctx, wait)
 
 
-async def submit_and_wait(
+async def submit_body(
     body: bytes, request: Request, tenant: str, ctx: RelayContext, wait: float
-) -> Response:
-    """Submit, then wait for the result in the same call. The long-poll slot is taken
-    first, so a call refused for too many long-polls (429) has queued nothing."""
+) -> Response | Submitted:
+    """POST /v1/requests once its body is read (the hot path calls it too): a submit,
+    or with `wait` > 0 a submit and then the wait for its result in the same call. The
+    long-poll slot is taken first, so a call refused for too many long-polls (429) has
+    queued nothing."""
+    if wait <= 0:
+        return await _submit(body, tenant, ctx)
     async with ctx.limits.long_poll(tenant):
         submitted = await _submit(body, tenant, ctx)
         # Still pending at the end: {id, state}, as a submit answers.

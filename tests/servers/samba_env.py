@@ -67,16 +67,10 @@ YOUNG_PSO = {
 # What `SambaEnv.add_pso` gives a test's own PSO unless the test says otherwise: the
 # domain's rules, no lockout, precedence 5 (before "young", 10).
 TEST_PSO = {
+    **YOUNG_PSO,
     "msDS-PasswordSettingsPrecedence": "5",
-    "msDS-PasswordReversibleEncryptionEnabled": "FALSE",
-    "msDS-PasswordComplexityEnabled": "TRUE",
-    "msDS-MinimumPasswordLength": "8",
-    "msDS-PasswordHistoryLength": "3",
     "msDS-MinimumPasswordAge": "0",
-    "msDS-MaximumPasswordAge": NEVER,
     "msDS-LockoutThreshold": "0",
-    "msDS-LockoutDuration": str(-30 * _MINUTE),
-    "msDS-LockoutObservationWindow": str(-30 * _MINUTE),
 }
 
 UAC_NORMAL = 0x200
