@@ -214,8 +214,15 @@ def parse_generalized_time(value: str | None) -> dt.datetime | None:
     if not value or not value.endswith("Z"):
         return None
     main, _, fraction = value[:-1].partition(".")
+    # Sliced rather than strptime (about 25 us, on every lookup of a user with
+    # pwdChangedTime): 14 ASCII digits, then datetime checks the ranges.
+    if len(main) != 14 or not (main.isascii() and main.isdigit()):
+        return None
     try:
-        parsed = dt.datetime.strptime(main, "%Y%m%d%H%M%S").replace(tzinfo=dt.UTC)
+        parsed = dt.datetime(
+            int(main[:4]), int(main[4:6]), int(main[6:8]),
+            int(main[8:10]), int(main[10:12]), int(main[12:14]), tzinfo=dt.UTC,
+        )
     except ValueError:
         return None
     if fraction.isdigit():

@@ -20,9 +20,16 @@ Choices (verified against Samba 4.17; see docs/directories.md):
 - One kept service connection per connector (connectors/_session.py; each worker
   thread owns its connector): a dead one is replaced before a write is sent, reads
   retry once, writes never (a write whose answer was lost is in doubt).
-- The effective policy comes from msDS-ResultantPSO, read with the user in find_user,
-  and the PSO / domain head, cached for `policy_cache_seconds` (re-read after any
-  policy refusal): a reset is one search and one modify. The lockout flag
+- The effective policy comes from msDS-ResultantPSO and the PSO / domain head, cached
+  for `policy_cache_seconds` (re-read after any policy refusal): a reset is one search
+  and one modify. msDS-ResultantPSO is constructed on each read (about 1 ms of DC time
+  per lookup on Samba 4.17), and it only matters when a PSO has a stricter length or
+  complexity rule than the domain: the PSOs are listed (cached like the policies), and
+  only then does find_user ask for it. Otherwise a new password that meets the
+  strictest rules of the domain and all its PSOs meets the user's own, and it is
+  written without reading which PSO applies; a password that does not is checked
+  against the user's own policy (msDS-ResultantPSO read then), and so is every
+  refusal, preflight and 52D answer. The lockout flag
   (msDS-User-Account-Control-Computed, constructed on each read) is read only for an
   account whose lockoutTime is set: one more base read for those.
 - `check` verifies the rights on every DN of the write scope by evaluating what that
@@ -58,6 +65,7 @@ from connectors.base import (
     AmbiguousUser,
     DirectoryError,
     DirectorySettings,
+    DirectoryUnavailable,
     DirectoryUser,
     HealthReport,
     LookupKind,
@@ -67,7 +75,7 @@ from connectors.base import (
     UserQuery,
     WriteOutcome,
 )
-from connectors.prevalidate import prevalidate_fresh
+from connectors.prevalidate import prevalidate, prevalidate_fresh
 from wire.status import PolicyReason
 
 POLICY_HINTS = ("1.2.840.113556.1.4.2239", "1.2.840.113556.1.4.2066")  # newest first
@@ -85,13 +93,14 @@ _USER_ATTRS = [
     "mail",
     "displayName",
     "userAccountControl",
-    "msDS-ResultantPSO",
     "lockoutTime",
     "adminCount",
     "pwdLastSet",
     "objectGUID",
     "uSNChanged",
 ]
+_RESULTANT_PSO = "msDS-ResultantPSO"  # constructed: asked for only when it can matter
+_PSO_CONTAINER = "CN=Password Settings Container,CN=System,{}"
 
 
 def encode_password(password: SecretStr) -> bytes:
@@ -169,22 +178,25 @@ class ActiveDirectoryConnector:
             except ValueError:
                 raise UserNotFound("not an objectGUID") from None
             clause = f"(objectGUID={escape_bytes(guid.bytes_le)})"
+        # Without a policy cache the PSO list would be read on every lookup: ask for it.
+        with_pso = self.settings.policy_cache_seconds <= 0 or self._strictest() is None
+        attrs = [*_USER_ATTRS, _RESULTANT_PSO] if with_pso else _USER_ATTRS
         found: dict[str, dict[str, Any]] = {}
         for base in self.settings.base_dns:
-            for entry in self._session.search(base, _USER_FILTER.format(clause), _USER_ATTRS):
+            for entry in self._session.search(base, _USER_FILTER.format(clause), attrs):
                 found[str(entry["dn"]).lower()] = entry
         if not found:
             raise UserNotFound(f"no user for {query.kind.value} lookup")
         if len(found) > 1:
             raise AmbiguousUser(f"{len(found)} users match the {query.kind.value} lookup")
-        return self._directory_user(next(iter(found.values())))
+        return self._directory_user(next(iter(found.values())), policy_known=with_pso)
 
-    def _directory_user(self, entry: dict[str, Any]) -> DirectoryUser:
+    def _directory_user(self, entry: dict[str, Any], *, policy_known: bool) -> DirectoryUser:
         attrs = entry["attributes"]
         raw_guid = (entry["raw_attributes"].get("objectGUID") or [b""])[0]
         uac = int(first_value(attrs, "userAccountControl") or 0)
         locked = self._locked(str(entry["dn"]), first_value(attrs, "lockoutTime"))
-        pso = first_value(attrs, "msDS-ResultantPSO")
+        pso = first_value(attrs, _RESULTANT_PSO)
         return DirectoryUser(
             dn=str(entry["dn"]),
             id=str(uuid.UUID(bytes_le=raw_guid)) if len(raw_guid) == 16 else "",
@@ -197,6 +209,7 @@ class ActiveDirectoryConnector:
             protected=str(first_value(attrs, "adminCount") or "0") == "1",
             pwd_last_set=pol.filetime_to_datetime(first_value(attrs, "pwdLastSet")),
             policy_dn=str(pso) if pso else None,
+            policy_known=policy_known,
             server=self._session.server,
             change_stamp=str(first_value(attrs, "uSNChanged") or ""),
         )
@@ -248,22 +261,79 @@ class ActiveDirectoryConnector:
 
         return self._policies.get(pso_dn.lower(), load)
 
+    def _resultant_pso(self, user: DirectoryUser) -> str | None:
+        """The DN of the PSO that applies to the user (None: the domain policy), as
+        find_user read it, or read now when it did not."""
+        if user.policy_known:
+            return user.policy_dn
+        pso = first_value(self._entry(user.dn, [_RESULTANT_PSO])["attributes"], _RESULTANT_PSO)
+        return str(pso) if pso else None
+
     def password_policy(self, user: DirectoryUser) -> PasswordPolicy:
-        """The user's PSO (msDS-ResultantPSO, read by find_user) or the domain policy;
-        resets skip its history unless the DC honours the policy-hints control."""
-        if user.policy_dn:
-            found = pol.policy_from_pso(user.policy_dn, self._pso_attrs(user.policy_dn))
+        """The user's PSO (msDS-ResultantPSO) or the domain policy; resets skip its
+        history unless the DC honours the policy-hints control."""
+        pso = self._resultant_pso(user)
+        if pso:
+            found = pol.policy_from_pso(pso, self._pso_attrs(pso))
         else:
             found = pol.policy_from_domain(self._domain_policy_attrs())
         return dataclasses.replace(found, history_on_reset=self._write_controls() is not None)
+
+    def _pso_list(self) -> dict[str, Any]:
+        """Every PSO the service account can read, {dn: policy attributes}, under
+        "listed"; listed False when the container could not be searched."""
+
+        def load() -> dict[str, Any]:
+            base = _PSO_CONTAINER.format(self._domain_dn())
+            try:
+                entries = self._session.search(
+                    base, "(objectClass=msDS-PasswordSettings)", pol.PSO_POLICY_ATTRS,
+                    scope=ldap3.LEVEL,
+                )
+            except DirectoryUnavailable:
+                raise
+            except DirectoryError:  # no container (or not readable): ask per user
+                return {"listed": False, "psos": {}}
+            psos = {str(e["dn"]): dict(e["attributes"]) for e in entries}
+            return {"listed": True, "psos": psos}
+
+        return self._policies.get("*psos", load)
+
+    def _strictest(self) -> PasswordPolicy | None:
+        """The strictest length, complexity and minimum age of the domain policy and
+        all its PSOs, when no PSO is stricter than the domain in length or complexity
+        (so which PSO applies need not be read for a reset); None otherwise, and when
+        the PSOs could not be listed."""
+        listing = self._pso_list()
+        if not listing["listed"]:
+            return None
+        domain = pol.policy_from_domain(self._domain_policy_attrs())
+        psos = [pol.policy_from_pso(dn, a) for dn, a in listing["psos"].items()]
+        if any(p.min_length > domain.min_length or p.complexity > domain.complexity
+               for p in psos):
+            return None
+        min_age = max([domain.min_age, *(p.min_age for p in psos)])
+        return dataclasses.replace(domain, min_age=min_age, source="strictest")
 
     # ------------------------------------------------------------------ writes
 
     def _prevalidated(
         self, user: DirectoryUser, password: SecretStr, *, self_change: bool
-    ) -> PasswordPolicy:
+    ) -> PasswordPolicy | None:
+        """Refuse, naming the rule, a password the user's policy refuses; returns the
+        user's policy it was checked against. When find_user did not read which PSO
+        applies, a password that meets the strictest rules of the domain and every PSO
+        is not checked further (None)."""
+        secret = password.get_secret_value()
+        strictest = None if user.policy_known else self._strictest()
+        if strictest is not None:
+            try:
+                prevalidate(secret, strictest, user, self_change=self_change)
+                return None
+            except PolicyViolation:
+                pass  # it may still meet the user's own policy: decide on that
         return prevalidate_fresh(
-            password.get_secret_value(),
+            secret,
             user,
             lambda: self.password_policy(user),
             self._policies.clear,
@@ -271,13 +341,28 @@ class ActiveDirectoryConnector:
         )
 
     def _policy_error(
-        self, exc: PolicyViolation, user: DirectoryUser, policy: PasswordPolicy
+        self,
+        exc: PolicyViolation,
+        user: DirectoryUser,
+        password: SecretStr,
+        checked: PasswordPolicy | None,
+        *,
+        self_change: bool,
     ) -> PolicyViolation:
-        """A 52D after pre-validation passed: the rule pre-validation cannot see, history.
-        The cached policy may be what was out of date: it is read again for the answer."""
+        """A 52D after pre-validation passed. The cached policies may be what was out of
+        date: the user's policy is read again (`checked`, the one pre-validation used,
+        if that fails), and a rule of it that the password breaks is the answer; else
+        it is the rule pre-validation cannot see, history."""
         self._policies.clear()
+        policy = checked
         with contextlib.suppress(DirectoryError):
             policy = self.password_policy(user)
+        if policy is None:
+            return PolicyViolation(exc.policy_reason, exc.detail, dc=exc.dc)
+        try:
+            prevalidate(password.get_secret_value(), policy, user, self_change=self_change)
+        except PolicyViolation as named:
+            return PolicyViolation(named.policy_reason, named.detail, dc=exc.dc, policy=policy)
         reason = exc.policy_reason
         if reason is PolicyReason.UNKNOWN:
             reason = PolicyReason.HISTORY
@@ -295,7 +380,7 @@ class ActiveDirectoryConnector:
             raise AccountDisabled(f"{user.dn} is disabled")
         if user.locked and not unlock:
             raise AccountLocked(f"{user.dn} is locked out and unlock was not requested")
-        policy = self._prevalidated(user, new_password, self_change=False)
+        checked = self._prevalidated(user, new_password, self_change=False)
         changes: dict[str, Any] = {
             "unicodePwd": [(ldap3.MODIFY_REPLACE, [encode_password(new_password)])],
         }
@@ -309,7 +394,9 @@ class ActiveDirectoryConnector:
         try:
             dc = self._modify(user, changes, "write")
         except PolicyViolation as exc:
-            raise self._policy_error(exc, user, policy) from exc
+            raise self._policy_error(
+                exc, user, new_password, checked, self_change=False
+            ) from exc
         return WriteOutcome(dc=dc, applied=tuple(applied))
 
     def change_password(
@@ -319,7 +406,7 @@ class ActiveDirectoryConnector:
             raise AccountDisabled(f"{user.dn} is disabled")
         if user.locked:
             raise AccountLocked(f"{user.dn} is locked out")
-        policy = self._prevalidated(user, new_password, self_change=True)
+        checked = self._prevalidated(user, new_password, self_change=True)
         changes = {
             "unicodePwd": [
                 (ldap3.MODIFY_DELETE, [encode_password(old_password)]),
@@ -329,7 +416,9 @@ class ActiveDirectoryConnector:
         try:
             dc = self._modify(user, changes, "change")
         except PolicyViolation as exc:
-            raise self._policy_error(exc, user, policy) from exc
+            raise self._policy_error(
+                exc, user, new_password, checked, self_change=True
+            ) from exc
         return WriteOutcome(dc=dc, applied=("password",))
 
     def authenticate(self, user: DirectoryUser, password: SecretStr) -> None:

@@ -145,6 +145,9 @@ class DirectoryUser:
     # The policy that applies to this user, as found (AD msDS-ResultantPSO, OpenLDAP
     # pwdPolicySubentry); None = the domain / default policy.
     policy_dn: str | None = None
+    # False: the lookup did not read policy_dn (AD, when no PSO is stricter than the
+    # domain); the connector reads it when it needs the user's own policy.
+    policy_known: bool = True
     # Where the user was read and the entry's change stamp there (AD uSNChanged,
     # OpenLDAP entryCSN): any write to the entry on that server changes the stamp.
     # The pipeline's write marker (agent/permits.py) is made of the two.

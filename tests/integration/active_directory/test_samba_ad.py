@@ -35,6 +35,7 @@ from tests.servers._process import free_port
 from tests.servers.base import BindOutcome, unique_login
 from tests.servers.certs import make_ca
 from tests.servers.samba import SambaEnv
+from tests.servers.samba_env import DOMAIN_DN
 from wire.status import PolicyReason, Status
 
 pytestmark = [pytest.mark.samba, pytest.mark.slow]
@@ -149,6 +150,97 @@ def test_pso_policy_read(samba_env: SambaEnv, connector: ActiveDirectoryConnecto
     plain = connector.password_policy(_user(samba_env, connector))
     assert plain.source == "domain"
     assert plain.min_age.total_seconds() == 0
+
+
+def _recording(connector: ActiveDirectoryConnector) -> list[list[str]]:
+    """The attribute lists of every search the connector sends from now on."""
+    asked: list[list[str]] = []
+    search = connector._session.search
+
+    def recorded(base: str, flt: str, attrs: list[str], **kwargs: Any) -> list[dict[str, Any]]:
+        asked.append(list(attrs))
+        return search(base, flt, attrs, **kwargs)
+
+    connector._session.search = recorded  # type: ignore[method-assign]
+    return asked
+
+
+def _asked_for_pso(asked: list[list[str]]) -> bool:
+    return any("msDS-ResultantPSO" in attrs for attrs in asked)
+
+
+def _stricter_psos(env: SambaEnv) -> list[str]:
+    """PSOs with a longer minimum than the domain's 8 (it has complexity on already)."""
+    conn = env.admin()
+    conn.search(f"CN=Password Settings Container,CN=System,{DOMAIN_DN}",
+                "(msDS-MinimumPasswordLength>=9)", search_scope="LEVEL", attributes=["cn"])
+    return [str(e.entry_dn) for e in conn.entries]
+
+
+def test_which_pso_applies_is_read_only_when_it_can_matter(samba_env: SambaEnv) -> None:
+    """msDS-ResultantPSO is constructed on every read (about 1 ms of DC time). While no
+    PSO is stricter than the domain in length or complexity, a reset never reads it;
+    a self-service change that a PSO's minimum age could refuse does, and so does every
+    lookup once a stricter PSO exists."""
+    assert not _stricter_psos(samba_env), "a test left a stricter PSO in the shared domain"
+    with closing(ActiveDirectoryConnector(samba_env.settings)) as connector:
+        asked = _recording(connector)
+        user = _user(samba_env, connector)
+        connector.reset_password(user, SecretStr(NEW))
+        assert samba_env.bind(user.login, NEW) is BindOutcome.OK
+        assert not _asked_for_pso(asked), asked
+        # "young" has a one-day minimum age; this user is not in it and may change again
+        # at once: the minimum age of the strictest policy refuses, the user's own not.
+        again = connector.find_user(UserQuery(LookupKind.LOGIN, user.login))
+        connector.change_password(again, SecretStr(NEW), SecretStr("Own-Choice-77"))
+        assert samba_env.bind(user.login, "Own-Choice-77") is BindOutcome.OK
+        assert _asked_for_pso(asked), asked
+        young = _user(samba_env, connector, young=True)
+        with pytest.raises(PolicyViolation) as info:
+            connector.change_password(young, SecretStr(INITIAL), SecretStr("Own-Choice-78"))
+        assert info.value.policy_reason is PolicyReason.TOO_YOUNG
+        assert info.value.policy is not None
+        assert info.value.policy.source.lower() == samba_env.pso_dn.lower()
+
+    strict = unique_login("ad")
+    samba_env.create_user(strict, INITIAL)
+    pso = samba_env.add_pso(f"{strict}-pso", samba_env.dn_of(strict),
+                            {"msDS-MinimumPasswordLength": "14"})
+    try:
+        with closing(ActiveDirectoryConnector(samba_env.settings)) as connector:
+            asked = _recording(connector)
+            found = connector.find_user(UserQuery(LookupKind.LOGIN, strict))
+            assert _asked_for_pso(asked) and found.policy_dn is not None
+            with pytest.raises(PolicyViolation) as info:
+                connector.reset_password(found, SecretStr("Twelve-Chars"))
+            assert info.value.policy_reason is PolicyReason.TOO_SHORT
+            assert info.value.policy is not None and info.value.policy.min_length == 14
+            assert samba_env.bind(strict, INITIAL) is BindOutcome.OK  # nothing written
+    finally:
+        samba_env.admin().delete(pso)
+    no_cache = samba_env.settings.model_copy(update={"policy_cache_seconds": 0})
+    with closing(ActiveDirectoryConnector(no_cache)) as connector:
+        asked = _recording(connector)
+        connector.find_user(UserQuery(LookupKind.LOGIN, strict))
+        assert len(asked) == 1 and _asked_for_pso(asked)  # no PSO list read on each lookup
+
+
+def test_a_pso_added_after_the_list_was_read_names_its_rule(samba_env: SambaEnv) -> None:
+    """The PSO list is cached: a stricter PSO created meanwhile is not known when the
+    password is checked, the DC refuses it (0000052D), and the answer names the rule
+    of the PSO read again, not "history"."""
+    with closing(ActiveDirectoryConnector(samba_env.settings)) as connector:
+        user = _user(samba_env, connector)  # the PSO list is read and cached here
+        pso = samba_env.add_pso(f"{user.login}-pso", user.dn, {"msDS-MinimumPasswordLength": "14"})
+        try:
+            found = connector.find_user(UserQuery(LookupKind.LOGIN, user.login))
+            with pytest.raises(PolicyViolation) as info:
+                connector.reset_password(found, SecretStr("Twelve-Chars"))
+            assert info.value.policy_reason is PolicyReason.TOO_SHORT
+            assert info.value.policy is not None and info.value.policy.min_length == 14
+            assert samba_env.bind(user.login, INITIAL) is BindOutcome.OK  # nothing written
+        finally:
+            samba_env.admin().delete(pso)
 
 
 def test_policy_hints_and_history_on_reset(
