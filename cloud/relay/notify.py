@@ -39,6 +39,14 @@ class SharedWakeups(Protocol):
 _GROUP = "group:"
 
 
+async def woken_first() -> None:
+    """Yield once, so the long-polls a call has just woken answer before the call
+    answers its own caller: the portal waiting for a result hears it before the agent
+    that posted it hears "stored". One pass of the event loop: a woken waiter's first
+    step (its store read on SQLite, its answer) was scheduled first."""
+    await asyncio.sleep(0)
+
+
 def group_key(tenant: str, agent_group: str) -> str:
     return f"{_GROUP}{tenant}/{agent_group}"
 

@@ -54,7 +54,7 @@ from cloud.relay.models import (
     ResultPost,
     ServerTime,
 )
-from cloud.relay.notify import group_key, request_key
+from cloud.relay.notify import group_key, request_key, woken_first
 from cloud.relay.store import AgentRecord, LeaseLost
 
 log = structlog.get_logger("writeback.relay")
@@ -285,6 +285,7 @@ async def _store_result(
         raise
     if wake:
         ctx.notifier.notify(request_key(agent.tenant, body.request_id))
+        await woken_first()
     log.debug(
         "result.stored" if stored else "result.repeated",
         tenant=agent.tenant,
@@ -322,6 +323,8 @@ async def post_results(body: ResultBatch, agent: SignedAgent, ctx: Ctx) -> Resul
     finally:  # also when a store error ends the call: those stored are answered
         for request_id in stored:
             ctx.notifier.notify(request_key(agent.tenant, request_id))
+    if stored:
+        await woken_first()
     return ResultOutcomes(outcomes=outcomes)
 
 

@@ -4,9 +4,12 @@ submit_and_wait) over real HTTP against a real relay process."""
 from __future__ import annotations
 
 import json
+import select
+import socket
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -180,3 +183,38 @@ def test_portal_calls_alone_in_one_call_together_over_shared_calls(
     portal_calls = [c for c in relay.calls() if c.startswith("/v1/requests")]
     assert portal_calls[0] == "/v1/requests"  # the lone one: one call, nothing else
     assert "/v1/requests/results:wait" in portal_calls  # shared waits for the others
+
+
+def _parked_wait(relay: RelayProcess, token: str, request_id: str) -> socket.socket:
+    """A portal's result long-poll on a socket of its own, parked in the relay."""
+    host, port = relay.base_url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(
+        f"GET /v1/requests/{request_id}/result?wait=20 HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: Bearer {token}\r\n\r\n".encode()
+    )
+    return sock
+
+
+def test_the_portal_hears_a_result_before_the_agent_hears_stored(
+    relay: RelayProcess, tenant: tuple[str, str], enroll_agent: Callable[..., EnrolledAgent]
+) -> None:
+    """The answer goes to the waiting portal first: the relay answers the long-poll it
+    woke before it answers the agent's post, so the portal's answer is already on its
+    socket when the agent's post returns (one call and a batch of one, five times each)."""
+    agent = enroll_agent()
+    with agent.transport() as transport, relay.portal(tenant[1]) as portal:
+        for batch in (False, True) * 5:
+            envelope = fake_envelope(tenant[0])
+            portal.submit(envelope)
+            lease = transport.lease(wait=5)
+            assert lease is not None
+            with closing(_parked_wait(relay, tenant[1], _id(envelope))) as waiting:
+                time.sleep(0.2)  # parked
+                if batch:
+                    assert transport.complete_many([(lease, RESULT)]) == ["stored"]
+                else:
+                    transport.complete(lease, RESULT)
+                readable, _, _ = select.select([waiting], [], [], 0)
+                assert readable, f"the agent's post (batch={batch}) was answered first"
+                assert waiting.recv(65536).startswith(b"HTTP/1.1 200")
