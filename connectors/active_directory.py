@@ -307,7 +307,12 @@ class ActiveDirectoryConnector:
         listing = self._pso_list()
         if not listing["listed"]:
             return None
-        domain = pol.policy_from_domain(self._domain_policy_attrs())
+        try:
+            domain = pol.policy_from_domain(self._domain_policy_attrs())
+        except DirectoryUnavailable:
+            raise
+        except DirectoryError:  # the domain head not readable: never "user not found"
+            return None
         psos = [pol.policy_from_pso(dn, a) for dn, a in listing["psos"].items()]
         if any(p.min_length > domain.min_length or p.complexity > domain.complexity
                for p in psos):
