@@ -453,6 +453,11 @@ def bench_directory(name: str, args: argparse.Namespace, root: Path) -> None:
                       f"{r['cpu_relay']:6.2f} {r['cpu_agent']:6.2f} {r['cpu_directory']:6.2f} "
                       f"{r['cpu_portal']:6.2f}" + (f"  FAILED {r['failed']:.0f}" if r["failed"]
                                                    else ""))
+                ours = r["cpu_agent"] + r["cpu_relay"]
+                # The directory does the same work per request in every run, so this
+                # ratio compares runs on machines (or hours) of different speed.
+                print(f"{'':24} agent + relay CPU {ours:.2f} ms/request, "
+                      f"{ours / max(r['cpu_directory'], 1e-9):.1f}x the directory's")
                 if level == 1:
                     near = statistics.median(b.pct(0.5) for b in beside)
                     print(f"{'':24} p50 over raw: {r['p50'] - raw[1]['p50']:+.1f} ms; over raw "
