@@ -372,7 +372,7 @@ async def enroll_gate(request: Request, ctx: Ctx) -> None:
 
 async def long_poll_slot(agent: SignedAgent, ctx: Ctx) -> AsyncIterator[None]:
     """An agent's lease poll holds one of its tenant's long-poll slots while open."""
-    async with ctx.limits.long_poll(agent.tenant):
+    async with ctx.limits.long_poll(agent.tenant, "agents"):
         yield
 
 

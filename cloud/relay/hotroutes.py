@@ -62,13 +62,13 @@ def _tenant(call: HotCall) -> str:
 
 async def _lease(call: HotCall) -> Response:
     agent = _agent(call)
-    async with call.ctx.limits.long_poll(agent.tenant):  # deps.long_poll_slot
+    async with call.ctx.limits.long_poll(agent.tenant, "agents"):  # deps.long_poll_slot
         return await routes_agent.lease(call.request, agent, call.ctx, call.query["wait"])
 
 
 async def _lease_many(call: HotCall) -> Response:
     agent = _agent(call)
-    async with call.ctx.limits.long_poll(agent.tenant):  # deps.long_poll_slot
+    async with call.ctx.limits.long_poll(agent.tenant, "agents"):  # deps.long_poll_slot
         return await routes_agent.lease_many(
             call.request, agent, call.ctx, call.query["wait"], call.query["max"]
         )

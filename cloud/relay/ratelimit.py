@@ -3,9 +3,13 @@
 - Rates (moving windows from the `limits` package, in this process's memory): submits
   and long-polls per tenant, enrollment attempts per client address and in total.
   Over the rate: 429 with Retry-After (seconds until the window has room again).
-- Concurrency: at most `max_long_polls_per_tenant` open long-polls (agent leases and
-  portal result waits) per tenant in this process; the next one is answered 429 at
-  once instead of holding a socket and a file descriptor.
+- Concurrency: at most `max_long_polls_per_tenant` open long-polls per tenant in this
+  process, counted apart for the tenant's agents (lease polls) and its portals
+  (result waits); the next one is answered 429 at once instead of holding a socket
+  and a file descriptor. Apart, because with one count a burst of portal users
+  waiting for their results took every slot, the agents' lease polls were refused,
+  and nothing was served until the waits ran out. The long-poll rate is counted
+  apart in the same way.
 
 Why in memory: the limits protect this process's sockets and event loop; with N relay
 replicas a tenant gets up to N times the rate, which is what N replicas can serve. A
@@ -20,12 +24,15 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Literal
 
 from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from cloud.relay.auth import RelayHTTPError
+
+LongPollSide = Literal["agents", "portal"]
 
 
 class _SweptMemoryStorage(MemoryStorage):
@@ -89,23 +96,25 @@ class TenantLimits:
         await self.hit("enroll", client)
 
     @asynccontextmanager
-    async def long_poll(self, tenant: str) -> AsyncIterator[None]:
-        """Rate-count a long-poll and hold one of the tenant's concurrent slots."""
-        if self._open_long_polls[tenant] >= self._max_long_polls:
+    async def long_poll(self, tenant: str, side: LongPollSide) -> AsyncIterator[None]:
+        """Rate-count a long-poll and hold one of the concurrent slots of the tenant's
+        `side` ("agents": lease polls; "portal": result waits)."""
+        key = f"{side}:{tenant}"
+        if self._open_long_polls[key] >= self._max_long_polls:
             raise RelayHTTPError(
                 429,
                 "too_many_long_polls",
-                f"this tenant has {self._max_long_polls} long-polls open already",
+                f"this tenant's {side} have {self._max_long_polls} long-polls open already",
                 headers={"Retry-After": "1"},
             )
-        await self.hit("long_poll", tenant)
-        self._open_long_polls[tenant] += 1
+        await self.hit("long_poll", key)
+        self._open_long_polls[key] += 1
         try:
             yield
         finally:
-            self._open_long_polls[tenant] -= 1
-            if self._open_long_polls[tenant] <= 0:
-                del self._open_long_polls[tenant]
+            self._open_long_polls[key] -= 1
+            if self._open_long_polls[key] <= 0:
+                del self._open_long_polls[key]
 
-    def open_long_polls(self, tenant: str) -> int:
-        return self._open_long_polls[tenant]
+    def open_long_polls(self, tenant: str, side: LongPollSide) -> int:
+        return self._open_long_polls[f"{side}:{tenant}"]

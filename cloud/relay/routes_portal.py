@@ -138,7 +138,7 @@ async def submit_body(
     queued nothing."""
     if wait <= 0:
         return await _submit(body, tenant, ctx)
-    async with ctx.limits.long_poll(tenant):
+    async with ctx.limits.long_poll(tenant, "portal"):
         submitted = await _submit(body, tenant, ctx)
         # Still pending at the end: {id, state}, as a submit answers.
         return await _result(submitted.id, request, tenant, ctx, wait, name_pending=True)
@@ -234,7 +234,7 @@ async def result(
 ) -> Response:
     if wait <= 0:
         return await _result(request_id, request, tenant, ctx, 0.0)
-    async with ctx.limits.long_poll(tenant):
+    async with ctx.limits.long_poll(tenant, "portal"):
         return await _result(request_id, request, tenant, ctx, wait)
 
 
@@ -295,7 +295,7 @@ async def wait_results(
     ids = list(dict.fromkeys(body.ids))
     if wait <= 0:
         return await _results(ids, request, tenant, ctx, 0.0)
-    async with ctx.limits.long_poll(tenant):
+    async with ctx.limits.long_poll(tenant, "portal"):
         return await _results(ids, request, tenant, ctx, wait)
 
 

@@ -4,6 +4,7 @@ limits and long-poll caps, and authentication before the body is parsed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -18,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.transports.base import EnrollmentFailed
 from agent.transports.relay import authorization_header, enroll
-from cloud.relay.client import RateLimited
+from cloud.relay.client import PortalClient, RateLimited, RelayError
 from tests.servers.relay import (
     EnrolledAgent,
     RelayProcess,
@@ -193,6 +194,34 @@ def test_long_polls_are_capped_per_tenant(relay_factory: Callable[..., RelayProc
         thread.join()
     with agents_a[2].transport() as transport:
         assert transport.lease(wait=0) is None  # slots are given back
+
+
+def test_portal_waits_never_lock_the_agents_out(relay_factory: Callable[..., RelayProcess]) -> None:
+    """A tenant's portals filling its long-poll slots with result waits must not stop
+    its agents from leasing: else no request is served until every wait runs out."""
+    relay = relay_factory(max_long_polls_per_tenant=2)
+    tenant, token = relay.create_tenant()
+    agent = relay.enroll_agent(tenant)
+    with relay.portal(token) as portal:
+        ids = [portal.submit(fake_envelope(tenant)) for _ in range(3)]
+        parked = [threading.Thread(target=_wait_quietly, args=(portal, request_id))
+                  for request_id in ids[:2]]
+        for thread in parked:
+            thread.start()
+        time.sleep(1.0)  # both waits parked in the relay
+        with pytest.raises(RateLimited) as info:
+            portal.poll_result(ids[2], wait=1)  # the portal's third: over its 2
+        assert info.value.code == "too_many_long_polls"
+        with agent.transport() as transport:
+            lease = transport.lease(wait=1)  # the agents' slots are their own
+        assert lease is not None and lease.request_id in ids
+        for thread in parked:
+            thread.join()
+
+
+def _wait_quietly(portal: PortalClient, request_id: str) -> None:
+    with contextlib.suppress(RelayError):
+        portal.wait_result(request_id, timeout=3)
 
 
 def _lease(agent: EnrolledAgent, wait: float) -> None:

@@ -48,15 +48,35 @@ def test_long_poll_slot_is_given_back_even_on_error() -> None:
 
     async def scenario() -> None:
         with pytest.raises(ValueError, match="boom"):
-            async with limits.long_poll("acme"):
+            async with limits.long_poll("acme", "portal"):
                 with pytest.raises(RelayHTTPError) as info:
-                    async with limits.long_poll("acme"):
+                    async with limits.long_poll("acme", "portal"):
                         pass
                 assert info.value.code == "too_many_long_polls"
                 raise ValueError("boom")
-        assert limits.open_long_polls("acme") == 0
-        async with limits.long_poll("acme"):
-            assert limits.open_long_polls("acme") == 1
+        assert limits.open_long_polls("acme", "portal") == 0
+        async with limits.long_poll("acme", "portal"):
+            assert limits.open_long_polls("acme", "portal") == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_tenants_agents_and_portals_have_their_own_long_poll_slots() -> None:
+    """A portal's result waits filling its slots leave the agents' lease polls free."""
+    limits = _limits()
+
+    async def scenario() -> None:
+        async with limits.long_poll("acme", "portal"):
+            with pytest.raises(RelayHTTPError):
+                async with limits.long_poll("acme", "portal"):
+                    pass
+            async with limits.long_poll("acme", "agents"):
+                assert limits.open_long_polls("acme", "agents") == 1
+                with pytest.raises(RelayHTTPError):
+                    async with limits.long_poll("acme", "agents"):
+                        pass
+            async with limits.long_poll("other", "portal"):
+                pass
 
     asyncio.run(scenario())
 
