@@ -2,6 +2,12 @@
 request, the relay's PortalClient carries it, and the signed result is verified
 before anything is shown. Relay faults become results the pages already know
 (directory_unavailable), so a route never handles transport exceptions.
+
+The page threads share one `PortalCalls`: a request sent while no other is on its
+way is one call (submit and wait); requests sent together share batched submits and
+a few result long-polls. So a burst of users holds a bounded number of the tenant's
+long-polls at the relay (`max_long_polls_per_tenant`, agents' lease polls included)
+instead of one each, and is not refused with 429 for it.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from pydantic import SecretStr
 
 from cloud.portal.settings import PortalSettings
 from cloud.relay.client import PortalClient, RelayError, nothing_queued
+from cloud.relay.portal_calls import PortalCalls
 from cloud.sdk import (
     AgentPublicKeys,
     PortalSigner,
@@ -30,10 +37,12 @@ class AgentGateway:
                  log: Any) -> None:
         self._settings = settings
         self._client = client
+        self._calls = PortalCalls(client)
         self._signer = signer
         self._log = log
 
     def close(self) -> None:
+        self._calls.close()
         self._client.close()
 
     def _agents(self) -> list[AgentPublicKeys]:
@@ -69,8 +78,8 @@ class AgentGateway:
             self._log.warning("portal.agent_unreachable", op=op, user=user_id,
                               error=type(exc).__name__, detail=str(exc)[:300])
             return Status.DIRECTORY_UNAVAILABLE
-        try:  # one call: the submit and the wait for its result
-            raw = self._client.submit_and_wait(request.to_bytes(), timeout=s.agent_timeout_seconds)
+        try:  # alone, one call: the submit and the wait for its result
+            raw = self._calls.send(request.to_bytes(), request.id, timeout=s.agent_timeout_seconds)
             result = verify_result(raw, request=request, trusted_agents=agents)
         except (RelayError, ResultRejected) as exc:
             if nothing_queued(exc):  # nothing can change
