@@ -169,6 +169,19 @@ def nothing_queued(exc: BaseException) -> bool:
     )
 
 
+def once_queued(exc: RelayError, request_id: str, *, surely: bool = True) -> RelayError:
+    """What an error met while waiting for a request that was (`surely`) or may have
+    been queued stands for: never one that `nothing_queued` takes for a refusal (a
+    token revoked during the wait is no proof that nothing will be written), so those
+    become RequestMaybeQueued; the others (expired, in doubt, timed out) stay."""
+    if not nothing_queued(exc):
+        return exc
+    return RequestMaybeQueued(
+        f"submit: no result for request {request_id}, which "
+        f"{'was' if surely else 'may have been'} queued: {exc}"
+    )
+
+
 def _envelope_id(envelope: bytes) -> str | None:
     """The request id of an envelope the relay may have queued (for the lookup after a
     lost answer); None when it has none the relay accepts: such an envelope is refused,
@@ -359,11 +372,11 @@ class PortalClient:
             if lost is None:
                 raise
             raise lost from None  # never queued: as a failed submit
-        except RelayUnavailable as exc:
-            raise RequestMaybeQueued(
-                f"submit: no result for request {request_id}, which "
-                f"{'may have been' if lost else 'was'} queued: {exc}"
-            ) from exc
+        except RelayError as exc:
+            converted = once_queued(exc, request_id, surely=lost is None)
+            if converted is exc:
+                raise
+            raise converted from exc
 
     def submit_many(self, envelopes: Sequence[bytes]) -> list[SubmitAnswer]:
         """Queue up to 16 envelopes in one call, each as `submit` would: one answer per

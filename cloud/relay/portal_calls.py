@@ -17,7 +17,13 @@ from __future__ import annotations
 import threading
 import time
 
-from cloud.relay.client import PortalClient, RateLimited, RelayUnavailable
+from cloud.relay.client import (
+    PortalClient,
+    RateLimited,
+    RelayError,
+    RelayUnavailable,
+    once_queued,
+)
 from cloud.relay.submitter import Submitter
 from cloud.relay.waiter import ResultWaiter
 
@@ -51,7 +57,13 @@ class PortalCalls:
                 return self._client.wait_submitted(
                     request_id, deadline - time.monotonic(), lost=exc
                 )
-            return self._waiter.wait(request_id, timeout=deadline - time.monotonic())
+            try:
+                return self._waiter.wait(request_id, timeout=deadline - time.monotonic())
+            except RelayError as exc:  # queued: never "nothing was queued" from here on
+                converted = once_queued(exc, request_id)
+                if converted is exc:
+                    raise
+                raise converted from exc
         finally:
             with self._lock:
                 self._sending -= 1

@@ -5,6 +5,8 @@ its calls against the real relay are in tests/integration/relay."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -15,9 +17,12 @@ from cloud.relay.client import (
     RateLimited,
     RelayError,
     RelayUnavailable,
+    RequestExpired,
     RequestMaybeQueued,
     UnknownRequest,
+    nothing_queued,
 )
+from cloud.relay.portal_calls import PortalCalls
 from tests.servers.certs import make_server_cert
 from tests.servers.scripted_http import DROP, GARBAGE, Received, Reply, ScriptedServer
 
@@ -138,3 +143,67 @@ def test_submit_and_wait_pending_answer_without_an_id_is_a_clear_error(body: obj
         portal.submit_and_wait(SUBMITTED, timeout=5)
     assert type(info.value) is RelayError and "no id" in str(info.value)
     assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("wait_answer", "expected"),
+    [
+        # The token revoked while the queued request was waited for: no proof that
+        # nothing will be written.
+        (Reply(403, {"error": "forbidden"}), RequestMaybeQueued),
+        (Reply(503, {"error": "busy"}), RequestMaybeQueued),
+        (Reply(410, {"state": "expired"}), RequestExpired),  # the relay says: never written
+    ],
+)
+def test_an_error_after_the_request_was_queued_never_reads_nothing_queued(
+    wait_answer: Reply, expected: type[RelayError]
+) -> None:
+    def script(request: Received) -> Reply:
+        if request.method == "POST":  # submitted, still pending at the end of the wait
+            return Reply(202, {"id": "r1", "state": "queued"})
+        return wait_answer
+
+    with ScriptedServer(script) as server, PortalClient(server.url, TOKEN) as portal, \
+            pytest.raises(RelayError) as info:
+        portal.submit_and_wait(SUBMITTED, timeout=5)
+    assert type(info.value) is expected
+    assert not nothing_queued(info.value)
+
+
+def test_shared_calls_never_read_nothing_queued_after_the_submit() -> None:
+    """PortalCalls: a request sent while another is on its way is submitted over the
+    shared calls, then waited for over the shared long-poll; a refusal of that wait
+    (a token revoked meanwhile) is RequestMaybeQueued, as in the one-call path."""
+    first_sent = threading.Event()
+
+    def script(request: Received) -> Reply:
+        target = request.target.split("?")[0]
+        if request.method == "POST" and "wait=" in request.target and target == "/v1/requests":
+            first_sent.set()
+            time.sleep(1.0)  # the lone request's call is still on its way
+            return Reply(202, {"id": "first", "state": "queued"})
+        if target == "/v1/requests":
+            return Reply(202, {"id": "second", "state": "queued"})
+        if target == "/v1/requests:batch":
+            return Reply(200, {"outcomes": [{"id": "second", "state": "queued"}]})
+        return Reply(403, {"error": "forbidden"})  # the waits, once queued
+
+    errors: dict[str, BaseException] = {}
+
+    def send(calls: PortalCalls, name: str) -> None:
+        try:
+            calls.send(json.dumps({"header": {"id": name}}).encode(), name, timeout=5)
+        except RelayError as exc:
+            errors[name] = exc
+
+    with ScriptedServer(script) as server, PortalClient(server.url, TOKEN) as portal, \
+            PortalCalls(portal) as calls:
+        lone = threading.Thread(target=send, args=(calls, "first"))
+        lone.start()
+        assert first_sent.wait(5)
+        send(calls, "second")
+        lone.join(10)
+    assert {name: type(exc) for name, exc in errors.items()} == {
+        "first": RequestMaybeQueued, "second": RequestMaybeQueued,
+    }
+    assert any(r.target.startswith("/v1/requests/results:wait") for r in server.requests)
