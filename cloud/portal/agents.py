@@ -6,8 +6,8 @@ before anything is shown. Relay faults become results the pages already know
 The page threads share one `PortalCalls`: a request sent while no other is on its
 way is one call (submit and wait); requests sent together share batched submits and
 a few result long-polls. So a burst of users holds a bounded number of the tenant's
-long-polls at the relay (`max_long_polls_per_tenant`, agents' lease polls included)
-instead of one each, and is not refused with 429 for it.
+portal long-polls at the relay (`max_long_polls_per_tenant`) instead of one each, and
+is not refused with 429 for it.
 """
 
 from __future__ import annotations

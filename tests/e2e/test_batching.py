@@ -67,7 +67,7 @@ def test_a_burst_of_portal_users_shares_the_tenants_long_polls(
 ) -> None:
     """The self-service portal's page threads (cloud/portal/agents.py) share their
     relay calls: twelve users resetting at once hold a few long-polls, not twelve, so
-    a tenant allowed 8 (the agent's lease poll among them) refuses none of them."""
+    a tenant whose portals are allowed 8 refuses none of them."""
     relay = start_relay(tmp_path / "relay", max_long_polls_per_tenant=8)
     signer = PortalSigner.generate()
     system = AgentSystem.create(
