@@ -10,7 +10,7 @@ import pytest
 import tomli_w
 
 from agent.config import ConfigError, DirectoryConfig, load_settings
-from agent.journal import ClaimKind, Journal, State
+from agent.journal import ClaimKind, Journal, JournalError, State
 from agent.routing import DirectoryRouter
 from agent.scope import dn_within, not_managed_reason
 from connectors.base import DirectoryUser, LookupKind
@@ -213,3 +213,41 @@ def test_routing_by_suffix_domain_and_default() -> None:
         DirectoryRouter([ad, ldap.model_copy(update={"default": False})]).route(LookupKind.ID, "x")
         is not None
     )
+
+
+def test_marks_asked_while_one_is_synced_share_the_next_commit(tmp_path: Path) -> None:
+    """A burst of permits comes back in one answer, and each worker's "writing" mark
+    must be on disk before its write: the marks asked while the sync thread is busy go
+    in one synced commit (one fsync), each done only once that commit is."""
+    path = tmp_path / "j.sqlite3"
+    journal = Journal(path)
+    for n in range(10):
+        journal.claim(f"r{n}", op="reset", user_ref=f"user{n}")
+    journal.mark_writing_soon("r0", lease_id="L0").result(timeout=10)
+    sync = journal._sync
+    assert sync is not None
+    statements: list[str] = []
+    sync.submit(lambda: journal._conn().set_trace_callback(statements.append)).result()
+    busy = threading.Event()
+    sync.submit(busy.wait, 10)  # the sync thread is syncing something else
+    marks = [journal.mark_writing_soon(f"r{n}", lease_id=f"L{n}") for n in range(1, 10)]
+    assert not any(mark.done() for mark in marks)
+    busy.set()
+    for mark in marks:
+        mark.result(timeout=10)
+    assert statements.count("COMMIT") == 1, statements
+    other = Journal(path)  # as after a restart: all on disk, each under its lease
+    assert all(other.state(f"r{n}") is State.WRITING for n in range(10))
+    journal.finish("r3", status="succeeded", result=b"{}")
+    assert [row[:2] for row in other.unposted(60)] == [("r3", "L3")]
+
+
+def test_a_failed_mark_fails_every_write_waiting_on_it(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    journal.claim("r1", op="reset", user_ref="alice")
+    journal.mark_writing_soon("r1", lease_id="L1").result(timeout=10)
+    sync = journal._sync
+    assert sync is not None
+    sync.submit(lambda: journal._conn().close()).result()  # the sync thread's file is gone
+    with pytest.raises(JournalError, match="writing mark of r2 failed"):
+        journal.mark_writing_soon("r2", lease_id="L2").result(timeout=10)
