@@ -204,7 +204,7 @@ class Journal:
             return
         try:
             self._mark_many([(request_id, lease_id) for request_id, lease_id, _ in marks])
-        except Exception as exc:  # noqa: BLE001  # each asker gets it; the write stays unsent
+        except BaseException as exc:  # noqa: BLE001  # each asker gets it; the write stays unsent
             for request_id, _, done in marks:
                 failed = JournalError(f"the writing mark of {request_id} failed: {exc!r}")
                 failed.__cause__ = exc
