@@ -39,7 +39,7 @@ import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from cloud.relay.models import ID_PATTERN
 from wire.http_connection import FAULTS, Answer, Connections, tls_context
@@ -169,17 +169,18 @@ def nothing_queued(exc: BaseException) -> bool:
     )
 
 
-def once_queued(exc: RelayError, request_id: str, *, surely: bool = True) -> RelayError:
-    """What an error met while waiting for a request that was (`surely`) or may have
-    been queued stands for: never one that `nothing_queued` takes for a refusal (a
-    token revoked during the wait is no proof that nothing will be written), so those
-    become RequestMaybeQueued; the others (expired, in doubt, timed out) stay."""
+def raise_once_queued(exc: RelayError, request_id: str, *, surely: bool = True) -> NoReturn:
+    """Raise an error met while waiting for a request that was (`surely`) or may have
+    been queued as what it stands for: never one that `nothing_queued` takes for a
+    refusal (a token revoked during the wait is no proof that nothing will be
+    written), so those become RequestMaybeQueued; the others (expired, in doubt,
+    timed out) are raised as they are."""
     if not nothing_queued(exc):
-        return exc
-    return RequestMaybeQueued(
+        raise exc
+    raise RequestMaybeQueued(
         f"submit: no result for request {request_id}, which "
         f"{'was' if surely else 'may have been'} queued: {exc}"
-    )
+    ) from exc
 
 
 def _envelope_id(envelope: bytes) -> str | None:
@@ -373,10 +374,7 @@ class PortalClient:
                 raise
             raise lost from None  # never queued: as a failed submit
         except RelayError as exc:
-            converted = once_queued(exc, request_id, surely=lost is None)
-            if converted is exc:
-                raise
-            raise converted from exc
+            raise_once_queued(exc, request_id, surely=lost is None)
 
     def submit_many(self, envelopes: Sequence[bytes]) -> list[SubmitAnswer]:
         """Queue up to 16 envelopes in one call, each as `submit` would: one answer per

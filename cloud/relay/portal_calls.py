@@ -22,7 +22,7 @@ from cloud.relay.client import (
     RateLimited,
     RelayError,
     RelayUnavailable,
-    once_queued,
+    raise_once_queued,
 )
 from cloud.relay.submitter import Submitter
 from cloud.relay.waiter import ResultWaiter
@@ -60,10 +60,7 @@ class PortalCalls:
             try:
                 return self._waiter.wait(request_id, timeout=deadline - time.monotonic())
             except RelayError as exc:  # queued: never "nothing was queued" from here on
-                converted = once_queued(exc, request_id)
-                if converted is exc:
-                    raise
-                raise converted from exc
+                raise_once_queued(exc, request_id)
         finally:
             with self._lock:
                 self._sending -= 1
