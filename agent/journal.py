@@ -132,29 +132,26 @@ class Journal:
     def _claim(
         conn: sqlite3.Connection, request_id: str, op: str, user_ref: str, now: float
     ) -> Claim:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        # One statement, so one implicit transaction: a new id (the usual case) is
+        # claimed by the insert itself; an id seen before is read after it.
+        while True:
+            inserted = conn.execute(
+                "INSERT INTO requests (id, state, op, user_ref, received_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
+                (request_id, State.RECEIVED, op, user_ref, now, now),
+            ).rowcount
+            if inserted:
+                return Claim(ClaimKind.NEW)
             row = conn.execute(
                 "SELECT state, result FROM requests WHERE id = ?", (request_id,)
             ).fetchone()
-            if row is None:
-                conn.execute(
-                    "INSERT INTO requests (id, state, op, user_ref, received_at, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (request_id, State.RECEIVED, op, user_ref, now, now),
-                )
-                claim = Claim(ClaimKind.NEW)
-            elif row[0] == State.DONE:
-                claim = Claim(ClaimKind.DONE, bytes(row[1]) if row[1] is not None else None)
-            elif row[0] == State.IN_DOUBT:
-                claim = Claim(ClaimKind.IN_DOUBT)
-            else:
-                claim = Claim(ClaimKind.BUSY)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return claim
+            if row is None:  # forgotten or pruned since the insert: claim it again
+                continue
+            if row[0] == State.DONE:
+                return Claim(ClaimKind.DONE, bytes(row[1]) if row[1] is not None else None)
+            if row[0] == State.IN_DOUBT:
+                return Claim(ClaimKind.IN_DOUBT)
+            return Claim(ClaimKind.BUSY)
 
     def mark_writing(self, request_id: str, *, lease_id: str | None = None) -> None:
         """The durable mark: fsynced before this returns (and the write goes out).
@@ -192,12 +189,13 @@ class Journal:
             if self._sync is None:
                 self._sync = ThreadPoolExecutor(1, thread_name_prefix="journal-sync")
             self._unsynced.append((request_id, lease_id, done))
-            self._sync.submit(self._sync_marks)
+            if len(self._unsynced) == 1:  # else a drain is already due to take it
+                self._sync.submit(self._sync_marks)
         return done
 
     def _sync_marks(self) -> None:
-        """On the sync thread: every mark asked so far, in one commit (a later call
-        finds them taken and does nothing)."""
+        """On the sync thread: every mark asked so far, in one commit. One drain is
+        due at a time: a mark that finds others waiting joins them."""
         with self._sync_lock:
             marks, self._unsynced = self._unsynced, []
         if not marks:
@@ -224,11 +222,25 @@ class Journal:
                 (State.RECEIVED, request_id, State.WRITING),
             )
 
-    def mark_posted(self, request_id: str) -> None:
-        """The relay has the answer (or has one from another agent): nothing to resend."""
+    def mark_posted(self, *request_ids: str) -> None:
+        """The relay has these answers (or has others from another agent): nothing to
+        resend. Several (one result batch) in one commit."""
+        if not request_ids:
+            return
         conn = self._conn()
         with self._writes:
-            conn.execute("UPDATE requests SET posted = 1 WHERE id = ?", (request_id,))
+            if len(request_ids) == 1:
+                conn.execute("UPDATE requests SET posted = 1 WHERE id = ?", request_ids)
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "UPDATE requests SET posted = 1 WHERE id = ?", [(i,) for i in request_ids]
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
 
     def unposted(self, newer_than_seconds: float) -> list[tuple[str, str, bytes]]:
         """(request id, lease id, signed result) of written requests whose answer the

@@ -204,8 +204,7 @@ class ResultPoster:
                     )
                     item.done.set()
                 return
-            for item, outcome in zip(pending, outcomes, strict=True):
-                self._settle(item, outcome)
+            self._settle(list(zip(pending, outcomes, strict=True)))
             return
 
     def _expired(self, item: _Item, exc: TransportError) -> bool:
@@ -222,22 +221,27 @@ class ResultPoster:
         item.done.set()
         return True
 
-    def _settle(self, item: _Item, outcome: str) -> None:
-        request_id = item.lease.request_id
+    def _settle(self, answered: list[tuple[_Item, str]]) -> None:
+        """Journal the results the relay has (one commit for the batch), log the
+        others, and wake every worker waiting on one."""
         try:
-            if outcome == RESULT_STORED:
-                self._journal.mark_posted(request_id)
-            elif outcome == RESULT_LEASE_LOST:
-                self._journal.mark_posted(request_id)  # another answer is stored
-                self._log.info("result.not_posted", request_id=request_id, detail="lease lost")
-            else:
-                self._log.error(
-                    "result.not_posted",
-                    request_id=request_id,
-                    detail=f"the relay refused the result: {outcome}",
-                )
+            self._journal.mark_posted(
+                *(item.lease.request_id for item, outcome in answered
+                  if outcome in (RESULT_STORED, RESULT_LEASE_LOST))
+            )
+            for item, outcome in answered:
+                request_id = item.lease.request_id
+                if outcome == RESULT_LEASE_LOST:  # another answer is stored
+                    self._log.info("result.not_posted", request_id=request_id, detail="lease lost")
+                elif outcome != RESULT_STORED:
+                    self._log.error(
+                        "result.not_posted",
+                        request_id=request_id,
+                        detail=f"the relay refused the result: {outcome}",
+                    )
         finally:
-            item.done.set()
+            for item, _ in answered:
+                item.done.set()
 
 
 def post_one(

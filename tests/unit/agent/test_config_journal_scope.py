@@ -251,3 +251,27 @@ def test_a_failed_mark_fails_every_write_waiting_on_it(tmp_path: Path) -> None:
     sync.submit(lambda: journal._conn().close()).result()  # the sync thread's file is gone
     with pytest.raises(JournalError, match="writing mark of r2 failed"):
         journal.mark_writing_soon("r2", lease_id="L2").result(timeout=10)
+
+
+def test_a_result_batch_is_journaled_posted_in_one_commit(tmp_path: Path) -> None:
+    """The relay acknowledges a batch of results in one answer: their "posted" marks
+    go in one commit, and none of them is posted again after a restart."""
+    path = tmp_path / "j.sqlite3"
+    journal = Journal(path)
+    for n in range(4):
+        journal.claim(f"r{n}", op="reset", user_ref=f"user{n}")
+        journal.mark_writing(f"r{n}", lease_id=f"L{n}")
+        journal.finish(f"r{n}", status="succeeded", result=b"{}")
+    statements: list[str] = []
+    journal._conn().set_trace_callback(statements.append)
+    journal.mark_posted("r0", "r1", "r2")
+    assert statements.count("COMMIT") == 1, statements
+    assert [row[0] for row in Journal(path).unposted(60)] == ["r3"]
+
+
+def test_an_id_claimed_again_after_it_was_forgotten_is_new(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    assert journal.claim("r1", op="reset", user_ref="alice").kind is ClaimKind.NEW
+    journal.forget("r1")  # shut down before the work began
+    assert journal.claim("r1", op="reset", user_ref="alice").kind is ClaimKind.NEW
+    assert journal.claim("r1", op="reset", user_ref="alice").kind is ClaimKind.BUSY
