@@ -33,7 +33,7 @@ from cloud.relay.models import (
     SubmitOutcomes,
     Submitted,
 )
-from cloud.relay.notify import group_key, request_key
+from cloud.relay.notify import group_key, request_key, woken_first
 from cloud.relay.store import QueueStore, RequestState, RequestStatus, StoreError
 
 log = structlog.get_logger("writeback.relay")
@@ -137,11 +137,15 @@ async def submit_body(
     long-poll slot is taken first, so a call refused for too many long-polls (429) has
     queued nothing."""
     if wait <= 0:
-        return await _submit(body, tenant, ctx)
+        submitted = await _submit(body, tenant, ctx)
+        await woken_first()  # the agent's lease poll hears of it before the portal
+        return submitted
     async with ctx.limits.long_poll(tenant, "portal"):
         submitted = await _submit(body, tenant, ctx)
         # Still pending at the end: {id, state}, as a submit answers.
-        return await _result(submitted.id, request, tenant, ctx, wait, name_pending=True)
+        return await _result(
+            submitted.id, request, tenant, ctx, wait, name_pending=True, just_queued=True
+        )
 
 
 @router.post("/requests:batch", response_model=SubmitOutcomes)
@@ -162,6 +166,7 @@ async def submit_many(body: SubmitBatch, tenant: PortalTenant, ctx: Ctx) -> Subm
         outcomes.append(
             SubmitOutcome(error=refused.code, status=refused.status, message=refused.message)
         )
+    await woken_first()  # the lease polls woken for the batch take it before the portal hears
     return SubmitOutcomes(outcomes=outcomes)
 
 
@@ -246,11 +251,18 @@ async def _result(
     wait: float,
     *,
     name_pending: bool = False,
+    just_queued: bool = False,
 ) -> Response:
+    """`just_queued`: this call queued the request and has not yielded since, so no
+    agent can have answered it yet: the first status read is skipped, and the first
+    wait is what lets the woken lease poll take it."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, ctx.settings.max_result_wait)
     key = request_key(tenant, request_id)
     waited = False
+    if just_queued and not ctx.stopping:
+        await ctx.notifier.wait(key, min(ctx.settings.poll_interval, wait))
+        waited = True
     while True:
         status = await ctx.read(ctx.store.request_status, tenant, request_id, ctx.clock())
         if status is None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from agent.transports.base import Lease
+from agent.transports.relay import authorization_header
 from cloud.relay.client import (
     DuplicateRequest,
     Forbidden,
@@ -218,3 +219,41 @@ def test_the_portal_hears_a_result_before_the_agent_hears_stored(
                 readable, _, _ = select.select([waiting], [], [], 0)
                 assert readable, f"the agent's post (batch={batch}) was answered first"
                 assert waiting.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+def _parked_lease(relay: RelayProcess, agent: EnrolledAgent) -> socket.socket:
+    """An agent's lease long-poll on a socket of its own, signed as the agent signs it,
+    parked in the relay."""
+    host, port = relay.base_url.removeprefix("http://").split(":")
+    target = b"/v1/agent/leases?wait=20&max=1"
+    auth = authorization_header(agent.signing_key, agent.agent_id, "POST", target, b"")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(
+        b"POST " + target + f" HTTP/1.1\r\nHost: {host}\r\nAuthorization: {auth}\r\n"
+        "Content-Length: 0\r\n\r\n".encode()
+    )
+    return sock
+
+
+def test_the_agent_hears_of_a_request_before_the_portal_hears_queued(
+    relay: RelayProcess, tenant: tuple[str, str], enroll_agent: Callable[..., EnrolledAgent]
+) -> None:
+    """A submit wakes the agent's lease long-poll, and the relay answers that poll
+    before it answers the submit: the agent starts on the request first (its work is
+    what the portal then waits for). A single submit and a batch of one, five times
+    each; the batch wakes the poll once, after all of it is queued."""
+    agent = enroll_agent()
+    with relay.portal(tenant[1]) as portal:
+        for batch in (False, True) * 5:
+            envelope = fake_envelope(tenant[0])
+            with closing(_parked_lease(relay, agent)) as polling:
+                time.sleep(0.2)  # parked
+                if batch:
+                    assert [o.id for o in portal.submit_many([envelope])] == [_id(envelope)]
+                else:
+                    portal.submit(envelope)
+                readable, _, _ = select.select([polling], [], [], 0)
+                assert readable, f"the submit (batch={batch}) was answered first"
+                answer = polling.recv(65536)
+                assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+                assert _id(envelope).encode() in answer
