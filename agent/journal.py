@@ -31,8 +31,8 @@ survive a crash of the process and are synced with the next FULL commit; a power
 may lose the latest of them, which costs nothing: a lost claim is claimed again (the
 relay's write permit stops a second write) and a lost "done" reads as "writing", so
 the request is answered in_doubt. One connection per thread; SQLite serialises
-writers and `claim` runs in an IMMEDIATE transaction so two workers handed the same
-request id cannot both claim it.
+writers and `claim` is one INSERT that does nothing when the id is there, so two
+workers handed the same request id cannot both claim it.
 """
 
 from __future__ import annotations
