@@ -134,7 +134,7 @@ class Journal:
     ) -> Claim:
         # One statement, so one implicit transaction: a new id (the usual case) is
         # claimed by the insert itself; an id seen before is read after it.
-        while True:
+        for _ in range(3):
             inserted = conn.execute(
                 "INSERT INTO requests (id, state, op, user_ref, received_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
@@ -152,6 +152,7 @@ class Journal:
             if row[0] == State.IN_DOUBT:
                 return Claim(ClaimKind.IN_DOUBT)
             return Claim(ClaimKind.BUSY)
+        return Claim(ClaimKind.BUSY)  # dropped again and again meanwhile: redelivered later
 
     def mark_writing(self, request_id: str, *, lease_id: str | None = None) -> None:
         """The durable mark: fsynced before this returns (and the write goes out).
