@@ -40,7 +40,9 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -63,6 +65,19 @@ CREATE INDEX IF NOT EXISTS requests_updated ON requests (updated_at);
 # has acknowledged the answer. Added to older journals when opened.
 _CACHE_KIB = 256  # SQLite page cache per connection (the default is 2,000 KiB)
 _LATER_COLUMNS = (("lease_id", "TEXT"), ("posted", "INTEGER NOT NULL DEFAULT 0"))
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction on an autocommit connection: committed, or rolled back
+    when the block raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 class JournalError(Exception):
@@ -167,16 +182,11 @@ class Journal:
         with self._writes:
             conn.execute("PRAGMA synchronous=FULL")
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
+                with _immediate(conn):
                     conn.executemany(
                         "UPDATE requests SET state = ?, lease_id = ?, updated_at = ? WHERE id = ?",
                         [(State.WRITING, lease, now, request) for request, lease in marks],
                     )
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
             finally:
                 conn.execute("PRAGMA synchronous=NORMAL")
 
@@ -229,19 +239,10 @@ class Journal:
         if not request_ids:
             return
         conn = self._conn()
-        with self._writes:
-            if len(request_ids) == 1:
-                conn.execute("UPDATE requests SET posted = 1 WHERE id = ?", request_ids)
-                return
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(
-                    "UPDATE requests SET posted = 1 WHERE id = ?", [(i,) for i in request_ids]
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._writes, _immediate(conn):
+            conn.executemany(
+                "UPDATE requests SET posted = 1 WHERE id = ?", [(i,) for i in request_ids]
+            )
 
     def unposted(self, newer_than_seconds: float) -> list[tuple[str, str, bytes]]:
         """(request id, lease id, signed result) of written requests whose answer the
@@ -294,8 +295,7 @@ class Journal:
         redelivery is processed normally and the relay's permit decides (in_doubt
         unless the write marker proves the entry unchanged)."""
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(conn):
             rows = conn.execute(
                 "SELECT id, lease_id FROM requests WHERE state = ?", (State.WRITING,)
             ).fetchall()
@@ -308,10 +308,6 @@ class Journal:
                 "DELETE FROM requests WHERE state = ? OR (state = ? AND lease_id IS NOT NULL)",
                 (State.RECEIVED, State.WRITING),
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return [r[0] for r in rows if r[1] is None], [r[0] for r in rows if r[1] is not None]
 
     def prune(self, older_than_seconds: float) -> int:

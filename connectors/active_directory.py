@@ -123,6 +123,9 @@ class ActiveDirectoryConnector:
         self._session = LdapSession(settings, prepare=_no_referrals)
         self._root: dict[str, Any] | None = None  # rootDSE, read once per instance
         self._policies: TtlCache[dict[str, Any]] = TtlCache(settings.policy_cache_seconds)
+        # _strictest's answer and the two cached reads it came from (the same objects
+        # until either is read again): asked by the lookup and again by the write.
+        self._strictest_of: tuple[object, object, PasswordPolicy | None] | None = None
 
     def __repr__(self) -> str:  # never the bind password
         return f"ActiveDirectoryConnector(name={self.settings.name!r}, urls={self.settings.urls!r})"
@@ -308,17 +311,23 @@ class ActiveDirectoryConnector:
         if not listing["listed"]:
             return None
         try:
-            domain = pol.policy_from_domain(self._domain_policy_attrs())
+            attrs = self._domain_policy_attrs()
         except DirectoryUnavailable:
             raise
         except DirectoryError:  # the domain head not readable: never "user not found"
             return None
+        memo = self._strictest_of
+        if memo is not None and memo[0] is listing and memo[1] is attrs:
+            return memo[2]
+        domain = pol.policy_from_domain(attrs)
         psos = [pol.policy_from_pso(dn, a) for dn, a in listing["psos"].items()]
-        if any(p.min_length > domain.min_length or p.complexity > domain.complexity
-               for p in psos):
-            return None
-        min_age = max([domain.min_age, *(p.min_age for p in psos)])
-        return dataclasses.replace(domain, min_age=min_age, source="strictest")
+        strictest = None
+        if not any(p.min_length > domain.min_length or p.complexity > domain.complexity
+                   for p in psos):
+            min_age = max([domain.min_age, *(p.min_age for p in psos)])
+            strictest = dataclasses.replace(domain, min_age=min_age, source="strictest")
+        self._strictest_of = (listing, attrs, strictest)
+        return strictest
 
     # ------------------------------------------------------------------ writes
 
