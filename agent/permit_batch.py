@@ -29,7 +29,8 @@ class _Ask:
     lease: Lease
     key: str
     ordered: bool
-    marker: str | None = None
+    marker: str | None
+    wake: threading.Condition  # this worker's own: woken when answered, or to send next
     permit: Permit | None = None
     error: TransportError | None = None
     done: bool = False
@@ -60,7 +61,11 @@ class PermitBatcher:
         self._most = max(1, min(most, 16))  # the relay takes up to 16 per call
         self._working = working  # requests being worked on now (each may ask a permit)
         self._linger = linger
-        self._cond = threading.Condition()
+        # One lock; each waiting worker has its own condition on it, so an answer or a
+        # turn to send wakes only the worker it is for (a shared notify_all woke every
+        # waiting worker at each ask: up to 15 futile wake-ups per permit at 16 at work).
+        self._lock = threading.Lock()
+        self._company = threading.Condition(self._lock)  # the lingering sender's
         self._queue: list[_Ask] = []
         self._sending = False
 
@@ -73,14 +78,14 @@ class PermitBatcher:
         ordered: bool,
         marker: str | None = None,
     ) -> Permit:
-        ask = _Ask(lease, user_key, ordered, marker)
-        with self._cond:
+        ask = _Ask(lease, user_key, ordered, marker, threading.Condition(self._lock))
+        with self._lock:
             self._queue.append(ask)
-            self._cond.notify_all()  # a lingering sender may be waiting for company
+            self._company.notify()  # a lingering sender may be waiting for company
         while True:
-            with self._cond:
+            with self._lock:
                 while self._sending and not ask.done:
-                    self._cond.wait()
+                    ask.wake.wait()
                 if ask.done:
                     return ask.answer()
                 self._sending = True
@@ -89,13 +94,15 @@ class PermitBatcher:
             try:
                 self._send(transport, batch)
             finally:
-                with self._cond:
+                with self._lock:
                     for item in batch:  # a bug in _send must not leave a worker waiting
                         if not item.done:
                             item.error = TransportError("the permit call failed")
                             item.done = True
+                        item.wake.notify()
                     self._sending = False
-                    self._cond.notify_all()
+                    if self._queue:  # the oldest ask still queued sends the next call
+                        self._queue[0].wake.notify()
 
     def _gather(self) -> None:
         """With the lock held: wait up to `linger` while other requests being worked on
@@ -105,7 +112,7 @@ class PermitBatcher:
             left = until - time.monotonic()
             if left <= 0:
                 return
-            self._cond.wait(left)
+            self._company.wait(left)
 
     def _send(self, transport: Transport, batch: list[_Ask]) -> None:
         if len(batch) == 1:  # alone: the single call, exactly as without batching

@@ -138,3 +138,52 @@ def test_the_wait_for_company_ends_after_the_linger() -> None:
     permit = BatchedPermitTransport(agent, batcher).permit(lease, "M" * 64, ordered=True)
     assert permit.decision is PermitDecision.GRANTED
     assert 0.15 <= time.monotonic() - started < 2.0
+
+
+class _SlowBatches(MemoryTransport):
+    """Every call takes a little while, so asks pile up behind it."""
+
+    def permit(
+        self, lease: Lease, user_key: str, *, ordered: bool, marker: str | None = None
+    ) -> Permit:
+        time.sleep(0.01)
+        return super().permit(lease, user_key, ordered=ordered, marker=marker)
+
+    def permit_many(
+        self, asks: list[tuple[Lease, str, bool, str | None]]
+    ) -> list[Permit | None]:
+        time.sleep(0.01)
+        return super().permit_many(asks)
+
+
+def test_forty_workers_at_once_each_get_their_own_answer_and_none_is_left_waiting() -> None:
+    # More asks than one call carries (16): the calls follow one another, each asked by
+    # the oldest ask still queued, until every worker has its answer.
+    queue = MemoryQueue()
+    agent = _SlowBatches(queue, "a")
+    leases = _leases(queue, agent, 40, at=400)
+    batcher = PermitBatcher(working=lambda: 40, linger=0.002)
+    answers: dict[int, Permit | Exception] = {}
+    go = threading.Barrier(40)
+
+    def ask(n: int) -> None:
+        go.wait()
+        try:
+            answers[n] = BatchedPermitTransport(agent, batcher).permit(
+                leases[n], f"{n:02d}" * 32, ordered=True)
+        except Exception as exc:  # noqa: BLE001  # the test checks what each got
+            answers[n] = exc
+
+    threads = [threading.Thread(target=ask, args=(n,), daemon=True) for n in range(40)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    assert not any(thread.is_alive() for thread in threads)  # nobody left waiting
+    assert sorted(answers) == list(range(40))
+    for n, answer in answers.items():
+        assert isinstance(answer, Permit), answer
+        assert answer.decision is PermitDecision.GRANTED
+        assert answer.lease.request_id == leases[n].request_id  # its own, not another's
+    assert max(queue.permit_batches) <= 16
