@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 
 from agent.permit_batch import BatchedPermitTransport, PermitBatcher
 from agent.transports.base import Lease, LeaseLost, Permit, TransportUnavailable
@@ -150,7 +151,7 @@ class _SlowBatches(MemoryTransport):
         return super().permit(lease, user_key, ordered=ordered, marker=marker)
 
     def permit_many(
-        self, asks: list[tuple[Lease, str, bool, str | None]]
+        self, asks: Sequence[tuple[Lease, str, bool, str | None]]
     ) -> list[Permit | None]:
         time.sleep(0.01)
         return super().permit_many(asks)
