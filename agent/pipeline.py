@@ -89,6 +89,7 @@ class _State:
     log: Any = None
     claimed: bool = False  # this worker holds the journal row
     writing: bool = False  # the write may have gone out
+    on_writing: Callable[[], None] | None = None  # told when the directory write starts
 
 
 class Pipeline:
@@ -126,11 +127,13 @@ class Pipeline:
         *,
         request_id_hint: str | None = None,
         permits: PermitGate | None = None,
+        writing: Callable[[], None] | None = None,
     ) -> bytes | Deferred:
         """Signed result bytes, or what to do with the lease when there is no answer
-        to post. Never raises: an unexpected exception becomes a signed answer."""
+        to post. Never raises: an unexpected exception becomes a signed answer.
+        `writing` is called when the directory write starts (agent/idle_workers.py)."""
         run = Run(int(self._clock()), time.monotonic(), self._log)
-        state = _State()
+        state = _State(on_writing=writing)
         try:
             return self._handle(raw, request_id_hint, permits, run, state)
         except LeaseLost:
@@ -266,6 +269,8 @@ class Pipeline:
             else:
                 self._journal.mark_writing(header.id)
             state.writing = True
+            if state.on_writing is not None:
+                state.on_writing()
             outcome = self._write(header, secrets, connector, user, deadline)
             outcome.directory = directory.name
             return outcome

@@ -34,7 +34,7 @@ from typing import Any
 
 from agent.config import Settings
 from agent.connector_pool import ConnectorPool
-from agent.idle_workers import IdleWorkers
+from agent.idle_workers import IdleWorkers, InHand
 from agent.jobs import PeriodicJobs
 from agent.journal import Journal
 from agent.outcome import Identity
@@ -317,12 +317,13 @@ class AgentService(PeriodicJobs):
                     self._release(transport, lease)
                     self._free.give()
                     continue
+                in_hand = InHand(self._free)
                 try:
-                    self._process(transport, lease)
+                    self._process(transport, lease, writing=in_hand.writing)
                 finally:
                     with self._in_flight_lock:
                         self._working.discard(threading.current_thread())
-                    self._free.give()
+                    in_hand.done()
         finally:
             transport.close()
 
@@ -335,7 +336,9 @@ class AgentService(PeriodicJobs):
             self._working.add(threading.current_thread())
             return True
 
-    def _process(self, transport: Transport, lease: Lease) -> None:
+    def _process(
+        self, transport: Transport, lease: Lease, *, writing: Callable[[], None] | None = None
+    ) -> None:
         asking = transport
         if self._permits is not None:
             asking = BatchedPermitTransport(transport, self._permits)
@@ -347,7 +350,10 @@ class AgentService(PeriodicJobs):
         try:
             with counted:
                 result = self._pipeline.handle(
-                    lease.envelope, request_id_hint=lease.request_id, permits=permits
+                    lease.envelope,
+                    request_id_hint=lease.request_id,
+                    permits=permits,
+                    writing=writing,
                 )
         except Exception:  # noqa: BLE001  # handle() answers everything; this is a last guard
             self._log.exception("request.crashed", request_id=lease.request_id)
