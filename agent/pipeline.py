@@ -269,6 +269,7 @@ class Pipeline:
             else:
                 self._journal.mark_writing(header.id)
             state.writing = True
+            state.log.debug("request.writing")  # bench/trace_one.py times the write from here
             if state.on_writing is not None:
                 state.on_writing()
             outcome = self._write(header, secrets, connector, user, deadline)

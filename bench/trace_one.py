@@ -8,6 +8,11 @@ directory) as bench_e2e.py starts it, requests one after another, each split int
              duration_ms the agent logs)
   back       request.succeeded -> the portal holds the verified result (the agent's
              result post, the relay wakes the portal's result long-poll)
+  total      the portal's submit -> the verified result in the portal's hands
+  outside    total minus the directory write (request.writing -> request.succeeded:
+             the write, then signing and journaling the answer): everything the
+             system adds to the write, without the DC's own spread (a Samba write
+             varies by several ms from one request to the next)
 
     .venv/bin/python bench/trace_one.py [--directory slapd|samba] [--requests 300]
 
@@ -50,10 +55,11 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument(
         "--portal",
-        choices=("shared", "direct"),
+        choices=("wait", "shared", "direct"),
         default="direct",
-        help="submit and wait through Submitter/ResultWaiter (as bench_e2e.py's portal) "
-        "or with PortalClient's own calls",
+        help="one call that submits and waits (submit_and_wait, what bench_e2e.py's "
+        "portal makes for a request alone; `submit` is then empty), submit and wait "
+        "through Submitter/ResultWaiter, or PortalClient's submit and wait_result",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="wb-trace-") as tmp:
@@ -85,13 +91,14 @@ def main() -> int:
                     )
                     body = request.to_bytes()
                     t0 = time.time()
-                    submit(body)
-                    t1 = time.time()
-                    result = verify_result(
-                        wait(request.id, timeout=60),
-                        request=request,
-                        trusted_agents=system.agents,
-                    )
+                    if args.portal == "wait":
+                        t1 = t0
+                        answer = client.submit_and_wait(body, timeout=60)
+                    else:
+                        submit(body)
+                        t1 = time.time()
+                        answer = wait(request.id, timeout=60)
+                    result = verify_result(answer, request=request, trusted_agents=system.agents)
                     t2 = time.time()
                     if result.status != "succeeded":
                         raise RuntimeError(f"{request.id}: {result.status}")
@@ -100,40 +107,45 @@ def main() -> int:
                     waiter.close()
                 time.sleep(0.5)
                 log = (system.root / "agent1" / "agent.log").read_text()
-        seen: dict[str, dict[str, float]] = {}
-        for line in log.splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("event") in ("request.received", "request.succeeded"):
-                seen.setdefault(event["request_id"], {})[event["event"]] = _stamp(
-                    event["timestamp"]
-                )
-        parts: dict[str, list[float]] = {
-            k: [] for k in ("submit", "to agent", "agent", "back", "total")
-        }
-        for request_id, (t0, t1, t2) in list(marks.items())[10:]:  # warm-up left out
-            agent = seen.get(request_id, {})
-            if len(agent) != 2:
-                continue
-            received, done = agent["request.received"], agent["request.succeeded"]
-            for name, value in (
-                ("submit", t1 - t0),
-                ("to agent", received - t1),
-                ("agent", done - received),
-                ("back", t2 - done),
-                ("total", t2 - t0),
-            ):
-                parts[name].append(value * 1000)
-        print(f"{args.directory}: {len(parts['total'])} requests one at a time, medians (ms)")
-        print(f"  raw ldap3 write p50 {raw.pct(0.5):.2f}")
-        for name, values in parts.items():
-            print(
-                f"  {name:9} {statistics.median(values):6.2f}   p90 "
-                f"{sorted(values)[int(len(values) * 0.9)]:6.2f}"
-            )
+        _report(args.directory, raw.pct(0.5), marks, log)
     return 0
+
+
+def _report(directory: str, raw_p50: float, marks: dict[str, list[float]], log: str) -> None:
+    """Medians of each part, from the portal's marks and the agent's debug log."""
+    seen: dict[str, dict[str, float]] = {}
+    for line in log.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("event") in ("request.received", "request.writing", "request.succeeded"):
+            seen.setdefault(event["request_id"], {})[event["event"]] = _stamp(event["timestamp"])
+    parts: dict[str, list[float]] = {
+        k: [] for k in ("submit", "to agent", "agent", "back", "total", "outside")
+    }
+    for request_id, (t0, t1, t2) in list(marks.items())[10:]:  # warm-up left out
+        agent = seen.get(request_id, {})
+        if len(agent) != 3:
+            continue
+        received, done = agent["request.received"], agent["request.succeeded"]
+        write = done - agent["request.writing"]
+        for name, value in (
+            ("submit", t1 - t0),
+            ("to agent", received - t1),
+            ("agent", done - received),
+            ("back", t2 - done),
+            ("total", t2 - t0),
+            ("outside", t2 - t0 - write),
+        ):
+            parts[name].append(value * 1000)
+    print(f"{directory}: {len(parts['total'])} requests one at a time, medians (ms)")
+    print(f"  raw ldap3 write p50 {raw_p50:.2f}")
+    for name, values in parts.items():
+        print(
+            f"  {name:9} {statistics.median(values):6.2f}   p90 "
+            f"{sorted(values)[int(len(values) * 0.9)]:6.2f}"
+        )
 
 
 if __name__ == "__main__":
