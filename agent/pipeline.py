@@ -89,7 +89,6 @@ class _State:
     log: Any = None
     claimed: bool = False  # this worker holds the journal row
     writing: bool = False  # the write may have gone out
-    on_writing: Callable[[], None] | None = None  # told when the directory write starts
 
 
 class Pipeline:
@@ -127,13 +126,11 @@ class Pipeline:
         *,
         request_id_hint: str | None = None,
         permits: PermitGate | None = None,
-        writing: Callable[[], None] | None = None,
     ) -> bytes | Deferred:
         """Signed result bytes, or what to do with the lease when there is no answer
-        to post. Never raises: an unexpected exception becomes a signed answer.
-        `writing` is called when the directory write starts (agent/idle_workers.py)."""
+        to post. Never raises: an unexpected exception becomes a signed answer."""
         run = Run(int(self._clock()), time.monotonic(), self._log)
-        state = _State(on_writing=writing)
+        state = _State()
         try:
             return self._handle(raw, request_id_hint, permits, run, state)
         except LeaseLost:
@@ -270,8 +267,6 @@ class Pipeline:
                 self._journal.mark_writing(header.id)
             state.writing = True
             state.log.debug("request.writing")  # bench/trace_one.py times the write from here
-            if state.on_writing is not None:
-                state.on_writing()
             outcome = self._write(header, secrets, connector, user, deadline)
             outcome.directory = directory.name
             return outcome

@@ -34,7 +34,7 @@ from typing import Any
 
 from agent.config import Settings
 from agent.connector_pool import ConnectorPool
-from agent.idle_workers import IdleWorkers, InHand
+from agent.idle_workers import IdleWorkers
 from agent.jobs import PeriodicJobs
 from agent.journal import Journal
 from agent.outcome import Identity
@@ -317,13 +317,12 @@ class AgentService(PeriodicJobs):
                     self._release(transport, lease)
                     self._free.give()
                     continue
-                in_hand = InHand(self._free)
                 try:
-                    self._process(transport, lease, writing=in_hand.writing)
+                    self._process(transport, lease)
                 finally:
                     with self._in_flight_lock:
                         self._working.discard(threading.current_thread())
-                    in_hand.done()
+                    self._free.give()
         finally:
             transport.close()
 
@@ -336,9 +335,7 @@ class AgentService(PeriodicJobs):
             self._working.add(threading.current_thread())
             return True
 
-    def _process(
-        self, transport: Transport, lease: Lease, *, writing: Callable[[], None] | None = None
-    ) -> None:
+    def _process(self, transport: Transport, lease: Lease) -> None:
         asking = transport
         if self._permits is not None:
             asking = BatchedPermitTransport(transport, self._permits)
@@ -350,10 +347,7 @@ class AgentService(PeriodicJobs):
         try:
             with counted:
                 result = self._pipeline.handle(
-                    lease.envelope,
-                    request_id_hint=lease.request_id,
-                    permits=permits,
-                    writing=writing,
+                    lease.envelope, request_id_hint=lease.request_id, permits=permits
                 )
         except Exception:  # noqa: BLE001  # handle() answers everything; this is a last guard
             self._log.exception("request.crashed", request_id=lease.request_id)
