@@ -44,6 +44,8 @@ EVENTS: tuple[Event, ...] = (
     Event("request.received", ("debug",),
           "a leased request passed verification (debug; at info a request logs one line, "
           "its audit line below, whose `duration_ms` counts from the lease)"),
+    Event("request.writing", ("debug",),
+          "the directory write starts (debug; bench/trace_one.py times the write from it)"),
     Event("request.succeeded", ("info",), "audit line: the request was carried out"),
     Event("request.failed", ("info", "warning"),
           "audit line: any other answer (`status`, `reason`; info for not_managed)"),
