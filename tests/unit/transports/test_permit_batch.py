@@ -14,12 +14,14 @@ from wire.permits import PermitDecision
 
 
 class _SlowPermits(MemoryTransport):
-    """The first single permit call takes a while (a relay under load)."""
+    """A single permit call takes a while (a relay under load)."""
+
+    delay = 0.3
 
     def permit(
         self, lease: Lease, user_key: str, *, ordered: bool, marker: str | None = None
     ) -> Permit:
-        time.sleep(0.3)
+        time.sleep(self.delay)
         return super().permit(lease, user_key, ordered=ordered, marker=marker)
 
 
@@ -141,19 +143,15 @@ def test_the_wait_for_company_ends_after_the_linger() -> None:
     assert 0.15 <= time.monotonic() - started < 2.0
 
 
-class _SlowBatches(MemoryTransport):
-    """Every call takes a little while, so asks pile up behind it."""
+class _SlowBatches(_SlowPermits):
+    """Every call, single or batched, takes a little while, so asks pile up behind it."""
 
-    def permit(
-        self, lease: Lease, user_key: str, *, ordered: bool, marker: str | None = None
-    ) -> Permit:
-        time.sleep(0.01)
-        return super().permit(lease, user_key, ordered=ordered, marker=marker)
+    delay = 0.01
 
     def permit_many(
         self, asks: Sequence[tuple[Lease, str, bool, str | None]]
     ) -> list[Permit | None]:
-        time.sleep(0.01)
+        time.sleep(self.delay)
         return super().permit_many(asks)
 
 
