@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.backlog import DirectoryBacklog
 from agent.config import ConfigError, Settings
 from agent.connector_pool import ConnectorPool
 from agent.enrollment import Enrollment, load_keyring, relay_transport, trusted_files
@@ -169,6 +170,16 @@ def build_agent(
         max_skew=settings.max_clock_skew_seconds,
     )
     verifier.watcher = KeyWatcher(verifier, settings.keys_dir, settings.data_dir)
+    relay = settings.relay
+    backlog = (
+        DirectoryBacklog(
+            relay.hold_depth,
+            most_hold=relay.hold_seconds,
+            directories=[d.name for d in settings.directories],
+        )
+        if relay is not None
+        else DirectoryBacklog(0)
+    )
     pipeline = Pipeline(
         settings,
         identity=identity,
@@ -178,6 +189,7 @@ def build_agent(
         connectors=connectors,
         log=log,
         metrics=metrics,
+        backlog=backlog,
     )
     service = AgentService(
         settings,
@@ -191,6 +203,7 @@ def build_agent(
         metrics=metrics,
         health=health,
         verifier=verifier,
+        backlog=backlog,
     )
     sched = settings.schedule
     scheduler = AgentScheduler(

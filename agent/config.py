@@ -211,6 +211,11 @@ class RelaySettings(BaseModel):
     # >1: write permits asked while another worker's permit call is in flight go in
     # one call when it returns (up to this many); 1: one call per permit.
     permit_batch: int = Field(default=16, ge=1, le=16)
+    # While this many writes are queued at the directory, results wait for the next
+    # ones to share their call, and leasing waits for more idle workers (agent/backlog.py),
+    # each at most this many writes' time and `hold_seconds`; 0: never.
+    hold_depth: int = Field(default=4, ge=0, le=64)
+    hold_seconds: float = Field(default=0.5, ge=0, le=5)
 
     @field_validator("url")
     @classmethod

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agent.backlog import DirectoryBacklog
 from agent.transports.base import Lease, LeaseLost, Permit, Transport, TransportError
 
 
@@ -30,6 +31,7 @@ class _Ask:
     key: str
     ordered: bool
     marker: str | None
+    directory: str | None  # the one the write goes to (its backlog may hold the ask)
     wake: threading.Condition  # this worker's own: woken when answered, or to send next
     permit: Permit | None = None
     error: TransportError | None = None
@@ -57,6 +59,7 @@ class PermitBatcher:
         *,
         working: Callable[[], int] = lambda: 0,
         linger: float = 0.005,
+        backlog: DirectoryBacklog | None = None,
     ) -> None:
         self._most = max(1, min(most, 16))  # the relay takes up to 16 per call
         self._working = working  # requests being worked on now (each may ask a permit)
@@ -68,6 +71,12 @@ class PermitBatcher:
         self._company = threading.Condition(self._lock)  # the lingering sender's
         self._queue: list[_Ask] = []
         self._sending = False
+        self._backlog = backlog if backlog is not None else DirectoryBacklog(0)
+        self._backlog.listen(self._wake)
+
+    def _wake(self) -> None:
+        with self._lock:
+            self._company.notify()
 
     def permit(
         self,
@@ -78,7 +87,10 @@ class PermitBatcher:
         ordered: bool,
         marker: str | None = None,
     ) -> Permit:
-        ask = _Ask(lease, user_key, ordered, marker, threading.Condition(self._lock))
+        ask = _Ask(
+            lease, user_key, ordered, marker, self._backlog.current(),
+            threading.Condition(self._lock),
+        )
         with self._lock:
             self._queue.append(ask)
             self._company.notify()  # a lingering sender may be waiting for company
@@ -107,8 +119,17 @@ class PermitBatcher:
     def _gather(self) -> None:
         """With the lock held: wait up to `linger` while other requests being worked on
         have not asked yet (each may ask within milliseconds), so one call serves them."""
-        until = time.monotonic() + self._linger
-        while len(self._queue) < self._most and self._working() > len(self._queue):
+        first = time.monotonic()
+        self._wait_for_company(first + self._linger, lambda: self._working() > len(self._queue))
+        # Their directories busy with several writes: these would queue behind them anyway.
+        backlog = self._backlog
+        self._wait_for_company(
+            first + backlog.hold(self._queue[0].directory),
+            lambda: all(backlog.busy(ask.directory) for ask in self._queue),
+        )
+
+    def _wait_for_company(self, until: float, still: Callable[[], bool]) -> None:
+        while len(self._queue) < self._most and still():
             left = until - time.monotonic()
             if left <= 0:
                 return

@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
+from agent.backlog import DirectoryBacklog
 from agent.config import DirectoryConfig, Settings
 from agent.connector_pool import ConnectorPool
 from agent.fence import ask_to_write
@@ -103,10 +104,12 @@ class Pipeline:
         connectors: ConnectorPool,
         log: Any,
         metrics: Any | None = None,
+        backlog: DirectoryBacklog | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._settings = settings
+        self._backlog = backlog if backlog is not None else DirectoryBacklog(0)
         self._verifier = verifier
         self._journal = journal
         self._connectors = connectors
@@ -131,6 +134,7 @@ class Pipeline:
         to post. Never raises: an unexpected exception becomes a signed answer."""
         run = Run(int(self._clock()), time.monotonic(), self._log)
         state = _State()
+        self._backlog.routed(None)  # until this request is routed to a directory
         try:
             return self._handle(raw, request_id_hint, permits, run, state)
         except LeaseLost:
@@ -213,6 +217,7 @@ class Pipeline:
                     "no configured directory serves this user",
                 )
             directory = route.directory
+            self._backlog.routed(directory.name)
             connector = self._connectors.get(directory)
             user = found = self._retry(lambda: connector.find_user(route.query), deadline)
             reason = not_managed_reason(
@@ -267,9 +272,7 @@ class Pipeline:
                 self._journal.mark_writing(header.id)
             state.writing = True
             state.log.debug("request.writing")  # bench/trace_one.py times the write from here
-            outcome = self._write(header, secrets, connector, user, deadline)
-            outcome.directory = directory.name
-            return outcome
+            return self._write(header, secrets, connector, user, deadline, directory=directory.name)
         except (LeaseLost, GiveBack):
             raise
         except PolicyViolation as exc:
@@ -301,6 +304,25 @@ class Pipeline:
             return Outcome(status, "internal_error", type(exc).__name__, directory=name)
 
     def _write(
+        self,
+        header: RequestHeader,
+        secrets: SecretPart,
+        connector: DirectoryConnector,
+        user: DirectoryUser,
+        deadline: float,
+        *,
+        directory: str,
+    ) -> Outcome:
+        """The write, counted in the directory's backlog (agent/backlog.py)."""
+        started = self._backlog.write_started(directory)
+        try:
+            outcome = self._write_op(header, secrets, connector, user, deadline)
+        finally:
+            self._backlog.write_ended(started)
+        outcome.directory = directory
+        return outcome
+
+    def _write_op(
         self,
         header: RequestHeader,
         secrets: SecretPart,

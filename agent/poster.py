@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.backlog import DirectoryBacklog
 from agent.journal import Journal
 from agent.retries import Backoff
 from agent.transports.base import (
@@ -55,6 +56,7 @@ MAX_BATCH = 32
 class _Item:
     lease: Lease
     result: bytes
+    directory: str | None = None  # where it was written (its backlog may hold it)
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -73,6 +75,7 @@ class ResultPoster:
         most: int = 16,
         linger: float = 0.005,
         late_post: float = 20.0,
+        backlog: DirectoryBacklog | None = None,
     ) -> None:
         self._transport_factory = transport_factory
         self._journal = journal
@@ -88,6 +91,12 @@ class ResultPoster:
         self._unsettled = 0  # queued or being posted
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._backlog = backlog if backlog is not None else DirectoryBacklog(0)
+        self._backlog.listen(self._wake)
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="result-poster", daemon=True)
@@ -96,7 +105,7 @@ class ResultPoster:
     def post(self, lease: Lease, result: bytes) -> None:
         """Queue the result to post under `lease` and return (after waiting while
         `most` results are unsettled)."""
-        item = _Item(lease, result)
+        item = _Item(lease, result, self._backlog.current())
         with self._cond:
             while self._unsettled >= self._most and not self._closed:
                 self._cond.wait()
@@ -152,17 +161,35 @@ class ResultPoster:
 
     def _next_batch(self) -> list[_Item]:
         """Wait for results (none when closed and empty); linger briefly while other
-        requests are still being worked on, so their results share the call."""
+        requests are still being worked on, so their results share the call; hold
+        while their directories are busy (agent/backlog.py)."""
         with self._cond:
             while not (self._queue or self._closed):
                 self._cond.wait()
-            until = time.monotonic() + self._linger
-            while len(self._queue) < self._most and self._working() > 0 and not self._closed:
-                left = until - time.monotonic()
-                if left <= 0:
-                    break
-                self._cond.wait(left)
+            first = time.monotonic()
+            self._wait_while(first + self._linger, lambda: self._working() > 0)
+            # Their directories busy with several more writes: those results share this call.
+            backlog = self._backlog
+            until = first + backlog.hold(self._queue[0].directory) if self._queue else first
+            held = self._wait_while(
+                until, lambda: all(backlog.busy(item.directory) for item in self._queue)
+            )
+            if held:  # the write that ended the hold has its result on its way
+                queued, until = len(self._queue), time.monotonic() + self._linger
+                self._wait_while(until, lambda: len(self._queue) == queued)
             return self._take(self._most)
+
+    def _wait_while(self, until: float, still: Callable[[], bool]) -> bool:
+        """With the lock held: wait until `until` while `still()`, the batch is not
+        full and the poster not closed; whether it waited at all."""
+        waited = False
+        while len(self._queue) < self._most and still() and not self._closed:
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            self._cond.wait(left)
+            waited = True
+        return waited
 
     def _take(self, room: int) -> list[_Item]:
         with self._cond:

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agent.backlog import DirectoryBacklog
 from agent.config import Settings
 from agent.connector_pool import ConnectorPool
 from agent.idle_workers import IdleWorkers
@@ -81,8 +82,10 @@ class AgentService(PeriodicJobs):
         metrics: Any | None = None,
         health: Any | None = None,
         verifier: RequestVerifier | None = None,
+        backlog: DirectoryBacklog | None = None,
     ) -> None:
         self._settings = settings
+        self._backlog = backlog if backlog is not None else DirectoryBacklog(0)
         self._verifier = verifier
         self._identity = identity
         self._keys = keys
@@ -110,7 +113,9 @@ class AgentService(PeriodicJobs):
         self._poster: ResultPoster | None = None  # relay.result_batch > 1
         relay = settings.relay
         self._permits = (  # relay.permit_batch > 1
-            PermitBatcher(relay.permit_batch, working=lambda: self._in_flight)
+            PermitBatcher(
+                relay.permit_batch, working=lambda: self._in_flight, backlog=self._backlog
+            )
             if relay is not None and relay.permit_batch > 1
             else None
         )
@@ -144,12 +149,13 @@ class AgentService(PeriodicJobs):
                 backoff=lambda: Backoff(threading.Event(), base=0.25, cap=5.0),
                 most=relay.result_batch,
                 late_post=_LATE_POST_SECONDS,
+                backlog=self._backlog,
             )
             self._poster.start()
         batch = relay.lease_batch if relay is not None else 1
         worker: Callable[[], None] = self._worker
         if batch > 1:
-            self._free = IdleWorkers(self._settings.workers)
+            self._free = IdleWorkers(self._settings.workers, backlog=self._backlog)
             thread = threading.Thread(
                 target=self._dispatcher, args=(batch,), name="dispatcher", daemon=True
             )

@@ -230,3 +230,87 @@ def test_gives_up_when_the_lease_is_over_and_keeps_the_answer(tmp_path: Path) ->
     poster.close(5)
     assert [r[0] for r in journal.unposted(600)] == [lease.request_id]  # reposted at restart
     assert any(e[1] == "result.not_posted" and e[0] == "warning" for e in log.events)
+
+
+def _busy_backlog(writes: int, depth: int = 2, most_hold: float = 5.0) -> tuple[Any, list[Any]]:
+    """Directory "ad" with `writes` writes queued; its hold is the cap."""
+    from agent.backlog import DirectoryBacklog
+
+    backlog = DirectoryBacklog(depth, most_hold=most_hold, directories=["ad"])
+    backlog._dirs["ad"].pace = most_hold
+    return backlog, [backlog.write_started("ad") for _ in range(writes)]
+
+
+def _post_for(backlog: Any, poster: ResultPoster, lease: Lease, directory: str | None) -> None:
+    """Posted from a worker thread that worked for `directory`."""
+    def post() -> None:
+        backlog.routed(directory)
+        poster.post(lease, b"ok")
+
+    thread = threading.Thread(target=post)
+    thread.start()
+    thread.join(5)
+
+
+def _busy_poster(
+    tmp_path: Path, n: int, backlog: Any, linger: float = 0.005
+) -> tuple[Any, Journal, ResultPoster, list[Lease]]:
+    queue, journal, log, leases = _written_leases(tmp_path, n)
+    transport = MemoryTransport(queue, "a")
+    poster = ResultPoster(lambda: transport, journal, log, stopping=lambda: False,
+                          working=lambda: 0, backoff=_NoBackoff, backlog=backlog, linger=linger)
+    poster.start()
+    return queue, journal, poster, leases
+
+
+def test_while_the_directory_is_busy_a_result_waits_for_the_next(tmp_path: Path) -> None:
+    """Three writes queued at the directory (depth 2): a finished result waits for the
+    next write's result and both go in one call; once fewer than two writes are left
+    the poster waits only for the result of the write that ended the hold (up to its
+    linger), well before its 5 s hold is over."""
+    backlog, writes = _busy_backlog(3)
+    queue, journal, poster, leases = _busy_poster(tmp_path, 2, backlog, linger=0.5)
+    started = time.monotonic()
+    backlog.write_ended(writes.pop())  # the first write ends: still two at the directory
+    _post_for(backlog, poster, leases[0], "ad")
+    time.sleep(0.2)
+    assert queue.batch_posts == [], "posted alone while the directory was busy"
+    backlog.write_ended(writes.pop())  # the second ends: one left, not busy any more
+    _post_for(backlog, poster, leases[1], "ad")
+    assert poster.settled(timeout=3)
+    assert time.monotonic() - started < 2.0, "waited out the hold although not busy"
+    assert queue.batch_posts == [2]
+    assert journal.unposted(600) == []
+    poster.close(5)
+
+
+def test_a_result_of_another_directory_is_not_held(tmp_path: Path) -> None:
+    backlog, _writes = _busy_backlog(4)  # "ad" stays busy
+    queue, _journal, poster, leases = _busy_poster(tmp_path, 1, backlog)
+    started = time.monotonic()
+    _post_for(backlog, poster, leases[0], "ldap")
+    assert poster.settled(timeout=3)
+    assert time.monotonic() - started < 1.0
+    assert queue.wait_result(leases[0].request_id, timeout=1) == b"ok"
+    poster.close(5)
+
+
+def test_a_result_held_while_busy_goes_when_the_hold_is_over(tmp_path: Path) -> None:
+    backlog, _writes = _busy_backlog(4, most_hold=0.3)  # stays busy
+    queue, _journal, poster, leases = _busy_poster(tmp_path, 1, backlog)
+    started = time.monotonic()
+    _post_for(backlog, poster, leases[0], "ad")
+    assert poster.settled(timeout=3)
+    assert 0.25 <= time.monotonic() - started < 2.0
+    assert queue.wait_result(leases[0].request_id, timeout=1) == b"ok"
+    poster.close(5)
+
+
+def test_a_stopping_agent_does_not_hold_its_results(tmp_path: Path) -> None:
+    backlog, _writes = _busy_backlog(4, most_hold=30.0)
+    queue, _journal, poster, leases = _busy_poster(tmp_path, 1, backlog)
+    _post_for(backlog, poster, leases[0], "ad")
+    started = time.monotonic()
+    poster.close(5)
+    assert time.monotonic() - started < 3
+    assert queue.wait_result(leases[0].request_id, timeout=1) == b"ok"

@@ -186,3 +186,43 @@ def test_forty_workers_at_once_each_get_their_own_answer_and_none_is_left_waitin
         assert answer.decision is PermitDecision.GRANTED
         assert answer.lease.request_id == leases[n].request_id  # its own, not another's
     assert max(queue.permit_batches) <= 16
+
+
+def test_while_the_directory_is_busy_permits_wait_for_company() -> None:
+    """Three writes at the directory (depth 2): permits for it asked 0.2 s apart,
+    longer than the linger, still share one call, sent once fewer than two writes are
+    left; a permit for another directory is asked at once."""
+    from agent.backlog import DirectoryBacklog
+
+    queue = MemoryQueue()
+    agent = MemoryTransport(queue, "a")
+    leases = _leases(queue, agent, 3, at=400)
+    backlog = DirectoryBacklog(2, most_hold=5.0, directories=["ad", "ldap"])
+    backlog._dirs["ad"].pace = 5.0  # the hold is the cap
+    writes = [backlog.write_started("ad") for _ in range(3)]
+    batcher = PermitBatcher(working=lambda: 2, linger=0.0, backlog=backlog)
+    answers: list[Permit] = []
+
+    def ask(n: int, directory: str) -> None:
+        backlog.routed(directory)
+        answers.append(BatchedPermitTransport(agent, batcher).permit(
+            leases[n], f"{n}" * 64, ordered=True))
+
+    other = threading.Thread(target=ask, args=(2, "ldap"))
+    other.start()
+    other.join(2)
+    assert not other.is_alive() and len(answers) == 1, "a permit for an idle directory waited"
+    threads = [threading.Thread(target=ask, args=(n, "ad")) for n in range(2)]
+    started = time.monotonic()
+    threads[0].start()
+    time.sleep(0.2)
+    threads[1].start()
+    time.sleep(0.2)
+    assert queue.permit_batches == [] and len(answers) == 1, "asked while the directory was busy"
+    backlog.write_ended(writes.pop())  # two left: still busy (the second ask is queued)
+    backlog.write_ended(writes.pop())  # one left
+    for thread in threads:
+        thread.join(10)
+    assert queue.permit_batches == [2]
+    assert time.monotonic() - started < 2.0
+    assert [a.decision.value for a in answers] == ["granted"] * 3
