@@ -14,6 +14,7 @@ one (up to 16, and no more than `max_bytes` of envelopes).
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 from cloud.relay.client import (
@@ -37,9 +38,12 @@ class _Pending:
 
 
 class Submitter:
-    def __init__(self, client: PortalClient, *, max_bytes: int = 60_000) -> None:
+    def __init__(
+        self, client: PortalClient, *, max_bytes: int = 60_000, linger: float = 0.0
+    ) -> None:
         self._client = client
         self._max_bytes = max_bytes
+        self._linger = linger
         self._cond = threading.Condition()
         self._queue: list[_Pending] = []
         self._sending = False
@@ -52,6 +56,7 @@ class Submitter:
         item = _Pending(envelope)
         with self._cond:
             self._queue.append(item)
+            self._cond.notify_all()  # a sender lingering for company
         while True:
             with self._cond:
                 while self._sending and not item.done:
@@ -59,6 +64,7 @@ class Submitter:
                 if item.done:
                     break
                 self._sending = True
+                self._gather()
                 batch = self._next()
             try:
                 self._send(batch)
@@ -74,6 +80,15 @@ class Submitter:
             raise item.error
         assert item.answer is not None  # noqa: S101  # done without error means an answer
         return item.answer.value()
+
+    def _gather(self) -> None:
+        """With the lock held: wait up to `linger` for others to queue theirs."""
+        until = time.monotonic() + self._linger
+        while len(self._queue) < MAX_BATCH:
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            self._cond.wait(left)
 
     def _next(self) -> list[_Pending]:
         batch: list[_Pending] = []

@@ -146,8 +146,11 @@ class ResultWaiter:
                 started = time.monotonic() + self._retry_after  # polled again after a pause
             except RelayError as exc:
                 error = exc
-            # Polls start at least min_interval apart: more results arrive meanwhile.
-            again = started + self._min_interval
+            # The next poll starts min_interval after this one returned: more results
+            # arrive meanwhile, and the threads answered now add the requests they
+            # send next, so one poll covers them all (rather than one poll for what
+            # is left now and another for what is added a moment later).
+            again = max(started, time.monotonic()) + self._min_interval
             with self._cond:
                 self._polling -= 1
                 answered = {state.id: state for state in states}
@@ -165,9 +168,11 @@ class ResultWaiter:
                     else:
                         waiting.state = state or waiting.state
                         self._unpolled[request_id] = again
-                        # Others are still pending: pace the next poll. With nothing
-                        # pending a new request is polled at once (no added latency).
-                        self._not_before = max(self._not_before, again)
                 for request_id, due in self._unpolled.items():  # added meanwhile: go along
                     self._unpolled[request_id] = min(due, again)
+                if self._unpolled:
+                    # Others are still pending: pace the next poll, and a request added
+                    # before it starts goes with it. With nothing pending a new request
+                    # is polled at once (no added latency).
+                    self._not_before = max(self._not_before, again)
                 self._cond.notify_all()

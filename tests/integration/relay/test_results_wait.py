@@ -144,3 +144,49 @@ def test_result_waiter_shares_long_polls_between_threads(
     relay.stop()
     polls = relay.calls().count("/v1/requests/results:wait")
     assert 1 <= polls < 8, relay.calls()  # shared, not one per request
+
+
+def test_a_request_waited_for_right_after_an_answer_joins_the_next_poll(
+    relay_factory: Callable[..., RelayProcess],
+) -> None:
+    """A portal thread answered by a poll sends its next request at once: that request
+    goes in the same next poll as those still pending, not in a poll of its own, so
+    when both are answered together one poll brings both."""
+    relay = relay_factory(log_level="info", access_log=True)  # counts the calls
+    tenant, token = relay.create_tenant()
+    agent = relay.enroll_agent(tenant)
+    with (
+        agent.transport() as transport,
+        relay.portal(token) as portal,
+        ResultWaiter(portal, min_interval=0.3, fresh_after=5.0) as waiter,
+    ):
+        first, pending = portal.submit(fake_envelope(tenant)), portal.submit(fake_envelope(tenant))
+        got: dict[str, bytes] = {}
+
+        def wait_then_send_the_next() -> None:
+            got[first] = waiter.wait(first, timeout=20)
+            nxt = portal.submit(fake_envelope(tenant))
+            got[nxt] = waiter.wait(nxt, timeout=20)
+
+        def wait_pending() -> None:
+            got[pending] = waiter.wait(pending, timeout=20)
+
+        threads = [threading.Thread(target=f) for f in (wait_then_send_the_next, wait_pending)]
+        threads[0].start()
+        time.sleep(0.3)  # `first` is in a poll; `pending` goes with the next one
+        threads[1].start()
+        time.sleep(0.1)
+        leases = {lease.request_id: lease for lease in transport.lease_many(wait=5, most=2)}
+        assert transport.complete_many([(leases[first], _result(0))]) == ["stored"]
+        time.sleep(0.6)  # the next request is waited for, in the poll with `pending`
+        rest = transport.lease_many(wait=5, most=2)
+        outcomes = transport.complete_many(
+            [(leases[pending], _result(1))] + [(lease, _result(2)) for lease in rest]
+        )
+        assert outcomes == ["stored"] * 2
+        for thread in threads:
+            thread.join(20)
+    assert len(got) == 3
+    relay.stop()
+    polls = relay.calls().count("/v1/requests/results:wait")
+    assert polls == 2, relay.calls()  # `first`; then `pending` and the next together

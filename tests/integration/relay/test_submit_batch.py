@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -86,3 +87,31 @@ def test_submitter_shares_calls_between_threads(
     relay.stop()
     submits = [c for c in relay.calls() if c.startswith("/v1/requests") and "results" not in c]
     assert 1 <= len(submits) < 12, submits  # shared, not one per envelope
+
+
+def test_a_sender_lingering_for_company_shares_its_call_with_threads_just_behind(
+    relay_factory: Callable[..., RelayProcess],
+) -> None:
+    """With `linger` (the portal's calls use a few ms), threads that submit a moment
+    apart, none finding a call in flight, still share one call."""
+    relay = relay_factory(log_level="info", access_log=True)  # counts the calls
+    tenant, token = relay.create_tenant()
+    relay.enroll_agent(tenant)
+    with relay.portal(token) as portal:
+        submitter = Submitter(portal, linger=1.0)
+        ids: list[str] = []
+
+        def submit() -> None:
+            ids.append(submitter.submit(fake_envelope(tenant)))
+
+        threads = [threading.Thread(target=submit) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+            time.sleep(0.05)  # each a little after the one before
+        for thread in threads:
+            thread.join(20)
+        assert len(set(ids)) == 4
+        assert [s.state for s in portal.poll_results(ids)] == ["queued"] * 4
+    relay.stop()
+    submits = [c for c in relay.calls() if c.startswith("/v1/requests") and "results" not in c]
+    assert submits == ["/v1/requests:batch"], submits
