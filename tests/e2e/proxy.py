@@ -3,6 +3,8 @@ and permit tests catch an agent mid-write for real."""
 
 from __future__ import annotations
 
+import collections
+import re
 import threading
 from collections.abc import Callable
 
@@ -65,3 +67,27 @@ class CuttingProxy(TcpProxy):
 
     def keep_open(self, link: Link, *, client_side: bool) -> bool:
         return client_side and link.cut.is_set()
+
+
+class CountingProxy(TcpProxy):
+    """Between HTTP clients and the relay: counts the requests per route (method and
+    path, ids left out), as bench/http_count_proxy.py does."""
+
+    _REQUEST_LINE = re.compile(rb"(GET|POST|PUT|DELETE) (/[^\s?]*)\S* HTTP/1\.1\r\n")
+    _IDS = re.compile(r"(?<=/leases/)[^/]+(?=/)|(?<=/requests/)[^/]+(?=/result$)")
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.routes: collections.Counter[str] = collections.Counter()
+        self._count_lock = threading.Lock()
+        super().__init__(upstream)
+
+    def from_client(self, link: Link, chunk: bytes) -> Verdict:
+        lines = self._REQUEST_LINE.findall(chunk)
+        with self._count_lock:
+            for method, path in lines:
+                self.routes[method.decode() + " " + self._IDS.sub("{id}", path.decode())] += 1
+        return Verdict.PASS
+
+    def counted(self) -> collections.Counter[str]:
+        with self._count_lock:
+            return collections.Counter(self.routes)
