@@ -5,6 +5,7 @@
                                         [--workers N] [--lease-batch N]
                                         [--result-batch N] [--permit-batch N]
                                         [--portal shared|each] [--probe]
+                                        [--hold-depth N] [--arrivals 0.5,0.9]
 
 For each directory (a throwaway slapd with ppolicy, a throwaway Samba AD DC):
 
@@ -19,7 +20,10 @@ For each directory (a throwaway slapd with ppolicy, a throwaway Samba AD DC):
    waiter.py; `--portal each`: one submit and one result long-poll per request);
 3. a short counting pass through a request-counting proxy (its own process) for the
    HTTP calls per request;
-4. with --memory: the relay's RSS over 5,000 requests and the idle agent's CPU and RSS;
+4. with --arrivals: requests that arrive on their own (a Poisson process at those
+   fractions of raw ldap3's rate at one thread, as people come to a portal), not when
+   an answer came back; the latency counts from each request's arrival;
+5. with --memory: the relay's RSS over 5,000 requests and the idle agent's CPU and RSS;
    with --probe too, what SQLite and glibc malloc hold in the relay at the end
    (bench/_probe/sitecustomize.py, as in bench_relay_memory.py).
 
@@ -43,6 +47,7 @@ import contextlib
 import itertools
 import json
 import os
+import random
 import secrets
 import signal
 import statistics
@@ -52,6 +57,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,6 +168,7 @@ PROBE_DIR = os.environ.get("WB_PROBE_DIR", "")
 LEASE_BATCH: list[int | None] = [None]
 RESULT_BATCH: list[int | None] = [None]
 PERMIT_BATCH: list[int | None] = [None]
+HOLD_DEPTH: list[int | None] = [None]  # relay.hold_depth (--hold-depth)
 SHARED_PORTAL = [True]
 
 
@@ -173,7 +180,8 @@ def start_agent(root: Path, relay_url: str, directory: Directory, code: str,
     _agent_cli(config, "init", "--data-dir", str(data_dir), "--relay-url", relay_url)
     entry = directory_entry(directory.env.settings, secrets_dir, name="bench")
     batches = {"lease_batch": LEASE_BATCH[0], "result_batch": RESULT_BATCH[0],
-               "permit_batch": PERMIT_BATCH[0], "workers": workers}
+               "permit_batch": PERMIT_BATCH[0], "hold_depth": HOLD_DEPTH[0],
+               "workers": workers}
     chosen = {k: v for k, v in batches.items() if v is not None}  # else the agent's default
     workers_key = {"workers": chosen.pop("workers")} if "workers" in chosen else {}
     config.write_text(tomli_w.dumps({
@@ -296,6 +304,33 @@ def drive(jobs: list[Callable[[], bool]], threads: int, pids: dict[str, list[int
     return Run(len(jobs), seconds, latencies, cpu, failures[0])
 
 
+def drive_open(jobs: list[Callable[[], bool]], rate: float, pids: dict[str, list[int]],
+               seed: int = 11) -> Run:
+    """Each job arrives on its own, at `rate` per second on average (exponential gaps),
+    whether or not earlier ones are answered; its latency counts from its arrival."""
+    rng = random.Random(seed)
+    lock = threading.Lock()
+    latencies: list[float] = []
+    failures = [0]
+
+    def run(job: Callable[[], bool], arrived: float) -> None:
+        ok = job()
+        with lock:
+            latencies.append(time.perf_counter() - arrived)
+            failures[0] += not ok
+
+    before = {name: cpu_seconds(p) for name, p in pids.items()}
+    started = at = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=128) as pool:
+        for job in jobs:
+            at += rng.expovariate(rate)
+            time.sleep(max(0.0, at - time.perf_counter()))
+            pool.submit(run, job, at)
+    seconds = time.perf_counter() - started
+    cpu = {name: cpu_seconds(p) - before[name] for name, p in pids.items()}
+    return Run(len(jobs), seconds, latencies, cpu, failures[0])
+
+
 def raw_jobs(directory: Directory, dns: list[str], threads: int) -> Run:
     connect = raw_write(directory)
     local = threading.local()
@@ -315,7 +350,8 @@ def raw_jobs(directory: Directory, dns: list[str], threads: int) -> Run:
 
 
 def system_jobs(system: System, client: PortalClient, logins: list[str], threads: int,
-                directory: Directory) -> Run:
+                directory: Directory, *, arrivals: float = 0.0) -> Run:
+    """`threads` requests outstanding, or (`arrivals` > 0) that many arriving per second."""
     shared = PortalCalls(client) if SHARED_PORTAL[0] else None
 
     def send(request: SignedRequest) -> bytes:
@@ -335,7 +371,10 @@ def system_jobs(system: System, client: PortalClient, logins: list[str], threads
 
     pids = {**system.pids(), "directory": directory.pids()}
     try:
-        return drive([job(login) for login in logins], threads, pids)
+        jobs = [job(login) for login in logins]
+        if arrivals > 0:
+            return drive_open(jobs, arrivals, pids)
+        return drive(jobs, threads, pids)
     finally:
         if shared is not None:
             shared.close()
@@ -446,6 +485,7 @@ def bench_directory(name: str, args: argparse.Namespace, root: Path) -> None:
               f"lease_batch {args.lease_batch or 'default'}, "
               f"result_batch {args.result_batch or 'default'}, "
               f"permit_batch {args.permit_batch or 'default'}, "
+              f"hold_depth {'default' if args.hold_depth is None else args.hold_depth}, "
               f"portal calls {args.portal}")
         header = (f"{'':24} {'req/s':>8} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} "
                   f"{'relay':>6} {'agent':>6} {'dir':>6} {'portal':>6}  (CPU ms/request)")
@@ -485,6 +525,15 @@ def bench_directory(name: str, args: argparse.Namespace, root: Path) -> None:
                     print(f"{'':24} p50 over raw: {r['p50'] - raw[1]['p50']:+.1f} ms; over raw "
                           f"runs interleaved with these: {r['p50'] - near:+.1f} ms "
                           f"(their p50 {near:.1f} ms)")
+            for fraction in args.arrivals:
+                arrivals = fraction * raw[1]["rate"]
+                r = median_runs([system_jobs(system, client, logins, 0, directory,
+                                             arrivals=arrivals) for _ in range(args.runs)])
+                print(f"{f'arriving at {fraction:.2f}x raw':24} {r['rate']:8.1f} "
+                      f"{arrivals:5.1f}/s {r['p50']:7.1f} {r['p99']:7.1f} "
+                      f"{r['cpu_relay']:6.2f} {r['cpu_agent']:6.2f} {r['cpu_directory']:6.2f} "
+                      f"{r['cpu_portal']:6.2f}" + (f"  FAILED {r['failed']:.0f}" if r["failed"]
+                                                   else ""))
             calls = count_http_calls(system, directory, logins[: min(len(logins), 200)],
                                      args.workers)
             print(f"  HTTP calls per request at 16 outstanding: {calls:.2f}")
@@ -499,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--directory", choices=("slapd", "samba", "both"), default="both")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--levels", default="1,4,16",
-                        type=lambda s: [int(x) for x in s.split(",")])
+                        type=lambda s: [int(x) for x in s.split(",") if x])
     parser.add_argument("--requests", type=int, default=0,
                         help="requests per run (default: 400 on slapd, 60 on Samba)")
     # Each of these defaults to the agent's own default (agent/config.py).
@@ -514,6 +563,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="the portal's threads share submit calls and result long-polls "
                         "while several requests are on their way (PortalCalls), or each "
                         "request is one call that submits and waits (submit_and_wait)")
+    parser.add_argument("--hold-depth", type=int,
+                        help="the agent's relay.hold_depth (0: never hold for company)")
+    parser.add_argument("--arrivals", default="", type=lambda s: [float(x) for x in s.split(",")
+                                                                  if x],
+                        help="also requests arriving on their own, at these fractions of raw "
+                        "ldap3's rate at one thread (e.g. 0.5,0.9)")
     parser.add_argument("--memory", action="store_true", help="relay RSS over 5,000 requests")
     parser.add_argument("--probe", action="store_true",
                         help="with --memory: SQLite's and malloc's share of the relay's RSS")
@@ -521,6 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     LEASE_BATCH[0] = args.lease_batch
     RESULT_BATCH[0] = args.result_batch
     PERMIT_BATCH[0] = args.permit_batch
+    HOLD_DEPTH[0] = args.hold_depth
     SHARED_PORTAL[0] = args.portal == "shared"
     with tempfile.TemporaryDirectory(prefix="wb-bench-") as tmp:
         if args.probe:
