@@ -77,9 +77,13 @@ async def main(listen: int, host: str, port: int, count_file: Path) -> None:
         except OSError:
             client_w.close()
             return
-        await asyncio.gather(
-            _pipe(client_r, server_w, counter), _pipe(server_r, client_w, None)
-        )
+        try:
+            await asyncio.gather(
+                _pipe(client_r, server_w, counter), _pipe(server_r, client_w, None)
+            )
+        except asyncio.CancelledError:  # stopped with connections open (idle keep-alives)
+            server_w.close()
+            client_w.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", listen)
     stop = asyncio.Event()
