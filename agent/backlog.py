@@ -43,6 +43,19 @@ _FIRST_WRITE = 0.02
 _WEIGHT = 0.2
 
 
+def wait_while(cond: threading.Condition, until: float, still: Callable[[], bool]) -> bool:
+    """With `cond`'s lock held: wait on it while `still()`, until `until` (monotonic);
+    whether it waited at all. How each batcher waits for company."""
+    waited = False
+    while still():
+        left = until - time.monotonic()
+        if left <= 0:
+            break
+        cond.wait(left)
+        waited = True
+    return waited
+
+
 @dataclass
 class _Directory:
     writing: int = 0

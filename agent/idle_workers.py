@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from agent.backlog import DirectoryBacklog
+from agent.backlog import DirectoryBacklog, wait_while
 
 # How long the dispatcher waits for more workers to finish while others are busy.
 LEASE_LINGER = 0.005
@@ -63,14 +63,7 @@ class IdleWorkers:
     def _gather(self, most: int, until: float, still: Callable[[], bool]) -> bool:
         """With the lock held: wait until `most` are idle, `until`, or `still()` fails;
         whether it waited at all."""
-        waited = False
-        while self._free < most and still():
-            left = until - time.monotonic()
-            if left <= 0:
-                break
-            self._cond.wait(left)
-            waited = True
-        return waited
+        return wait_while(self._cond, until, lambda: self._free < most and still())
 
     def give(self, n: int = 1) -> None:
         """`n` workers are idle again (or tickets taken were not used)."""

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agent.backlog import DirectoryBacklog
+from agent.backlog import DirectoryBacklog, wait_while
 from agent.transports.base import Lease, LeaseLost, Permit, Transport, TransportError
 
 
@@ -129,11 +129,7 @@ class PermitBatcher:
         )
 
     def _wait_for_company(self, until: float, still: Callable[[], bool]) -> None:
-        while len(self._queue) < self._most and still():
-            left = until - time.monotonic()
-            if left <= 0:
-                return
-            self._company.wait(left)
+        wait_while(self._company, until, lambda: len(self._queue) < self._most and still())
 
     def _send(self, transport: Transport, batch: list[_Ask]) -> None:
         if len(batch) == 1:  # alone: the single call, exactly as without batching

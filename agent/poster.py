@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.backlog import DirectoryBacklog
+from agent.backlog import DirectoryBacklog, wait_while
 from agent.journal import Journal
 from agent.retries import Backoff
 from agent.transports.base import (
@@ -182,14 +182,11 @@ class ResultPoster:
     def _wait_while(self, until: float, still: Callable[[], bool]) -> bool:
         """With the lock held: wait until `until` while `still()`, the batch is not
         full and the poster not closed; whether it waited at all."""
-        waited = False
-        while len(self._queue) < self._most and still() and not self._closed:
-            left = until - time.monotonic()
-            if left <= 0:
-                break
-            self._cond.wait(left)
-            waited = True
-        return waited
+        return wait_while(
+            self._cond,
+            until,
+            lambda: len(self._queue) < self._most and not self._closed and still(),
+        )
 
     def _take(self, room: int) -> list[_Item]:
         with self._cond:
