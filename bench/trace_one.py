@@ -9,6 +9,9 @@ directory) as bench_e2e.py starts it, requests one after another, each split int
   back       request.succeeded -> the portal holds the verified result (the agent's
              result post, the relay wakes the portal's result long-poll)
   total      the portal's submit -> the verified result in the portal's hands
+  write      request.writing -> request.succeeded: the directory write as the agent
+             makes it (its modify, then signing and journaling the answer), to set
+             beside the raw write
   outside    total minus the directory write (request.writing -> request.succeeded:
              the write, then signing and journaling the answer): everything the
              system adds to the write, without the DC's own spread (a Samba write
@@ -122,7 +125,7 @@ def _report(directory: str, raw_p50: float, marks: dict[str, list[float]], log: 
         if event.get("event") in ("request.received", "request.writing", "request.succeeded"):
             seen.setdefault(event["request_id"], {})[event["event"]] = _stamp(event["timestamp"])
     parts: dict[str, list[float]] = {
-        k: [] for k in ("submit", "to agent", "agent", "back", "total", "outside")
+        k: [] for k in ("submit", "to agent", "agent", "back", "total", "write", "outside")
     }
     for request_id, (t0, t1, t2) in list(marks.items())[10:]:  # warm-up left out
         agent = seen.get(request_id, {})
@@ -136,6 +139,7 @@ def _report(directory: str, raw_p50: float, marks: dict[str, list[float]], log: 
             ("agent", done - received),
             ("back", t2 - done),
             ("total", t2 - t0),
+            ("write", write),
             ("outside", t2 - t0 - write),
         ):
             parts[name].append(value * 1000)
