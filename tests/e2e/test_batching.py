@@ -157,6 +157,8 @@ def test_a_busy_directory_answers_sixteen_users_in_fewer_calls(
         per_reset = {route: n / len(logins) for route, n in counted.items()}
         print("HTTP calls per reset:", {r: round(n, 2) for r, n in sorted(per_reset.items())})
         assert per_reset.get("POST /v1/agent/results/batch", 0) <= 0.6, per_reset
+        # The calls a reset makes; the heartbeat comes by the clock, not per reset.
+        per_reset.pop("POST /v1/agent/heartbeat", None)
         assert sum(per_reset.values()) < 2.0, per_reset
     finally:
         calls.close()
