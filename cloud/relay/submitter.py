@@ -5,10 +5,11 @@ have given it.
     submitter = Submitter(client)            # one per PortalClient, shared by all threads
     request_id = submitter.submit(request.to_bytes())
 
-Nobody waits for company: a thread that finds no submit call in flight sends at once
-with whatever is queued, and an envelope submitted alone goes over the single
-submit call. Envelopes submitted while a call is in flight go together in the next
-one (up to 16, and no more than `max_bytes` of envelopes).
+A thread that finds no submit call in flight sends with whatever is queued, after
+waiting up to `linger` seconds for company (0 by default; `PortalCalls` uses 3 ms),
+and an envelope that goes alone goes over the single submit call. Envelopes
+submitted while a call is in flight go together in the next one (up to 16, and no
+more than `max_bytes` of envelopes).
 """
 
 from __future__ import annotations

@@ -11,9 +11,10 @@ settled; the thread that made it then polls again for what is left plus what was
 meanwhile. A request added while every poll is in flight is picked up by the next one
 to return, or by a new poll after `fresh_after` seconds (at most `max_polls` at once),
 so one slow request cannot hold up the others for long. While requests are still
-pending, polls start at least `min_interval` seconds apart, so when results arrive
-one by one a poll still brings several (at the cost of up to that much latency);
-a request waited for alone is polled at once.
+pending, the next poll starts `min_interval` seconds after the last one returned, so
+when results arrive one by one a poll still brings several (at the cost of up to that
+much latency), and the requests that the threads just answered send next go in the
+same poll as those still pending; a request waited for alone is polled at once.
 """
 
 from __future__ import annotations
