@@ -16,6 +16,7 @@ import errno
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +181,8 @@ def build_agent(
         if relay is not None
         else DirectoryBacklog(0)
     )
+    for directory in settings.directories:
+        metrics.watch_directory_writing(directory.name, partial(backlog.writing, directory.name))
     pipeline = Pipeline(
         settings,
         identity=identity,

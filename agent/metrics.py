@@ -14,6 +14,7 @@ Series::
     writeback_requests_total{op,status}          counter   finished requests
     writeback_request_duration_seconds{op}       histogram time from lease to result
     writeback_in_flight                          gauge     requests being processed
+    writeback_directory_writing{directory}       gauge     writes sent, not yet answered
     writeback_directory_up{directory}            gauge     1 if the last probe succeeded
     writeback_relay_up                           gauge     1 if the relay answered lately
     writeback_rejected_total{reason}             counter   envelopes refused before decrypt
@@ -22,7 +23,7 @@ Series::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -58,6 +59,14 @@ class Metrics:
         self._directory_up = Gauge(
             "writeback_directory_up",
             "1 when the directory answered its last health probe, else 0.",
+            ["directory"],
+            registry=r,
+        )
+        self._directory_writing = Gauge(
+            "writeback_directory_writing",
+            "Password writes sent to the directory and not yet answered (its backlog; "
+            "results, permits and leases wait for company while it is relay.hold_depth "
+            "or more).",
             ["directory"],
             registry=r,
         )
@@ -97,6 +106,10 @@ class Metrics:
 
     def set_directory_up(self, name: str, up: bool) -> None:
         self._directory_up.labels(directory=name).set(1 if up else 0)
+
+    def watch_directory_writing(self, name: str, writing: Callable[[], float]) -> None:
+        """`writing()` is read at each scrape: the directory's writes in flight."""
+        self._directory_writing.labels(directory=name).set_function(writing)
 
     def set_relay_up(self, up: bool) -> None:
         self._relay_up.set(1 if up else 0)

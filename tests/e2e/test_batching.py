@@ -6,6 +6,10 @@ share their calls, so a burst does not use up the tenant's long-polls."""
 
 from __future__ import annotations
 
+import contextlib
+import re
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,6 +17,7 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
+from agent.metrics import Metrics
 from cloud.portal.agents import AgentGateway, status_of
 from cloud.portal.settings import PortalSettings
 from cloud.relay.client import PortalClient
@@ -106,6 +111,29 @@ def test_a_burst_of_portal_users_shares_the_tenants_long_polls(
         relay.stop()
 
 
+@contextlib.contextmanager
+def _scraped(metrics: Metrics, directory: str) -> Iterator[list[float]]:
+    """`writeback_directory_writing` of `directory`, as /metrics shows it every 20 ms."""
+    pattern = re.compile(
+        r"writeback_directory_writing\{directory=" + re.escape(f'"{directory}"') + r"\} (\S+)"
+    )
+    seen: list[float] = []
+    done = threading.Event()
+
+    def scrape() -> None:
+        while not done.wait(0.02):
+            found = pattern.search(metrics.render()[0].decode())
+            seen.append(float(found.group(1)) if found else -1.0)
+
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        scraper.join()
+
+
 def test_a_busy_directory_answers_sixteen_users_in_fewer_calls(
     relay: RelayProcess, samba_env: DirectoryEnv, tmp_path: Path
 ) -> None:
@@ -148,12 +176,18 @@ def test_a_busy_directory_answers_sixteen_users_in_fewer_calls(
                     statuses.append(result.status)
                 return statuses
 
-            with ThreadPoolExecutor(users) as pool:
+            assert system.agent is not None
+            metrics = system.agent.metrics
+            with _scraped(metrics, "ad") as backlog, ThreadPoolExecutor(users) as pool:
                 answers = [s for statuses in pool.map(user, range(users)) for s in statuses]
             counted = proxy.counted() - before
+            after = metrics.render()[0].decode()
         assert answers == [Status.SUCCEEDED] * len(logins)
         for n, login in enumerate(logins):
             assert samba_env.bind(login, f"Busy-{n}-Pass-x") is BindOutcome.OK
+        # The operator sees the DC's backlog: at or past the hold depth (4) while busy.
+        assert max(backlog) >= 4, backlog
+        assert 'writeback_directory_writing{directory="ad"} 0.0' in after
         per_reset = {route: n / len(logins) for route, n in counted.items()}
         print("HTTP calls per reset:", {r: round(n, 2) for r, n in sorted(per_reset.items())})
         assert per_reset.get("POST /v1/agent/results/batch", 0) <= 0.6, per_reset

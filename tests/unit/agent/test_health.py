@@ -12,6 +12,7 @@ import httpx
 import pytest
 import structlog
 
+from agent.backlog import DirectoryBacklog
 from agent.health import HealthServer, HealthState
 from agent.logging import configure_logging
 from agent.metrics import Metrics
@@ -121,6 +122,10 @@ def test_metrics_exposes_the_counters(client: httpx.Client, metrics: Metrics) ->
     metrics.set_directory_up("corp-ad", True)
     metrics.set_relay_up(True)
     metrics.set_key_expiry("portal-2025", 86400)
+    backlog = DirectoryBacklog(4)
+    metrics.watch_directory_writing("corp-ad", lambda: backlog.writing("corp-ad"))
+    writes = [backlog.write_started("corp-ad") for _ in range(3)]
+    backlog.write_ended(writes.pop())
     with metrics.in_flight():
         text = client.get("/metrics").text
     r = client.get("/metrics")
@@ -134,6 +139,7 @@ def test_metrics_exposes_the_counters(client: httpx.Client, metrics: Metrics) ->
     assert 'writeback_key_expiry_seconds{key="portal-2025"} 86400.0' in r.text
     assert "writeback_in_flight 1.0" in text
     assert "writeback_in_flight 0.0" in r.text
+    assert 'writeback_directory_writing{directory="corp-ad"} 2.0' in r.text
 
 
 def test_request_series_by_op_and_status_share_the_op_histogram(metrics: Metrics) -> None:
