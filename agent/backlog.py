@@ -71,12 +71,13 @@ class DirectoryBacklog:
         self._most_hold = most_hold
         self._lock = threading.Lock()
         self._dirs = {name: _Directory() for name in directories}
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: list[threading.Condition] = []
         self._current = threading.local()
 
-    def listen(self, wake: Callable[[], None]) -> None:
-        """Call `wake` (without any lock of ours held) whenever a write ends."""
-        self._listeners.append(wake)
+    def listen(self, cond: threading.Condition) -> None:
+        """Notify everyone waiting on `cond` whenever a write ends (a busy directory
+        may not be busy any more); nobody is, while holds are off (depth 0)."""
+        self._listeners.append(cond)
 
     # ------------------------------------------------------------------ the pipeline
 
@@ -102,8 +103,10 @@ class DirectoryBacklog:
             took = now - max(at, d.last_end)
             d.last_end = now
             d.pace += _WEIGHT * (took - d.pace)
-        for wake in self._listeners:
-            wake()
+        if self._depth > 0:  # else nobody ever waits for a busy directory
+            for cond in self._listeners:
+                with cond:
+                    cond.notify_all()
 
     # ------------------------------------------------------------------ who waits
 

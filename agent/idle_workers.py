@@ -34,11 +34,7 @@ class IdleWorkers:
         self._cond = threading.Condition()
         self._free = workers
         self._backlog = backlog if backlog is not None else DirectoryBacklog(0)
-        self._backlog.listen(self._wake)
-
-    def _wake(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
+        self._backlog.listen(self._cond)
 
     def take(self, most: int, timeout: float) -> int:
         """Tickets for up to `most` idle workers (0 when none became idle within

@@ -72,11 +72,7 @@ class PermitBatcher:
         self._queue: list[_Ask] = []
         self._sending = False
         self._backlog = backlog if backlog is not None else DirectoryBacklog(0)
-        self._backlog.listen(self._wake)
-
-    def _wake(self) -> None:
-        with self._lock:
-            self._company.notify()
+        self._backlog.listen(self._company)  # only a lingering sender waits on it
 
     def permit(
         self,

@@ -92,11 +92,7 @@ class ResultPoster:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._backlog = backlog if backlog is not None else DirectoryBacklog(0)
-        self._backlog.listen(self._wake)
-
-    def _wake(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
+        self._backlog.listen(self._cond)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="result-poster", daemon=True)

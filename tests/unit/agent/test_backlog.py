@@ -71,19 +71,35 @@ def test_the_hold_never_exceeds_its_cap(cap: float) -> None:
 
 
 def test_each_write_end_wakes_every_listener() -> None:
+    """The poster's and the dispatcher's conditions: a thread waiting on each is woken
+    by a write's end (long before its 10 s timeout)."""
     backlog = DirectoryBacklog(1)
+    conditions = {"poster": threading.Condition(), "dispatcher": threading.Condition()}
+    for cond in conditions.values():
+        backlog.listen(cond)
     woken: list[str] = []
-    backlog.listen(lambda: woken.append("poster"))
-    backlog.listen(lambda: woken.append("dispatcher"))
-    threads = [
-        threading.Thread(target=lambda: backlog.write_ended(backlog.write_started("ad")))
-        for _ in range(3)
-    ]
+    ready = threading.Barrier(3)
+
+    def wait(name: str) -> None:
+        cond = conditions[name]
+        with cond:
+            ready.wait()
+            if cond.wait(10):
+                woken.append(name)
+
+    threads = [threading.Thread(target=wait, args=(n,)) for n in conditions]
     for t in threads:
         t.start()
+    ready.wait()
+    for cond in conditions.values():  # both are waiting once their lock is free again
+        with cond:
+            pass
+    started = time.monotonic()
+    backlog.write_ended(backlog.write_started("ad"))
     for t in threads:
-        t.join()
-    assert sorted(woken) == ["dispatcher"] * 3 + ["poster"] * 3
+        t.join(15)
+    assert sorted(woken) == ["dispatcher", "poster"]
+    assert time.monotonic() - started < 5
 
 
 def test_each_worker_thread_has_its_own_directory() -> None:
