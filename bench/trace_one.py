@@ -6,6 +6,9 @@ directory) as bench_e2e.py starts it, requests one after another, each split int
              agent's lease long-poll, the lease answer, the agent verifies and opens)
   agent      request.received -> request.succeeded (directory, permit, journal; the
              duration_ms the agent logs)
+  pre-write  request.received -> request.writing: the agent's own steps before the
+             write (decryption, the user's lookup, the relay's write permit and the
+             journal's synced mark); part of `agent`
   back       request.succeeded -> the portal holds the verified result (the agent's
              result post, the relay wakes the portal's result long-poll)
   total      the portal's submit -> the verified result in the portal's hands
@@ -18,6 +21,7 @@ directory) as bench_e2e.py starts it, requests one after another, each split int
              varies by several ms from one request to the next)
 
     .venv/bin/python bench/trace_one.py [--directory slapd|samba] [--requests 300]
+        [--save-log agent.log]
 
 Medians over the requests; the raw ldap3 write's median on the same directory for
 comparison. Timestamps are this machine's wall clock (all processes are local). The
@@ -63,6 +67,11 @@ def main() -> int:
         help="one call that submits and waits (submit_and_wait, what bench_e2e.py's "
         "portal makes for a request alone; `submit` is then empty), submit and wait "
         "through Submitter/ResultWaiter, or PortalClient's submit and wait_result",
+    )
+    parser.add_argument(
+        "--save-log",
+        type=Path,
+        help="keep the agent's debug log (JSON lines) here, for splits of your own",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="wb-trace-") as tmp:
@@ -110,6 +119,8 @@ def main() -> int:
                     waiter.close()
                 time.sleep(0.5)
                 log = (system.root / "agent1" / "agent.log").read_text()
+                if args.save_log is not None:
+                    args.save_log.write_text(log)
         _report(args.directory, raw.pct(0.5), marks, log)
     return 0
 
@@ -125,7 +136,8 @@ def _report(directory: str, raw_p50: float, marks: dict[str, list[float]], log: 
         if event.get("event") in ("request.received", "request.writing", "request.succeeded"):
             seen.setdefault(event["request_id"], {})[event["event"]] = _stamp(event["timestamp"])
     parts: dict[str, list[float]] = {
-        k: [] for k in ("submit", "to agent", "agent", "back", "total", "write", "outside")
+        k: []
+        for k in ("submit", "to agent", "agent", "pre-write", "back", "total", "write", "outside")
     }
     for request_id, (t0, t1, t2) in list(marks.items())[10:]:  # warm-up left out
         agent = seen.get(request_id, {})
@@ -137,6 +149,7 @@ def _report(directory: str, raw_p50: float, marks: dict[str, list[float]], log: 
             ("submit", t1 - t0),
             ("to agent", received - t1),
             ("agent", done - received),
+            ("pre-write", agent["request.writing"] - received),
             ("back", t2 - done),
             ("total", t2 - t0),
             ("write", write),
