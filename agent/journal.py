@@ -18,13 +18,16 @@ redelivery asks it, and it answers in_doubt unless the entry provably did not ch
 
 `mark_writing` is the one synced commit (synchronous=FULL) before the LDAP write goes
 out, so after a crash, even a power cut, the journal knows a write may have happened.
-The pipeline makes it while it waits for the relay's write permit
-(`mark_writing_soon`, about 0.3 ms of fsync hidden behind that call) and sends the
-write only once both are done. The marks asked while one is being synced go together
-in the next commit, one fsync for all of them (the permits of a burst come back in
-one answer: 16 fsyncs in a row were 16 times a disk's sync latency for the last
-worker); each is durable before its future is done, as alone. A mark whose write is
-then not sent is undone (`unmark_writing`) or overwritten by the answer. A "writing"
+The pipeline asks for it as soon as it has claimed a write request
+(`mark_writing_soon`), so the fsync runs while the request is decrypted, the user
+looked up and the relay's write permit asked, and it sends the write only once the
+permit is granted and the mark is on disk. (Beside the permit call alone, a disk whose
+fsync takes longer than that call made every reset wait for the rest of it.) The
+marks asked while one is being synced go together in the next commit, one fsync for
+all of them (a burst of requests is leased in one answer: 16 fsyncs in a row were 16
+times a disk's sync latency for the last worker); each is durable before its future
+is done, as alone. A mark whose write is then not sent is undone (`unmark_writing`)
+before the answer is journaled. A "writing"
 row therefore means "a write may have gone out", never less.
 The other writes (claim, finish, forget) use synchronous=NORMAL: in WAL mode they
 survive a crash of the process and are synced with the next FULL commit; a power cut
@@ -191,10 +194,11 @@ class Journal:
                 conn.execute("PRAGMA synchronous=NORMAL")
 
     def mark_writing_soon(self, request_id: str, *, lease_id: str | None = None) -> Future[None]:
-        """`mark_writing` on the journal's sync thread, so the caller can wait for
-        something else meanwhile (the pipeline: the relay's write permit), together
-        with the other marks asked meanwhile. The write must not go out before the
-        future is done; a write that is then not sent is undone with `unmark_writing`."""
+        """`mark_writing` on the journal's sync thread, so the caller can do something
+        else meanwhile (the pipeline: decryption, the user's lookup, the relay's write
+        permit), together with the other marks asked meanwhile. The write must not go
+        out before the future is done; a write that is then not sent is undone with
+        `unmark_writing`."""
         done: Future[None] = Future()
         with self._sync_lock:
             if self._sync is None:
@@ -223,8 +227,8 @@ class Journal:
             done.set_result(None)
 
     def unmark_writing(self, request_id: str) -> None:
-        """A mark whose write was never sent (no permit): back to received, so `forget`
-        drops it and a redelivery is claimed normally. Not synced: if a crash loses
+        """A mark whose write was never sent (no permit answered): back to received, so
+        `forget` drops it and a redelivery is claimed normally. Not synced: if a crash loses
         this, the row reads "writing" under its lease, which `recover` forgets too."""
         conn = self._conn()
         with self._writes:

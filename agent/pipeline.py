@@ -2,10 +2,11 @@
 docs/protocol.md section 6; the statuses docs/errors.md).
 
     verify (size, parse, key, signature, tenant/group, time) -> journal claim (dedupe)
-    -> decrypt -> route -> find user -> scope (not_managed?) -> state checks
-    -> write permit from the relay (the fence), with journal "writing" (the one synced
-    write) made meanwhile -> ONE directory write -> drop the secret -> signed result
-    -> journal "done"
+    [a write op: its journal "writing" mark, the one synced write, starts here and is
+    made meanwhile] -> decrypt -> route -> find user -> scope (not_managed?) -> state
+    checks -> write permit from the relay (the fence) -> the mark durable -> ONE
+    directory write -> drop the secret -> signed result -> journal "done" (a mark that
+    no permit answer followed is undone first)
 
 Why the journal sits before decryption: a replayed request is answered with the
 stored result and never decrypted or written again, by this agent. Why the permit:
@@ -90,6 +91,11 @@ class _State:
     log: Any = None
     claimed: bool = False  # this worker holds the journal row
     writing: bool = False  # the write may have gone out
+    # A write op's synced "writing" mark, asked as soon as the request is claimed, so
+    # that its fsync runs while the request is opened, the user looked up and the
+    # permit asked; kept once the permit is answered, else undone before the answer.
+    marked: Future[None] | None = None
+    keep_mark: bool = False
 
 
 class Pipeline:
@@ -181,18 +187,23 @@ class Pipeline:
             )
             return self._finish(header, verified.request_hash, outcome, run)
         state.claimed = True
-        log.debug("request.received")  # the audit line at the end is the info line
-
+        if permits is not None and header.op in _WRITE_OPS:
+            state.marked = self._journal.mark_writing_soon(header.id, lease_id=permits.lease_id)
         try:
-            secrets = verified.open()
-        except Rejected as exc:
-            outcome = Outcome(Status.REJECTED, exc.reason.value, exc.detail)
-            return self._finish(header, verified.request_hash, outcome, run)
-        try:
-            outcome = self._run(header, secrets, permits, state)
+            log.debug("request.received")  # the audit line at the end is the info line
+            try:
+                secrets = verified.open()
+            except Rejected as exc:
+                outcome = Outcome(Status.REJECTED, exc.reason.value, exc.detail)
+            else:
+                try:
+                    outcome = self._run(header, secrets, permits, state)
+                finally:
+                    del secrets  # the only reference to the passwords
+                    self._connectors.release()  # the next request takes the warm connection
         finally:
-            del secrets  # the only reference to the passwords
-            self._connectors.release()  # the next request takes the warm connection
+            if state.marked is not None and not state.keep_mark:
+                self._unmark(state.marked, header.id)  # no permit answered: nothing written
         return self._finish(header, verified.request_hash, outcome, run)
 
     # ------------------------------------------------------------------ the work
@@ -250,8 +261,7 @@ class Pipeline:
             if permits is not None and header.op in _WRITE_OPS:
                 query, asking = route.query, permits
                 user, permit = self._marked_meanwhile(
-                    header.id,
-                    permits.lease_id,
+                    state,
                     lambda: ask_to_write(
                         asking,
                         header,
@@ -391,19 +401,16 @@ class Pipeline:
     ) -> bytes:
         return self._answers.finish(header, request_hash, outcome, run)
 
-    def _marked_meanwhile(
-        self, request_id: str, lease_id: str, ask: Callable[[], T]
-    ) -> T:
-        """`ask` (the relay's write permit, agent/fence.py) with the one synced journal
-        write made meanwhile (the lease in it lets a restart post the answer); both are
-        done when this returns, so the write may go out."""
-        marked = self._journal.mark_writing_soon(request_id, lease_id=lease_id)
-        try:
-            answer = ask()
-        except BaseException:
-            self._unmark(marked, request_id)
-            raise
-        marked.result()  # durable before the write goes out (or the answer)
+    def _marked_meanwhile(self, state: _State, ask: Callable[[], T]) -> T:
+        """`ask` (the relay's write permit, agent/fence.py) while the one synced journal
+        write, asked at the claim (`_handle`), is made (the lease in it lets a restart
+        post the answer); both are done when this returns, so the write may go out.
+        If `ask` raises, `_handle` undoes the mark."""
+        if state.marked is None:
+            raise RuntimeError("a write op's journal mark is asked at its claim")
+        answer = ask()
+        state.marked.result()  # durable before the write goes out (or the answer)
+        state.keep_mark = True
         return answer
 
     def _unmark(self, marked: Future[None], request_id: str) -> None:

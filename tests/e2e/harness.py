@@ -287,15 +287,24 @@ class AgentSystem:
 def journal_state(config: Path, request_id: str) -> str | None:
     """The state of a request in the journal of the agent configured by `config`
     (read-only, while that agent runs); None before the agent has it."""
+    row = journal_row(config, request_id)
+    return row[0] if row else None
+
+
+def journal_row(config: Path, request_id: str) -> tuple[str, str | None] | None:
+    """(state, lease id) of a request in that journal: a lease id is kept only with a
+    write made under a relay permit (agent/journal.py)."""
     path = config.parent / "data" / "journal.sqlite3"
     if not path.exists():
         return None
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as conn:
-            row = conn.execute("SELECT state FROM requests WHERE id = ?", (request_id,)).fetchone()
+            row = conn.execute(
+                "SELECT state, lease_id FROM requests WHERE id = ?", (request_id,)
+            ).fetchone()
     except sqlite3.Error:
         return None
-    return row[0] if row else None
+    return (str(row[0]), row[1]) if row else None
 
 
 @dataclass

@@ -14,6 +14,7 @@ import pytest
 from cloud.relay.client import DuplicateRequest, NoAgentOnline
 from cloud.sdk import PortalSigner
 from tests.e2e.conftest import Scenario
+from tests.e2e.harness import journal_row
 from tests.servers.base import BindOutcome, unique_login
 
 INITIAL = "Initial-Pass-1"
@@ -132,6 +133,21 @@ def test_not_managed_outside_scope(scenario: Scenario) -> None:
     login = _user(scenario, outside_base=True)
     result = scenario.system.portal.send("reset", login, new_password=NEW)
     assert (result.status, result.reason) == ("not_managed", "outside_scope")
+
+
+def test_a_reset_refused_before_its_permit_is_journaled_as_no_write(scenario: Scenario) -> None:
+    """The journal's synced "writing" mark starts as soon as a reset is claimed, so its
+    fsync runs during the lookup; a reset refused before its write permit must still
+    be recorded as answered without a write: done, with no permit's lease (a row with
+    one reads "written under a permit" to a restarted agent)."""
+    login = _user(scenario, outside_base=True)
+    portal = scenario.system.portal
+    request = portal.request("reset", login, new_password=NEW)
+    portal.submit(request)
+    result = portal.wait(request)
+    assert (result.status, result.reason) == ("not_managed", "outside_scope")
+    assert journal_row(scenario.system.config, request.id) == ("done", None)
+    assert scenario.env.bind(login, INITIAL) is BindOutcome.OK
 
 
 def test_not_managed_in_nested_denied_group(scenario: Scenario) -> None:
