@@ -27,8 +27,8 @@ marks asked while one is being synced go together in the next commit, one fsync 
 all of them (a burst of requests is leased in one answer: 16 fsyncs in a row were 16
 times a disk's sync latency for the last worker); each is durable before its future
 is done, as alone. A mark whose write is then not sent is undone (`unmark_writing`)
-before the answer is journaled. A "writing"
-row therefore means "a write may have gone out", never less.
+before the answer is journaled. A "writing" row therefore means "a write may have
+gone out", never less.
 The other writes (claim, finish, forget) use synchronous=NORMAL: in WAL mode they
 survive a crash of the process and are synced with the next FULL commit; a power cut
 may lose the latest of them, which costs nothing: a lost claim is claimed again (the

@@ -258,10 +258,11 @@ class Pipeline:
                     policy=policy.describe(),
                     directory=directory.name,
                 )
-            if permits is not None and header.op in _WRITE_OPS:
+            marked = state.marked  # a write op under a permit: marked at its claim
+            if permits is not None and marked is not None:
                 query, asking = route.query, permits
                 user, permit = self._marked_meanwhile(
-                    state,
+                    marked,
                     lambda: ask_to_write(
                         asking,
                         header,
@@ -271,6 +272,7 @@ class Pipeline:
                         reread=lambda: self._retry(lambda: connector.find_user(query), deadline),
                     ),
                 )
+                state.keep_mark = True  # the permit answered: the mark stays
                 found = user
                 if isinstance(permit, Outcome):
                     return permit  # journaled as done by _finish
@@ -401,16 +403,13 @@ class Pipeline:
     ) -> bytes:
         return self._answers.finish(header, request_hash, outcome, run)
 
-    def _marked_meanwhile(self, state: _State, ask: Callable[[], T]) -> T:
+    def _marked_meanwhile(self, marked: Future[None], ask: Callable[[], T]) -> T:
         """`ask` (the relay's write permit, agent/fence.py) while the one synced journal
         write, asked at the claim (`_handle`), is made (the lease in it lets a restart
         post the answer); both are done when this returns, so the write may go out.
-        If `ask` raises, `_handle` undoes the mark."""
-        if state.marked is None:
-            raise RuntimeError("a write op's journal mark is asked at its claim")
+        If either raises, `_handle` undoes the mark."""
         answer = ask()
-        state.marked.result()  # durable before the write goes out (or the answer)
-        state.keep_mark = True
+        marked.result()  # durable before the write goes out (or the answer)
         return answer
 
     def _unmark(self, marked: Future[None], request_id: str) -> None:
