@@ -1,9 +1,11 @@
 """One request, from envelope bytes to a signed result (the verification order is
 docs/protocol.md section 6; the statuses docs/errors.md).
 
-    verify (size, parse, key, signature, tenant/group, time) -> journal claim (dedupe)
+    verify (size, parse, key, signature, tenant/group, time) -> [the user's lookup is
+    sent ahead: the directory works on it meanwhile] -> journal claim (dedupe)
     [a write op: its journal "writing" mark, the one synced write, starts here and is
-    made meanwhile] -> decrypt -> route -> find user -> scope (not_managed?) -> state
+    made meanwhile] -> decrypt -> route -> find user (reads the answer to the search
+    sent ahead) -> scope (not_managed?) -> state
     checks -> write permit from the relay (the fence) -> the mark durable -> ONE
     directory write -> drop the secret -> signed result -> journal "done" (a mark that
     no permit answer followed is undone first)
@@ -153,6 +155,8 @@ class Pipeline:
             return Deferred.RELEASE
         except Exception as exc:  # noqa: BLE001  # the promise: every request gets an answer
             return self._crashed(exc, state, run)
+        finally:
+            self._connectors.release()  # lent by the look-ahead, on every way out
 
     def _handle(
         self,
@@ -171,6 +175,7 @@ class Pipeline:
         state.header, state.request_hash = header, verified.request_hash
         log = state.log = self._log.bind(request_id=header.id, op=header.op, user=header.user.value)
         run = Run(run.received_at, run.started, log)
+        self._look_ahead(header)
         claim = self._journal.claim(header.id, op=header.op, user_ref=header.user.value)
         if claim.kind is ClaimKind.DONE:
             log.info("request.replayed", status="answered_before")
@@ -207,6 +212,17 @@ class Pipeline:
         return self._finish(header, verified.request_hash, outcome, run)
 
     # ------------------------------------------------------------------ the work
+
+    def _look_ahead(self, header: RequestHeader) -> None:
+        """Send the user's lookup now (`DirectoryConnector.look_ahead`): the directory
+        answers it while the request is claimed and decrypted, and `_run`'s find_user
+        reads the answer. Only a read, of what the verified header names; a request
+        that goes no further (a replay, a secret part that does not open) leaves the
+        answer to be dropped by the connector's next use."""
+        with contextlib.suppress(Exception):  # best effort: _run routes and looks up anyway
+            route = self._router.route(LookupKind(header.user.kind), header.user.value)
+            if route is not None:
+                self._connectors.get(route.directory).look_ahead(route.query)
 
     def _run(
         self,
@@ -442,5 +458,3 @@ class Pipeline:
             log.exception("request.unanswerable")
             self._forget(state)
             return Deferred.DROP
-
-

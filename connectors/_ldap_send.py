@@ -154,6 +154,51 @@ def search(
             size_limit=size_limit,
         )
         return list(conn.response or [])
+    with conn.connection_lock:
+        message_id = _send_search(
+            conn, base, flt, attributes, scope=scope, controls=controls, size_limit=size_limit
+        )
+        return receive_search(conn, message_id)
+
+
+def send_search(
+    conn: ldap3.Connection,
+    base: str,
+    flt: str,
+    attributes: list[str],
+    *,
+    scope: str | int = ldap3.SUBTREE,
+    size_limit: int = 0,
+) -> int | None:
+    """Send the search `search` would send and return its message id without waiting
+    for the answer (`receive_search` reads it); None, and nothing sent, on a connection
+    this module does not encode for (the caller then uses `search`)."""
+    if not _direct(conn, None):
+        return None
+    with conn.connection_lock:
+        return _send_search(
+            conn, base, flt, attributes, scope=scope, controls=None, size_limit=size_limit
+        )
+
+
+def receive_search(conn: ldap3.Connection, message_id: int) -> list[dict[str, Any]]:
+    """The answer to the search sent as `message_id`, as `search` returns it."""
+    with conn.connection_lock:
+        response = conn.strategy.post_send_search(message_id)
+        conn._entries = []
+        return list(response)
+
+
+def _send_search(
+    conn: ldap3.Connection,
+    base: str,
+    flt: str,
+    attributes: list[str],
+    *,
+    scope: str | int,
+    controls: Controls,
+    size_limit: int,
+) -> int:
     attrs = list(attributes) if attributes else [ldap3.NO_ATTRIBUTES]
     if scope not in _SCOPES:
         raise lexc.LDAPInvalidScopeError("invalid scope type")
@@ -161,37 +206,34 @@ def search(
     conn.last_error = None
     if conn.check_names and base:
         base = safe_dn(base)
-    with conn.connection_lock:
-        root = parse_filter(
-            flt,
-            None,
-            conn.auto_escape,
-            conn.auto_encode,
-            conn.server.custom_validator,
-            conn.check_names,
-        )
-        op = _ber.search_request(
-            base,
-            _ber.filter_bytes(root.elements[0], prepare_filter_for_sending),
-            attrs,
-            scope=_SCOPES[scope],
-            deref=_DEREF_ALWAYS,
-            size_limit=size_limit,
-        )
-        request = {
-            "type": "searchRequest",
-            "base": base,
-            "scope": _SCOPES[scope],
-            "dereferenceAlias": _DEREF_ALWAYS,
-            "sizeLimit": size_limit,
-            "timeLimit": 0,
-            "typesOnly": False,
-            "filter": flt,
-            "attributes": attrs,
-        }
-        response = conn.strategy.post_send_search(_send(conn, op, checked, request))
-        conn._entries = []
-        return list(response)
+    root = parse_filter(
+        flt,
+        None,
+        conn.auto_escape,
+        conn.auto_encode,
+        conn.server.custom_validator,
+        conn.check_names,
+    )
+    op = _ber.search_request(
+        base,
+        _ber.filter_bytes(root.elements[0], prepare_filter_for_sending),
+        attrs,
+        scope=_SCOPES[scope],
+        deref=_DEREF_ALWAYS,
+        size_limit=size_limit,
+    )
+    request = {
+        "type": "searchRequest",
+        "base": base,
+        "scope": _SCOPES[scope],
+        "dereferenceAlias": _DEREF_ALWAYS,
+        "sizeLimit": size_limit,
+        "timeLimit": 0,
+        "typesOnly": False,
+        "filter": flt,
+        "attributes": attrs,
+    }
+    return _send(conn, op, checked, request)
 
 
 def modify(

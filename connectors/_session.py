@@ -11,12 +11,22 @@ a Notice of Disconnection, and the connection is replaced before anything is sen
 A read that still fails on a reused connection (a silent death) is retried once on a
 fresh one; a write is never retried here (its answer may have been lost after it was
 applied: WriteOutcomeUnknown, the pipeline decides).
+
+A search sent ahead (`search_ahead`): the agent sends the user's lookup as soon as the
+request is verified and reads the answer when it needs it, so the directory works on
+the search while the agent claims and decrypts the request. The session then holds one
+outstanding search; the `search` with the same arguments reads its answer, and any
+other use of the session first reads and drops it (`_settle`), so the one-request,
+one-answer order of a synchronous session, and the staleness poll above, hold again
+before anything else is sent. Best effort: an answer that cannot be read closes the
+connection, and the search is made again as if nothing had been sent ahead.
 """
 
 from __future__ import annotations
 
 import select
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import ldap3
@@ -40,6 +50,17 @@ from connectors.base import (
 )
 
 T = TypeVar("T")
+
+_SearchKey = tuple[str, str, tuple[str, ...], str, int]
+
+
+@dataclass(frozen=True)
+class _Ahead:
+    """A search sent and not read yet: what it asked, on which connection, its id."""
+
+    key: _SearchKey
+    conn: ldap3.Connection
+    message_id: int
 
 
 def _alive(conn: ldap3.Connection) -> bool:
@@ -69,6 +90,7 @@ class LdapSession:
         self._refine = refine
         self._prepare = prepare
         self._conn: ldap3.Connection | None = None
+        self._ahead: _Ahead | None = None
 
     def __repr__(self) -> str:  # never the bind password
         return f"LdapSession(urls={self.settings.urls!r}, open={self._conn is not None})"
@@ -78,6 +100,7 @@ class LdapSession:
     def connection(self) -> ldap3.Connection:
         """The bound connection: the kept one if it is still alive, else a new one
         (failover across settings.urls; plain LDAP refused before any bind)."""
+        self._settle()
         if self._conn is not None and not _alive(self._conn):
             self.close()
         if self._conn is None:
@@ -98,7 +121,7 @@ class LdapSession:
         return server_identity(self._conn) if self._conn is not None else ""
 
     def close(self) -> None:
-        conn, self._conn = self._conn, None
+        conn, self._conn, self._ahead = self._conn, None, None
         close_quietly(conn)
 
     def __del__(self) -> None:
@@ -165,15 +188,87 @@ class LdapSession:
         controls: Any = None,
         size_limit: int = 0,
     ) -> list[dict[str, Any]]:
-        """Entries only (no referrals or continuation references)."""
+        """Entries only (no referrals or continuation references); the answer to the
+        same search sent ahead, if there is one."""
+        ahead = self._ahead
+        if (
+            ahead is not None
+            and controls is None
+            and ahead.key == (base, flt, tuple(attrs), scope, size_limit)
+        ):
+            self._ahead = None
+            answered = self._receive(ahead)
+            if answered is not None:
+                return answered
 
         def run(conn: ldap3.Connection) -> list[dict[str, Any]]:
             response = _ldap_send.search(
                 conn, base, flt, attrs, scope=scope, controls=controls, size_limit=size_limit
             )
-            return [e for e in response if e.get("type") == "searchResEntry"]
+            return _entries(response)
 
         return self.read(run)
+
+    def search_ahead(
+        self,
+        base: str,
+        flt: str,
+        attrs: list[str],
+        *,
+        scope: str = ldap3.SUBTREE,
+        size_limit: int = 0,
+    ) -> None:
+        """Send the search that `search` with the same arguments will read (see the
+        module docstring). Never raises: on any failure nothing is outstanding and
+        `search` sends it itself."""
+        key = (base, flt, tuple(attrs), scope, size_limit)
+        conn: ldap3.Connection | None = None
+        try:
+            conn = self.connection()
+            with translate_errors("search", dc=server_url(conn), refine=self._refine, conn=conn):
+                message_id = _ldap_send.send_search(
+                    conn, base, flt, attrs, scope=scope, size_limit=size_limit
+                )
+        except DirectoryUnavailable:
+            self.close()
+            return
+        except DirectoryError:
+            return  # refused before it was sent (a filter ldap3 cannot parse): `search` says so
+        except Exception:  # noqa: BLE001  # best effort: `search` meets it again and says so
+            self.close()
+            return
+        finally:
+            if conn is not None:
+                conn.request = None
+        if conn is not None and message_id is not None:
+            self._ahead = _Ahead(key, conn, message_id)
+
+    def _receive(self, ahead: _Ahead) -> list[dict[str, Any]] | None:
+        """The entries answering `ahead`; None when they cannot be had (the connection
+        is then closed if it failed, and the caller searches again)."""
+        conn = ahead.conn
+        if self._conn is None or conn is not self._conn:
+            return None
+        try:
+            with translate_errors("search", dc=server_url(conn), refine=self._refine, conn=conn):
+                return _entries(_ldap_send.receive_search(conn, ahead.message_id))
+        except DirectoryUnavailable:
+            self.close()
+            return None
+        except DirectoryError:
+            return None  # an answer such as noSuchObject: the search again raises it
+        except Exception:  # noqa: BLE001  # whatever it was, the search again meets it
+            self.close()
+            return None
+        finally:
+            conn.request = None
+
+    def _settle(self) -> None:
+        """Read and drop the answer to a search sent ahead that no `search` asked for,
+        so the session is back to nothing outstanding."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            self._receive(ahead)
 
     def entry(self, dn: str, attrs: list[str], *, controls: Any = None) -> dict[str, Any] | None:
         """One entry by DN (a base search), or None when it is not there or not readable."""
@@ -199,3 +294,7 @@ class LdapSession:
 
         self.write(run, context, guard=guard)
         return dc
+
+
+def _entries(response: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in response if e.get("type") == "searchResEntry"]

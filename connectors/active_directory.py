@@ -167,6 +167,25 @@ class ActiveDirectoryConnector:
     # ------------------------------------------------------------------ lookups
 
     def find_user(self, query: UserQuery) -> DirectoryUser:
+        flt, attrs, with_pso = self._user_search(query)
+        found: dict[str, dict[str, Any]] = {}
+        for base in self.settings.base_dns:
+            for entry in self._session.search(base, flt, attrs):
+                found[str(entry["dn"]).lower()] = entry
+        if not found:
+            raise UserNotFound(f"no user for {query.kind.value} lookup")
+        if len(found) > 1:
+            raise AmbiguousUser(f"{len(found)} users match the {query.kind.value} lookup")
+        return self._directory_user(next(iter(found.values())), policy_known=with_pso)
+
+    def look_ahead(self, query: UserQuery) -> None:
+        with contextlib.suppress(DirectoryError):
+            flt, attrs, _ = self._user_search(query)
+            for base in self.settings.base_dns[:1]:  # one search outstanding at most
+                self._session.search_ahead(base, flt, attrs)
+
+    def _user_search(self, query: UserQuery) -> tuple[str, list[str], bool]:
+        """The filter and attributes of the lookup, and whether they include the PSO."""
         value = query.value.strip()
         if not value:
             raise UserNotFound("empty user reference")
@@ -184,15 +203,7 @@ class ActiveDirectoryConnector:
         # Without a policy cache the PSO list would be read on every lookup: ask for it.
         with_pso = self.settings.policy_cache_seconds <= 0 or self._strictest() is None
         attrs = [*_USER_ATTRS, _RESULTANT_PSO] if with_pso else _USER_ATTRS
-        found: dict[str, dict[str, Any]] = {}
-        for base in self.settings.base_dns:
-            for entry in self._session.search(base, _USER_FILTER.format(clause), attrs):
-                found[str(entry["dn"]).lower()] = entry
-        if not found:
-            raise UserNotFound(f"no user for {query.kind.value} lookup")
-        if len(found) > 1:
-            raise AmbiguousUser(f"{len(found)} users match the {query.kind.value} lookup")
-        return self._directory_user(next(iter(found.values())), policy_known=with_pso)
+        return _USER_FILTER.format(clause), attrs, with_pso
 
     def _directory_user(self, entry: dict[str, Any], *, policy_known: bool) -> DirectoryUser:
         attrs = entry["attributes"]

@@ -361,6 +361,13 @@ class DirectoryConnector(Protocol):
         """Exactly one user or UserNotFound / AmbiguousUser. Values are filter-escaped."""
         ...
 
+    def look_ahead(self, query: UserQuery) -> None:
+        """Send the search `find_user(query)` starts with and return without its answer,
+        so the directory works on it while the agent does other work; the next
+        `find_user(query)` reads it, and any other call first reads and drops it. Best
+        effort: never raises (`find_user` then searches as usual)."""
+        ...
+
     def group_dns(self, user: DirectoryUser) -> frozenset[str]:
         """DNs (lower-cased) of every group the user is in, nested membership included."""
         ...

@@ -139,16 +139,7 @@ class OpenLdapConnector:
         """The user with the account state a write decides on (lock, pwdReset, policy),
         so the write does not read it again."""
         s = self.settings
-        flt = self._user_filter(query)
-        attrs = [
-            s.login_attribute,
-            s.mail_attribute,
-            "displayName",
-            "cn",
-            "entryUUID",
-            "entryCSN",
-            *pp.STATE_ATTRS,
-        ]
+        flt, attrs = self._user_filter(query), self._user_attrs()
         found: dict[str, dict[str, Any]] = {}
         for base in s.base_dns:
             for entry in self._session.search(base, flt, attrs, size_limit=2):
@@ -175,6 +166,24 @@ class OpenLdapConnector:
             server=self._session.server,
             change_stamp=pp.first(a, "entryCSN") or "",
         )
+
+    def look_ahead(self, query: UserQuery) -> None:
+        with contextlib.suppress(DirectoryError):
+            flt, attrs = self._user_filter(query), self._user_attrs()
+            for base in self.settings.base_dns[:1]:  # one search outstanding at most
+                self._session.search_ahead(base, flt, attrs, size_limit=2)
+
+    def _user_attrs(self) -> list[str]:
+        s = self.settings
+        return [
+            s.login_attribute,
+            s.mail_attribute,
+            "displayName",
+            "cn",
+            "entryUUID",
+            "entryCSN",
+            *pp.STATE_ATTRS,
+        ]
 
     def _locked(self, state: pp.AccountState) -> bool:
         """Locked out (not disabled); honours pwdLockoutDuration when the policy sets one."""
@@ -411,4 +420,3 @@ class OpenLdapConnector:
             policy=policy,
             rights=lambda dn: probe_rights(self._session, dn, person=_PERSON),
         )
-
