@@ -86,6 +86,41 @@ def test_replayed_request_is_not_written_twice(
         system.close()
 
 
+def test_a_replay_then_the_next_request_in_one_running_agent(
+    relay: RelayProcess, slapd_env: DirectoryEnv, tmp_path: Path
+) -> None:
+    """One worker, so one directory connection: the replay's lookup, sent ahead and
+    never read (the journal answers it), must not reach the next request, which is for
+    another user and writes that user's password."""
+    env = slapd_env
+    system = AgentSystem.create(
+        tmp_path / "replay-next",
+        relay,
+        [directory_entry(env.settings, tmp_path, name="main", default=True)],
+    )
+    first_login, next_login = _user(env), _user(env)
+    first = system.portal.request("reset", first_login, new_password=REPLAYED)
+    following = system.portal.request("reset", next_login, new_password=THIRD)
+    queue = MemoryQueue()
+    agent = build_agent(
+        system.settings().model_copy(update={"workers": 1}),
+        transport_factory=lambda: MemoryTransport(queue, system.portal.agents()[0].agent_id or "a"),
+    )
+    agent.start()
+    try:
+        answer = queue.wait_result(queue.put(first.to_bytes()), timeout=30)
+        again = queue.wait_result(queue.put(first.to_bytes(), request_id="copy"), timeout=30)
+        last = queue.wait_result(queue.put(following.to_bytes()), timeout=30)
+    finally:
+        agent.stop(timeout=15)
+        system.close()
+    assert again == answer  # the stored answer
+    trusted = system.portal.agents()
+    assert verify_result(last, request=following, trusted_agents=trusted).status == "succeeded"
+    assert env.bind(first_login, REPLAYED) is BindOutcome.OK
+    assert env.bind(next_login, THIRD) is BindOutcome.OK
+
+
 @pytest.mark.parametrize("landed", [True, False], ids=["write_landed", "write_never_sent"])
 def test_agent_killed_mid_write(
     relay: RelayProcess, slapd_env: SlapdEnv, tmp_path: Path, landed: bool
