@@ -224,7 +224,6 @@ def _report(directory: str, raw_p50: float, marks: dict[str, list[float]], log: 
         )
 
 
-
 # An answer's edge and the edge of the call it answers (bench/_trace/sitecustomize.py).
 _CLOSES = {
     "relay: handler returned ": "relay: call in ",
@@ -254,7 +253,8 @@ def _opened_at(stamps: list[tuple[float, str]]) -> list[tuple[float, str, float]
                 opened = pending.pop(0) if pending else at
                 break
         else:
-            open_calls.setdefault(edge, []).append(at)
+            if edge.startswith(tuple(_CLOSES.values())):  # a call: its answer will come
+                open_calls.setdefault(edge, []).append(at)
         out.append((at, edge, opened))
     return out
 
