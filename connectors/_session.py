@@ -56,10 +56,10 @@ _SearchKey = tuple[str, str, tuple[str, ...], str, int]
 
 @dataclass(frozen=True)
 class _Ahead:
-    """A search sent and not read yet: what it asked, on which connection, its id."""
+    """A search sent on the kept connection and not read yet: what it asked, its id.
+    (Only `connection()` and `close()` replace that connection, and both drop it.)"""
 
     key: _SearchKey
-    conn: ldap3.Connection
     message_id: int
 
 
@@ -221,8 +221,6 @@ class LdapSession:
         """Send the search that `search` with the same arguments will read (see the
         module docstring). Never raises: on any failure nothing is outstanding and
         `search` sends it itself."""
-        key = (base, flt, tuple(attrs), scope, size_limit)
-        conn: ldap3.Connection | None = None
         try:
             conn = self.connection()
             with translate_errors("search", dc=server_url(conn), refine=self._refine, conn=conn):
@@ -237,17 +235,14 @@ class LdapSession:
         except Exception:  # noqa: BLE001  # best effort: `search` meets it again and says so
             self.close()
             return
-        finally:
-            if conn is not None:
-                conn.request = None
-        if conn is not None and message_id is not None:
-            self._ahead = _Ahead(key, conn, message_id)
+        if message_id is not None:
+            self._ahead = _Ahead((base, flt, tuple(attrs), scope, size_limit), message_id)
 
     def _receive(self, ahead: _Ahead) -> list[dict[str, Any]] | None:
         """The entries answering `ahead`; None when they cannot be had (the connection
         is then closed if it failed, and the caller searches again)."""
-        conn = ahead.conn
-        if self._conn is None or conn is not self._conn:
+        conn = self._conn
+        if conn is None:
             return None
         try:
             with translate_errors("search", dc=server_url(conn), refine=self._refine, conn=conn):
@@ -260,8 +255,6 @@ class LdapSession:
         except Exception:  # noqa: BLE001  # whatever it was, the search again meets it
             self.close()
             return None
-        finally:
-            conn.request = None
 
     def _settle(self) -> None:
         """Read and drop the answer to a search sent ahead that no `search` asked for,

@@ -6,8 +6,6 @@ must be changed is told apart from a wrong one."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from pydantic import SecretStr
 
@@ -27,13 +25,6 @@ from wire.status import CredentialReason, Status
 pytestmark = pytest.mark.slow
 
 INITIAL = "Initial-Pass-1"
-
-
-@pytest.fixture
-def connector(directory: DirectoryEnv) -> Iterator[DirectoryConnector]:
-    conn = directory.connector()
-    yield conn
-    conn.close()
 
 
 def _user(directory: DirectoryEnv, connector: DirectoryConnector, **kwargs: object):

@@ -7,7 +7,7 @@ new password; a refusal names the rule; a lookup with a hostile name finds nobod
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import closing
 
 import pytest
@@ -39,13 +39,6 @@ NON_BMP = "Pässwörd-ñ-密码-🔑x9"
 
 def secret(value: str) -> SecretStr:
     return SecretStr(value)
-
-
-@pytest.fixture
-def connector(directory: DirectoryEnv) -> Iterator[DirectoryConnector]:
-    conn = directory.connector()
-    yield conn
-    conn.close()
 
 
 def _new_user(directory: DirectoryEnv, **kwargs: object) -> str:

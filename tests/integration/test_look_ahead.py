@@ -11,7 +11,6 @@ look-ahead that cannot be sent or read changes nothing the caller sees.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from contextlib import closing
 from typing import Any
 
@@ -33,13 +32,6 @@ pytestmark = pytest.mark.slow
 
 INITIAL = "Initial-Pass-1"
 NEW = "Fresh-Secret-42"
-
-
-@pytest.fixture
-def connector(directory: DirectoryEnv) -> Iterator[DirectoryConnector]:
-    conn = directory.connector()
-    yield conn
-    conn.close()
 
 
 @pytest.fixture
