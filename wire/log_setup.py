@@ -20,16 +20,27 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable, Mapping
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from wire.redaction import redact_secrets
 
-__all__ = ["LEVELS", "LogFormat", "install_log_handler", "parse_level"]
+__all__ = ["LEVELS", "LevelGatedLogger", "LogFormat", "install_log_handler", "parse_level"]
 
 LogFormat = Literal["auto", "json", "console"]
+# structlog's method names to stdlib levels, as filter_by_level maps them.
+_METHOD_LEVELS: Mapping[str, int] = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "fatal": logging.CRITICAL,
+}
 
 LEVELS: Mapping[str, int] = {
     "critical": logging.CRITICAL,
@@ -75,6 +86,20 @@ def _shared_processors() -> list[Processor]:
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+
+
+class LevelGatedLogger(structlog.stdlib.BoundLogger):
+    """structlog's stdlib BoundLogger that asks the stdlib logger's level first, as
+    `filter_by_level` (the chain's first processor) does, so a line below the level
+    costs one cached level check instead of a copy of the bound context, a processor
+    call and a DropEvent (the relay's and the agent's debug lines on the hot path)."""
+
+    def _proxy_to_logger(
+        self, method_name: str, event: str | None = None, *event_args: str, **event_kw: Any
+    ) -> Any:
+        if not self._logger.isEnabledFor(_METHOD_LEVELS.get(method_name, logging.NOTSET)):
+            return None
+        return super()._proxy_to_logger(method_name, event, *event_args, **event_kw)
 
 
 def install_log_handler(
@@ -141,6 +166,6 @@ def install_log_handler(
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        wrapper_class=LevelGatedLogger,
         cache_logger_on_first_use=cache_logger_on_first_use,
     )

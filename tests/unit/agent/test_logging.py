@@ -107,6 +107,43 @@ def test_level_filters_our_events_and_library_records() -> None:
     assert [e["event"] for e in _json_lines(out.getvalue())] == ["key.expiring"]
 
 
+def test_every_method_is_filtered_by_its_level_before_the_chain_runs() -> None:
+    """Below the level a line is dropped before its context is copied and the chain
+    runs (wire/log_setup.py LevelGatedLogger); at or above it, each method writes."""
+    out = io.StringIO()
+    configure_logging("warning", stream=out)
+    calls: list[str] = []
+    config = structlog.get_config()
+    structlog.configure(processors=[_counting(calls), *config["processors"]])
+    log = get_logger("agent").bind(request_id="r1")
+    log.debug("request.writing")
+    log.info("request.received")
+    log.log(logging.INFO, "request.received")
+    assert calls == [] and out.getvalue() == ""
+    log.warning("key.expiring")
+    log.log(logging.ERROR, "journal.failed")
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        log.exception("request.crashed")
+    log.critical("agent.stopping")
+    assert calls == ["warning", "error", "exception", "critical"]
+    lines = _json_lines(out.getvalue())
+    assert [e["event"] for e in lines] == [
+        "key.expiring", "journal.failed", "request.crashed", "agent.stopping"]
+    assert {e["request_id"] for e in lines} == {"r1"}
+
+
+def _counting(calls: list[str]) -> structlog.typing.Processor:
+    def processor(
+        _logger: object, method: str, event: structlog.typing.EventDict
+    ) -> structlog.typing.EventDict:
+        calls.append(method)
+        return event
+
+    return processor
+
+
 def test_unknown_level_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown log level"):
         configure_logging("verbose", stream=io.StringIO())
