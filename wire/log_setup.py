@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Literal, TextIO
 
 import structlog
+from structlog.processors import NAME_TO_LEVEL
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from wire.redaction import redact_secrets
@@ -30,17 +31,6 @@ from wire.redaction import redact_secrets
 __all__ = ["LEVELS", "LevelGatedLogger", "LogFormat", "install_log_handler", "parse_level"]
 
 LogFormat = Literal["auto", "json", "console"]
-# structlog's method names to stdlib levels, as filter_by_level maps them.
-_METHOD_LEVELS: Mapping[str, int] = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warning": logging.WARNING,
-    "warn": logging.WARNING,
-    "error": logging.ERROR,
-    "exception": logging.ERROR,
-    "critical": logging.CRITICAL,
-    "fatal": logging.CRITICAL,
-}
 
 LEVELS: Mapping[str, int] = {
     "critical": logging.CRITICAL,
@@ -92,12 +82,14 @@ class LevelGatedLogger(structlog.stdlib.BoundLogger):
     """structlog's stdlib BoundLogger that asks the stdlib logger's level first, as
     `filter_by_level` (the chain's first processor) does, so a line below the level
     costs one cached level check instead of a copy of the bound context, a processor
-    call and a DropEvent (the relay's and the agent's debug lines on the hot path)."""
+    call and a DropEvent (the relay's and the agent's debug lines on the hot path).
+    The method names map to levels by structlog's own table, the one filter_by_level
+    reads."""
 
     def _proxy_to_logger(
         self, method_name: str, event: str | None = None, *event_args: str, **event_kw: Any
     ) -> Any:
-        if not self._logger.isEnabledFor(_METHOD_LEVELS.get(method_name, logging.NOTSET)):
+        if not self._logger.isEnabledFor(NAME_TO_LEVEL.get(method_name, logging.NOTSET)):
             return None
         return super()._proxy_to_logger(method_name, event, *event_args, **event_kw)
 
